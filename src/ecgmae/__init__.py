@@ -1,0 +1,21 @@
+"""ecgmae: masked autoencoders for ECG representation learning.
+
+Importing the package does nothing but define names: heavy modules (torch, Lightning) load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `ecgmae.load` pulls in torch only when it is first used.
+    if name == "load":
+        from ecgmae.api import load
+
+        return load
+    raise AttributeError(f"module 'ecgmae' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from ecgmae.cli import main
+
+raise SystemExit(main())

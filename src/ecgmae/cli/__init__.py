@@ -1,0 +1,50 @@
+"""Command line: ``ecgmae <command> ...``; one module per subcommand, no logic of its own.
+
+Each command module defines ``add_parser(subparsers)`` and a ``run(args) -> int``; heavy imports
+happen inside ``run`` so that ``ecgmae --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ecgmae import __version__
+from ecgmae.config import ConfigError
+from ecgmae.errors import ECGMAEError
+from ecgmae.utils import setup_logging
+
+# Order is the order shown in `ecgmae --help`.
+COMMANDS: tuple[str, ...] = ("synth",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="ecgmae",
+        description="Masked autoencoders for ECG: synthesise, prepare, pre-train, fine-tune, evaluate.",
+        epilog="Example:\n  ecgmae synth --out /tmp/synth --n 200\n\nRun `ecgmae COMMAND --help` for each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ecgmae {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"ecgmae.cli.{name.replace('-', '_')}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ecgmae`` console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
+    try:
+        return int(args.func(args) or 0)
+    except (ECGMAEError, ConfigError) as exc:
+        print(f"ecgmae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ecgmae {args.command}: interrupted", file=sys.stderr)
+        return 130

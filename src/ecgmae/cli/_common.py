@@ -1,0 +1,40 @@
+"""Shared bits for subcommand modules: a parser factory with an example in --help."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    *,
+    help: str,
+    example: str,
+    run: Callable[[argparse.Namespace], int | None],
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Register subcommand ``name`` whose ``--help`` ends with ``Example:`` and ``example``.
+
+    Adds ``--quiet`` (no progress bars, warnings only) and ``--verbose`` to every command.
+    """
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description or help,
+        epilog=f"Example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars; warnings and errors only")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def progress(iterable: Any = None, *, quiet: bool = False, **kwargs: Any) -> Any:
+    """A tqdm progress bar on stderr, silent with ``quiet``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=quiet, dynamic_ncols=True, **kwargs)

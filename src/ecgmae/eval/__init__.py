@@ -1,0 +1,1 @@
+"""Evaluation: multi-label metrics with bootstrap confidence intervals, linear probes, report tables."""
