@@ -66,7 +66,7 @@ def seed_everything(seed: int) -> None:
     try:
         import numpy as np
 
-        np.random.seed(seed % 2**32)
+        np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code may use the legacy global RNG
     except ImportError:  # pragma: no cover
         pass
     try:

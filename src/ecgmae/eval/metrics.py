@@ -138,8 +138,8 @@ def classification_report(
         "fmax": fmax(y, p),
         "fmax_ci95": [f_lo, f_hi],
         "per_class_auroc": {
-            name: (None if not np.isfinite(a) else float(a)) for name, a in zip(label_names, per_class)
+            name: (None if not np.isfinite(a) else float(a)) for name, a in zip(label_names, per_class, strict=True)
         },
-        "positives": {name: int(c) for name, c in zip(label_names, np.asarray(y, bool).sum(axis=0))},
+        "positives": {name: int(c) for name, c in zip(label_names, np.asarray(y, bool).sum(axis=0), strict=True)},
         "bootstrap": {"n": n_boot, "seed": seed},
     }
