@@ -1,0 +1,171 @@
+"""Typed run configurations for pre-training and downstream training (no Lightning imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ecgmae.config import ConfigError
+
+MODES = ("finetune", "linprobe", "scratch")
+PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay, all by optimiser step.
+
+    Attributes:
+        lr: peak learning rate (after warm-up).
+        min_lr_ratio: the cosine ends at ``lr * min_lr_ratio``.
+        warmup: warm-up length; a fraction of the total steps if < 1, else a step count.
+        weight_decay: applied to weight matrices only (never to biases, norms, embeddings).
+        betas: AdamW betas.
+        layer_decay: layer-wise LR decay for fine-tuning (1.0 = off); block i of depth d gets
+            ``layer_decay ** (d - i)`` of the head's rate.
+        grad_clip: max global gradient norm (0 = off).
+    """
+
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.01
+    warmup: float = 0.05
+    weight_decay: float = 0.05
+    betas: tuple[float, ...] = (0.9, 0.95)
+    layer_decay: float = 1.0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0 < self.layer_decay <= 1:
+            raise ConfigError(f"optim.layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.warmup < 0:
+            raise ConfigError(f"optim.warmup must be >= 0, got {self.warmup}")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Hardware and loop settings handed to Lightning's Trainer.
+
+    Attributes:
+        accelerator: "auto", "cpu", "gpu", ...
+        devices: "auto", a count, or a comma-separated list of ids.
+        num_nodes: nodes for multi-node DDP (SLURM or torchrun).
+        strategy: "auto" picks DDP when more than one device or node is used.
+        precision: "auto" = bf16-mixed where the hardware supports it (CUDA with bf16, CPUs with
+            AVX-512 bf16), else 32; or any Lightning precision string.
+        accumulate: gradient accumulation steps.
+        num_workers: data-loader worker processes.
+        compile: wrap the model with ``torch.compile`` (slow first step; worth it for long runs).
+        log_every: log training metrics every N steps.
+        deterministic: ask torch for deterministic algorithms.
+    """
+
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "auto"
+    accumulate: int = 1
+    num_workers: int = 0
+    compile: bool = False
+    log_every: int = 10
+    deterministic: bool = False
+
+    def __post_init__(self) -> None:
+        if str(self.precision) not in PRECISIONS:
+            raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
+        if self.accumulate < 1:
+            raise ConfigError(f"trainer.accumulate must be >= 1, got {self.accumulate}")
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Masked-autoencoder pre-training run.
+
+    Attributes:
+        model: registered model name (``ecgmae.models.list_models()``).
+        model_overrides: config fields to change, e.g. ``{depth: 4, mask_ratio: 0.8}``.
+        epochs: passes over the training split (ignored when ``max_steps`` >= 0).
+        max_steps: optimiser steps; -1 = use ``epochs``; 0 = write the freshly initialised encoder.
+        batch_size: per device.
+        window_seconds: crop length; None = the store's ``seconds``.
+        splits: store splits used for pre-training (labels are never read).
+        optim: optimiser and schedule.
+        trainer: hardware and loop settings.
+        seed: seeds data order, crops, masks and initialisation.
+    """
+
+    model: str = "ecgmae_small"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    max_steps: int = -1
+    batch_size: int = 64
+    window_seconds: float | None = None
+    splits: tuple[str, ...] = ("train",)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.05))
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_loop(self.epochs, self.max_steps, self.batch_size)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Downstream classification run (fine-tune, linear probe or from scratch).
+
+    Attributes:
+        mode: "finetune" (all weights train, layer-wise LR decay), "linprobe" (encoder frozen), or
+            "scratch" (random initialisation, no encoder checkpoint).
+        model: registered model for ``scratch`` (an encoder checkpoint brings its own config).
+        model_overrides: config fields to change for ``scratch``.
+        classes: subset of the store's label names (empty = all with at least one positive).
+        label_fraction: fraction of the training split used (seeded, at least one positive per class).
+        epochs: passes over the (reduced) training split; -1 with ``max_steps``.
+        max_steps: optimiser steps; -1 = use ``epochs``.
+        batch_size: per device.
+        window_seconds: crop length; None = the encoder's training window or the store's seconds.
+        eval_stride_seconds: sliding-window stride at evaluation (records longer than the window).
+        aggregate: how window scores combine into a record score: "mean" or "max".
+        head_dropout: dropout before the linear head.
+        n_boot: bootstrap resamples for the confidence intervals.
+        optim: optimiser and schedule.
+        trainer: hardware and loop settings.
+        seed: seeds the label subset, data order, crops and head initialisation.
+    """
+
+    mode: str = "finetune"
+    model: str = "ecgmae_small"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
+    label_fraction: float = 1.0
+    epochs: int = 10
+    max_steps: int = -1
+    batch_size: int = 64
+    window_seconds: float | None = None
+    eval_stride_seconds: float | None = None
+    aggregate: str = "mean"
+    head_dropout: float = 0.0
+    n_boot: int = 1000
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, layer_decay=0.75))
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 0 < self.label_fraction <= 1:
+            raise ConfigError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
+        if self.aggregate not in ("mean", "max"):
+            raise ConfigError(f"aggregate must be 'mean' or 'max', got {self.aggregate!r}")
+        _check_loop(self.epochs, self.max_steps, self.batch_size)
+
+
+def _check_loop(epochs: int, max_steps: int, batch_size: int) -> None:
+    if max_steps < -1:
+        raise ConfigError(f"max_steps must be >= 0 (or -1 for epochs), got {max_steps}")
+    if max_steps == -1 and epochs < 1:
+        raise ConfigError(f"epochs must be >= 1 when max_steps is not set, got {epochs}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")

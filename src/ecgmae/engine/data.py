@@ -1,0 +1,142 @@
+"""Data loading for the engine: seeded per-epoch order, rank sharding, label-fraction subsets.
+
+Order and crops are pure functions of (seed, epoch, rank), so a resumed run sees exactly the batches an
+uninterrupted one would, on any number of workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ecgmae.errors import DataError
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` keys: a seeded permutation per epoch, sharded across ranks.
+
+    Each rank gets ``ceil(n / world)`` keys (wrapping around) so that all ranks take the same number of
+    steps, as DDP requires. Lightning calls :meth:`set_epoch` at the start of every epoch.
+    """
+
+    def __init__(self, n: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> None:
+        if n <= 0:
+            raise DataError("no training records: the selected split is empty")
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        total = len(self) * self.world_size
+        order = np.resize(order, total)  # wrap so every rank has the same count
+        for i in order[self.rank : total : self.world_size]:
+            yield self.epoch, int(i)
+
+
+class EpochKeyed(Dataset):
+    """Wrap a dataset with ``set_epoch``/``__getitem__(i)`` so it accepts ``(epoch, i)`` keys.
+
+    Setting the epoch inside the worker that fetches the item keeps crops deterministic whatever the
+    number of workers and whenever the loader's iterator is created.
+    """
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, i = key
+        if getattr(self.base, "epoch", None) != epoch:
+            self.base.set_epoch(epoch)
+        return self.base[i]
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``dataset``: epoch-keyed shuffled batches for training, in order otherwise."""
+    if train:
+        sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world_size)
+        dataset = EpochKeyed(dataset)
+        drop_last = len(sampler) >= batch_size
+    else:
+        n = len(dataset)
+        sampler = list(range(rank, n, world_size))  # type: ignore[assignment]
+        drop_last = False
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        worker_init_fn=_worker_init,
+    )
+
+
+def _worker_init(worker_id: int) -> None:
+    # Workers share the two cores with the main process; one thread each avoids oversubscription.
+    torch.set_num_threads(1)
+
+
+def label_subset(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded ``fraction`` of ``indices``, topped up so every class present keeps one positive.
+
+    Args:
+        labels: (N, K) multi-hot labels of the whole store.
+        indices: candidate record indices (the training split).
+        fraction: in (0, 1]; 1 returns ``indices`` unchanged.
+        seed: subset seed (different seeds give different subsets).
+
+    Returns:
+        Sorted record indices.
+    """
+    indices = np.asarray(indices)
+    if fraction >= 1.0:
+        return indices
+    rng = np.random.default_rng([seed, 7919])
+    n = max(1, int(round(fraction * len(indices))))
+    chosen = set(rng.choice(indices, size=n, replace=False).tolist())
+    sub = labels[indices]
+    for k in range(labels.shape[1]):
+        pos = indices[sub[:, k] > 0]
+        if len(pos) and not any(i in chosen for i in pos.tolist()):
+            chosen.add(int(rng.choice(pos)))
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def select_classes(all_names: Sequence[str], labels: np.ndarray, wanted: Sequence[str]) -> list[int]:
+    """Column indices of ``wanted`` classes (all classes with a positive when empty)."""
+    if not wanted:
+        return [k for k in range(len(all_names)) if labels[:, k].any()]
+    lookup = {n.lower(): i for i, n in enumerate(all_names)}
+    missing = [w for w in wanted if w.lower() not in lookup]
+    if missing:
+        raise DataError(f"unknown class(es) {', '.join(missing)}; the store has {', '.join(all_names)}")
+    return [lookup[w.lower()] for w in wanted]

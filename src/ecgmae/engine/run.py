@@ -1,0 +1,329 @@
+"""Run orchestration: store -> pretrain -> encoder checkpoint -> finetune/linprobe/scratch -> evaluate.
+
+Each function reads only the artefacts of the step before and writes its own atomically into a run
+directory: ``encoder.safetensors`` / ``mae.safetensors`` (pre-training) or ``classifier.safetensors``
+(downstream), ``config.json``, ``metrics.csv`` / ``metrics.json``, ``model_card.json``, ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from ecgmae.checkpoint import load_checkpoint, save_checkpoint
+from ecgmae.config import from_dict, to_dict
+from ecgmae.data.dataset import CropDataset, WindowDataset
+from ecgmae.data.io import LEADS_12
+from ecgmae.data.store import Store
+from ecgmae.engine.config import FinetuneConfig, PretrainConfig
+from ecgmae.engine.data import label_subset, make_loader, select_classes
+from ecgmae.engine.modules import ClassifierModule, MAEModule
+from ecgmae.engine.predict import predict_records
+from ecgmae.engine.trainer import build_trainer
+from ecgmae.errors import CheckpointError, DataError
+from ecgmae.eval.metrics import classification_report
+from ecgmae.models import ECGMAE, ECGClassifier, EncoderConfig, MAEConfig, get_config
+from ecgmae.utils import log, seed_everything, write_json_atomic
+
+
+class _Loaders(L.LightningDataModule):
+    """Builds loaders inside Lightning so each DDP rank knows its rank and world size."""
+
+    def __init__(self, train_ds: Any, val_ds: Any, batch_size: int, seed: int, workers: int) -> None:
+        super().__init__()
+        self.train_ds, self.val_ds = train_ds, val_ds
+        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+
+    def _kw(self) -> dict[str, Any]:
+        t = self.trainer
+        return {
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "num_workers": self.workers,
+            "rank": t.global_rank if t else 0,
+            "world_size": t.world_size if t else 1,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def train_dataloader(self) -> Any:
+        return make_loader(self.train_ds, train=True, **self._kw())
+
+    def val_dataloader(self) -> Any:
+        if self.val_ds is None or len(self.val_ds) == 0:
+            return []
+        return make_loader(self.val_ds, train=False, **self._kw())
+
+
+def _steps(n_train: int, batch: int, world: int, accumulate: int, epochs: int, max_steps: int) -> int:
+    """Optimiser steps of the run (what the LR schedule spans)."""
+    if max_steps >= 0:
+        return max_steps
+    per_rank = math.ceil(n_train / world)
+    batches = per_rank // batch if per_rank >= batch else 1
+    return max(1, math.ceil(batches / accumulate) * epochs)
+
+
+def model_config(name: str, overrides: dict[str, Any], store: Store) -> MAEConfig:
+    """The registered config adapted to the store's rate (patches keep their duration).
+
+    Models know the 12 canonical leads and take any subset through ``lead_idx``; a store with other
+    lead names gets a model with exactly its own leads.
+    """
+    extra: dict[str, Any] = {"fs": float(store.fs)}
+    if lead_positions(store.leads) is None:
+        extra["n_leads"] = len(store.leads)
+    return get_config(name, **{**extra, **overrides})
+
+
+def lead_positions(leads: tuple[str, ...] | list[str]) -> list[int] | None:
+    """Positions of ``leads`` among the canonical 12 (None if any is not one of them)."""
+    lookup = {name.lower(): i for i, name in enumerate(LEADS_12)}
+    pos = [lookup.get(str(lead).lower()) for lead in leads]
+    return None if any(p is None for p in pos) else pos  # type: ignore[return-value]
+
+
+def _window(store: Store, seconds: float | None, patch: int) -> int:
+    """Crop length in samples, a whole number of patches."""
+    seconds = seconds or float(store.meta.get("seconds") or store.preprocess_config.seconds)
+    n = int(round(seconds * store.fs)) // patch * patch
+    if n <= 0:
+        raise DataError(f"{store.path}: a {seconds} s window at {store.fs} Hz holds no whole {patch}-sample patch")
+    return n
+
+
+def _data_summary(store: Store, indices: np.ndarray, window: int) -> dict[str, Any]:
+    idx = store.index.iloc[indices]
+    return {
+        "store": str(store.path),
+        "fs": store.fs,
+        "leads": list(store.leads),
+        "window_samples": window,
+        "preprocessing": store.meta.get("preprocessing", {}),
+        "records": len(idx),
+        "patients": int(idx["patient"].nunique()) if "patient" in idx else None,
+        "sources": sorted(map(str, idx["source"].unique())) if "source" in idx else [],
+    }
+
+
+def _guard_out(out: Path, product: str, resume: bool, overwrite: bool) -> None:
+    if (out / product).exists() and not (resume or overwrite):
+        raise DataError(f"{out}: already holds {product}; pass --resume to continue or --overwrite to redo")
+    if resume and not (out / "last.ckpt").exists():
+        raise DataError(f"{out}: --resume given but there is no last.ckpt to resume from")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _finish_logs(out: Path) -> None:
+    csv = out / "logs" / "metrics.csv"
+    if csv.exists():
+        tmp = out / ".metrics.csv.tmp"
+        shutil.copyfile(csv, tmp)
+        tmp.replace(out / "metrics.csv")
+
+
+def pretrain(
+    data: str | Path,
+    out: str | Path,
+    cfg: PretrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """Pre-train a masked autoencoder on ``data`` (a prepared store); returns the run directory."""
+    store, out = Store.open(data), Path(out)
+    _guard_out(out, "encoder.safetensors", resume, overwrite)
+    mae_cfg = model_config(cfg.model, cfg.model_overrides, store)
+    seed_everything(cfg.seed)
+    model = ECGMAE(mae_cfg)
+    window = _window(store, cfg.window_seconds, mae_cfg.encoder.patch_size)
+    train_idx = np.concatenate([store.split_indices(s) for s in cfg.splits])
+    val_idx = store.split_indices("val") if "val" not in cfg.splits else np.array([], dtype=np.int64)
+    summary = _data_summary(store, train_idx, window)
+    meta: dict[str, Any] = {
+        "model": {"name": cfg.model, "config": to_dict(mae_cfg)},
+        "data": summary,
+        "train": {"config": to_dict(cfg), "method": "mae"},
+        "label_names": [],
+    }
+    write_json_atomic(out / "config.json", meta)
+    if cfg.max_steps != 0:
+        train_ds = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
+        val_ds = CropDataset(store, val_idx, window, train=False, seed=cfg.seed) if len(val_idx) else None
+        trainer = build_trainer(
+            cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor=None,
+            grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
+        )
+        total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate,
+                       cfg.epochs, cfg.max_steps)
+        module = MAEModule(_maybe_compile(model, cfg.trainer.compile), cfg.optim, total, cfg.seed,
+                           lead_idx=lead_positions(store.leads))
+        loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
+        trainer.fit(module, datamodule=loaders, ckpt_path="last" if resume else None)
+        if not trainer.is_global_zero:
+            return out
+        meta["train"]["steps"] = int(trainer.global_step)
+        meta["train"]["final_loss"] = _last_metric(trainer, "train/loss_epoch")
+        _finish_logs(out)
+    meta["train"].setdefault("steps", 0)
+    save_checkpoint(out / "encoder.safetensors", model.encoder.state_dict(), {**meta, "kind": "encoder"})
+    save_checkpoint(out / "mae.safetensors", model.state_dict(), {**meta, "kind": "mae"})
+    write_json_atomic(out / "model_card.json", _card(meta, "encoder"))
+    log.info("pre-training done: %s (%d steps)", out / "encoder.safetensors", meta["train"]["steps"])
+    return out
+
+
+def _maybe_compile(model: torch.nn.Module, compile_: bool) -> torch.nn.Module:
+    if compile_:
+        model.compile()  # in place: state_dict keys stay the same
+    return model
+
+
+def _last_metric(trainer: L.Trainer, key: str) -> float | None:
+    v = trainer.callback_metrics.get(key)
+    return None if v is None else float(v)
+
+
+def _card(meta: dict[str, Any], kind: str) -> dict[str, Any]:
+    from ecgmae import __version__
+
+    return {"kind": kind, "ecgmae_version": __version__, **meta}
+
+
+def encoder_from_checkpoint(path: str | Path, store: Store) -> tuple[EncoderConfig, dict[str, torch.Tensor]]:
+    """Encoder config and weights from a pre-training run, checked against the store's preprocessing."""
+    state, meta = load_checkpoint(path, kind="encoder")
+    enc = from_dict(EncoderConfig, meta["model"]["config"]["encoder"], where=f"{path}: model.config.encoder")
+    want_fs, want_leads = meta["data"]["fs"], tuple(meta["data"]["leads"])
+    if float(want_fs) != float(store.fs):
+        raise DataError(f"{store.path}: store is at {store.fs} Hz but the encoder {path} expects {want_fs} Hz; "
+                        f"prepare the data with --fs {want_fs}")
+    if enc.tokenization != "lead" and tuple(store.leads) != want_leads:
+        raise DataError(f"{store.path}: store leads {','.join(store.leads)} differ from the encoder's "
+                        f"{','.join(want_leads)} (a time-tokenised model needs the same leads)")
+    return enc, state
+
+
+def finetune(
+    data: str | Path,
+    out: str | Path,
+    cfg: FinetuneConfig,
+    *,
+    encoder: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train a classifier (fine-tune, linear probe or scratch); returns the test metrics dict."""
+    store, out = Store.open(data), Path(out)
+    _guard_out(out, "classifier.safetensors", resume, overwrite)
+    if cfg.mode != "scratch" and encoder is None:
+        raise CheckpointError(f"--mode {cfg.mode} needs --encoder RUN (a pre-training run directory)")
+    seed_everything(cfg.seed)
+    if encoder is not None and cfg.mode != "scratch":
+        enc_cfg, state = encoder_from_checkpoint(encoder, store)
+    else:
+        enc_cfg, state = model_config(cfg.model, cfg.model_overrides, store).encoder, None
+    class_idx = select_classes(store.label_names, store.labels, cfg.classes)
+    names = [store.label_names[k] for k in class_idx]
+    model = ECGClassifier(enc_cfg, len(class_idx), head_dropout=cfg.head_dropout)
+    if state is not None:
+        model.load_encoder(state)
+    window = _window(store, cfg.window_seconds, enc_cfg.patch_size)
+    stride = int(round((cfg.eval_stride_seconds or window / store.fs) * store.fs))
+    train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), cfg.label_fraction, cfg.seed)
+    val_idx, test_idx = store.split_indices("val"), store.split_indices("test")
+    train_ds = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
+    val_ds = WindowDataset(store, val_idx, window, stride) if len(val_idx) else None
+    trainer = build_trainer(
+        cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor="val/auroc",
+        monitor_mode="max", grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
+    )
+    total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate, cfg.epochs,
+                   cfg.max_steps)
+    module = ClassifierModule(model, cfg.optim, total, cfg.seed, mode=cfg.mode, class_idx=class_idx,
+                              aggregate=cfg.aggregate, lead_idx=lead_positions(store.leads))
+    loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
+    trainer.fit(module, datamodule=loaders, ckpt_path="last" if resume else None)
+    if not trainer.is_global_zero:
+        return {}
+    _restore_best(model, out / "best.ckpt")
+    _finish_logs(out)
+    probs, y = predict_records(model, store, test_idx, window, stride, aggregate=cfg.aggregate,
+                               class_idx=class_idx, batch_size=cfg.batch_size, lead_idx=lead_positions(store.leads))
+    report = classification_report(y, probs, names, n_boot=cfg.n_boot, seed=cfg.seed)
+    report.update(split="test", mode=cfg.mode, label_fraction=cfg.label_fraction,
+                  train_records=len(train_idx), seed=cfg.seed, encoder=str(encoder) if encoder else None)
+    meta = {
+        "model": {"name": cfg.model if state is None else "encoder", "encoder": to_dict(enc_cfg),
+                  "num_classes": len(names), "head_dropout": cfg.head_dropout},
+        "data": _data_summary(store, train_idx, window) | {"eval_stride_samples": stride,
+                                                           "aggregate": cfg.aggregate},
+        "train": {"config": to_dict(cfg), "steps": int(trainer.global_step),
+                  "best_val_auroc": _best_score(trainer)},
+        "label_names": names,
+        "metrics": report,
+    }
+    save_checkpoint(out / "classifier.safetensors", model.state_dict(), {**meta, "kind": "classifier"})
+    write_json_atomic(out / "metrics.json", report)
+    write_json_atomic(out / "model_card.json", _card(meta, "classifier"))
+    (out / "best.ckpt").unlink(missing_ok=True)
+    log.info("%s done: test macro AUROC %.4f -> %s", cfg.mode, report["macro_auroc"], out)
+    return report
+
+
+def _best_score(trainer: L.Trainer) -> float | None:
+    cb = trainer.checkpoint_callback
+    score = getattr(cb, "best_model_score", None)
+    return None if score is None else float(score)
+
+
+def _restore_best(model: torch.nn.Module, path: Path) -> None:
+    """Load the best-validation weights (a checkpoint this run just wrote) into ``model``."""
+    if not path.exists():
+        return  # no validation split: the last weights are the result
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
+    state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+    model.load_state_dict(state)
+
+
+def load_classifier(path: str | Path) -> tuple[ECGClassifier, dict[str, Any]]:
+    """Rebuild a classifier from its checkpoint alone."""
+    state, meta = load_checkpoint(path, kind="classifier")
+    m = meta["model"]
+    enc = from_dict(EncoderConfig, m["encoder"], where=f"{path}: model.encoder")
+    model = ECGClassifier(enc, int(m["num_classes"]), head_dropout=float(m.get("head_dropout", 0.0)))
+    model.load_state_dict(state)
+    model.eval()
+    return model, meta
+
+
+def evaluate(
+    checkpoint: str | Path, data: str | Path, *, split: str = "test", aggregate: str | None = None,
+    n_boot: int = 1000, seed: int = 0, batch_size: int = 64,
+) -> dict[str, Any]:
+    """Score a classifier run on a store split: macro/per-class AUROC, F1, Fmax with bootstrap CIs."""
+    model, meta = load_classifier(checkpoint)
+    store = Store.open(data)
+    d = meta["data"]
+    if float(d["fs"]) != float(store.fs):
+        raise DataError(f"{store.path}: store is at {store.fs} Hz, the classifier expects {d['fs']} Hz")
+    names = meta["label_names"]
+    class_idx = select_classes(store.label_names, store.labels, names)
+    how = aggregate or d.get("aggregate", "mean")
+    idx = store.split_indices(split)
+    if len(idx) == 0:
+        raise DataError(f"{store.path}: split {split!r} is empty")
+    probs, y = predict_records(model, store, idx, int(d["window_samples"]), int(d["eval_stride_samples"]),
+                               aggregate=how, class_idx=class_idx, batch_size=batch_size,
+                               lead_idx=lead_positions(store.leads))
+    report = classification_report(y, probs, names, n_boot=n_boot, seed=seed)
+    report.update(split=split, checkpoint=str(checkpoint), store=str(store.path), aggregate=how)
+    return report

@@ -1,0 +1,122 @@
+"""The Trainer factory: hardware, precision, strategy, loggers and resumable checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from ecgmae.engine.config import TrainerConfig
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file and renamed: never half a ``last.ckpt``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 matmuls (AVX-512 bf16 or AMX), where bf16 autocast pays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - builds without oneDNN
+        return False
+
+
+def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """Turn "auto" into a concrete Lightning precision for this machine."""
+    if precision != "auto":
+        return "32-true" if precision == "32" else precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if accelerator in ("auto", "cpu") and cpu_supports_bf16():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def _devices(devices: str) -> Any:
+    if devices == "auto":
+        return "auto"
+    if "," in devices:
+        return [int(d) for d in devices.split(",") if d.strip()]
+    return int(devices)
+
+
+def build_trainer(
+    cfg: TrainerConfig,
+    out: Path,
+    *,
+    max_epochs: int,
+    max_steps: int,
+    monitor: str | None = None,
+    monitor_mode: str = "min",
+    grad_clip: float = 0.0,
+    quiet: bool = False,
+    has_val: bool = True,
+) -> L.Trainer:
+    """A Lightning Trainer writing ``out/last.ckpt`` (resume), ``out/best.ckpt`` (if ``monitor``) and
+    CSV (+ TensorBoard when installed) logs under ``out/logs``.
+
+    Checkpoints are saved at the end of every epoch, so ``--resume`` continues exactly where an
+    uninterrupted run would be (data order and masks are functions of seed, epoch and step).
+    """
+    devices = _devices(cfg.devices)
+    strategy = cfg.strategy
+    many = (isinstance(devices, int) and devices > 1) or isinstance(devices, list) or cfg.num_nodes > 1
+    if strategy == "auto" and many:
+        strategy = "ddp"
+    callbacks: list[Any] = [
+        ModelCheckpoint(
+            dirpath=out,
+            filename="best",
+            monitor=monitor if has_val else None,
+            mode=monitor_mode,
+            save_last=True,
+            save_top_k=1 if (monitor and has_val) else 0,
+            every_n_epochs=1,
+            enable_version_counter=False,
+        )
+    ]
+    loggers: list[Any] = [CSVLogger(save_dir=out, name="logs", version="")]
+    try:
+        import tensorboard  # noqa: F401
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(save_dir=out, name="logs", version="", default_hp_metric=False))
+    except ImportError:
+        pass
+    if not quiet:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=devices,
+        num_nodes=cfg.num_nodes,
+        strategy=strategy,
+        precision=resolve_precision(cfg.precision, cfg.accelerator),  # type: ignore[arg-type]
+        max_epochs=max_epochs if max_steps < 0 else -1,
+        max_steps=max_steps,
+        accumulate_grad_batches=cfg.accumulate,
+        gradient_clip_val=grad_clip or None,
+        log_every_n_steps=cfg.log_every,
+        deterministic=cfg.deterministic,
+        callbacks=callbacks,
+        logger=loggers,
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=not quiet,
+        enable_model_summary=not quiet,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # engine.data.EpochSampler shards by rank itself
+        default_root_dir=out,
+        limit_val_batches=1.0 if has_val else 0,
+    )
