@@ -86,3 +86,10 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def progress(iterable: Any = None, *, quiet: bool = False, **kwargs: Any) -> Any:
+    """A tqdm progress bar on stderr, silent with ``quiet``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=quiet, dynamic_ncols=True, **kwargs)

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from ecgmae.utils import progress  # noqa: F401 - re-exported for command modules
+
 
 def add_command(
     subparsers: Any,
@@ -31,10 +33,3 @@ def add_command(
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.set_defaults(func=run)
     return parser
-
-
-def progress(iterable: Any = None, *, quiet: bool = False, **kwargs: Any) -> Any:
-    """A tqdm progress bar on stderr, silent with ``quiet``."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, disable=quiet, dynamic_ncols=True, **kwargs)

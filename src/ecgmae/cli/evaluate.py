@@ -12,7 +12,7 @@ from ecgmae.cli._common import add_command
 def add_parser(sub: Any) -> None:
     p = add_command(
         sub, "evaluate", run=run,
-        help="score a classifier on a store split (AUROC, F1, Fmax, bootstrap 95% CIs)",
+        help="score a classifier on a store split (AUROC, F1, Fmax, bootstrap 95%% CIs)",
         example="ecgmae evaluate --checkpoint runs/ft10 --data stores/synth --split test --out eval.json",
     )
     p.add_argument("--checkpoint", required=True, help="classifier run directory or classifier.safetensors")
