@@ -1,7 +1,9 @@
 """Synthetic ECG throughput on one core: records/s per noise level, and WFDB folder writing.
 
 Usage: PYTHONPATH=src python benchmarks/synth_speed.py [--n 200] [--fs 500] [--seconds 10]
-Prints one JSON object. Target: >= 50 records/s at 500 Hz, 10 s, on one core.
+Prints one JSON object. Targets at 500 Hz, 10 s, on one core: generation >= 50 records/s, and
+``ecgmae synth`` (generate + write, realistic noise) >= 100 records/s. ``write_only_rec_per_s`` is the
+WFDB writer alone on records already in memory.
 """
 
 from __future__ import annotations
@@ -40,10 +42,25 @@ def main() -> None:
                 pass
             best = min(best, time.perf_counter() - t0)
         result[f"generate_{noise}_rec_per_s"] = round(args.n / best, 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        write_wfdb_folder(Path(tmp) / "synth", args.n, fs=args.fs, seconds=args.seconds, quiet=True)
-        result["write_wfdb_realistic_rec_per_s"] = round(args.n / (time.perf_counter() - t0), 1)
+    best = float("inf")
+    for k in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            write_wfdb_folder(Path(tmp) / f"synth{k}", args.n, fs=args.fs, seconds=args.seconds, quiet=True)
+            best = min(best, time.perf_counter() - t0)
+    result["write_wfdb_realistic_rec_per_s"] = round(args.n / best, 1)
+
+    from ecgmae.data.wfdb_write import write_wfdb16
+
+    recs = list(generate(min(args.n, 50), seed=0, fs=args.fs, seconds=args.seconds))
+    best = float("inf")
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            for rec in recs:
+                write_wfdb16(Path(tmp) / rec.record, rec.signal, rec.fs, rec.leads, ["labels: x"], 1000.0)
+            best = min(best, time.perf_counter() - t0)
+    result["write_only_rec_per_s"] = round(len(recs) / best, 1)
     print(json.dumps(result))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -175,6 +176,33 @@ def test_pvc_is_premature_with_compensatory_pause(clean: list[synthetic.SynthRec
         assert np.allclose(before + after, 2 * 60 / r.hr_bpm, rtol=0.15), r.record
 
 
+def _window_peak(size: np.ndarray, fs: float, qrs_time: float, pr_s: float) -> float:
+    """Largest value of ``size`` from 0.1 s before the P wave of a QRS at ``qrs_time`` to just after it."""
+    lo, hi = np.rint(np.array([qrs_time - pr_s - 0.1, qrs_time + 0.05]) * fs).astype(int)
+    return float(size[max(lo, 0):hi].max())
+
+
+def test_sinus_p_wave_survives_a_pvc(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = synthetic.sample_plan
+
+    def no_p(rng: np.random.Generator) -> synthetic.RecordPlan:
+        plan = real(rng)
+        vec = plan.beat.vec.copy()
+        vec[plan.beat.kind == 0] = 0.0
+        return dataclasses.replace(plan, beat=dataclasses.replace(plan.beat, vec=vec))
+
+    recs = [r for r in generate(80, seed=3, noise="none") if "PVC" in r.labels and "AF" not in r.labels][:4]
+    assert recs
+    for r in recs:
+        monkeypatch.setattr(synthetic, "sample_plan", no_p)
+        p_only = r.signal - generate_record(3, r.info["index"], noise="none").signal  # the P waves alone
+        monkeypatch.setattr(synthetic, "sample_plan", real)
+        size, on, pr_s = np.abs(p_only).max(axis=0), r.beat_onsets_s, r.pr_ms / 1000
+        conducted = np.median([_window_peak(size, r.fs, t, pr_s) for t in on[~r.beat_is_pvc][1:]])
+        for j in np.flatnonzero(r.beat_is_pvc):  # full compensatory pause: sinus beat due halfway
+            assert _window_peak(size, r.fs, (on[j - 1] + on[j + 1]) / 2, pr_s) > 0.7 * conducted, (r.record, j)
+
+
 def test_qrs_duration_by_class(clean: list[synthetic.SynthRecord]) -> None:
     for r in clean:
         bbb = bool({"LBBB", "RBBB"} & set(r.labels))
@@ -270,6 +298,71 @@ def test_wfdb_folder_round_trip_and_byte_identical(tmp_path: Path) -> None:
         sig = rec.p_signal.T
         assert np.abs(sig - mem.signal).max() <= 0.0005 + 1e-6  # half an adc step (1 uV)
         assert _limb_errors(sig).max() <= 0.002 + 1e-6  # two adc steps after quantisation
+
+
+def _wrsamp_files(folder: Path, name: str, fs: float, names: list[str], units: list[str], gains: list,
+                  bases: list[int], comments: list[str], **signal: np.ndarray) -> tuple[bytes, bytes]:
+    import wfdb
+
+    folder.mkdir()
+    wfdb.wrsamp(name, fs=fs, units=units, sig_name=names, fmt=["16"] * len(names), adc_gain=gains,
+                baseline=bases, comments=comments, write_dir=str(folder), **signal)
+    return (folder / f"{name}.hea").read_bytes(), (folder / f"{name}.dat").read_bytes()
+
+
+@pytest.mark.parametrize("case", ["synth_500hz", "odd_rate_per_lead_gains", "one_lead_one_sample"])
+def test_wfdb16_writer_matches_wrsamp_byte_for_byte(case: str, tmp_path: Path) -> None:
+    import wfdb
+
+    from ecgmae.data.wfdb_write import write_wfdb16
+
+    rng = np.random.default_rng(5)
+    if case == "synth_500hz":
+        rec = generate_record(4, 2, seconds=6, noise="realistic")
+        sig, fs, names, units = rec.signal, 500.0, list(rec.leads), ["mV"] * 12
+        gains, bases, comments = [1000.0] * 12, [0] * 12, ["labels: NORM", "Dx: 426783006", "hr_bpm: 71.3"]
+    elif case == "odd_rate_per_lead_gains":  # a fractional rate, int and float gains, baselines, other units
+        sig = (rng.standard_normal((3, 1234)) * 3).astype(np.float32)
+        fs, names, units = 360.5, ["MLII", "V5", "resp"], ["mV", "mV", "uV"]
+        gains, bases, comments = [200, 200.5, 37.25], [1024, -3, 0], ["a comment: with colons", ""]
+    else:
+        sig, fs, names, units = np.array([[0.25]], dtype=np.float32), 250, ["I"], ["mV"]
+        gains, bases, comments = [1000.0], [0], []
+    ref_hea, ref_dat = _wrsamp_files(tmp_path / "ref", "r1", fs, names, units, gains, bases, comments,
+                                     p_signal=sig.T.astype(np.float64))
+    stem = tmp_path / "new" / "r1"
+    assert write_wfdb16(stem, sig, fs, names, comments, gains, bases, units) == 0
+    assert stem.with_suffix(".hea").read_bytes() == ref_hea
+    assert stem.with_suffix(".dat").read_bytes() == ref_dat
+    back = wfdb.rdrecord(str(stem))
+    assert back.sig_name == names and back.fs == fs and back.comments == comments
+    step = 1.0 / np.array(gains, dtype=np.float64)
+    assert np.all(np.abs(back.p_signal.T - sig) <= step[:, None] + 1e-9)  # within one adc step
+
+
+def test_wfdb16_writer_clips_and_keeps_nan_like_wfdb(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import wfdb
+
+    from ecgmae.data.wfdb_write import write_wfdb16
+
+    # gain 4: 0.125 mV -> 0.5 and -0.375 mV -> -1.5 digital, rounded half to even as numpy does
+    sig = np.array([[0.25, 1e5, -1e5, np.nan, 0.125, -0.375], [1, 2, 3, 4, 5, 6]], dtype=np.float32)
+    digital = np.array([[1, 32767, -32767, -32768, 0, -2], [4, 8, 12, 16, 20, 24]], np.int16)
+    ref = _wrsamp_files(tmp_path / "ref", "c1", 500.0, ["I", "II"], ["mV"] * 2, [4.0] * 2, [0, 0],
+                        ["x"], d_signal=digital.T.copy())
+    with caplog.at_level("WARNING", logger="ecgmae"):
+        assert write_wfdb16(tmp_path / "c1", sig, 500.0, ["I", "II"], ["x"], 4.0) == 2
+    assert "c1: 2 samples" in caplog.text
+    assert ((tmp_path / "c1.hea").read_bytes(), (tmp_path / "c1.dat").read_bytes()) == ref
+    back = wfdb.rdrecord(str(tmp_path / "c1")).p_signal.T
+    assert np.isnan(back[0, 3]) and back[0, 1] == 32767 / 4 and back[0, 2] == -32767 / 4
+    from ecgmae.errors import DataError
+
+    with pytest.raises(DataError, match="c2: 1 lead name values for 2 leads"):
+        write_wfdb16(tmp_path / "c2", sig, 500.0, ["I"], [], 1000.0)
+    with pytest.raises(DataError, match="c3: comment"):
+        write_wfdb16(tmp_path / "c3", sig, 500.0, ["I", "II"], ["two\nlines"], 1000.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c1.dat", "c1.hea", "ref"]
 
 
 # --- learnability ---------------------------------------------------------------------------------

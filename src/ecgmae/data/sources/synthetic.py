@@ -106,8 +106,9 @@ def _sinus_rr(plan: RecordPlan, m: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _beat_onsets(plan: RecordPlan, seconds: float, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """QRS onsets of every beat (s, some outside the record), PVC flags, and mask of those inside."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """QRS onsets of every beat (s, some outside the record), PVC flags, mask of those inside, and the
+    sinus times of the PVCs (when the QRS would have come had the ventricles not fired early)."""
     rr0 = 60.0 / plan.hr_bpm
     m = int(np.ceil(1.6 * (seconds + 5.0) / rr0)) + 8
     if plan.af_wave is not None:
@@ -130,6 +131,7 @@ def _beat_onsets(plan: RecordPlan, seconds: float, rng: np.random.Generator
     on = start + np.concatenate([[0.0], np.cumsum(rr)])
     inside = (on >= 0.0) & (on < seconds)
     pvc = np.zeros(on.size, dtype=bool)
+    sinus_on = np.zeros(0)
     idx = np.flatnonzero(inside)
     if plan.pvc is not None and idx.size >= 3:
         # Never the first or last beat inside: the mean RR (first to last) stays as planned.
@@ -141,8 +143,9 @@ def _beat_onsets(plan: RecordPlan, seconds: float, rng: np.random.Generator
         j = cand[pick]
         pvc[j] = True
         c = rng.uniform(*plan.pvc_coupling, j.size)
+        sinus_on = on[j].copy()
         on[j] = on[j - 1] + c * (on[j] - on[j - 1])  # the next sinus beat keeps its time: full pause
-    return on, pvc, inside
+    return on, pvc, inside, sinus_on
 
 
 def _bumps(tmpl: BeatTemplate, on: np.ndarray, qt: np.ndarray, amp: np.ndarray, p_jitter: np.ndarray
@@ -177,7 +180,7 @@ def _dipole(plan: RecordPlan, fs: float, n: int, rng: np.random.Generator
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The heart's dipole (3, n) plus the beats' onsets, PVC flags and RR intervals inside the record."""
     seconds = n / fs
-    on, pvc, inside = _beat_onsets(plan, seconds, rng)
+    on, pvc, inside, sinus_on = _beat_onsets(plan, seconds, rng)
     rr_prev = np.diff(on, prepend=on[0] - 60.0 / plan.hr_bpm)
     qt = plan.qtc_s * np.sqrt(rr_prev)
     _, _, _, f_resp, _, ph = plan.hrv
@@ -187,6 +190,13 @@ def _dipole(plan: RecordPlan, fs: float, n: int, rng: np.random.Generator
     parts = [_bumps(plan.beat, on[near & ~pvc], qt[near & ~pvc], amp[near & ~pvc], p_jit[near & ~pvc])]
     if plan.pvc is not None and pvc.any():
         parts.append(_bumps(plan.pvc, on[pvc], qt[pvc], amp[pvc], p_jit[pvc]))
+        p = plan.beat.kind == 0
+        if plan.af_wave is None and p.any():
+            # The sinus node fires on time regardless (hence the full compensatory pause): its P wave
+            # stays, usually buried in the PVC's QRS or ST-T. AF has no P waves to keep.
+            p_wave = dataclasses.replace(plan.beat, a=plan.beat.a[p], b=plan.beat.b[p], s0=plan.beat.s0[p],
+                                         s1=plan.beat.s1[p], vec=plan.beat.vec[p], kind=plan.beat.kind[p])
+            parts.append(_bumps(p_wave, sinus_on, qt[pvc], amp[pvc], p_jit[pvc]))
     c, s, v = (np.concatenate(x) for x in zip(*parts, strict=True))
     dip = _render(c, s, v, fs, n)
     if plan.af_wave is not None:
@@ -310,14 +320,9 @@ def generate(n: int, seed: int = 0, fs: float = 500, seconds: float = 10,
 
 
 def _write_record(folder: Path, rec: SynthRecord, seed: int, noise: str) -> None:
-    import wfdb
-
     from ecgmae import __version__
+    from ecgmae.data.wfdb_write import write_wfdb16
 
-    d = np.rint(rec.signal.T.astype(np.float64) * ADC_GAIN)
-    clipped = int((np.abs(d) > 32767).sum())
-    if clipped:
-        log.warning("%s: %d samples beyond +-32.7 mV were clipped", rec.record, clipped)
     comments = [
         f"labels: {';'.join(rec.labels)}",
         f"Dx: {','.join(CLASS_SNOMED[c] for c in rec.labels)}",
@@ -327,9 +332,7 @@ def _write_record(folder: Path, rec: SynthRecord, seed: int, noise: str) -> None
         f"qrs_ms: {rec.qrs_ms:.0f}",
         f"generator: ecgmae {__version__} synth seed={seed} index={rec.info['index']} noise={noise}",
     ]
-    wfdb.wrsamp(rec.record, fs=rec.fs, units=["mV"] * 12, sig_name=list(rec.leads),
-                d_signal=np.clip(d, -32767, 32767).astype(np.int16), fmt=["16"] * 12,
-                adc_gain=[ADC_GAIN] * 12, baseline=[0] * 12, comments=comments, write_dir=str(folder))
+    write_wfdb16(folder / rec.record, rec.signal, rec.fs, rec.leads, comments, adc_gain=ADC_GAIN)
 
 
 def _prepare_target(out: Path, overwrite: bool) -> None:

@@ -1,0 +1,122 @@
+"""A plain WFDB format-16 writer in numpy: the bytes ``wfdb.wrsamp`` writes, ~100x faster.
+
+``wfdb.wrsamp`` spends ~30 ms per record in pandas bookkeeping; this writes the same ``.hea`` and
+``.dat`` (one interleaved little-endian int16 file, adc_res 16, checksums and initial values, no byte
+offset) for the same inputs in well under a millisecond of Python.
+
+Example:
+    >>> write_wfdb16(Path("out/rec1"), sig, 500, ["I", "II"], ["Dx: 426783006"], adc_gain=1000.0)
+    0
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ecgmae.errors import DataError
+from ecgmae.utils import atomic_path, log
+
+__all__ = ["DIGITAL_MAX", "DIGITAL_NAN", "write_wfdb16"]
+
+DIGITAL_NAN = -32768  # format 16's "no sample" value; real samples are clipped to +-DIGITAL_MAX
+DIGITAL_MAX = 32767
+
+
+def _per_lead(value: object, n: int, what: str, stem: str) -> list:
+    items = list(value) if isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str) else [value] * n
+    if len(items) != n:
+        raise DataError(f"{stem}: {len(items)} {what} values for {n} leads")
+    return [v.item() if isinstance(v, np.generic) else v for v in items]
+
+
+def _text(value: str, what: str, stem: str, spaces: bool = True) -> str:
+    value = str(value)
+    if "\n" in value or "\r" in value or (not spaces and (not value or any(c.isspace() for c in value))):
+        raise DataError(f"{stem}: {what} {value!r} cannot go into a WFDB header")
+    return value
+
+
+def _fs_text(fs: float) -> str:
+    # wfdb writes a float rate that is whole to 8 decimals as an integer ("500", not "500.0").
+    if isinstance(fs, float) and round(fs, 8) == float(int(fs)):
+        return str(int(fs))
+    return str(fs)
+
+
+def write_wfdb16(path_stem: Path | str, signal: np.ndarray, fs: float, lead_names: Sequence[str],
+                 comments: Sequence[str], adc_gain: float | Sequence[float], baseline: int | Sequence[int] = 0,
+                 units: str | Sequence[str] = "mV") -> int:
+    """Write ``{stem}.hea`` and ``{stem}.dat`` (WFDB format 16), byte-identical to ``wfdb.wrsamp``.
+
+    Matches ``wfdb.wrsamp(name, fs=fs, units=..., sig_name=lead_names, p_signal=signal.T (float64),
+    fmt=["16"] * L, adc_gain=..., baseline=..., comments=comments)`` for in-range signals, and
+    ``wrsamp(..., d_signal=...)`` with the clipped digital values otherwise. Quantisation is done in
+    float64 (``round(x * gain + baseline)``, halves to even) whatever the input dtype. Samples
+    beyond the int16 range are clipped to +-32767 (and logged); NaN becomes -32768, which WFDB
+    readers return as NaN. Each file is written atomically, the ``.dat`` first.
+
+    Args:
+        path_stem: record path without suffix; its name is the record name (no '.' or spaces).
+        signal: (L, T) physical signal, T >= 1.
+        fs: sampling rate in Hz (> 0); a whole float is written as an integer, as wfdb does.
+        lead_names: L signal names.
+        comments: header comment lines, written as ``# {comment}``.
+        adc_gain: digital units per physical unit, one for all leads or one per lead (> 0).
+        baseline: digital value of 0 physical units, one or one per lead.
+        units: physical units, one or one per lead.
+
+    Returns:
+        The number of samples clipped to +-32767.
+
+    Raises:
+        DataError: on a bad shape, name, rate, gain, baseline or header text (naming the record).
+    """
+    stem = Path(path_stem)
+    name = _text(stem.name, "record name", str(stem), spaces=False)
+    if "." in name:
+        raise DataError(f"{stem}: record name {name!r} must not contain '.'")
+    sig = np.asarray(signal)
+    if sig.ndim != 2 or sig.shape[1] < 1:
+        raise DataError(f"{stem}: signal shape {sig.shape}, expected (leads, samples) with >= 1 sample")
+    n_sig, n = sig.shape
+    names = [_text(s, "lead name", name) for s in _per_lead(lead_names, n_sig, "lead name", name)]
+    unit = [_text(u, "unit", name, spaces=False) for u in _per_lead(units, n_sig, "unit", name)]
+    gains = _per_lead(adc_gain, n_sig, "adc_gain", name)
+    if not all(np.isfinite(g) and g > 0 for g in gains):
+        raise DataError(f"{name}: adc_gain {gains} must be finite and > 0")
+    try:
+        base = [operator.index(b) for b in _per_lead(baseline, n_sig, "baseline", name)]
+    except TypeError:
+        raise DataError(f"{name}: baseline {baseline!r} must be integers") from None
+    if not all(-DIGITAL_MAX <= b <= DIGITAL_MAX for b in base):
+        raise DataError(f"{name}: baseline {base} is outside the int16 range")
+    fs = fs.item() if isinstance(fs, np.generic) else fs
+    if not (np.isfinite(fs) and fs > 0):
+        raise DataError(f"{name}: sampling rate {fs} must be finite and > 0")
+    lines = [_text(c, "comment", name) for c in comments]
+
+    d = sig.astype(np.float64) * np.array(gains)[:, None] + np.array(base)[:, None]  # (L, T) digital
+    np.round(d, 0, out=d)
+    nan = np.isnan(d)
+    clipped = int((np.abs(d) > DIGITAL_MAX).sum())
+    if clipped:
+        log.warning("%s: %d samples beyond the int16 range (+-%d digital units) were clipped",
+                    name, clipped, DIGITAL_MAX)
+        np.clip(d, -DIGITAL_MAX, DIGITAL_MAX, out=d)
+    d[nan] = DIGITAL_NAN
+    digital = d.astype("<i2")
+    checksum = digital.sum(axis=1, dtype=np.int64) % 65536
+
+    header = [f"{name} {n_sig} {_fs_text(fs)} {n}"]
+    header += [f"{name}.dat 16 {g}({b})/{u} 16 0 {int(i)} {int(c)} 0 {s}"
+               for g, b, u, i, c, s in zip(gains, base, unit, digital[:, 0], checksum, names, strict=True)]
+    header += [f"# {c}" for c in lines]
+    with atomic_path(stem.with_name(f"{name}.dat")) as tmp:
+        tmp.write_bytes(np.ascontiguousarray(digital.T).tobytes())  # frame by frame: (T, L)
+    with atomic_path(stem.with_name(f"{name}.hea")) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in header), encoding="utf-8")
+    return clipped
