@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import pickle
 
@@ -21,7 +22,7 @@ def test_schedule_warmup_then_cosine():
     total, warm = 100, 10
     f = [lr_factor(s, total, warm, 0.01) for s in range(total + 5)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone decay after warm-up
+    assert all(a >= b for a, b in itertools.pairwise(f[10:]))  # monotone decay after warm-up
     assert f[total] == pytest.approx(0.01) and f[-1] == pytest.approx(0.01)
     assert warmup_steps(OptimConfig(warmup=0.05), 200) == 10
     assert warmup_steps(OptimConfig(warmup=7), 200) == 7

@@ -91,6 +91,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return tuple(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp in (int, float) and isinstance(value, str):
+        # YAML 1.1 reads "5e-4" as a string; accept numbers written that way
+        try:
+            return tp(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a {tp.__name__}, got {value!r}") from None
     if tp is tuple and isinstance(value, list):
         return tuple(value)
     return value

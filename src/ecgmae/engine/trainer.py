@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,15 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ecgmae.engine.config import TrainerConfig
+
+# Lightning warnings that are expected here: the run directory holds config.json before the first
+# checkpoint, a linear probe keeps its frozen encoder in eval mode, tiny runs have few batches.
+_QUIET_WARNINGS = (
+    r".*exists and is not empty.*",
+    r".*module\(s\) in eval mode.*",
+    r".*smaller than the logging interval.*",
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -76,18 +86,14 @@ def build_trainer(
     many = (isinstance(devices, int) and devices > 1) or isinstance(devices, list) or cfg.num_nodes > 1
     if strategy == "auto" and many:
         strategy = "ddp"
+    # last.ckpt: every epoch end, for --resume. best.ckpt: the best validation score so far.
     callbacks: list[Any] = [
-        ModelCheckpoint(
-            dirpath=out,
-            filename="best",
-            monitor=monitor if has_val else None,
-            mode=monitor_mode,
-            save_last=True,
-            save_top_k=1 if (monitor and has_val) else 0,
-            every_n_epochs=1,
-            enable_version_counter=False,
-        )
+        ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                        enable_version_counter=False)
     ]
+    if monitor and has_val:
+        callbacks.append(ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=monitor_mode,
+                                         save_top_k=1, every_n_epochs=1, enable_version_counter=False))
     loggers: list[Any] = [CSVLogger(save_dir=out, name="logs", version="")]
     try:
         import tensorboard  # noqa: F401
@@ -98,6 +104,8 @@ def build_trainer(
         pass
     if not quiet:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    for pattern in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=devices,

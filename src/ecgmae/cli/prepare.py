@@ -1,0 +1,109 @@
+"""``ecgmae prepare``: read a raw ECG corpus once into a store (memmap signals + index + labels + meta)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ecgmae.cli._common import add_command
+
+_SOURCES = ("folder", "ptbxl", "cpsc2018", "cinc", "chapman", "hdf5", "numpy")
+# Lead-set shortcuts for --leads; anything else is a comma-separated list of lead names.
+_LEAD_SETS = {
+    "12": "I,II,III,aVR,aVL,aVF,V1,V2,V3,V4,V5,V6",
+    "8": "I,II,V1,V2,V3,V4,V5,V6",
+    "6": "I,II,III,aVR,aVL,aVF",
+}
+
+
+def _floats(n: int) -> Any:
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}") from None
+        if len(values) != n:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}")
+        return values
+
+    return parse
+
+
+def add_parser(sub: Any) -> None:
+    p = add_command(
+        sub, "prepare", run=run,
+        help="read a raw ECG corpus into a store (resampled, memory-mapped, with labels and splits)",
+        description=(
+            "Read every record of SRC, resample it to --fs, map it to --leads (missing leads are masked),\n"
+            "optionally filter and normalise it, and write STORE: signals.npy (memory-mapped), index.csv,\n"
+            "labels.npy, meta.json and skipped.csv. The store appears only when complete, and running again\n"
+            "with the same inputs and options does nothing. Bad records are skipped with one line each\n"
+            "(--on-error skip) or stop the run (--on-error fail).\n\n"
+            "Sources:\n"
+            "  folder    any WFDB tree; labels from --labels or SRC/labels.csv\n"
+            "  ptbxl     PTB-XL release; --task all|diagnostic|subdiagnostic|superdiagnostic|form|rhythm\n"
+            "  cpsc2018  CPSC 2018 .mat files + REFERENCE.csv\n"
+            "  cinc      CinC 2020/21 WFDB with '# Dx:' SNOMED codes; --task all|scored|codes\n"
+            "  chapman   Chapman-Shaoxing, WFDB or ECGData CSV + Diagnostics; --task all|rhythm|beat\n"
+            "  hdf5      CODE-15 style 'tracings' + exam_id (+ exams.csv / --labels)\n"
+            "  numpy     .npy (N, leads, samples) + --src-fs + labels CSV"
+        ),
+        example="ecgmae prepare --source ptbxl --src data/ptb-xl --out stores/ptbxl --fs 100 --task superdiagnostic",
+    )
+    p.add_argument("--source", required=True, choices=_SOURCES, help="corpus layout of SRC")
+    p.add_argument("--src", required=True, type=Path, help="corpus folder (an .h5/.npy file for hdf5/numpy)")
+    p.add_argument("--out", required=True, type=Path, help="store folder to write (replaced atomically)")
+    p.add_argument("--fs", type=float, default=100.0, help="target sampling rate in Hz (default 100)")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="shorter records are zero-padded to this length; longer ones are kept whole (default 10)")
+    p.add_argument("--leads", default="12",
+                   help="12 | 8 (I,II,V1-V6) | 6 (limb) | a list such as I,II,V1 (default 12)")
+    p.add_argument("--labels", type=Path, help="labels CSV: record,labels (;-separated) or one 0/1 column per class")
+    p.add_argument("--task", help="label task of the source (ptbxl, cinc, chapman)")
+    p.add_argument("--classes", help="comma-separated label names to keep, in this order; other names are errors")
+    p.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
+    p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
+                   help="skip bad records and list them in STORE/skipped.csv (default), or stop at the first")
+    p.add_argument("--bandpass", type=_floats(2), metavar="LO,HI", help="zero-phase band-pass in Hz, e.g. 0.5,40")
+    p.add_argument("--baseline", choices=("none", "highpass", "median"), default="none",
+                   help="baseline-wander removal (default none)")
+    p.add_argument("--normalise", choices=("none", "record", "robust"), default="none",
+                   help="per-lead normalisation over each record (default none: keep mV)")
+    p.add_argument("--dtype", choices=("float16", "int16", "float32"), default="float16",
+                   help="storage type of the signals (default float16)")
+    p.add_argument("--split", type=_floats(3), default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
+                   help="patient-aware random split when the source has none (default 0.8,0.1,0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of that split (default 0)")
+    g = p.add_argument_group("raw arrays (hdf5, numpy, chapman CSV)")
+    g.add_argument("--src-fs", type=float, help="sampling rate of the input (numpy: default --fs; hdf5: 400)")
+    g.add_argument("--src-leads", help="lead names of the input columns, comma-separated")
+    g.add_argument("--src-units", choices=("mV", "uV", "V", "auto"),
+                   help="physical unit of the input values (auto: chapman CSV only, decided per record)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.store import Store, prepare_store
+
+    leads = tuple(_LEAD_SETS.get(args.leads.strip(), args.leads).split(","))
+    cfg = PreprocessConfig(fs=args.fs, seconds=args.seconds, leads=leads, bandpass=args.bandpass,
+                           baseline=args.baseline, normalise=args.normalise, dtype=args.dtype)
+    options: dict[str, Any] = {}
+    if args.src_fs is not None:
+        options["src_fs"] = args.src_fs
+    if args.src_leads:
+        options["src_leads"] = tuple(n.strip() for n in args.src_leads.split(","))
+    if args.src_units:
+        options["src_units"] = args.src_units
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
+    out = prepare_store(args.source, args.src, args.out, cfg, labels=args.labels, task=args.task,
+                        workers=args.workers, on_error=args.on_error, seed=args.seed, quiet=args.quiet,
+                        classes=classes, split=args.split, options=options)
+    store = Store.open(out)
+    counts = store.meta["counts"]
+    splits = ", ".join(f"{k} {v}" for k, v in counts["splits"].items())
+    why = ", ".join(f"{n} {kind}" for kind, n in counts["skipped"].items())
+    print(f"{out}: {counts['records']} records ({splits}), {len(store.label_names)} labels, "
+          f"{counts['skipped_total']} skipped" + (f" ({why}; see {out / 'skipped.csv'})" if why else ""))
+    return 0

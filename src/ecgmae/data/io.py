@@ -1,0 +1,417 @@
+"""Read one ECG record: float32 ``(leads, samples)`` in mV, its sampling rate and canonical lead names.
+
+Formats: WFDB (``.hea`` + ``.dat``/``.mat``; the common formats 16, 61, 80, 160, 212, 24 and 32 are
+decoded with numpy, anything else goes through the ``wfdb`` package), numpy ``.npy`` (with a ``.json``
+sidecar or explicit ``fs``), and via their sources the CPSC 2018 MATLAB struct and CODE-style HDF5.
+Every failure is a :class:`RecordError` (a ``DataError``) naming the file and the problem. Leads that
+are not standard ECG leads (Frank ``vx``, ``vy``, ``vz``...) are dropped and listed in
+``meta["dropped_leads"]``; a lead that is entirely NaN is dropped too (it is missing, not zero).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgmae.errors import DataError
+
+LEADS_12: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+_CANON = {name.lower(): name for name in LEADS_12}
+# Holter/monitoring names (MIT-BIH "MLII") and the Brazilian/European "DI, DII, DIII" convention.
+_ALIASES = {"mli": "I", "mlii": "II", "mliii": "III", "di": "I", "dii": "II", "diii": "III",
+            "d1": "I", "d2": "II", "d3": "III", "ml1": "I", "ml2": "II", "ml3": "III"}
+# Physical unit -> factor to mV. A missing unit means mV (the WFDB default).
+_UNITS = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0}
+
+
+class RecordError(DataError):
+    """A record cannot be used. ``kind`` groups problems for the skip summary (``truncated``...)."""
+
+    def __init__(self, where: str, problem: str, kind: str = "unreadable") -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where, self.problem, self.kind = where, problem, kind
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survive the trip back from a worker process
+        return (RecordError, (self.where, self.problem, self.kind))
+
+
+@dataclass
+class Record:
+    """One ECG: ``signal`` is float32 ``(L, T)`` in mV with ``leads`` canonical names, sampled at ``fs`` Hz."""
+
+    record: str
+    signal: np.ndarray
+    fs: float
+    leads: tuple[str, ...]
+    labels: tuple[str, ...] = ()
+    patient: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def canonical_lead(name: str) -> str:
+    """Canonical name of an ECG lead (``avr`` -> ``aVR``, ``MLII`` -> ``II``, ``" V1 "`` -> ``V1``).
+
+    Raises:
+        DataError: the name is not one of the 12 standard leads or a known alias.
+    """
+    key = re.sub(r"\s+", "", str(name)).lower()
+    key = re.sub(r"^(ecg)?(lead)?", "", key) or key
+    if key in _CANON:
+        return _CANON[key]
+    if key in _ALIASES:
+        return _ALIASES[key]
+    raise DataError(f"unknown lead name {name!r}; expected one of {', '.join(LEADS_12)} "
+                    "(any case) or MLI/MLII/MLIII/DI/DII/DIII")
+
+
+def unit_scale(unit: str, where: str) -> float:
+    """Factor that turns values in ``unit`` into mV; raises RecordError for non-voltage units."""
+    key = unit.strip().lower()
+    if key not in _UNITS:
+        raise RecordError(where, f"unit {unit!r} is not a voltage (expected mV, uV or V)", "units")
+    return _UNITS[key]
+
+
+def make_record(record: str, signal: Any, fs: float, names: Any, where: str, *,
+                scale: float | np.ndarray = 1.0, meta: dict[str, Any] | None = None,
+                labels: tuple[str, ...] = (), patient: str | None = None) -> Record:
+    """Validate a raw ``(L, T)`` array and wrap it in a :class:`Record` with canonical lead names.
+
+    Args:
+        record: record id.
+        signal: array ``(L, T)`` in any float/int dtype.
+        fs: sampling rate in Hz.
+        names: lead names as written in the file (any case, aliases allowed).
+        where: file name for error messages.
+        scale: factor (or per-lead factors) to mV.
+        meta: extra information kept on the record.
+        labels: label names.
+        patient: patient id, when known.
+
+    Raises:
+        RecordError: no standard lead, duplicate leads, no samples, bad ``fs`` or partial NaNs.
+    """
+    meta = dict(meta or {})
+    arr = np.asarray(signal)
+    if arr.ndim != 2:
+        raise RecordError(where, f"expected a 2-D (leads, samples) array, got shape {arr.shape}", "shape")
+    names = [str(n) for n in names]
+    if len(names) != arr.shape[0]:
+        raise RecordError(where, f"{arr.shape[0]} signal rows but {len(names)} lead names", "shape")
+    try:
+        fs = float(fs)
+    except (TypeError, ValueError):
+        raise RecordError(where, f"sampling rate {fs!r} is not a number", "header") from None
+    if not math.isfinite(fs) or fs <= 0:
+        raise RecordError(where, f"sampling rate {fs} Hz is not positive", "header")
+    if arr.shape[1] == 0:
+        raise RecordError(where, "no samples", "empty")
+    keep, canon, dropped = [], [], []
+    for i, name in enumerate(names):
+        try:
+            lead = canonical_lead(name)
+        except DataError:
+            dropped.append(name)
+            continue
+        if lead in canon:
+            raise RecordError(where, f"lead {lead} appears twice ({names[keep[canon.index(lead)]]!r} and "
+                              f"{name!r})", "leads")
+        keep.append(i)
+        canon.append(lead)
+    if not keep:
+        raise RecordError(where, f"no standard ECG lead among {', '.join(map(repr, names)) or 'none'}",
+                          "leads")
+    scale_arr = np.broadcast_to(np.asarray(scale, dtype=np.float64), (arr.shape[0],))
+    out = np.asarray(arr[keep], dtype=np.float32)
+    if not np.all(scale_arr[keep] == 1.0):
+        out = out * scale_arr[keep].astype(np.float32)[:, None]
+    finite = np.isfinite(out)
+    if not finite.all():
+        bad_per_lead = (~finite).sum(axis=1)
+        empty = bad_per_lead == out.shape[1]
+        partial = (bad_per_lead > 0) & ~empty
+        if partial.any():
+            bad = ", ".join(f"{canon[i]} ({bad_per_lead[i]})" for i in np.flatnonzero(partial))
+            raise RecordError(where, f"{int(bad_per_lead[partial].sum())} NaN/inf samples in lead(s) {bad}",
+                              "nan")
+        if empty.all():
+            raise RecordError(where, "every lead is entirely NaN", "nan")
+        meta["nan_leads"] = tuple(canon[i] for i in np.flatnonzero(empty))
+        out = out[~empty]
+        canon = [c for c, e in zip(canon, empty, strict=True) if not e]
+    if dropped:
+        meta["dropped_leads"] = tuple(dropped)
+    return Record(record, np.ascontiguousarray(out), fs, tuple(canon), tuple(labels), patient, meta)
+
+
+# ----------------------------------------------------------------------------------------- WFDB
+@dataclass(frozen=True)
+class _Sig:
+    file: str
+    fmt: str
+    spf: int
+    skew: int
+    offset: int
+    gain: float
+    baseline: float
+    units: str
+    name: str
+
+
+_FMT_RE = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
+_GAIN_RE = re.compile(r"^([-+0-9.eE]+)(?:\(([-+0-9.eE]+)\))?(?:/(\S*))?$")
+_FS_RE = re.compile(r"^([0-9.eE+-]+)(?:/[0-9.eE+-]+)?(?:\([-0-9.eE+]+\))?$")
+# format -> (bits per sample, the "invalid sample" code)
+_BITS = {"16": (16, -32768), "61": (16, -32768), "80": (8, -128), "160": (16, -32768),
+         "212": (12, -2048), "24": (24, -(2**23)), "32": (32, -(2**31))}
+
+
+def parse_header(text: str, where: str) -> tuple[dict[str, Any], list[_Sig], list[str]]:
+    """Parse a WFDB header into (record fields, signal specs, comment lines).
+
+    Raises:
+        RecordError: with kind ``header`` for anything malformed.
+    """
+    comments: list[str] = []
+    lines: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#"):
+            comments.append(line[1:].strip())
+        elif line:
+            lines.append(line)
+    if not lines:
+        raise RecordError(where, "empty header (no record line)", "header")
+    tok = lines[0].split()
+    rec: dict[str, Any] = {"name": tok[0], "multi": "/" in tok[0]}
+    try:
+        rec["nsig"] = int(tok[1]) if len(tok) > 1 else -1
+        fs_m = _FS_RE.match(tok[2]) if len(tok) > 2 else None
+        if len(tok) > 2 and fs_m is None:
+            raise ValueError(f"sampling rate {tok[2]!r}")
+        rec["fs"] = float(fs_m.group(1)) if fs_m else 250.0
+        rec["nsamp"] = int(tok[3]) if len(tok) > 3 else None
+    except ValueError as exc:
+        raise RecordError(where, f"bad record line {lines[0]!r} ({exc})", "header") from None
+    if rec["nsig"] < 0 or (rec["nsamp"] is not None and rec["nsamp"] < 0):
+        raise RecordError(where, f"bad record line {lines[0]!r}", "header")
+    sigs: list[_Sig] = []
+    if rec["multi"]:
+        return rec, sigs, comments
+    for line in lines[1:]:
+        t = line.split(maxsplit=8)
+        fm = _FMT_RE.match(t[1]) if len(t) > 1 else None
+        if fm is None:
+            raise RecordError(where, f"bad signal line {line!r} (format field)", "header")
+        gain, baseline, units = 200.0, None, "mV"
+        try:
+            if len(t) > 2:
+                gm = _GAIN_RE.match(t[2])
+                if gm is None:
+                    raise ValueError(f"gain field {t[2]!r}")
+                gain = float(gm.group(1)) or 200.0
+                baseline = float(gm.group(2)) if gm.group(2) is not None else None
+                units = gm.group(3) if gm.group(3) is not None else "mV"
+            adc_zero = float(t[4]) if len(t) > 4 else 0.0
+        except ValueError as exc:
+            raise RecordError(where, f"bad signal line {line!r} ({exc})", "header") from None
+        if not math.isfinite(gain) or (baseline is not None and not math.isfinite(baseline)):
+            raise RecordError(where, f"bad signal line {line!r} (gain/baseline not finite)", "header")
+        name = t[8].strip() if len(t) > 8 else ""
+        sigs.append(_Sig(t[0], fm.group(1), int(fm.group(2) or 1), int(fm.group(3) or 0),
+                         int(fm.group(4) or 0), gain, adc_zero if baseline is None else baseline, units, name))
+    if len(sigs) != rec["nsig"]:
+        raise RecordError(where, f"header declares {rec['nsig']} signals but lists {len(sigs)}", "header")
+    return rec, sigs, comments
+
+
+def _decode(raw: np.ndarray, fmt: str, n: int) -> np.ndarray:
+    """Decode ``n`` samples of WFDB format ``fmt`` from the bytes ``raw`` into int32."""
+    if fmt in ("16", "61", "160", "32"):
+        dt = {"16": "<i2", "61": ">i2", "160": "<u2", "32": "<i4"}[fmt]
+        out = raw[: n * np.dtype(dt).itemsize].view(dt).astype(np.int32)
+        return out - 32768 if fmt == "160" else out
+    if fmt == "80":
+        return raw[:n].astype(np.int32) - 128
+    if fmt == "24":
+        b = raw[: 3 * n].reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        return np.where(v >= 2**23, v - 2**24, v)
+    # 212: two 12-bit samples packed into three bytes
+    nbytes = (n + 1) // 2 * 3
+    b = np.zeros(nbytes, np.int32)
+    b[: min(nbytes, raw.size)] = raw[:nbytes]
+    b = b.reshape(-1, 3)
+    out = np.empty(2 * len(b), np.int32)
+    out[0::2] = b[:, 0] | ((b[:, 1] & 0x0F) << 8)
+    out[1::2] = b[:, 2] | ((b[:, 1] & 0xF0) << 4)
+    out = np.where(out >= 2048, out - 4096, out)
+    return out[:n]
+
+
+def _read_wfdb(hea: Path) -> Record:
+    where = hea.name
+    try:
+        text = hea.read_text(errors="replace")
+    except OSError as exc:
+        raise RecordError(where, f"cannot read header ({exc.strerror})", "missing_file") from None
+    rec, sigs, comments = parse_header(text, where)
+    meta = _comment_meta(comments)
+    meta["format"] = "wfdb"
+    if rec["multi"] or any(s.fmt not in _BITS or s.spf != 1 or s.skew for s in sigs):
+        return _read_wfdb_fallback(hea, meta)
+    if not sigs:
+        raise RecordError(where, "header lists no signals", "header")
+    by_file: dict[str, list[int]] = {}
+    for i, s in enumerate(sigs):
+        by_file.setdefault(s.file, []).append(i)
+    nsamp = rec["nsamp"]
+    blocks: dict[int, np.ndarray] = {}
+    for fname, idx in by_file.items():
+        first = sigs[idx[0]]
+        if any(sigs[i].fmt != first.fmt or sigs[i].offset != first.offset for i in idx):
+            return _read_wfdb_fallback(hea, meta)
+        bits, invalid = _BITS[first.fmt]
+        path = hea.parent / fname
+        try:
+            size = os.path.getsize(path) - first.offset
+        except OSError:
+            raise RecordError(where, f"data file {fname} not found", "missing_file") from None
+        k = len(idx)
+        avail = max(size, 0) * 8 // (bits * k)
+        n = avail if nsamp is None or nsamp == 0 else nsamp
+        need = math.ceil(n * k * bits / 8)
+        if size < need:
+            raise RecordError(fname, f"truncated: header says {n} samples x {k} signals ({need} bytes) but "
+                              f"the file holds {max(size, 0)} bytes ({avail} samples)", "truncated")
+        if nsamp and size - need >= math.ceil(k * bits / 8):
+            raise RecordError(where, f"header says {n} samples but {fname} holds {avail} ({size} bytes): "
+                              "wrong length in the header", "length")
+        raw = np.fromfile(path, dtype=np.uint8, count=need, offset=first.offset)
+        d = _decode(raw, first.fmt, n * k).reshape(n, k).T
+        gain = np.array([sigs[i].gain for i in idx], np.float64)
+        base = np.array([sigs[i].baseline for i in idx], np.float64)
+        scale = np.array([unit_scale(sigs[i].units, where) for i in idx]) / gain
+        phys = ((d - base[:, None]) * scale[:, None]).astype(np.float32)
+        phys[d == invalid] = np.nan
+        for row, i in enumerate(idx):
+            blocks[i] = phys[row]
+    signal = np.stack([blocks[i] for i in range(len(sigs))])
+    return make_record(hea.stem, signal, rec["fs"], [s.name for s in sigs], where, meta=meta)
+
+
+def _read_wfdb_fallback(hea: Path, meta: dict[str, Any]) -> Record:
+    """Formats numpy does not decode here (multi-segment, format 8/310/311/FLAC...): the wfdb package."""
+    import wfdb
+
+    try:
+        r = wfdb.rdrecord(str(hea.with_suffix("")))
+    except Exception as exc:  # wfdb raises many types; the message is what the user needs
+        raise RecordError(hea.name, f"unreadable WFDB record ({type(exc).__name__}: {exc})") from None
+    if r.p_signal is None:
+        raise RecordError(hea.name, "no signal data", "empty")
+    units = r.units or ["mV"] * r.p_signal.shape[1]
+    scale = np.array([unit_scale(u or "mV", hea.name) for u in units])
+    return make_record(hea.stem, r.p_signal.T, r.fs, r.sig_name or [], hea.name, scale=scale, meta=meta)
+
+
+def _comment_meta(comments: list[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"comments": tuple(comments)}
+    for c in comments:
+        key, _, value = c.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if key == "age" and value:
+            try:
+                age = float(value)
+                if math.isfinite(age):
+                    meta["age"] = age
+            except ValueError:
+                pass
+        elif key == "sex" and value and value.lower() not in ("unknown", "nan"):
+            meta["sex"] = value[0].upper()
+    return meta
+
+
+# -------------------------------------------------------------------------------------- numpy
+def _sidecar(path: Path) -> dict[str, Any]:
+    side = path.with_suffix(".json")
+    if not side.exists():
+        return {}
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise RecordError(side.name, f"unreadable sidecar JSON ({exc})", "header") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _read_array(path: Path, arr: np.ndarray, *, fs: float | None, leads: Any, units: str | None,
+                layout: str) -> Record:
+    side = _sidecar(path)
+    fs = fs if fs is not None else side.get("fs")
+    if fs is None:
+        raise RecordError(path.name, "sampling rate unknown: pass fs or write it in a .json sidecar", "header")
+    if layout == "TL":
+        arr = arr.T
+    leads = leads or side.get("leads") or (LEADS_12 if arr.shape[0] == 12 else None)
+    if leads is None:
+        raise RecordError(path.name, f"{arr.shape[0]} leads but no lead names: pass leads", "leads")
+    scale = unit_scale(units or side.get("units", "mV"), path.name)
+    return make_record(path.stem, arr, fs, leads, path.name, scale=scale, meta={"format": path.suffix[1:]})
+
+
+def read_record(path: str | Path, *, fs: float | None = None, leads: Any = None, units: str | None = None,
+                index: int | None = None) -> Record:
+    """Read one record, dispatching on the suffix: ``.hea``, ``.mat``, ``.npy``, ``.h5``/``.hdf5``.
+
+    Args:
+        path: the file (a WFDB record may also be given without suffix).
+        fs: sampling rate for formats that do not store it (.npy; HDF5 defaults to 400 Hz, CODE).
+        leads: lead names for .npy/HDF5 (default: the 12 standard leads; CODE order for HDF5).
+        units: physical unit of .npy/HDF5 values (default mV).
+        index: which record of an HDF5/.npy file holding several.
+
+    Raises:
+        DataError: naming the file and the problem.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".hea", ".mat", ".npy", ".h5", ".hdf5") and path.with_suffix(".hea").exists():
+        path, suffix = path.with_suffix(".hea"), ".hea"
+    try:
+        if suffix == ".hea":
+            return _read_wfdb(path)
+        if suffix == ".mat":
+            if path.with_suffix(".hea").exists():  # CinC-style .mat holding a WFDB signal
+                return _read_wfdb(path.with_suffix(".hea"))
+            from ecgmae.data.sources.cpsc2018 import read_mat
+
+            return read_mat(path)
+        if suffix == ".npy":
+            try:
+                arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise RecordError(path.name, f"unreadable .npy file ({exc})") from None
+            if arr.ndim == 3:
+                if index is None:
+                    raise RecordError(path.name, f"holds {arr.shape[0]} records: pass index", "shape")
+                arr = arr[index]
+            return _read_array(path, np.asarray(arr), fs=fs, leads=leads, units=units, layout="LT")
+        if suffix in (".h5", ".hdf5"):
+            from ecgmae.data.sources.hdf5 import read_h5_record
+
+            return read_h5_record(path, index or 0, fs=fs, leads=leads, units=units)
+    except DataError:
+        raise
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # last line of defence: a corrupt file must never crash a long prepare
+        raise RecordError(path.name, f"unreadable ({type(exc).__name__}: {exc})") from None
+    raise RecordError(path.name, f"unknown file type {suffix or '(none)'}; expected .hea, .mat, .npy or .h5",
+                      "unreadable")

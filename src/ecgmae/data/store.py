@@ -1,0 +1,417 @@
+"""A prepared corpus on disk, and ``prepare_store`` that builds one atomically.
+
+Layout of ``STORE/``::
+
+    signals.npy   (total_samples, leads) float16 | int16 | float32, every record's preprocessed signal
+                  one after the other along time (memory-mapped when read)
+    index.csv     one row per record: record, patient, source, split, fold, offset, length, valid,
+                  scale, labels (;-separated), present (one 0/1 character per lead), age, sex, file
+    labels.npy    (N, K) uint8 multi-hot, columns = meta["label_names"]
+    meta.json     fs, leads, units, "preprocessing" dict, label names, counts, versions, fingerprint
+    skipped.csv   record, file, kind, message for every record that was not prepared
+
+``length`` is the stored length (at least ``seconds * fs``: short records are zero-padded), ``valid``
+the part that is real signal. int16 values are ``value * scale`` (``scale`` per record). The store is
+built in ``STORE.tmp-*`` and renamed into place, so a crash never leaves a half store, and preparing
+the same inputs with the same options again is a no-op (the fingerprint in meta.json matches).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import struct
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgmae.data.io import Record, RecordError
+from ecgmae.data.signal import PreprocessConfig, preprocess, resampled_length
+from ecgmae.data.sources import Scan, get_source, read_items
+from ecgmae.data.splits import SPLITS, fill_splits
+from ecgmae.errors import DataError
+from ecgmae.utils import log
+
+STORE_FORMAT = 1
+SIGNALS, INDEX, LABELS, META, SKIPPED = "signals.npy", "index.csv", "labels.npy", "meta.json", "skipped.csv"
+_NPY_HEADER = 256  # bytes reserved for the .npy header so the file can be written in one stream
+
+
+class Store:
+    """Read access to a prepared store; cheap to pickle (the memmap is reopened in each process)."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], index: Any, labels: np.ndarray) -> None:
+        self.path, self.meta, self.index, self.labels = Path(path), meta, index, labels
+        self._offsets = index["offset"].to_numpy(np.int64)
+        self._lengths = index["length"].to_numpy(np.int64)
+        self._valid = index["valid"].to_numpy(np.int64)
+        self._scale = index["scale"].to_numpy(np.float32)
+        n_leads = len(meta["leads"])
+        present = np.array([list(p) for p in index["present"]], dtype="U1").reshape(len(index), n_leads)
+        self._present = present == "1"
+        self._int16 = meta["dtype"] == "int16"
+        self._signals: np.ndarray | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        """Open ``path``; DataError when it is not a complete store of this format."""
+        import pandas as pd
+
+        path = Path(path)
+        try:
+            meta = json.loads((path / META).read_text())
+        except FileNotFoundError:
+            raise DataError(f"{path}: not a prepared store (no {META}); run `ecgmae prepare`") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path / META}: unreadable ({exc})") from None
+        if meta.get("format") != STORE_FORMAT:
+            raise DataError(f"{path}: store format {meta.get('format')!r}, this ecgmae reads {STORE_FORMAT}; "
+                            "prepare it again")
+        try:
+            index = pd.read_csv(path / INDEX, dtype=str, keep_default_na=False)
+            labels = np.load(path / LABELS)
+            signals = np.load(path / SIGNALS, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: damaged store ({exc})") from None
+        for col in ("fold", "offset", "length", "valid"):
+            index[col] = index[col].astype(np.int64)
+        index["scale"] = index["scale"].astype(np.float64)
+        index["age"] = pd.to_numeric(index["age"], errors="coerce")
+        n, k = len(index), len(meta["label_names"])
+        if labels.shape != (n, k):
+            raise DataError(f"{path}: labels.npy has shape {labels.shape}, expected ({n}, {k})")
+        end = int((index["offset"] + index["length"]).max()) if n else 0
+        if signals.ndim != 2 or signals.shape[1] != len(meta["leads"]) or signals.shape[0] < end:
+            raise DataError(f"{path}: signals.npy has shape {signals.shape}, index needs ({end}, "
+                            f"{len(meta['leads'])})")
+        return cls(path, meta, index, labels)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_signals"] = None
+        return state
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}, records={len(self)}, fs={self.fs:g}, leads={len(self.leads)})"
+
+    @property
+    def fs(self) -> float:
+        """Sampling rate of the stored signals."""
+        return float(self.meta["fs"])
+
+    @property
+    def leads(self) -> tuple[str, ...]:
+        """Lead order of every stored signal."""
+        return tuple(self.meta["leads"])
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Names of the label matrix columns."""
+        return tuple(self.meta["label_names"])
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        """The preprocessing the signals went through (apply it to new records at inference)."""
+        return PreprocessConfig.from_dict(self.meta["preprocessing"], where=f"{self.path / META}: preprocessing")
+
+    def _array(self) -> np.ndarray:
+        if self._signals is None:
+            self._signals = np.load(self.path / SIGNALS, mmap_mode="r")
+        return self._signals
+
+    def length(self, i: int) -> int:
+        """Stored samples of record ``i`` (including padding)."""
+        return int(self._lengths[i])
+
+    def valid_length(self, i: int) -> int:
+        """Samples of record ``i`` that are real signal (the rest is zero padding)."""
+        return int(self._valid[i])
+
+    def signal(self, i: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Record ``i`` (or samples ``start:stop`` of it) as float32 ``(L, n)``; only that slice is read."""
+        n = int(self._lengths[i])
+        stop = n if stop is None else max(0, min(int(stop), n))
+        start = max(0, min(int(start), stop))
+        off = int(self._offsets[i])
+        block = self._array()[off + start: off + stop]
+        out = np.ascontiguousarray(block.T, dtype=np.float32)
+        if self._int16:
+            out *= self._scale[i]
+        return out
+
+    def present(self, i: int) -> np.ndarray:
+        """Which of :attr:`leads` record ``i`` really has, ``(L,)`` bool."""
+        return self._present[i].copy()
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Positions of the records in ``split`` (train, val or test)."""
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return np.flatnonzero(self.index["split"].to_numpy() == split)
+
+
+# ---------------------------------------------------------------------------------------- writing
+class _SignalWriter:
+    """Streams ``(T, L)`` blocks into a .npy file whose header is written last."""
+
+    def __init__(self, path: Path, n_leads: int, dtype: str) -> None:
+        self.path, self.n_leads, self.dtype = path, n_leads, np.dtype(dtype)
+        self.rows = 0
+        self._fh = open(path, "wb")  # closed in close()
+        self._fh.write(b"\0" * _NPY_HEADER)
+
+    def add(self, block: np.ndarray) -> int:
+        """Append a ``(T, L)`` block; returns its row offset."""
+        offset = self.rows
+        self._fh.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self.rows += block.shape[0]
+        return offset
+
+    def close(self) -> None:
+        descr = np.lib.format.dtype_to_descr(self.dtype)
+        text = repr({"descr": descr, "fortran_order": False, "shape": (self.rows, self.n_leads)})
+        body = text.ljust(_NPY_HEADER - 10 - 1) + "\n"
+        self._fh.seek(0)
+        self._fh.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1"))
+        self._fh.close()
+
+
+def fingerprint(source: str, src: Path, scan: Scan, cfg: PreprocessConfig, **options: Any) -> str:
+    """SHA-256 over the options and the name, size and mtime of every input file."""
+    from ecgmae import __version__
+
+    files = []
+    for p in scan.inputs:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        try:
+            name = p.relative_to(src).as_posix()
+        except ValueError:
+            name = str(p.resolve())
+        files.append((name, st.st_size, st.st_mtime_ns))
+    payload = {"format": STORE_FORMAT, "ecgmae": __version__, "source": source, "src": str(src.resolve()),
+               "preprocess": cfg.to_dict(), "options": scan.options, "files": files, **options}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ecgmae import __version__
+
+    out = {"ecgmae": __version__, "python": platform.python_version()}
+    for pkg in ("numpy", "scipy", "wfdb", "pandas"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _up_to_date(out: Path, fp: str, on_error: str) -> bool:
+    try:
+        meta = json.loads((out / META).read_text())
+    except (OSError, ValueError):
+        return False
+    if meta.get("fingerprint") != fp:
+        return False
+    # A store built with skips does not satisfy a run that must fail on the first bad record.
+    return not (on_error == "fail" and meta.get("counts", {}).get("skipped_total", 0))
+
+
+def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, labels: Path | None = None,
+                  task: str | None = None, workers: int = 1, on_error: str = "skip", seed: int = 0,
+                  quiet: bool = False, classes: Sequence[str] | None = None,
+                  split: Sequence[float] = (0.8, 0.1, 0.1), options: dict[str, Any] | None = None) -> Path:
+    """Read every record of ``src`` with ``source``, preprocess it and write the store ``out``.
+
+    Args:
+        source: one of ``ecgmae.data.sources.SOURCES`` (folder, ptbxl, cpsc2018, cinc, chapman, hdf5, numpy).
+        src: the corpus folder (or file, for hdf5/numpy).
+        out: the store folder to create or replace.
+        cfg: preprocessing.
+        labels: a labels CSV (folder, cinc, hdf5, numpy; folder also finds ``src/labels.csv``).
+        task: label task of the source (ptbxl: all, diagnostic, ...; cinc: all, scored, codes).
+        workers: reader processes (1: read in this process).
+        on_error: ``skip`` bad records (listed in skipped.csv) or ``fail`` on the first one.
+        seed: seed of the patient-aware random split used when the source has none.
+        quiet: no progress bar.
+        classes: restrict and order the label names; a record with another label is an error.
+        split: train/val/test fractions of that random split.
+        options: source options (``src_fs``, ``src_leads``, ``src_units``, ``records``...).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        DataError: bad arguments, no usable record, or (``on_error="fail"``) the first bad record.
+    """
+    src, out = Path(src), Path(out)
+    if on_error not in ("skip", "fail"):
+        raise DataError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
+    if not src.exists():
+        raise DataError(f"{src}: not found")
+    opts = {**(options or {}), "target_fs": cfg.fs}
+    if classes:
+        opts["classes"] = tuple(classes)
+    scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=opts)
+    fp = fingerprint(source, src, scan, cfg, seed=seed, split=list(split), classes=list(classes or []),
+                     labels=str(labels or ""))
+    if _up_to_date(out, fp, on_error):
+        log.info("%s is up to date (same inputs and options): nothing to do", out)
+        return out
+    if out.exists() and not (out / META).is_file() and (out.is_file() or any(out.iterdir())):
+        raise DataError(f"{out}: exists and is not an ecgmae store; not overwriting it")
+    if scan.problems and on_error == "fail":
+        raise DataError(scan.problems[0][3])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f"{out.name}.tmp-*"):
+        log.warning("%s: left by an interrupted prepare (or one still running); delete it to free space", stale)
+    tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
+    tmp.mkdir()  # not mkdtemp: the store should get the usual permissions, not 0700
+    try:
+        meta = _build(tmp, source, src, scan, cfg, workers=workers, on_error=on_error, seed=seed, quiet=quiet,
+                     split=split)
+        meta.update(fingerprint=fp, versions=_versions())
+        (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # the whole dir is atomic
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f"{out.name}.old-{secrets.token_hex(4)}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_tables(tmp: Path, rows: list[dict[str, Any]], label_names: tuple[str, ...],
+                 skipped: list[tuple[str, str, str, str]], cfg: PreprocessConfig, seed: int,
+                 split: Sequence[float]) -> dict[str, Any]:
+    """Assign missing splits, write index.csv, labels.npy and skipped.csv; return meta counts."""
+    import pandas as pd
+
+    splits, folds = fill_splits([r["patient"] for r in rows], [r["record"] for r in rows],
+                                [r["split"] for r in rows], [r["fold"] for r in rows], split, seed)
+    col = {name: j for j, name in enumerate(label_names)}
+    matrix = np.zeros((len(rows), len(label_names)), np.uint8)
+    for i, r in enumerate(rows):
+        for name in r["labels"]:
+            if name in col:
+                matrix[i, col[name]] = 1
+        r.update(labels=";".join(r["labels"]), split=splits[i], fold=folds[i], patient=r["patient"] or "")
+    index = pd.DataFrame(rows, columns=["record", "patient", "source", "split", "fold", "offset", "length",
+                                        "valid", "scale", "labels", "present", "age", "sex", "file"])
+    index.to_csv(tmp / INDEX, index=False)
+    np.save(tmp / LABELS, matrix)
+    pd.DataFrame(skipped, columns=["record", "file", "kind", "message"]).to_csv(tmp / SKIPPED, index=False)
+    present = np.array([[c == "1" for c in r["present"]] for r in rows], bool)
+    return {
+        "records": len(rows),
+        "samples": int(sum(r["length"] for r in rows)),
+        "splits": {s: int(sum(r["split"] == s for r in rows)) for s in SPLITS},
+        "labels": {name: int(matrix[:, j].sum()) for name, j in col.items()},
+        "missing_leads": {lead: int((~present[:, j]).sum()) for j, lead in enumerate(cfg.leads)
+                          if (~present[:, j]).any()},
+        "skipped": dict(Counter(kind for _, _, kind, _ in skipped)),
+        "skipped_total": len(skipped),
+    }
+
+
+# ----------------------------------------------------------------------------------- preparing
+def encode(x: np.ndarray, dtype: str, where: str = "signal") -> tuple[np.ndarray, float]:
+    """``(L, T)`` float32 -> ``((T, L) block in dtype, scale)`` with ``x ~= block.T * scale``."""
+    if dtype == "int16":
+        peak = float(np.abs(x).max()) if x.size else 0.0
+        scale = max(peak, 1e-3) / 32000.0
+        return np.rint(x.T / scale).astype(np.int16), scale
+    if dtype == "float16" and x.size and float(np.abs(x).max()) > 60000:
+        raise RecordError(where, f"amplitude {float(np.abs(x).max()):.3g} does not fit float16 (use --dtype "
+                          "int16 or check the units)", "range")
+    return np.ascontiguousarray(x.T, dtype=dtype), 1.0
+
+
+def _to_row(cfg: PreprocessConfig, rec: Record) -> dict[str, Any]:
+    """Preprocess and encode one record (in the worker, so only the small encoded block travels)."""
+    x, present = preprocess(rec.signal, rec.fs, rec.leads, cfg)
+    data, scale = encode(x, cfg.dtype, rec.meta.get("file", rec.record))
+    return {"data": data, "scale": scale, "present": "".join("1" if p else "0" for p in present),
+            "valid": min(resampled_length(rec.signal.shape[1], rec.fs, cfg.fs), x.shape[1]),
+            "labels": rec.labels, "patient": rec.patient, "age": rec.meta.get("age"), "sex": rec.meta.get("sex")}
+
+
+def _build(tmp: Path, source: str, src: Path, scan: Scan, cfg: PreprocessConfig, *, workers: int,
+          on_error: str, seed: int, quiet: bool, split: Sequence[float]) -> dict[str, Any]:
+    """Fill ``tmp`` with signals, index, labels and skipped list; return meta.json without fingerprint."""
+    classes = tuple(scan.options.get("classes") or ())
+    skipped = list(scan.problems)
+    for _, _, _, message in skipped[:10]:
+        log.warning("skipped %s", message)
+    writer = _SignalWriter(tmp / SIGNALS, len(cfg.leads), cfg.dtype)
+    rows: list[dict[str, Any]] = []
+    try:
+        for done in read_items(source, scan, functools.partial(_to_row, cfg), workers=workers, quiet=quiet):
+            item = done.item
+            if done.error is not None:
+                kind, message = done.error
+                if on_error == "fail":
+                    raise DataError(message)
+                skipped.append((item.record, item.path, kind, message))
+                if len(skipped) <= 10:
+                    log.warning("skipped %s", message)
+                continue
+            row = done.value
+            offset = writer.add(row.pop("data"))
+            rows.append({"record": item.record, "source": source, "split": item.split, "fold": item.fold,
+                         "offset": offset, "length": writer.rows - offset, "file": _rel(item.path, src), **row})
+    finally:
+        writer.close()
+    if len(skipped) > 10:
+        log.warning("... and %d more skipped records (see %s)", len(skipped) - 10, SKIPPED)
+    reasons = ", ".join(f"{n} {k}" for k, n in Counter(k for _, _, k, _ in skipped).most_common())
+    if not rows:
+        raise DataError(f"{src}: no usable record ({len(skipped)} skipped: {reasons or 'none found'})")
+    if classes:
+        names = classes
+    elif scan.label_names is not None:
+        names = tuple(scan.label_names)
+    else:
+        names = tuple(sorted({n for r in rows for n in r["labels"]}))
+    counts = _write_tables(tmp, rows, names, skipped, cfg, seed, split)
+    log.info("prepared %d records (%d skipped%s) into %d samples x %d leads at %g Hz",
+             counts["records"], len(skipped), f": {reasons}" if reasons else "", counts["samples"],
+             len(cfg.leads), cfg.fs)
+    return {
+        "format": STORE_FORMAT, "source": source, "src": str(src.resolve()), "task": scan.options.get("task"),
+        "fs": cfg.fs, "leads": list(cfg.leads), "units": "mV" if cfg.normalise == "none" else "standardised",
+        "dtype": cfg.dtype, "layout": "signals.npy (total_samples, leads); record i = rows offset:offset+length",
+        "seconds": cfg.seconds, "preprocessing": cfg.to_dict(), "label_names": list(names), "counts": counts,
+        "source_options": {k: v for k, v in scan.options.items() if k != "target_fs"},
+        "seed": seed, "split_fractions": list(split),
+    }
+
+
+def _rel(path: str, src: Path) -> str:
+    try:
+        return Path(path).relative_to(src).as_posix()
+    except ValueError:
+        return str(path)

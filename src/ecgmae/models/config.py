@@ -1,0 +1,157 @@
+"""Model configuration: frozen dataclasses that round-trip through ``ecgmae.config.to_dict/from_dict``.
+
+A checkpoint stores ``to_dict(cfg)``; ``from_dict(MAEConfig, d)`` rebuilds the same model from that
+dict alone. Values are checked when a config is built, so a bad value fails with a ``ConfigError``
+naming the field, not as a shape error deep inside a forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ecgmae.config import ConfigError
+
+TOKENIZATIONS = ("lead", "time")
+POS_EMBEDS = ("sincos", "learned")
+POOLS = ("mean", "cls")
+MASK_MODES = ("patch", "lead", "time")
+
+# Convolution kernel and feature-pooling widths are given in samples at this rate and scaled with ``fs``.
+CONV_REF_FS = 100.0
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Encoder shape: patch tokens, multi-scale convolutional embedding, transformer.
+
+    Attributes:
+        n_leads: number of canonical leads the model knows (12: I II III aVR aVL aVF V1-V6). Inputs
+            may hold a subset; ``lead_idx`` says which.
+        fs: sampling rate in Hz that the model expects; convolution kernels scale with it.
+        patch_size: samples per time patch at ``fs`` (50 at 100 Hz = 0.5 s).
+        tokenization: ``"lead"`` = one token per lead per time patch (plus a learned lead embedding;
+            any lead subset is a valid input); ``"time"`` = one token per time patch across all leads.
+        embed_dim: transformer width.
+        depth: number of transformer blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / ``embed_dim``.
+        qkv_bias: bias in the attention input projection.
+        pos_embed: ``"sincos"`` (fixed, any number of patches) or ``"learned"`` (``max_patches`` rows).
+        max_patches: most time patches a learned position table holds.
+        pool: ``"mean"`` over patch tokens or the ``"cls"`` token.
+        conv_kernels: kernel sizes of the parallel convolution branches, in samples at 100 Hz; scaled
+            with ``fs`` and made odd.
+        conv_channels: output channels of each convolution branch and of the max-pool branch.
+        conv_bottleneck: channels of the 1x1 bottleneck in front of the branches when the token holds
+            more input channels than this (time tokenisation); 0 disables it.
+        conv_pool: width, in samples at 100 Hz, of the average pooling that condenses branch features
+            inside a patch before the projection (the raw patch always goes in at full resolution).
+        conv_stride: step, in samples at 100 Hz, between branch outputs inside a patch (1 = every
+            100 Hz sample; the kernels still see every input sample).
+        drop_path: stochastic depth rate of the last block (linear from 0).
+        norm_eps: LayerNorm epsilon.
+    """
+
+    n_leads: int = 12
+    fs: float = 100.0
+    patch_size: int = 50
+    tokenization: str = "lead"
+    embed_dim: int = 256
+    depth: int = 8
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    pos_embed: str = "sincos"
+    max_patches: int = 256
+    pool: str = "mean"
+    conv_kernels: tuple[int, ...] = (3, 7, 15)
+    conv_channels: int = 16
+    conv_bottleneck: int = 16
+    conv_pool: int = 5
+    conv_stride: int = 1
+    drop_path: float = 0.0
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _choice("tokenization", self.tokenization, TOKENIZATIONS)
+        _choice("pos_embed", self.pos_embed, POS_EMBEDS)
+        _choice("pool", self.pool, POOLS)
+        for name in ("n_leads", "patch_size", "embed_dim", "depth", "num_heads", "max_patches",
+                     "conv_channels", "conv_pool", "conv_stride"):
+            _positive_int(name, getattr(self, name))
+        if not self.fs > 0:
+            raise ConfigError(f"model.fs: must be > 0 Hz, got {self.fs}")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"model.embed_dim: {self.embed_dim} is not divisible by num_heads={self.num_heads}"
+            )
+        if self.pos_embed == "sincos" and self.embed_dim % 2:
+            raise ConfigError(f"model.embed_dim: sincos positions need an even width, got {self.embed_dim}")
+        if not self.mlp_ratio > 0:
+            raise ConfigError(f"model.mlp_ratio: must be > 0, got {self.mlp_ratio}")
+        if not self.conv_kernels or any(not isinstance(k, int) or k < 1 for k in self.conv_kernels):
+            raise ConfigError(f"model.conv_kernels: need positive integers, got {self.conv_kernels}")
+        if not isinstance(self.conv_bottleneck, int) or self.conv_bottleneck < 0:
+            raise ConfigError(f"model.conv_bottleneck: must be an integer >= 0, got {self.conv_bottleneck}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise ConfigError(f"model.drop_path: must be in [0, 1), got {self.drop_path}")
+
+
+@dataclass(frozen=True)
+class MAEConfig:
+    """Masked autoencoder: an encoder plus a light decoder that reconstructs the masked patches.
+
+    Attributes:
+        encoder: the encoder's config (exported alone for fine-tuning).
+        decoder_dim: decoder width (narrower than the encoder).
+        decoder_depth: decoder blocks (1-4 is plenty).
+        decoder_heads: decoder attention heads.
+        mask_ratio: fraction of tokens removed, in [0, 1).
+        mask_mode: ``"patch"`` masks tokens independently (lead-patches for lead tokenisation),
+            ``"time"`` masks whole time patches across all leads, ``"lead"`` masks whole leads
+            (lead tokenisation only).
+        norm_target: reconstruct each patch normalised to zero mean and unit variance.
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 2
+    mask_ratio: float = 0.75
+    mask_mode: str = "patch"
+    norm_target: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.encoder, EncoderConfig):
+            raise ConfigError(f"model.encoder: expected an EncoderConfig, got {type(self.encoder).__name__}")
+        for name in ("decoder_dim", "decoder_depth", "decoder_heads"):
+            _positive_int(name, getattr(self, name))
+        if self.decoder_dim % self.decoder_heads:
+            raise ConfigError(
+                f"model.decoder_dim: {self.decoder_dim} is not divisible by decoder_heads={self.decoder_heads}"
+            )
+        if self.decoder_dim % 2:
+            raise ConfigError(f"model.decoder_dim: sincos positions need an even width, got {self.decoder_dim}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ConfigError(f"model.mask_ratio: must be in [0, 1), got {self.mask_ratio}")
+        _choice("mask_mode", self.mask_mode, MASK_MODES)
+        if self.mask_mode == "lead" and self.encoder.tokenization != "lead":
+            raise ConfigError(
+                "model.mask_mode: 'lead' masking needs tokenization='lead' "
+                f"(got tokenization={self.encoder.tokenization!r}; use 'patch' or 'time')"
+            )
+
+
+ENCODER_FIELDS = frozenset(f.name for f in dataclasses.fields(EncoderConfig))
+MAE_FIELDS = frozenset(f.name for f in dataclasses.fields(MAEConfig)) - {"encoder"}
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"model.{name}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"model.{name}: must be a positive integer, got {value!r}")

@@ -1,0 +1,89 @@
+"""Named model variants: ``create_model("ecgmae_small", depth=4)``, ``list_models()``.
+
+A variant is a function returning its default :class:`MAEConfig`; flat overrides go to the encoder
+or the MAE by field name. Overriding ``fs`` without ``patch_size`` keeps the patch duration (0.5 s at
+100 Hz becomes 125 samples at 250 Hz); convolution kernels always scale with ``fs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ecgmae.config import ConfigError, replace
+from ecgmae.models.classifier import ECGClassifier
+from ecgmae.models.config import ENCODER_FIELDS, MAE_FIELDS, EncoderConfig, MAEConfig
+from ecgmae.models.mae import ECGMAE
+
+_MODELS: dict[str, Callable[[], MAEConfig]] = {}
+
+
+def register_model(fn: Callable[[], MAEConfig]) -> Callable[[], MAEConfig]:
+    """Decorator: register a variant under its function name."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is already registered")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names of the registered variants, sorted."""
+    return sorted(_MODELS)
+
+
+def get_config(name: str, **overrides: Any) -> MAEConfig:
+    """The variant's config with flat overrides applied (encoder or MAE field, by name).
+
+    Raises:
+        ConfigError: unknown model name, unknown override key, or a bad value.
+    """
+    if name not in _MODELS:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    base = _MODELS[name]()
+    unknown = sorted(set(overrides) - ENCODER_FIELDS - MAE_FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{name}: unknown override(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(ENCODER_FIELDS | MAE_FIELDS))}"
+        )
+    enc = {k: v for k, v in overrides.items() if k in ENCODER_FIELDS}
+    if "fs" in enc and "patch_size" not in enc:
+        enc["patch_size"] = max(1, round(base.encoder.patch_size * float(enc["fs"]) / base.encoder.fs))
+    where = f"{name} overrides"
+    mae = {k: v for k, v in overrides.items() if k in MAE_FIELDS}
+    return replace(base, where, encoder=replace(base.encoder, where, **enc), **mae)
+
+
+def create_model(name: str, **overrides: Any) -> ECGMAE:
+    """Build the MAE of a registered variant (see :func:`get_config` for overrides)."""
+    return ECGMAE(get_config(name, **overrides))
+
+
+def create_classifier(name: str, num_classes: int, *, head_dropout: float = 0.0, **overrides: Any) -> ECGClassifier:
+    """Build the classifier variant: the named encoder (randomly initialised) with a K-way head.
+
+    Overrides are the same as for :func:`get_config`; ``pool`` sets the encoder's (and so the head's) pooling.
+    """
+    cfg = get_config(name, **overrides)
+    return ECGClassifier(cfg.encoder, num_classes, head_dropout=head_dropout)
+
+
+@register_model
+def ecgmae_tiny() -> MAEConfig:
+    """For tests: width 32, depth 2, one decoder block; fast on CPU."""
+    enc = EncoderConfig(embed_dim=32, depth=2, num_heads=2, conv_channels=4, conv_bottleneck=8)
+    return MAEConfig(encoder=enc, decoder_dim=32, decoder_depth=1, decoder_heads=2)
+
+
+@register_model
+def ecgmae_small() -> MAEConfig:
+    """Default for CPU work: width 256, depth 8, 4 heads; decoder 128 x 2 (about 7 M parameters)."""
+    enc = EncoderConfig(embed_dim=256, depth=8, num_heads=4, conv_channels=16, conv_bottleneck=16)
+    return MAEConfig(encoder=enc, decoder_dim=128, decoder_depth=2, decoder_heads=2)
+
+
+@register_model
+def ecgmae_base() -> MAEConfig:
+    """ViT-B-sized (ST-MEM comparable): width 768, depth 12, 12 heads; decoder 256 x 4."""
+    enc = EncoderConfig(embed_dim=768, depth=12, num_heads=12, conv_channels=32, conv_bottleneck=32)
+    return MAEConfig(encoder=enc, decoder_dim=256, decoder_depth=4, decoder_heads=4)

@@ -1,0 +1,165 @@
+"""End-to-end engine tests on a tiny synthetic store: prepare -> pretrain -> finetune -> evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ecgmae.cli import main
+from ecgmae.config import ConfigError
+from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
+from ecgmae.engine.run import evaluate, finetune, pretrain
+
+CPU = TrainerConfig(accelerator="cpu", devices="1", precision="32", log_every=1)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    from ecgmae.data.store import prepare_store
+
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.sources.synthetic import write_wfdb_folder
+
+    root = tmp_path_factory.mktemp("engine")
+    src = write_wfdb_folder(root / "synth", 160, fs=250, seconds=5, seed=3, noise="low", quiet=True)
+    return prepare_store("folder", src, root / "store", PreprocessConfig(fs=50, seconds=5), seed=0, quiet=True)
+
+
+def _pre(**kw) -> PretrainConfig:
+    base = dict(model="ecgmae_tiny", epochs=2, batch_size=16, trainer=CPU, optim=OptimConfig(lr=2e-3))
+    return PretrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def mae_run(store, tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    return pretrain(store, tmp_path_factory.mktemp("runs") / "mae", _pre(epochs=6), quiet=True)
+
+
+def test_pretrain_writes_loadable_artefacts_and_loss_falls(mae_run):
+    import pandas as pd
+
+    from ecgmae.checkpoint import read_meta
+
+    meta = read_meta(mae_run / "encoder.safetensors")
+    assert meta["kind"] == "encoder" and meta["data"]["fs"] == 50
+    assert meta["model"]["config"]["encoder"]["fs"] == 50.0
+    assert (mae_run / "last.ckpt").exists() and (mae_run / "model_card.json").exists()
+    m = pd.read_csv(mae_run / "metrics.csv")
+    ep = m.dropna(subset=["train/loss_epoch"])["train/loss_epoch"].to_numpy()
+    assert len(ep) == 6 and ep[-1] < 0.8 * ep[0], ep
+
+
+def test_existing_run_is_not_overwritten(store, mae_run):
+    with pytest.raises(Exception, match=r"already holds encoder\.safetensors"):
+        pretrain(store, mae_run, _pre(), quiet=True)
+
+
+def test_linprobe_beats_untrained_encoder(store, mae_run, tmp_path):
+    init = pretrain(store, tmp_path / "init", _pre(max_steps=0), quiet=True)
+    ft = FinetuneConfig(mode="linprobe", epochs=8, batch_size=16, trainer=CPU, n_boot=20,
+                        optim=OptimConfig(lr=1e-2))
+    trained = finetune(store, tmp_path / "lp", ft, encoder=mae_run, quiet=True)
+    untrained = finetune(store, tmp_path / "lp0", ft, encoder=init, quiet=True)
+    assert trained["macro_auroc"] > untrained["macro_auroc"] + 0.02, (trained["macro_auroc"],
+                                                                       untrained["macro_auroc"])
+    # evaluate re-scores the saved classifier on the same split and finds the same numbers
+    rep = evaluate(tmp_path / "lp", store, split="test", n_boot=20)
+    assert rep["macro_auroc"] == pytest.approx(trained["macro_auroc"], abs=1e-6)
+    assert set(rep["per_class_auroc"]) == set(trained["per_class_auroc"])
+
+
+def test_finetune_and_scratch_cli(store, mae_run, tmp_path, capsys):
+    args = ["--data", str(store), "--max-steps", "6", "--batch-size", "16", "--accelerator", "cpu",
+            "--devices", "1", "--precision", "32", "--quiet", "--set", "n_boot=10"]
+    assert main(["finetune", "--out", str(tmp_path / "ft"), "--mode", "finetune", "--encoder", str(mae_run),
+                 "--label-fraction", "0.1", *args]) == 0
+    assert main(["finetune", "--out", str(tmp_path / "sc"), "--mode", "scratch", "--model", "ecgmae_tiny",
+                 *args]) == 0
+    for run in ("ft", "sc"):
+        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
+        assert 0.0 <= metrics["macro_auroc"] <= 1.0
+        assert (tmp_path / run / "classifier.safetensors").exists()
+        assert not (tmp_path / run / "best.ckpt").exists()
+    assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["label_fraction"] == 0.1
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "ft"), "--data", str(store), "--n-boot", "10"]) == 0
+    assert "macro AUROC" in capsys.readouterr().out
+
+
+def test_resume_gives_the_same_weights(store, tmp_path, monkeypatch):
+    import lightning as L
+
+    import ecgmae.engine.run as run_mod
+
+    cfg = _pre(epochs=3, batch_size=32)
+    full = pretrain(store, tmp_path / "full", cfg, quiet=True)
+
+    class Kill(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 2:
+                raise RuntimeError("simulated crash")
+
+    real = run_mod.build_trainer
+
+    def crashing(*a, **k):
+        t = real(*a, **k)
+        t.callbacks.append(Kill())
+        return t
+
+    monkeypatch.setattr(run_mod, "build_trainer", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        pretrain(store, tmp_path / "cut", cfg, quiet=True)
+    assert (tmp_path / "cut" / "last.ckpt").exists() and not (tmp_path / "cut" / "encoder.safetensors").exists()
+    monkeypatch.setattr(run_mod, "build_trainer", real)
+    pretrain(store, tmp_path / "cut", cfg, resume=True, quiet=True)
+    a = load_file(full / "encoder.safetensors")
+    b = load_file(tmp_path / "cut" / "encoder.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_same_numbers(store, tmp_path):
+    a = pretrain(store, tmp_path / "a", _pre(max_steps=3), quiet=True)
+    b = pretrain(store, tmp_path / "b", _pre(max_steps=3), quiet=True)
+    c = pretrain(store, tmp_path / "c", _pre(max_steps=3, seed=1), quiet=True)
+    wa, wb, wc = (load_file(r / "encoder.safetensors") for r in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_config_errors_are_clear(tmp_path, store, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 2\nlearning_rate: 0.1\n")
+    code = main(["pretrain", "--data", str(store), "--out", str(tmp_path / "x"), "--config", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "learning_rate" in err and str(bad) in err
+    with pytest.raises(ConfigError, match="mode"):
+        FinetuneConfig(mode="probe")
+    assert main(["pretrain", "--data", str(store), "--out", str(tmp_path / "y"), "--set", "optim.lr=5e-4",
+                 "--print-config"]) == 0
+    assert "lr: 0.0005" in capsys.readouterr().out
+    code = main(["finetune", "--data", str(store), "--out", str(tmp_path / "z"), "--mode", "linprobe"])
+    assert code == 2 and "--encoder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(store, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    cmd = [sys.executable, "-m", "ecgmae", "pretrain", "--data", str(store), "--out", str(tmp_path / "ddp"),
+           "--model", "ecgmae_tiny", "--max-steps", "3", "--batch-size", "8", "--accelerator", "cpu",
+           "--devices", "2", "--precision", "32", "--quiet"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    meta = json.loads((tmp_path / "ddp" / "config.json").read_text())
+    assert meta["model"]["name"] == "ecgmae_tiny"
+    w = load_file(tmp_path / "ddp" / "encoder.safetensors")
+    assert all(np.isfinite(v.numpy()).all() for v in w.values())
