@@ -23,10 +23,9 @@ CPU = TrainerConfig(accelerator="cpu", devices="1", precision="32", log_every=1)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from ecgmae.data.store import prepare_store
-
     from ecgmae.data.signal import PreprocessConfig
     from ecgmae.data.sources.synthetic import write_wfdb_folder
+    from ecgmae.data.store import prepare_store
 
     root = tmp_path_factory.mktemp("engine")
     src = write_wfdb_folder(root / "synth", 160, fs=250, seconds=5, seed=3, noise="low", quiet=True)
