@@ -396,3 +396,11 @@ def test_rhythm_classes_are_learnable_from_the_signal() -> None:
         model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x_tr, y_tr)
         aucs.append(roc_auc_score(y_te, model.predict_proba(x_te)[:, 1]))
     assert np.mean(aucs) >= 0.8 and min(aucs) >= 0.7, aucs
+
+
+def test_amplitudes_stay_physiological_over_many_records():
+    # Regression: a near-zero Sokolow-Lyon index once scaled some RBBB records to ~1e12 mV.
+    peaks = np.array([np.abs(generate_record(0, i, fs=100, seconds=10, noise="none").signal).max()
+                      for i in range(2500)])
+    assert peaks.max() < 12.0, (peaks.argmax(), peaks.max())
+    assert np.median(peaks) > 0.5

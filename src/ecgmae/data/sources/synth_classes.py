@@ -304,7 +304,9 @@ def sample_plan(rng: np.random.Generator) -> RecordPlan:
     leads[2:] = leads[2:] * rng.normal(1.0, 0.06, (6, 1)) + rng.normal(0.0, 0.06, (6, 3))
     beat, info = _ventricular(rng, labels, rot, scale, pr)
     tmpl = beat.build()
-    sl = sokolow_lyon(tmpl, leads)
+    # Floor: a right-axis RBBB beat can have a Sokolow-Lyon index near zero or negative, and dividing
+    # by it blew the record up to ~1e12 mV.
+    sl = max(sokolow_lyon(tmpl, leads), 1.0)
     if "LVH" in has:
         k = rng.uniform(4.0, 5.5) / sl
     elif "LBBB" not in has:
