@@ -306,7 +306,7 @@ def sample_plan(rng: np.random.Generator) -> RecordPlan:
     tmpl = beat.build()
     # Floor: a right-axis RBBB beat can have a Sokolow-Lyon index near zero or negative, and dividing
     # by it blew the record up to ~1e12 mV.
-    sl = max(sokolow_lyon(tmpl, leads), 1.0)
+    sl = max(sokolow_lyon(tmpl, leads), 0.5)
     if "LVH" in has:
         k = rng.uniform(4.0, 5.5) / sl
     elif "LBBB" not in has:
