@@ -10,8 +10,8 @@ on a shared machine; the best step is the least disturbed one.
 Nothing is asserted.
 
 Examples:
-    PYTHONPATH=src .venv/bin/python benchmarks/model_speed.py            # ecgmae_small, 100 Hz and ST-MEM shape
-    PYTHONPATH=src .venv/bin/python benchmarks/model_speed.py --base     # adds ecgmae_base (slow)
+    PYTHONPATH=src .venv/bin/python benchmarks/model_speed.py         # ecgmae_small, 100 Hz + ST-MEM shape
+    PYTHONPATH=src .venv/bin/python benchmarks/model_speed.py --base  # adds ecgmae_base (slow)
 """
 
 from __future__ import annotations
@@ -107,11 +107,13 @@ def measure(model: ECGMAE, x: torch.Tensor, bf16: bool, variants: dict[str, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--base", action="store_true", help="also measure ecgmae_base (slow)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--base-batch", type=int, default=8, help="batch for ecgmae_base")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant (median and best reported)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant (median, best)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma list of {', '.join(SHAPES)}")
     parser.add_argument("--dtypes", default="fp32,bf16")

@@ -17,7 +17,9 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def ecg_like(b: int, leads: int, t: int, fs: float = 100.0, seed: int = 0, noise: float = 0.05) -> torch.Tensor:
+def ecg_like(
+    b: int, leads: int, t: int, fs: float = 100.0, seed: int = 0, noise: float = 0.05
+) -> torch.Tensor:
     """Beats every 0.8 s with lead-dependent amplitude plus noise, in mV."""
     g = torch.Generator().manual_seed(seed)
     time = torch.arange(t) / fs
@@ -27,7 +29,9 @@ def ecg_like(b: int, leads: int, t: int, fs: float = 100.0, seed: int = 0, noise
     return (amp * beats + noise * torch.randn(b, leads, t, generator=g)).float()
 
 
-@pytest.mark.parametrize(("n_leads", "n_time", "ratio"), [(12, 20, 0.75), (1, 10, 0.9), (3, 7, 0.6), (12, 30, 0.0)])
+@pytest.mark.parametrize(
+    ("n_leads", "n_time", "ratio"), [(12, 20, 0.75), (1, 10, 0.9), (3, 7, 0.6), (12, 30, 0.0)]
+)
 def test_exact_ratio_and_ids_restore_round_trip(n_leads, n_time, ratio):
     g = torch.Generator().manual_seed(0)
     m = random_masking(4, n_leads, n_time, ratio, generator=g)
@@ -90,7 +94,8 @@ def test_loss_weights_absent_leads_and_norm_target():
     elem_w[:, :, 12:] = 0.0  # second half of each token is an absent lead
     changed = target.clone()
     changed[..., 12:] = 99.0
-    assert torch.equal(masked_mse(pred, target, mask, elem_w=elem_w), masked_mse(pred, changed, mask, elem_w=elem_w))
+    loss = masked_mse(pred, target, mask, elem_w=elem_w)
+    assert torch.equal(masked_mse(pred, changed, mask, elem_w=elem_w), loss)
     norm = normalise_patches(target)
     torch.testing.assert_close(norm.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)
     torch.testing.assert_close(norm.std(-1, unbiased=False), torch.ones(2, 5), atol=1e-4, rtol=0)

@@ -34,7 +34,9 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def ecg_like(b: int, leads: int, t: int, fs: float = 100.0, seed: int = 0, noise: float = 0.05) -> torch.Tensor:
+def ecg_like(
+    b: int, leads: int, t: int, fs: float = 100.0, seed: int = 0, noise: float = 0.05
+) -> torch.Tensor:
     """Beats (narrow Gaussians every ~0.8 s) plus a little noise, in mV, lead-dependent amplitude."""
     g = torch.Generator().manual_seed(seed)
     time = torch.arange(t) / fs
@@ -105,7 +107,9 @@ def test_forward_backward_every_registered_model(name):
 
 
 @pytest.mark.parametrize("tokenization", ["lead", "time"])
-@pytest.mark.parametrize(("fs", "seconds", "leads"), [(100, 10, 12), (250, 4, 3), (500, 2.5, 1), (100, 7.3, 8)])
+@pytest.mark.parametrize(
+    ("fs", "seconds", "leads"), [(100, 10, 12), (250, 4, 3), (500, 2.5, 1), (100, 7.3, 8)]
+)
 def test_shapes_for_rates_lengths_and_lead_subsets(tokenization, fs, seconds, leads):
     torch.manual_seed(0)
     model = create_model("ecgmae_tiny", fs=fs, tokenization=tokenization, mask_mode="patch")

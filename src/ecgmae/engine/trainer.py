@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +24,26 @@ _QUIET_WARNINGS = (
     r".*smaller than the logging interval.*",
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
 )
+
+
+class _NoTips(logging.Filter):
+    """Drop Lightning's advertising tips from the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+def _tame_lightning_logs(quiet: bool) -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _NoTips) for f in lg.filters):
+            lg.addFilter(_NoTips())
+        for h in lg.handlers:
+            if not any(isinstance(f, _NoTips) for f in h.filters):
+                h.addFilter(_NoTips())
+        if quiet:
+            lg.setLevel(logging.WARNING)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -104,6 +125,7 @@ def build_trainer(
         pass
     if not quiet:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    _tame_lightning_logs(quiet)
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     return L.Trainer(

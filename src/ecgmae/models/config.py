@@ -129,10 +129,12 @@ class MAEConfig:
             _positive_int(name, getattr(self, name))
         if self.decoder_dim % self.decoder_heads:
             raise ConfigError(
-                f"model.decoder_dim: {self.decoder_dim} is not divisible by decoder_heads={self.decoder_heads}"
+                f"model.decoder_dim: {self.decoder_dim} is not divisible by "
+                f"decoder_heads={self.decoder_heads}"
             )
         if self.decoder_dim % 2:
-            raise ConfigError(f"model.decoder_dim: sincos positions need an even width, got {self.decoder_dim}")
+            raise ConfigError(f"model.decoder_dim: sincos positions need an even width, "
+                              f"got {self.decoder_dim}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ConfigError(f"model.mask_ratio: must be in [0, 1), got {self.mask_ratio}")
         _choice("mask_mode", self.mask_mode, MASK_MODES)

@@ -142,7 +142,8 @@ class ECGEncoder(nn.Module):
         else:
             if n_time > self.cfg.max_patches:
                 raise ValueError(
-                    f"input has {n_time} time patches; learned positions hold max_patches={self.cfg.max_patches}"
+                    f"input has {n_time} time patches; learned positions hold "
+                    f"max_patches={self.cfg.max_patches}"
                 )
             time = self.time_pos[:n_time]
         return grid_positions(time, None if self.lead_embed is None else self.lead_embed[lead_idx])

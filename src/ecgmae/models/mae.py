@@ -168,12 +168,10 @@ class ECGMAE(nn.Module):
         if present is not None and present.shape != x.shape[:2]:
             raise ValueError(f"present: shape {tuple(present.shape)}, expected {tuple(x.shape[:2])}")
         lead_idx = enc.check_input(x, lead_idx)
-        if present is None and enc.cfg.tokenization == "time" and x.shape[1] != enc.cfg.n_leads:
-            present = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         if enc.cfg.tokenization == "time":
-            if present is not None:  # rows the input lacks are absent too
-                full = present.new_zeros(x.shape[0], enc.cfg.n_leads, dtype=torch.bool)
-                full[:, lead_idx] = present.bool()
+            if present is not None or x.shape[1] != enc.cfg.n_leads:  # rows the input lacks are absent
+                full = torch.zeros(x.shape[0], enc.cfg.n_leads, dtype=torch.bool, device=x.device)
+                full[:, lead_idx] = True if present is None else present.bool()
                 present = full
             x = enc.expand_leads(x, lead_idx)
             lead_idx = enc.check_input(x, None)
@@ -182,7 +180,8 @@ class ECGMAE(nn.Module):
         target = enc.patchify(x)  # (B, N, p)
         token_w = elem_w = None
         if enc.cfg.tokenization == "lead":
-            masking = random_masking(b, n_leads, n_time, ratio, cfg.mask_mode, present=present, device=x.device)
+            masking = random_masking(b, n_leads, n_time, ratio, cfg.mask_mode, present=present,
+                                     device=x.device)
             if present is not None:
                 token_w = present.bool().repeat_interleave(n_time, dim=1).float()  # (B, N)
         else:
@@ -193,8 +192,7 @@ class ECGMAE(nn.Module):
         pred = self.forward_decoder(latent, masking.ids_restore, lead_idx, n_time)  # (B, N, p)
         if cfg.norm_target:
             target = normalise_patches(target, elem_w)
-        all_visible = masking.ids_keep.shape[1] == target.shape[1]
-        loss = masked_mse(pred, target, masking.mask, token_w, elem_w, all_visible=all_visible)
+        loss = masked_mse(pred, target, masking.mask, token_w, elem_w, all_visible=ratio == 0.0)
         return MAEOutput(loss, pred, masking.mask, target)
 
     def forward_decoder(

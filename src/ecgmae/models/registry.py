@@ -59,7 +59,9 @@ def create_model(name: str, **overrides: Any) -> ECGMAE:
     return ECGMAE(get_config(name, **overrides))
 
 
-def create_classifier(name: str, num_classes: int, *, head_dropout: float = 0.0, **overrides: Any) -> ECGClassifier:
+def create_classifier(
+    name: str, num_classes: int, *, head_dropout: float = 0.0, **overrides: Any
+) -> ECGClassifier:
     """Build the classifier variant: the named encoder (randomly initialised) with a K-way head.
 
     Overrides are the same as for :func:`get_config`; ``pool`` sets the encoder's (and so the head's) pooling.
