@@ -17,6 +17,7 @@ from torch import nn
 from ecgmae.engine.config import OptimConfig
 from ecgmae.engine.optim import build_optimizer
 from ecgmae.eval.metrics import macro_auroc
+from ecgmae.inference import aggregate_records
 
 
 class _Base(L.LightningModule):
@@ -142,26 +143,6 @@ class ClassifierModule(_Base):
         y, p = aggregate_records(rec.cpu().numpy(), prob.cpu().numpy(), tgt.cpu().numpy(), self.aggregate)
         auc = macro_auroc(y, p)
         self.log("val/auroc", float(np.nan_to_num(auc, nan=0.5)), prog_bar=True, on_epoch=True)
-
-
-def aggregate_records(
-    record: np.ndarray, prob: np.ndarray, target: np.ndarray, how: str = "mean"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Combine window scores into one score per record (ids in ``record``; -1 rows are padding)."""
-    keep = record >= 0
-    record, prob, target = record[keep], prob[keep], target[keep]
-    ids, inv = np.unique(record, return_inverse=True)
-    k = prob.shape[1]
-    y = np.zeros((len(ids), k), dtype=np.float32)
-    y[inv] = target
-    if how == "max":
-        p = np.full((len(ids), k), -np.inf, dtype=np.float64)
-        np.maximum.at(p, inv, prob)
-    else:
-        p = np.zeros((len(ids), k), dtype=np.float64)
-        np.add.at(p, inv, prob)
-        p /= np.bincount(inv, minlength=len(ids))[:, None]
-    return y, p
 
 
 def _gather_padded(module: L.LightningModule, *tensors: torch.Tensor) -> list[torch.Tensor]:

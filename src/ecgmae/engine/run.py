@@ -19,7 +19,6 @@ import torch
 from ecgmae.checkpoint import load_checkpoint, save_checkpoint
 from ecgmae.config import from_dict, to_dict
 from ecgmae.data.dataset import CropDataset, WindowDataset
-from ecgmae.data.io import LEADS_12
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
 from ecgmae.engine.data import label_subset, make_loader, select_classes
@@ -28,6 +27,7 @@ from ecgmae.engine.predict import predict_records
 from ecgmae.engine.trainer import build_trainer
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
+from ecgmae.inference import lead_positions, load_classifier
 from ecgmae.models import ECGMAE, ECGClassifier, EncoderConfig, MAEConfig, get_config
 from ecgmae.utils import log, seed_everything, write_json_atomic
 
@@ -79,13 +79,6 @@ def model_config(name: str, overrides: dict[str, Any], store: Store) -> MAEConfi
     if lead_positions(store.leads) is None:
         extra["n_leads"] = len(store.leads)
     return get_config(name, **{**extra, **overrides})
-
-
-def lead_positions(leads: tuple[str, ...] | list[str]) -> list[int] | None:
-    """Positions of ``leads`` among the canonical 12 (None if any is not one of them)."""
-    lookup = {name.lower(): i for i, name in enumerate(LEADS_12)}
-    pos = [lookup.get(str(lead).lower()) for lead in leads]
-    return None if any(p is None for p in pos) else pos  # type: ignore[return-value]
 
 
 def _window(store: Store, seconds: float | None, patch: int) -> int:
@@ -292,17 +285,6 @@ def _restore_best(model: torch.nn.Module, path: Path) -> None:
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}
     state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
     model.load_state_dict(state)
-
-
-def load_classifier(path: str | Path) -> tuple[ECGClassifier, dict[str, Any]]:
-    """Rebuild a classifier from its checkpoint alone."""
-    state, meta = load_checkpoint(path, kind="classifier")
-    m = meta["model"]
-    enc = from_dict(EncoderConfig, m["encoder"], where=f"{path}: model.encoder")
-    model = ECGClassifier(enc, int(m["num_classes"]), head_dropout=float(m.get("head_dropout", 0.0)))
-    model.load_state_dict(state)
-    model.eval()
-    return model, meta
 
 
 def evaluate(
