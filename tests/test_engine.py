@@ -162,3 +162,18 @@ def test_ddp_two_cpu_processes(store, tmp_path):
     assert meta["model"]["name"] == "ecgmae_tiny"
     w = load_file(tmp_path / "ddp" / "encoder.safetensors")
     assert all(np.isfinite(v.numpy()).all() for v in w.values())
+
+
+def test_non_finite_loss_aborts_with_a_clear_message(store, tmp_path, monkeypatch):
+    from ecgmae.models.mae import ECGMAE
+
+    real = ECGMAE.forward
+
+    def nan_loss(self, *a, **k):
+        out = real(self, *a, **k)
+        return out._replace(loss=out.loss * float("nan"))
+
+    monkeypatch.setattr(ECGMAE, "forward", nan_loss)
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss .* epoch 0, step 0"):
+        pretrain(store, tmp_path / "nan", _pre(max_steps=2), quiet=True)
+    assert not (tmp_path / "nan" / "encoder.safetensors").exists()
