@@ -8,6 +8,22 @@ from typing import Any
 
 from ecgmae.config import ConfigError, from_dict, load_yaml, to_dict
 
+# Flags of add_loop_args, by their config keys.
+LOOP_FLAGS = ("epochs", "max_steps", "batch_size", "seed", "optim.lr", "window_seconds")
+
+
+def add_loop_args(parser: argparse.ArgumentParser, *, max_steps_help: str, seed_help: str) -> None:
+    """Flags every training command shares: run length, batch, learning rate, seed, resume/overwrite."""
+    p = parser
+    p.add_argument("--epochs", type=int, help="passes over the training records (default 10)")
+    p.add_argument("--max-steps", dest="max_steps", type=int, help=max_steps_help)
+    p.add_argument("--batch-size", dest="batch_size", type=int, help="per device (default 64)")
+    p.add_argument("--lr", dest="optim.lr", metavar="LR", type=float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--window-seconds", dest="window_seconds", type=float, help="crop length (default: store's)")
+    p.add_argument("--seed", type=int, help=seed_help)
+    p.add_argument("--resume", action="store_true", help="continue from RUN/last.ckpt")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing finished run")
+
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     """Flags every training command shares: --config, --set, --print-config and hardware options."""
@@ -20,14 +36,16 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     h = parser.add_argument_group("hardware")
-    h.add_argument("--accelerator", dest="trainer.accelerator", help="auto | cpu | gpu (default auto)")
-    h.add_argument("--devices", dest="trainer.devices", help="auto, a count, or ids like 0,1 (default auto)")
-    h.add_argument("--num-nodes", dest="trainer.num_nodes", type=int, help="nodes for multi-node DDP")
-    h.add_argument("--strategy", dest="trainer.strategy", help="auto (ddp when several devices) | ddp | ...")
-    h.add_argument("--precision", dest="trainer.precision",
+    h.add_argument("--accelerator", dest="trainer.accelerator", metavar="NAME", help="auto | cpu | gpu (default auto)")
+    h.add_argument("--devices", dest="trainer.devices", metavar="N",
+                   help="auto, a count, or ids like 0,1 (default auto)")
+    h.add_argument("--num-nodes", dest="trainer.num_nodes", metavar="N", type=int, help="nodes for multi-node DDP")
+    h.add_argument("--strategy", dest="trainer.strategy", metavar="NAME",
+                   help="auto (ddp when several devices) | ddp | ...")
+    h.add_argument("--precision", dest="trainer.precision", metavar="P",
                    help="auto (bf16-mixed where supported) | 32 | bf16-mixed | 16-mixed")
-    h.add_argument("--workers", dest="trainer.num_workers", type=int, help="data-loader worker processes")
-    h.add_argument("--accumulate", dest="trainer.accumulate", type=int, help="gradient accumulation steps")
+    h.add_argument("--workers", dest="trainer.num_workers", metavar="N", type=int, help="data-loader worker processes")
+    h.add_argument("--accumulate", dest="trainer.accumulate", metavar="N", type=int, help="gradient accumulation steps")
     h.add_argument("--compile", dest="trainer.compile", action="store_const", const=True,
                    help="torch.compile the model (slow first step, faster long runs)")
 

@@ -6,10 +6,9 @@ import argparse
 from typing import Any
 
 from ecgmae.cli._common import add_command
-from ecgmae.cli._config import add_config_args, print_config, resolve
+from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, print_config, resolve
 
-FLAGS = ("mode", "model", "epochs", "max_steps", "batch_size", "seed", "label_fraction", "optim.lr",
-         "optim.layer_decay", "aggregate", "classes", "window_seconds")
+FLAGS = ("mode", "model", "label_fraction", "optim.layer_decay", "aggregate", "classes", *LOOP_FLAGS)
 
 
 def add_parser(sub: Any) -> None:
@@ -31,16 +30,11 @@ def add_parser(sub: Any) -> None:
                    help="comma-separated subset of the store's labels (default: all)")
     p.add_argument("--label-fraction", dest="label_fraction", type=float,
                    help="fraction of training records used, e.g. 0.01 (default 1)")
-    p.add_argument("--epochs", type=int, help="passes over the training subset (default 10)")
-    p.add_argument("--max-steps", dest="max_steps", type=int, help="optimiser steps instead of epochs")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="per device (default 64)")
-    p.add_argument("--lr", dest="optim.lr", type=float, help="peak learning rate (default 1e-3)")
-    p.add_argument("--layer-decay", dest="optim.layer_decay", type=float, help="layer-wise LR decay (0.75)")
+    p.add_argument("--layer-decay", dest="optim.layer_decay", metavar="F", type=float,
+                   help="layer-wise LR decay (0.75)")
     p.add_argument("--aggregate", choices=("mean", "max"), help="window -> record score (default mean)")
-    p.add_argument("--window-seconds", dest="window_seconds", type=float, help="crop length")
-    p.add_argument("--seed", type=int, help="seed for the label subset, order, crops and head (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/last.ckpt")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing finished run")
+    add_loop_args(p, max_steps_help="optimiser steps instead of epochs",
+                  seed_help="seed for the label subset, order, crops and head (default 0)")
     add_config_args(p)
 
 

@@ -6,10 +6,9 @@ import argparse
 from typing import Any
 
 from ecgmae.cli._common import add_command
-from ecgmae.cli._config import add_config_args, print_config, resolve
+from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, print_config, resolve
 
-FLAGS = ("model", "epochs", "max_steps", "batch_size", "seed", "optim.lr", "model_overrides.mask_ratio",
-         "window_seconds")
+FLAGS = ("model", "model_overrides.mask_ratio", *LOOP_FLAGS)
 
 
 def add_parser(sub: Any) -> None:
@@ -24,16 +23,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data", required=True, help="prepared store directory")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--model", help="registered model (ecgmae_tiny, ecgmae_small, ecgmae_base); default small")
-    p.add_argument("--epochs", type=int, help="passes over the training split (default 10)")
-    p.add_argument("--max-steps", dest="max_steps", type=int,
-                   help="optimiser steps instead of epochs; 0 writes the untrained encoder (a baseline)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="per device (default 64)")
-    p.add_argument("--lr", dest="optim.lr", type=float, help="peak learning rate (default 1e-3)")
-    p.add_argument("--mask-ratio", dest="model_overrides.mask_ratio", type=float, help="default 0.75")
-    p.add_argument("--window-seconds", dest="window_seconds", type=float, help="crop length (default: store's)")
-    p.add_argument("--seed", type=int, help="seed for init, data order, crops and masks (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/last.ckpt")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing finished run")
+    p.add_argument("--mask-ratio", dest="model_overrides.mask_ratio", metavar="F", type=float, help="default 0.75")
+    add_loop_args(p, max_steps_help="optimiser steps instead of epochs; 0 writes the untrained encoder (a baseline)",
+                  seed_help="seed for init, data order, crops and masks (default 0)")
     add_config_args(p)
 
 
