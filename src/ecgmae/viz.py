@@ -102,7 +102,13 @@ def _ecg_paper(ax: Any, seconds: float, lo: float, hi: float) -> None:
     ax.set_ylim(lo, hi)
 
 
-def _strip(ax: Any, rec: Reconstruction, parts: Sequence[tuple[str, float, float]], a0: int) -> None:
+def _masked_only(rec: Reconstruction, i: int, i0: int, i1: int) -> np.ndarray:
+    """Lead ``i``'s reconstruction on its masked samples, NaN (a gap in the line) elsewhere."""
+    return np.where(rec.mask[i, i0:i1], rec.reconstruction[i, i0:i1], np.nan)
+
+
+def _strip(ax: Any, rec: Reconstruction, parts: Sequence[tuple[str, float, float]], a0: int,
+           show_visible: bool) -> None:
     """Draw ``(lead, t0, t1)`` parts (seconds on the strip) of ``rec`` from sample ``a0`` on one axis."""
     fs, row_of = rec.fs, {name: i for i, name in enumerate(rec.leads)}
     for lead, t0, t1 in parts:
@@ -119,11 +125,12 @@ def _strip(ax: Any, rec: Reconstruction, parts: Sequence[tuple[str, float, float
         for s, e in _runs(rec.mask[i, i0:i1]):
             ax.axvspan(t[s], t[e - 1] + 1 / fs, color="#9ecae1", alpha=0.45, lw=0)
         ax.plot(t, rec.original[i, i0:i1], color="black", lw=0.7)
-        ax.plot(t, rec.reconstruction[i, i0:i1], color="#d62728", lw=0.7, alpha=0.9)
+        shown = rec.reconstruction[i, i0:i1] if show_visible else _masked_only(rec, i, i0, i1)
+        ax.plot(t, shown, color="#d62728", lw=0.7, alpha=0.9)
 
 
 def plot_reconstruction(rec: Reconstruction, out: str | Path, *, start: float = 0.0, seconds: float = 10.0,
-                        rhythm: str | None = "II", title: str | None = None) -> Path:
+                        rhythm: str | None = "II", title: str | None = None, show_visible: bool = False) -> Path:
     """The reconstruction over the original in the usual 12-lead layout, masked spans shaded.
 
     Three rows of four leads (I aVR V1 V4 / II aVL V2 V5 / III aVF V3 V6), each lead showing a quarter
@@ -136,6 +143,8 @@ def plot_reconstruction(rec: Reconstruction, out: str | Path, *, start: float = 
         seconds: length of the strip (shorter records show what they have).
         rhythm: lead of the rhythm strip under the grid (None: no strip; if absent, the first present lead).
         title: figure title (default: record, mask ratio and masked RMSE).
+        show_visible: also draw the decoder's output over visible spans (not trained there: the loss
+            only scores masked patches, so it is usually noise).
     """
     plt = _pyplot()
     a0 = max(0, min(int(round(start * rec.fs)), rec.original.shape[1] - 1))
@@ -145,20 +154,23 @@ def plot_reconstruction(rec: Reconstruction, out: str | Path, *, start: float = 
     rows = [[(lead, c * dur / 4, (c + 1) * dur / 4) for c, lead in enumerate(row)] for row in CLINICAL_LAYOUT]
     if rhythm is not None:
         rows.append([(rhythm, 0.0, dur)])
-    seg = np.concatenate([rec.original[:, a0: a0 + round(dur * rec.fs)],
-                          rec.reconstruction[:, a0: a0 + round(dur * rec.fs)]], axis=0)
-    lo, hi = np.percentile(seg[np.isfinite(seg)], [0.1, 99.9]) if seg.size else (-1.0, 1.0)
+    a1 = a0 + round(dur * rec.fs)
+    shown = np.ones_like(rec.mask[:, a0:a1]) if show_visible else rec.mask[:, a0:a1]
+    keep = rec.present[:, None] & shown
+    seg = np.concatenate([rec.original[rec.present, a0:a1].ravel(), rec.reconstruction[:, a0:a1][keep].ravel()])
+    lo, hi = np.percentile(seg, [0.1, 99.9]) if seg.size else (-1.0, 1.0)
     pad = 0.15 * max(hi - lo, 0.5)
     lo, hi = float(lo - pad), float(hi + pad)
     fig, axes = plt.subplots(len(rows), 1, figsize=(max(8.0, 1.25 * dur + 1), 1.55 * len(rows) + 0.6), squeeze=False)
     for ax, parts in zip(axes[:, 0], rows, strict=True):
         _ecg_paper(ax, dur, lo, hi)
-        _strip(ax, rec, parts, a0)
+        _strip(ax, rec, parts, a0, show_visible)
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     handles = [Line2D([], [], color="black", lw=1, label="original"),
-               Line2D([], [], color="#d62728", lw=1, label="reconstruction"),
+               Line2D([], [], color="#d62728", lw=1,
+                      label="reconstruction" if show_visible else "reconstruction (masked spans)"),
                Patch(color="#9ecae1", alpha=0.6, label="masked (hidden from the encoder)")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     rmse = rec.masked_rmse()

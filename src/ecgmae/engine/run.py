@@ -186,7 +186,11 @@ def _last_metric(trainer: L.Trainer, key: str) -> float | None:
 def _card(meta: dict[str, Any], kind: str) -> dict[str, Any]:
     from ecgmae import __version__
 
-    return {"kind": kind, "ecgmae_version": __version__, **meta}
+    train = meta.get("train") or {}
+    card = {"kind": kind, "ecgmae_version": __version__, "seed": (train.get("config") or {}).get("seed"), **meta}
+    # pre-training has no test metrics: its card reports where the training loss ended
+    card.setdefault("metrics", {"final_train_loss": train.get("final_loss"), "steps": train.get("steps")})
+    return card
 
 
 def encoder_from_checkpoint(path: str | Path, store: Store) -> tuple[EncoderConfig, dict[str, torch.Tensor]]:

@@ -1,0 +1,406 @@
+"""The Python face of a trained model: ``model = ecgmae.load("runs/mae")``, then embed / predict / reconstruct.
+
+A checkpoint (a run directory or one ``.safetensors`` file) carries the model config and the
+preprocessing its weights expect, so new records in mV at any sampling rate (not below the model's)
+are resampled, filtered and normalised exactly as the training data were. Nothing is unpickled.
+
+    model = ecgmae.load("runs/ft")                  # a classifier run (or an encoder run)
+    z = model.embed(signal, fs=500)                 # (D,) for one (leads, samples) record
+    p = model.predict(signal, fs=500)               # {"AF": 0.91, ...}
+    r = model.reconstruct(signal, fs=500)           # original, mask, reconstruction in mV (MAE runs)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ecgmae.checkpoint import load_checkpoint, read_meta, resolve
+from ecgmae.config import ConfigError, from_dict, replace, to_dict
+from ecgmae.data.io import Record
+from ecgmae.data.signal import PreprocessConfig
+from ecgmae.errors import CheckpointError, DataError
+from ecgmae.inference import (
+    Prepared,
+    lead_positions,
+    load_state,
+    prepare_signal,
+    reconstruct_windows,
+    window_starts,
+)
+from ecgmae.models import ECGMAE, ECGClassifier, ECGEncoder, EncoderConfig, MAEConfig
+from ecgmae.utils import log
+
+__all__ = ["Model", "Reconstruction", "load"]
+
+
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
+    """Load a trained model from a run directory or a ``.safetensors`` checkpoint.
+
+    A run directory resolves to ``classifier.safetensors``, else ``encoder.safetensors``, else
+    ``mae.safetensors``. Only the safetensors header and tensors are read; a pickle (``.ckpt``,
+    ``.pt``) is refused before any of it is used.
+
+    Args:
+        path: run directory or weight file.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+
+    Raises:
+        CheckpointError: missing file, not safetensors, a newer format version, or a header that
+            does not describe the weights.
+    """
+    file = resolve(path)
+    meta = read_meta(file)  # refuses non-safetensors files before any tensor is read
+    state, meta = load_checkpoint(file)
+    net = _build(file, meta, state)
+    return Model(file, meta, net, device)
+
+
+def _build(file: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    kind, m = meta["kind"], meta.get("model") or {}
+    try:
+        if kind == "classifier":
+            enc = from_dict(EncoderConfig, m["encoder"], where=f"{file}: model.encoder")
+            net: torch.nn.Module = ECGClassifier(enc, int(m["num_classes"]),
+                                                 head_dropout=float(m.get("head_dropout", 0.0)))
+        elif kind == "encoder":
+            net = ECGEncoder(from_dict(EncoderConfig, m["config"]["encoder"], where=f"{file}: model.config.encoder"))
+        else:
+            net = ECGMAE(from_dict(MAEConfig, m["config"], where=f"{file}: model.config"))
+    except KeyError as exc:
+        raise CheckpointError(f"{file}: header lacks model field {exc}") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"{file}: header describes an invalid model ({exc})") from None
+    load_state(net, state, file)
+    return net.eval()
+
+
+def _preprocessing(file: Path, meta: dict[str, Any]) -> tuple[PreprocessConfig, int, int | None, str]:
+    """Stored preprocessing, window and evaluation stride (samples) and window aggregation."""
+    d = meta.get("data") or {}
+    missing = [k for k in ("fs", "leads", "window_samples") if k not in d]
+    if missing:
+        raise CheckpointError(f"{file}: header lacks data.{', data.'.join(missing)} (needed to prepare inputs)")
+    if d.get("preprocessing"):
+        cfg = PreprocessConfig.from_dict(d["preprocessing"], where=f"{file}: data.preprocessing")
+    else:
+        log.warning("%s: no stored preprocessing; inputs are only resampled to %g Hz", file, d["fs"])
+        cfg = PreprocessConfig(fs=d["fs"], leads=tuple(d["leads"]))
+    if abs(cfg.fs - float(d["fs"])) > 1e-6 or list(cfg.leads) != list(d["leads"]):
+        raise CheckpointError(f"{file}: data.preprocessing ({cfg.fs:g} Hz, {','.join(cfg.leads)}) disagrees with "
+                              f"data.fs/leads ({d['fs']} Hz, {','.join(d['leads'])})")
+    stride = d.get("eval_stride_samples")
+    return cfg, int(d["window_samples"]), None if stride is None else int(stride), str(d.get("aggregate", "mean"))
+
+
+@dataclass
+class Reconstruction:
+    """What :meth:`Model.reconstruct` returns; arrays are ``(leads, samples)`` at ``fs``.
+
+    Attributes:
+        name: record id.
+        original: the model's input in mV (resampled and filtered as stored; zero rows for absent leads).
+        reconstruction: the decoder's output in mV, every sample (masked and visible).
+        mask: bool, True where the sample was hidden from the encoder (present leads only).
+        present: ``(leads,)`` bool, which leads the record has.
+        fs: sampling rate of the arrays (the model's).
+        leads: lead names of the rows (the model's).
+        mask_ratio: the fraction of patches hidden.
+    """
+
+    name: str
+    original: np.ndarray
+    reconstruction: np.ndarray
+    mask: np.ndarray
+    present: np.ndarray
+    fs: float
+    leads: tuple[str, ...]
+    mask_ratio: float
+
+    def masked_rmse(self) -> float:
+        """Root mean squared error in mV over the masked samples (NaN when nothing is masked)."""
+        if not self.mask.any():
+            return float("nan")
+        return float(np.sqrt(np.mean((self.reconstruction[self.mask] - self.original[self.mask]) ** 2)))
+
+
+class Model:
+    """A trained encoder, masked autoencoder or classifier with the preprocessing its weights expect.
+
+    Build it with :func:`load`. ``signal`` arguments take one record ``(leads, samples)`` in mV, a
+    batch ``(B, leads, samples)``, a list of records of different lengths, or
+    :class:`~ecgmae.data.io.Record` objects (which carry their own ``fs`` and leads). ``leads`` names
+    the rows (any case; default: the model's leads in order). Records of any length are cut into
+    windows of the trained length (shorter ones are zero-padded) and window outputs are pooled.
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], net: torch.nn.Module, device: str | torch.device) -> None:
+        self.path = Path(path)
+        self._meta = meta
+        self.device = torch.device(device)
+        self._net = net.to(self.device)
+        self.preprocessing, window, stride, self.aggregate = _preprocessing(self.path, meta)
+        enc = self.encoder_config
+        self.window = max(enc.patch_size, window // enc.patch_size * enc.patch_size)
+        self.stride = stride or self.window
+        self._positions = lead_positions(self.leads) or list(range(len(self.leads)))
+        self._mae: ECGMAE | None = net if isinstance(net, ECGMAE) else None
+
+    def __repr__(self) -> str:
+        return (f"Model({str(self.path)!r}, kind={self.kind!r}, fs={self.fs:g}, leads={len(self.leads)}, "
+                f"window={self.window}, embed_dim={self.embed_dim}, labels={len(self.label_names)})")
+
+    # -------------------------------------------------------------------------------- properties
+    @property
+    def info(self) -> dict[str, Any]:
+        """The checkpoint header: model config, data summary, preprocessing, training, metrics."""
+        return self._meta
+
+    @property
+    def kind(self) -> str:
+        """``classifier``, ``encoder`` or ``mae``."""
+        return str(self._meta["kind"])
+
+    @property
+    def label_names(self) -> list[str]:
+        """Class names of a classifier's outputs, in order (empty for encoders)."""
+        return list(self._meta.get("label_names") or [])
+
+    @property
+    def fs(self) -> float:
+        """Sampling rate (Hz) the model works at; inputs are resampled to it."""
+        return self.preprocessing.fs
+
+    @property
+    def leads(self) -> tuple[str, ...]:
+        """The leads the model was trained on, in its input order."""
+        return self.preprocessing.leads
+
+    @property
+    def encoder_config(self) -> EncoderConfig:
+        """The encoder's shape (tokenisation, width, patch size...)."""
+        return self.encoder.cfg
+
+    @property
+    def embed_dim(self) -> int:
+        """Length of an embedding."""
+        return self.encoder_config.embed_dim
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The torch module (``ECGClassifier``, ``ECGEncoder`` or ``ECGMAE``), in eval mode."""
+        return self._net
+
+    @property
+    def encoder(self) -> ECGEncoder:
+        """The encoder inside :attr:`module`."""
+        net = self._net
+        return net if isinstance(net, ECGEncoder) else net.encoder  # type: ignore[return-value]
+
+    @property
+    def lead_idx(self) -> list[int]:
+        """Canonical position of each of :attr:`leads` (the ``lead_idx`` the module takes for full input)."""
+        return list(self._positions)
+
+    # ---------------------------------------------------------------------------------- user API
+    def embed(self, signal: Any, fs: float | Sequence[float] | None = None, leads: Sequence[str] | None = None,
+              *, batch_size: int = 64) -> np.ndarray:
+        """Pooled encoder features: ``(D,)`` for one record, ``(B, D)`` float32 for a batch or list.
+
+        Each window's patch tokens are pooled as in training (mean or cls), then windows are averaged.
+        """
+        preps, single = self.prepare(signal, fs, leads)
+        z = self.embed_prepared(preps, batch_size=batch_size)
+        return z[0] if single else z
+
+    def predict(self, signal: Any, fs: float | Sequence[float] | None = None, leads: Sequence[str] | None = None,
+                *, batch_size: int = 64) -> dict[str, float] | list[dict[str, float]]:
+        """Class probabilities by label name: a dict for one record, a list of dicts for a batch.
+
+        Window probabilities are combined per record as in the classifier's evaluation (its stored
+        ``aggregate``, mean or max).
+        """
+        preps, single = self.prepare(signal, fs, leads)
+        probs = self.predict_prepared(preps, batch_size=batch_size)
+        out = [dict(zip(self.label_names, map(float, row), strict=True)) for row in probs]
+        return out[0] if single else out
+
+    def predict_proba(self, signal: Any, fs: float | Sequence[float] | None = None,
+                      leads: Sequence[str] | None = None, *, batch_size: int = 64) -> np.ndarray:
+        """Probabilities as an array: ``(K,)`` for one record, ``(B, K)`` for a batch (columns = label_names)."""
+        preps, single = self.prepare(signal, fs, leads)
+        probs = self.predict_prepared(preps, batch_size=batch_size)
+        return probs[0] if single else probs
+
+    def prepare(self, signal: Any, fs: float | Sequence[float] | None = None,
+                leads: Sequence[str] | None = None) -> tuple[list[Prepared], bool]:
+        """Check and preprocess inputs: the :class:`~ecgmae.inference.Prepared` records and whether one was given."""
+        items, single = _split_inputs(signal, fs, leads)
+        return [prepare_signal(x, f, names, self.preprocessing, name=n) for n, x, f, names in items], single
+
+    def embed_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
+        """``(len(items), D)`` float32 embeddings of records already in the model's input space."""
+        if isinstance(self._net, ECGClassifier):
+            net = self._net
+
+            def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
+                return net.forward_features(x, lead_idx=li)
+        else:
+            enc = self.encoder
+
+            def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
+                return enc(x, lead_idx=li)
+
+        return self._per_record(items, fn, "mean", batch_size).astype(np.float32)
+
+    def predict_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
+        """``(len(items), K)`` float64 probabilities of records already in the model's input space."""
+        net = self._net
+        if not isinstance(net, ECGClassifier):
+            raise CheckpointError(f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
+                                  "(ecgmae finetune); use embed() for features")
+
+        def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
+            return net.predict_proba(x, lead_idx=li)
+
+        return self._per_record(items, fn, self.aggregate, batch_size)
+
+    def reconstruct(self, signal: Any, fs: float | None = None, leads: Sequence[str] | None = None, *,
+                    mask_ratio: float = 0.75, seed: int = 0) -> Reconstruction:
+        """Mask ``mask_ratio`` of one record's patches and let the masked autoencoder fill them in.
+
+        The record is cut into consecutive windows of the trained length, each masked at random
+        (reproducibly from ``seed``) and encoded from its visible patches only. Needs the whole MAE:
+        a pre-training run (its ``mae.safetensors``). For models trained with normalised targets
+        (``norm_target``) the decoder predicts each patch's shape only; it is put back in mV with the
+        TRUE mean and standard deviation of the original patch, so the level and scale of masked
+        patches come from the data, not the model. With stored per-lead normalisation the output is
+        likewise returned in mV.
+        """
+        if not 0.0 <= float(mask_ratio) < 1.0:
+            raise DataError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        items, single = _split_inputs(signal, fs, leads)
+        if not single:
+            raise DataError(f"reconstruct takes one record, got {len(items)}")
+        name, x, rate, names = items[0]
+        cfg = self.preprocessing
+        prep = prepare_signal(x, rate, names, replace(cfg, "preprocess", normalise="none"), name=name)
+        out = reconstruct_windows(self._load_mae(), prep, cfg.normalise, self.window, self._positions,
+                                  float(mask_ratio), int(seed), self.device)
+        return Reconstruction(name=name, fs=self.fs, leads=self.leads, mask_ratio=float(mask_ratio), **out)
+
+    # ---------------------------------------------------------------------------------- internals
+    def _load_mae(self) -> ECGMAE:
+        if self._mae is not None:
+            return self._mae
+        file = self.path.parent / "mae.safetensors"
+        if self.kind == "classifier" or not file.is_file():
+            raise CheckpointError(f"{self.path}: reconstruct needs the whole masked autoencoder "
+                                  f"({file.name} of a pre-training run, written by `ecgmae pretrain`); this "
+                                  f"checkpoint holds {self.kind} weights only")
+        state, meta = load_checkpoint(file, kind="mae")
+        mae = _build(file, meta, state)
+        if to_dict(mae.encoder.cfg) != to_dict(self.encoder_config):  # type: ignore[union-attr]
+            raise CheckpointError(f"{file}: its encoder config differs from {self.path}'s; not the same run")
+        self._mae = mae.to(self.device)  # type: ignore[assignment]
+        return self._mae  # type: ignore[return-value]
+
+    def _rows(self, p: Prepared) -> np.ndarray:
+        if self.encoder_config.tokenization == "lead":
+            return np.flatnonzero(p.present)  # any subset: only the leads the record has become tokens
+        return np.arange(len(self.leads))  # every token holds all leads: absent ones stay zero
+
+    @torch.inference_mode()
+    def _per_record(self, items: Sequence[Prepared], fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                    how: str, batch_size: int) -> np.ndarray:
+        """Apply ``fn`` to every window of every record and pool the window outputs per record."""
+        if not items:
+            raise DataError("no records given")
+        self._warn_absent(items)
+        positions = np.asarray(self._positions)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, p in enumerate(items):  # one lead set per batch (lead_idx is shared by a batch)
+            groups.setdefault(tuple(self._rows(p).tolist()), []).append(i)
+        pooled: list[np.ndarray | None] = [None] * len(items)
+        for rows, members in groups.items():
+            li = torch.as_tensor(positions[list(rows)], dtype=torch.long, device=self.device)
+            outs: dict[int, list[np.ndarray]] = {i: [] for i in members}
+            windows = ((i, w) for i in members for w in self._windows(items[i], list(rows)))
+            while chunk := list(itertools.islice(windows, batch_size)):
+                xb = torch.from_numpy(np.stack([w for _, w in chunk])).to(self.device)
+                for (o, _), r in zip(chunk, fn(xb, li).float().cpu().numpy(), strict=True):
+                    outs[o].append(r)
+            for i in members:
+                r = np.stack(outs[i]).astype(np.float64)
+                pooled[i] = r.max(axis=0) if how == "max" else r.mean(axis=0)
+        return np.stack(pooled)  # type: ignore[arg-type]
+
+    def _windows(self, p: Prepared, rows: list[int]) -> Iterator[np.ndarray]:
+        """Windows ``(len(rows), window)`` of one record, zero-padded past its end."""
+        x, w = p.x[rows], self.window
+        for s in window_starts(p.valid, w, self.stride):
+            win = x[:, s : s + w]
+            yield np.ascontiguousarray(win if win.shape[1] == w else np.pad(win, ((0, 0), (0, w - win.shape[1]))))
+
+    def _warn_absent(self, items: Sequence[Prepared]) -> None:
+        if self.encoder_config.tokenization != "time":
+            return
+        lacking = [p for p in items if not p.present.all()]
+        if lacking:
+            missing = [lead for j, lead in enumerate(self.leads) if any(not p.present[j] for p in lacking)]
+            log.warning("%d record(s) lack lead(s) %s: zero-filled and marked absent (this time-tokenised model "
+                        "was trained on %s; results may be off)", len(lacking), ", ".join(missing),
+                        ", ".join(self.leads))
+
+
+def _to_numpy(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float32).numpy()
+    return x
+
+
+def _split_inputs(signal: Any, fs: Any, leads: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any, Any]], bool]:
+    """``[(name, array, fs, leads), ...]`` and whether a single record was given."""
+    if isinstance(signal, Record):
+        return [_from_record(signal, fs, leads)], True
+    if isinstance(signal, (list, tuple)):
+        if not signal:
+            raise DataError("no records given (empty list)")
+        if all(isinstance(s, Record) or np.ndim(_to_numpy(s)) == 2 for s in signal):
+            records = list(signal)
+        else:
+            records = None  # a nested list of numbers: one array
+    else:
+        signal = _to_numpy(signal)
+        records = list(signal) if isinstance(signal, np.ndarray) and signal.ndim == 3 else None
+    if records is None:
+        if fs is None:
+            raise DataError("fs is required: the sampling rate of the signal in Hz")
+        return [("signal", _to_numpy(signal), fs, leads)], True
+    n = len(records)
+    rates = list(fs) if isinstance(fs, (list, tuple, np.ndarray)) else [fs] * n
+    if len(rates) != n:
+        raise DataError(f"{n} records but {len(rates)} sampling rates")
+    out = []
+    for i, (rec, rate) in enumerate(zip(records, rates, strict=True)):
+        if isinstance(rec, Record):
+            out.append(_from_record(rec, rate, leads))
+        elif rate is None:
+            raise DataError("fs is required: the sampling rate of the signals in Hz")
+        else:
+            out.append((f"record {i}", _to_numpy(rec), rate, leads))
+    return out, False
+
+
+def _from_record(rec: Record, fs: Any, leads: Sequence[str] | None) -> tuple[str, Any, Any, Any]:
+    if fs is not None and abs(float(fs) - rec.fs) > 1e-6 * rec.fs:
+        raise DataError(f"{rec.record}: fs={fs} given but the record says {rec.fs:g} Hz")
+    if leads is not None:
+        raise DataError(f"{rec.record}: a Record names its own leads; do not pass leads=")
+    return rec.record, rec.signal, rec.fs, rec.leads

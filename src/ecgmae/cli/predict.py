@@ -1,0 +1,39 @@
+"""``ecgmae predict``: class probabilities per record of a corpus (or a prepared store) to a CSV."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ecgmae.cli._common import add_command
+from ecgmae.cli.embed import add_input_args, collect
+
+
+def add_parser(sub: Any) -> None:
+    p = add_command(
+        sub, "predict", run=run,
+        help="class probabilities for every record of a corpus or store with a trained classifier",
+        example="ecgmae predict --checkpoint runs/ft --src data/cpsc2018 --source cpsc2018 --out preds.csv",
+        description="Score every record of SRC with a classifier run, applying its stored preprocessing. "
+        "Window probabilities are combined per record as in the classifier's evaluation (mean or max). "
+        "Writes a CSV with a `record` column (in the order of the source) and one probability column per "
+        "label of the classifier.",
+    )
+    add_input_args(p)
+    p.add_argument("--out", required=True, type=Path, help="CSV file to write (atomically)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ecgmae.utils import write_text_atomic
+
+    model, ids, probs, skipped = collect(args, lambda m, b: m.predict_prepared(b, batch_size=args.batch_size),
+                                          classifier=True)
+    table = pd.DataFrame(probs, columns=model.label_names)
+    table.insert(0, "record", ids)
+    write_text_atomic(args.out, table.to_csv(index=False, float_format="%.6f"))
+    print(f"{args.out}: {len(ids)} records x {len(model.label_names)} labels"
+          + (f" ({len(skipped)} skipped)" if skipped else ""))
+    return 0

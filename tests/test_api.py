@@ -1,0 +1,344 @@
+"""The user API (ecgmae.load -> embed / predict / reconstruct) and the embed / predict / reconstruct commands."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ecgmae
+from conftest import shared_path
+from ecgmae.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from ecgmae.cli import main
+from ecgmae.errors import CheckpointError, DataError, ECGMAEError
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def build_runs(root: Path) -> dict[str, Path]:
+    """Tiny synthetic store (100 Hz, 5 s) + MAE run + fine-tuned classifier + untrained time-tokenised MAE."""
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.sources.synthetic import write_wfdb_folder
+    from ecgmae.data.store import prepare_store
+    from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
+    from ecgmae.engine.run import finetune, pretrain
+
+    torch.set_num_threads(1)
+    cpu = TrainerConfig(accelerator="cpu", devices="1", precision="32", log_every=1)
+    src = write_wfdb_folder(root / "synth", 48, fs=200, seconds=5, seed=3, noise="low", quiet=True)
+    store = prepare_store("folder", src, root / "store", PreprocessConfig(fs=100, seconds=5), seed=0, quiet=True)
+    opt = OptimConfig(lr=2e-3)
+    mae = pretrain(store, root / "mae", PretrainConfig(model="ecgmae_tiny", max_steps=8, batch_size=16, trainer=cpu,
+                                                       optim=opt), quiet=True)
+    finetune(store, root / "ft", FinetuneConfig(mode="finetune", max_steps=6, batch_size=16, trainer=cpu, n_boot=10,
+                                                optim=opt), encoder=mae, quiet=True)
+    pretrain(store, root / "time", PretrainConfig(model="ecgmae_tiny", max_steps=0, trainer=cpu, model_overrides={
+        "tokenization": "time", "norm_target": True}), quiet=True)
+    return {"src": src, "store": store, "mae": mae, "ft": root / "ft", "time": root / "time"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    return build_runs(tmp_path_factory.mktemp("api"))
+
+
+def _ecg(seed: int, n: int = 500, leads: int = 12) -> np.ndarray:
+    """A smooth random (leads, n) signal in mV."""
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.normal(0, 0.05, (leads, n)), axis=1).astype(np.float32)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_round_trip_and_embedding_is_the_encoder_output(runs, tmp_path):
+    model = ecgmae.load(runs["mae"])
+    assert model.kind == "encoder" and model.fs == 100 and model.window == 500 and model.label_names == []
+    x = _ecg(0)  # exactly one window at the model's rate; stored preprocessing is resampling only
+    z = model.embed(x, fs=100)
+    state, _ = load_checkpoint(runs["mae"] / "encoder.safetensors")
+    from ecgmae.models import ECGEncoder
+
+    enc = ECGEncoder(model.encoder_config)
+    enc.load_state_dict(state)
+    with torch.no_grad():
+        ref = enc.eval()(torch.from_numpy(x)[None], lead_idx=torch.arange(12))[0].numpy()
+    np.testing.assert_allclose(z, ref, rtol=0, atol=1e-6)
+    # save -> load gives identical embeddings
+    save_checkpoint(tmp_path / "copy.safetensors", model.module.state_dict(), model.info)
+    again = ecgmae.load(tmp_path / "copy.safetensors")
+    assert np.array_equal(again.embed(x, fs=100), z)
+    assert np.array_equal(ecgmae.load(runs["mae"]).embed(x, fs=100), z)
+
+
+def test_batches_lists_lengths_and_records(runs):
+    from ecgmae.data.io import Record
+
+    model = ecgmae.load(runs["mae"])
+    xs = np.stack([_ecg(1), _ecg(2), _ecg(3)])
+    batch = model.embed(xs, fs=100)
+    assert batch.shape == (3, 32) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch[1], model.embed(xs[1], fs=100), atol=1e-6)
+    np.testing.assert_allclose(model.embed(torch.from_numpy(xs), 100), batch, atol=1e-6)
+    # a long record is the mean of its windows (the last one aligned to the end)
+    long = _ecg(4, n=1234)
+    expect = np.mean([model.embed(long[:, s:s + 500], fs=100) for s in (0, 500, 734)], axis=0)
+    np.testing.assert_allclose(model.embed(long, fs=100), expect, atol=1e-5)
+    # a short record is zero-padded to one window
+    short = _ecg(5, n=321)
+    np.testing.assert_allclose(model.embed(short, fs=100), model.embed(np.pad(short, ((0, 0), (0, 179))), fs=100),
+                               atol=1e-6)
+    mixed = model.embed([long, short, Record("r", xs[0], 100.0, model.leads)], fs=[100, 100, None])
+    np.testing.assert_allclose(mixed, np.stack([expect, model.embed(short, 100), batch[0]]), atol=1e-5)
+    # per-record rates: a 200 Hz copy is resampled to the model's 100 Hz
+    from scipy.signal import resample_poly
+
+    up = resample_poly(long, 2, 1, axis=1)
+    both = model.embed([long, up], fs=[100, 200])
+    assert _cos(both[0], both[1]) > 0.99
+
+
+def test_lead_subset_of_a_lead_tokenised_model(runs):
+    model = ecgmae.load(runs["mae"])
+    assert model.encoder_config.tokenization == "lead"
+    x = _ecg(6)
+    sub = model.embed(x[[0, 1, 6]], fs=100, leads=["i", "II", "v1"])
+    with torch.no_grad():
+        ref = model.encoder(torch.from_numpy(x[[0, 1, 6]])[None], lead_idx=torch.tensor([0, 1, 6]))[0].numpy()
+    np.testing.assert_allclose(sub, ref, atol=1e-6)
+    # the names are honoured: permuted rows named accordingly give the same embedding
+    perm = model.embed(x[[6, 0, 1]], fs=100, leads="V1,I,II")
+    np.testing.assert_allclose(perm, sub, atol=1e-5)
+    wrong = model.embed(x[[6, 0, 1]], fs=100, leads="I,II,V1")  # same rows, wrong names
+    assert np.abs(wrong - sub).max() > 1e-3
+    # leads the model does not know are dropped; a subset is not the full record
+    assert np.abs(sub - model.embed(x, fs=100)).max() > 1e-4
+
+
+def test_time_tokenised_model_zero_fills_missing_leads_with_a_warning(runs, caplog):
+    model = ecgmae.load(runs["time"])
+    assert model.encoder_config.tokenization == "time"
+    x = _ecg(7)
+    with caplog.at_level("WARNING", logger="ecgmae"):
+        sub = model.embed(x[[0, 1, 6]], fs=100, leads=["I", "II", "V1"])
+    assert "lack lead(s) III, aVR" in caplog.text and "zero-filled" in caplog.text
+    full = np.zeros_like(x)
+    full[[0, 1, 6]] = x[[0, 1, 6]]
+    np.testing.assert_allclose(sub, model.embed(full, fs=100), atol=1e-6)
+
+
+def test_predict_matches_the_engine_evaluation(runs):
+    from ecgmae.data.store import Store
+    from ecgmae.engine.predict import predict_records
+    from ecgmae.inference import from_store
+
+    model = ecgmae.load(runs["ft"])
+    store = Store.open(runs["store"])
+    idx = np.arange(len(store))
+    class_idx = [store.label_names.index(n) for n in model.label_names]
+    ref, _ = predict_records(model.module, store, idx, model.window, model.stride, aggregate=model.aggregate,
+                             class_idx=class_idx, lead_idx=model.lead_idx)
+    got = model.predict_prepared([from_store(store, int(i), model.leads) for i in idx])
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    one = model.predict(store.signal(0), fs=100)
+    assert list(one) == model.label_names and one[model.label_names[0]] == pytest.approx(ref[0, 0], abs=1e-5)
+    many = model.predict(np.stack([store.signal(0), store.signal(1)]), fs=100)
+    assert isinstance(many, list) and len(many) == 2
+    assert model.predict_proba(store.signal(1), fs=100) == pytest.approx(ref[1], abs=1e-5)
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda m: m.embed(_ecg(0), fs=50), r"sampled at 50 Hz, below the model's 100 Hz"),
+    (lambda m: m.embed(_ecg(0)[:, :0], fs=100), r"empty record"),
+    (lambda m: m.embed(np.where(np.arange(500) == 7, np.nan, _ecg(0)), fs=100), r"12 NaN/inf sample\(s\)"),
+    (lambda m: m.embed(_ecg(0, leads=3), fs=100, leads=["I", "foo", "V1"]), r"unknown lead name 'foo'"),
+    (lambda m: m.embed(_ecg(0, leads=2), fs=100, leads=["I", "i"]), r"lead\(s\) I given twice"),
+    (lambda m: m.embed(_ecg(0, leads=3), fs=100), r"3 rows but the model's 12 leads"),
+    (lambda m: m.embed(_ecg(0, leads=2), fs=100, leads=["V7", "X"]), r"unknown lead name 'V7'"),
+    (lambda m: m.embed(_ecg(0)[0], fs=100), r"1-D array"),
+    (lambda m: m.embed(_ecg(0)), r"fs is required"),
+    (lambda m: m.embed([], fs=100), r"no records"),
+    (lambda m: m.predict(_ecg(0), fs=100), r"predict needs a classifier"),
+])
+def test_bad_inputs_are_clear_errors(runs, call, match):
+    with pytest.raises(ECGMAEError, match=match):
+        call(ecgmae.load(runs["mae"]))
+
+
+def test_unsafe_or_newer_checkpoints_are_refused(runs, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (marker.write_text, ("executed",))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "classifier.safetensors").write_bytes(pickle.dumps(Evil()))
+    torch.save({"state_dict": Evil()}, tmp_path / "last.ckpt")
+    for path in (run, run / "classifier.safetensors", tmp_path / "last.ckpt"):
+        with pytest.raises(CheckpointError, match="not a safetensors checkpoint"):
+            ecgmae.load(path)
+    assert not marker.exists()
+    state, meta = load_checkpoint(runs["mae"])
+    save_checkpoint(tmp_path / "newer.safetensors", state, {**meta, "format_version": FORMAT_VERSION + 1})
+    with pytest.raises(CheckpointError, match="newer"):
+        ecgmae.load(tmp_path / "newer.safetensors")
+    assert main(["embed", "--checkpoint", str(tmp_path / "newer.safetensors"), "--src", str(runs["src"]),
+                 "--out", str(tmp_path / "e.npz"), "--quiet"]) == 2
+    assert not marker.exists()
+
+
+def test_no_lightning_at_inference(runs):
+    code = (f"import sys, numpy as np, ecgmae; assert 'torch' not in sys.modules; "
+            f"m = ecgmae.load({str(runs['ft'])!r}); m.predict(np.zeros((12, 500), 'float32'), fs=100); "
+            "assert 'lightning' not in sys.modules, 'lightning imported'")
+    res = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_resampled_record_gives_a_close_embedding(runs):
+    from scipy.signal import resample_poly
+
+    from ecgmae.data.io import read_record
+
+    folder = shared_path("cinc2021-sample")
+    model = ecgmae.load(runs["mae"])
+    rec = read_record(folder / "E07500.hea")
+    assert rec.fs == 500
+    z500 = model.embed(rec)
+    z250 = model.embed(resample_poly(rec.signal, 1, 2, axis=1), fs=250, leads=rec.leads)
+    others = model.embed([read_record(folder / f"{n}.hea") for n in ("E07501", "HR06000", "JS20000", "JS20001")])
+    assert _cos(z500, z250) > 0.99
+    # untrained-ish embeddings are all alike in direction: also compare with the distance between records
+    spread = min(np.linalg.norm(z500 - o) for o in others)
+    assert np.linalg.norm(z500 - z250) < 0.1 * spread, (np.linalg.norm(z500 - z250), spread)
+
+
+def test_embed_cli_on_the_real_cinc_folder(runs, tmp_path, capsys):
+    from ecgmae.data.io import read_record
+
+    folder = shared_path("cinc2021-sample")
+    out = tmp_path / "emb.npz"
+    assert main(["embed", "--checkpoint", str(runs["mae"]), "--src", str(folder), "--out", str(out), "--quiet",
+                 "--device", "cpu", "--batch-size", "7"]) == 0
+    assert "50 records x 32 dims" in capsys.readouterr().out
+    data = np.load(out)
+    stems = sorted(p.stem for p in folder.glob("*.hea"))
+    assert data["record"].tolist() == stems and data["embedding"].shape == (50, 32)
+    assert data["embedding"].dtype == np.float32 and len(data["skipped"]) == 0
+    model = ecgmae.load(runs["mae"])
+    for i in (0, 27, 49):
+        np.testing.assert_allclose(data["embedding"][i], model.embed(read_record(folder / f"{stems[i]}.hea")),
+                                   atol=1e-5)
+    # one embedding per distinct signal (the sample holds one duplicate: E07509 and E07510 are identical)
+    distinct = len({read_record(f).signal.tobytes() for f in sorted(folder.glob("*.hea"))})
+    assert len(np.unique(data["embedding"].round(5), axis=0)) == distinct >= 49
+    # the cinc source (labels from the headers) lists the same records in the same order
+    assert main(["embed", "--checkpoint", str(runs["ft"]), "--src", str(folder), "--source", "cinc",
+                 "--out", str(tmp_path / "c.npz"), "--quiet"]) == 0
+    assert np.load(tmp_path / "c.npz")["record"].tolist() == stems
+
+
+def test_predict_cli_from_store_and_folder(runs, tmp_path):
+    import pandas as pd
+
+    model = ecgmae.load(runs["ft"])
+    assert main(["predict", "--checkpoint", str(runs["ft"]), "--src", str(runs["store"]), "--source", "store",
+                 "--split", "test", "--out", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["record", *model.label_names]
+    metrics = json.loads((runs["ft"] / "metrics.json").read_text())
+    assert len(table) == metrics["n_records"] and table[model.label_names].to_numpy().max() <= 1.0
+    assert main(["predict", "--checkpoint", str(runs["ft"]), "--src", str(runs["src"]), "--out",
+                 str(tmp_path / "raw.csv"), "--quiet"]) == 0
+    raw = pd.read_csv(tmp_path / "raw.csv").set_index("record")
+    # the raw 200 Hz files give what the 100 Hz store gives (float16 storage aside)
+    both = raw.loc[table["record"], model.label_names].to_numpy()
+    np.testing.assert_allclose(both, table[model.label_names].to_numpy(), atol=2e-3)
+    assert main(["predict", "--checkpoint", str(runs["mae"]), "--src", str(runs["src"]), "--out",
+                 str(tmp_path / "x.csv"), "--quiet"]) == 2
+
+
+def _perfect(model) -> None:
+    """Make the model's MAE predict exactly its target (a perfect decoder)."""
+    mae = model._load_mae()
+    real = mae.forward
+
+    def forward(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return out._replace(pred=out.target)
+
+    mae.forward = forward
+
+
+@pytest.mark.parametrize("run", ["mae", "time"])
+def test_reconstruct_returns_mv_and_a_perfect_decoder_recovers_the_original(runs, run, tmp_path):
+    src = runs[run]
+    if run == "time":  # norm_target model + stored per-lead z-scoring: both must be undone
+        state, meta = load_checkpoint(src / "mae.safetensors")
+        meta["data"]["preprocessing"]["normalise"] = "record"
+        src = tmp_path / "norm"
+        save_checkpoint(src / "mae.safetensors", state, meta)
+    model = ecgmae.load(src)
+    x = 0.5 + 2.0 * _ecg(8, n=1300)  # offset and scale: normalisation would show if not undone
+    r = model.reconstruct(x[[0, 1, 6, 9]], fs=100, leads=["I", "II", "V1", "V4"], mask_ratio=0.5, seed=3)
+    assert r.original.shape == r.reconstruction.shape == r.mask.shape == (12, 1300)
+    assert r.present.tolist() == [i in (0, 1, 6, 9) for i in range(12)] and not r.mask[~r.present].any()
+    np.testing.assert_allclose(r.original[[0, 1, 6, 9]], x[[0, 1, 6, 9]], atol=1e-5)
+    frac = r.mask[r.present].mean()
+    assert 0.4 < frac < 0.65, frac
+    p = model.encoder_config.patch_size
+    assert (r.mask[:, :1000].reshape(12, -1, p).std(axis=2) == 0).all()  # whole patches are masked
+    again = model.reconstruct(x[[0, 1, 6, 9]], fs=100, leads=["I", "II", "V1", "V4"], mask_ratio=0.5, seed=3)
+    assert np.array_equal(again.mask, r.mask) and np.array_equal(again.reconstruction, r.reconstruction)
+    other = model.reconstruct(x[[0, 1, 6, 9]], fs=100, leads=["I", "II", "V1", "V4"], mask_ratio=0.5, seed=4)
+    assert not np.array_equal(other.mask, r.mask)
+    _perfect(model)
+    r = model.reconstruct(x[[0, 1, 6, 9]], fs=100, leads=["I", "II", "V1", "V4"], mask_ratio=0.5, seed=3)
+    np.testing.assert_allclose(r.reconstruction[r.present], r.original[r.present], atol=2e-4)
+    assert r.masked_rmse() < 2e-4
+
+
+def test_reconstruct_errors(runs):
+    with pytest.raises(CheckpointError, match="needs the whole masked autoencoder"):
+        ecgmae.load(runs["ft"]).reconstruct(_ecg(0), fs=100)
+    with pytest.raises(DataError, match="one record"):
+        ecgmae.load(runs["mae"]).reconstruct(np.stack([_ecg(0), _ecg(1)]), fs=100)
+    with pytest.raises(DataError, match="mask_ratio"):
+        ecgmae.load(runs["mae"]).reconstruct(_ecg(0), fs=100, mask_ratio=1.0)
+
+
+def test_reconstruct_cli_writes_a_png(runs, tmp_path, capsys):
+    folder = shared_path("cinc2021-sample")
+    out = tmp_path / "fig.png"
+    assert main(["reconstruct", "--checkpoint", str(runs["mae"]), "--record", str(folder / "E07500.hea"),
+                 "--out", str(out), "--npz", str(tmp_path / "r.npz"), "--quiet"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    img = matplotlib.image.imread(out)
+    assert img.shape[0] > 500 and img.shape[1] > 1000
+    arrays = np.load(tmp_path / "r.npz")
+    assert arrays["original"].shape == (12, 1000) and arrays["leads"].tolist()[0] == "I"
+    assert "masked RMSE" in capsys.readouterr().out
+
+
+def test_model_cards_describe_the_runs(runs):
+    for run, kind in (("mae", "encoder"), ("ft", "classifier")):
+        card = json.loads((runs[run] / "model_card.json").read_text())
+        assert card["kind"] == kind and card["ecgmae_version"] == ecgmae.__version__ and card["seed"] == 0
+        assert card["data"]["records"] > 0 and card["data"]["patients"] > 0 and card["data"]["sources"] == ["folder"]
+        assert card["data"]["preprocessing"]["fs"] == 100 and "metrics" in card and "label_names" in card
+        assert card["model"]["name"]
+    ft = json.loads((runs["ft"] / "model_card.json").read_text())
+    assert ft["label_names"] and 0 <= ft["metrics"]["macro_auroc"] <= 1
+    assert json.loads((runs["mae"] / "model_card.json").read_text())["metrics"]["final_train_loss"] > 0
