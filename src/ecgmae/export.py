@@ -9,16 +9,13 @@ metadata under the key ``ecgmae`` as JSON.
 
 from __future__ import annotations
 
-import copy
 import json
-import types
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ecgmae.errors import ECGMAEError
@@ -46,40 +43,6 @@ class _Embed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x, lead_idx=self.lead_idx)
-
-
-def _gather_windows(self: Any, patches: torch.Tensor) -> torch.Tensor:
-    """``MultiScaleConvEmbed.forward`` with ``Tensor.unfold`` written as a gather of fixed indices.
-
-    The legacy ONNX exporter cannot export ``unfold`` once the batch size is dynamic; indexing with a
-    constant ``(n_pos, kmax)`` table is the same computation (checked by the parity test).
-    """
-    m = patches.shape[0]
-    h = patches
-    if self.bottleneck is not None:
-        h = self.bottleneck(h.transpose(1, 2)).transpose(1, 2)  # (M, c, P)
-    c, half, s = self.branch_chans, self.kmax // 2, self.stride
-    hp = F.pad(h, (half, half))
-    n_pos = (hp.shape[-1] - self.kmax) // s + 1
-    idx = torch.arange(n_pos, device=h.device)[:, None] * s + torch.arange(self.kmax, device=h.device)[None, :]
-    win = hp[..., idx]  # (M, c, n_pos, kmax), as hp.unfold(-1, kmax, s)
-    win = win.transpose(1, 2).reshape(m, -1, c * self.kmax)
-    peak = F.max_pool1d(h, self.peak_width, stride=s, padding=self.peak_width // 2).transpose(1, 2)
-    weight = self.branches.weight * self.branch_mask
-    feats = F.gelu(F.linear(torch.cat([win, peak], dim=-1), weight, self.branches.bias))
-    feats = torch.matmul(self.pool_matrix.to(feats.dtype), feats)
-    return self.proj(torch.cat([feats.flatten(1), patches.flatten(1).to(feats.dtype)], dim=1))
-
-
-def _exportable(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose patch embeddings avoid ``unfold``."""
-    from ecgmae.models.layers import MultiScaleConvEmbed
-
-    module = copy.deepcopy(module)
-    for sub in module.modules():
-        if isinstance(sub, MultiScaleConvEmbed):
-            sub.forward = types.MethodType(_gather_windows, sub)  # type: ignore[method-assign]
-    return module
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = DEFAULT_OPSET, atol: float = 1e-4,
@@ -133,7 +96,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = DEFAULT
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation chatter of the TorchScript exporter
             torch.onnx.export(
-                _exportable(wrapper), (example,), str(tmp), input_names=["x"], output_names=outputs,
+                wrapper, (example,), str(tmp), input_names=["x"], output_names=outputs,
                 dynamic_axes={"x": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
                 opset_version=opset, dynamo=False,
             )

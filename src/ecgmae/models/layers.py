@@ -100,6 +100,9 @@ class MultiScaleConvEmbed(nn.Module):
         mask[len(self.kernel_sizes) * channels :, c * self.kmax :] = 1.0
         self.register_buffer("branch_mask", mask, persistent=False)
         n_pos = (patch_size - 1) // self.stride + 1  # branch outputs per patch
+        # Window taps as fixed indices: what ``unfold`` computes, used when exporting to ONNX.
+        taps = torch.arange(n_pos)[:, None] * self.stride + torch.arange(self.kmax)[None, :]
+        self.register_buffer("window_idx", taps, persistent=False)  # (n_pos, kmax)
         pool_len = math.ceil(n_pos / max(1, round(pool * fs / CONV_REF_FS / self.stride)))
         self.register_buffer("pool_matrix", _average_matrix(n_pos, pool_len), persistent=False)
         self.proj = nn.Linear(n_out * pool_len + in_chans * patch_size, embed_dim)
@@ -124,7 +127,11 @@ class MultiScaleConvEmbed(nn.Module):
         if self.bottleneck is not None:
             h = self.bottleneck(h.transpose(1, 2)).transpose(1, 2)  # (M, c, P)
         c, half, s = self.branch_chans, self.kmax // 2, self.stride
-        win = F.pad(h, (half, half)).unfold(-1, self.kmax, s)  # (M, c, n_pos, kmax), zeros outside the patch
+        hp = F.pad(h, (half, half))  # zeros outside the patch
+        if torch.onnx.is_in_onnx_export():
+            win = hp[..., self.window_idx]  # the same windows; unfold does not export with a dynamic batch
+        else:
+            win = hp.unfold(-1, self.kmax, s)  # (M, c, n_pos, kmax); faster backward than the gather
         win = win.transpose(1, 2).reshape(m, -1, c * self.kmax)  # (M, n_pos, c*kmax)
         peak = F.max_pool1d(h, self.peak_width, stride=s, padding=self.peak_width // 2).transpose(1, 2)
         weight = self.branches.weight * self.branch_mask
