@@ -25,3 +25,26 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     return shared_path()
+
+
+@pytest.fixture
+def one_thread():
+    """Model tests run single-threaded: small ops are faster and other tests share the two cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def ecg_like(b: int, leads: int, t: int, fs: float = 100.0, seed: int = 0, noise: float = 0.05):
+    """(B, leads, T) float tensor in mV: beats (narrow Gaussians every 0.8 s), lead-dependent amplitude, noise."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    time = torch.arange(t) / fs
+    phase = torch.rand(b, 1, 1, generator=g) * 0.8
+    beats = torch.exp(-(((time + phase) % 0.8 - 0.4) ** 2) / (2 * 0.02**2))  # (B, 1, T)
+    amp = torch.linspace(-1.0, 1.5, leads)[None, :, None]
+    return (amp * beats + noise * torch.randn(b, leads, t, generator=g)).float()

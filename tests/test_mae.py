@@ -5,28 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import ecg_like
 from ecgmae.models import create_model
 from ecgmae.models.mae import masked_mse, normalise_patches, random_masking
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def ecg_like(
-    b: int, leads: int, t: int, fs: float = 100.0, seed: int = 0, noise: float = 0.05
-) -> torch.Tensor:
-    """Beats every 0.8 s with lead-dependent amplitude plus noise, in mV."""
-    g = torch.Generator().manual_seed(seed)
-    time = torch.arange(t) / fs
-    phase = torch.rand(b, 1, 1, generator=g) * 0.8
-    beats = torch.exp(-(((time + phase) % 0.8 - 0.4) ** 2) / (2 * 0.02**2))
-    amp = torch.linspace(-1.0, 1.5, leads)[None, :, None]
-    return (amp * beats + noise * torch.randn(b, leads, t, generator=g)).float()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import ecg_like
 from ecgmae.config import ConfigError, from_dict, to_dict
 from ecgmae.errors import CheckpointError
 from ecgmae.models import (
@@ -25,25 +26,7 @@ from ecgmae.models import (
 from ecgmae.models.config import ENCODER_FIELDS, MAE_FIELDS
 from ecgmae.models.layers import Attention, matmul_attention
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def ecg_like(
-    b: int, leads: int, t: int, fs: float = 100.0, seed: int = 0, noise: float = 0.05
-) -> torch.Tensor:
-    """Beats (narrow Gaussians every ~0.8 s) plus a little noise, in mV, lead-dependent amplitude."""
-    g = torch.Generator().manual_seed(seed)
-    time = torch.arange(t) / fs
-    phase = torch.rand(b, 1, 1, generator=g) * 0.8
-    beats = torch.exp(-(((time + phase) % 0.8 - 0.4) ** 2) / (2 * 0.02**2))  # (B, 1, T)
-    amp = torch.linspace(-1.0, 1.5, leads)[None, :, None]
-    return (amp * beats + noise * torch.randn(b, leads, t, generator=g)).float()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_lists_three_sizes_and_fields_do_not_collide():
