@@ -33,3 +33,15 @@ def add_command(
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.set_defaults(func=run)
     return parser
+
+
+def source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The raw-array options (--src-fs, --src-leads, --src-units) that a source reader takes."""
+    options: dict[str, Any] = {}
+    if args.src_fs is not None:
+        options["src_fs"] = args.src_fs
+    if args.src_leads:
+        options["src_leads"] = tuple(n.strip() for n in args.src_leads.split(","))
+    if args.src_units:
+        options["src_units"] = args.src_units
+    return options

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command
+from ecgmae.cli._common import add_command, source_options
 
 SOURCES = ("folder", "ptbxl", "cpsc2018", "cinc", "chapman", "hdf5", "numpy", "store")
 _CHUNK = 256  # records preprocessed ahead of each model call
@@ -59,13 +59,7 @@ def collect(args: argparse.Namespace, fn: Callable[[Any, list[Any]], Any], *, cl
 
         raise CheckpointError(f"{model.path}: holds {model.kind} weights; predict needs a classifier run "
                               "(ecgmae finetune); `ecgmae embed` gives features")
-    options: dict[str, Any] = {}
-    if args.src_fs is not None:
-        options["src_fs"] = args.src_fs
-    if args.src_leads:
-        options["src_leads"] = tuple(n.strip() for n in args.src_leads.split(","))
-    if args.src_units:
-        options["src_units"] = args.src_units
+    options = source_options(args)
     stream = iter_source(args.source, args.src, model.preprocessing, labels=args.labels, task=args.task,
                          options=options, split=args.split, workers=args.workers, quiet=args.quiet)
     ids: list[str] = []

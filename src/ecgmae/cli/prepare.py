@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command
+from ecgmae.cli._common import add_command, source_options
 
 _SOURCES = ("folder", "ptbxl", "cpsc2018", "cinc", "chapman", "hdf5", "numpy")
 # Lead-set shortcuts for --leads; anything else is a comma-separated list of lead names.
@@ -89,13 +89,7 @@ def run(args: argparse.Namespace) -> int:
     leads = tuple(_LEAD_SETS.get(args.leads.strip(), args.leads).split(","))
     cfg = PreprocessConfig(fs=args.fs, seconds=args.seconds, leads=leads, bandpass=args.bandpass,
                            baseline=args.baseline, normalise=args.normalise, dtype=args.dtype)
-    options: dict[str, Any] = {}
-    if args.src_fs is not None:
-        options["src_fs"] = args.src_fs
-    if args.src_leads:
-        options["src_leads"] = tuple(n.strip() for n in args.src_leads.split(","))
-    if args.src_units:
-        options["src_units"] = args.src_units
+    options = source_options(args)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     out = prepare_store(args.source, args.src, args.out, cfg, labels=args.labels, task=args.task,
                         workers=args.workers, on_error=args.on_error, seed=args.seed, quiet=args.quiet,
