@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.utils import write_json_atomic
 
     rep = evaluate(args.checkpoint, args.data, split=args.split, aggregate=args.aggregate,
-                   n_boot=args.n_boot, seed=args.seed)
+                   n_boot=args.n_boot, seed=args.seed, quiet=args.quiet)
     if args.out:
         write_json_atomic(args.out, rep)
     lo, hi = rep["macro_auroc_ci95"]

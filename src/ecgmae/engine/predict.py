@@ -8,6 +8,7 @@ from torch import nn
 
 from ecgmae.data.dataset import WindowDataset
 from ecgmae.data.store import Store
+from ecgmae.utils import progress
 
 
 @torch.no_grad()
@@ -22,6 +23,7 @@ def predict_records(
     class_idx: list[int] | None = None,
     batch_size: int = 64,
     lead_idx: list[int] | None = None,
+    quiet: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities per record (in the order of ``indices``) and their label rows.
 
@@ -35,7 +37,7 @@ def predict_records(
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     li = None if lead_idx is None else torch.tensor(lead_idx, dtype=torch.long)
     recs, probs = [], []
-    for batch in loader:
+    for batch in progress(loader, quiet=quiet, desc="predict", unit="batch"):
         recs.append(batch["record"].numpy())
         probs.append(torch.sigmoid(model(batch["x"], lead_idx=li).float()).numpy())
     rec = np.concatenate(recs)

@@ -293,7 +293,7 @@ def _restore_best(model: torch.nn.Module, path: Path) -> None:
 
 def evaluate(
     checkpoint: str | Path, data: str | Path, *, split: str = "test", aggregate: str | None = None,
-    n_boot: int = 1000, seed: int = 0, batch_size: int = 64,
+    n_boot: int = 1000, seed: int = 0, batch_size: int = 64, quiet: bool = True,
 ) -> dict[str, Any]:
     """Score a classifier run on a store split: macro/per-class AUROC, F1, Fmax with bootstrap CIs."""
     model, meta = load_classifier(checkpoint)
@@ -309,7 +309,7 @@ def evaluate(
         raise DataError(f"{store.path}: split {split!r} is empty")
     probs, y = predict_records(model, store, idx, int(d["window_samples"]), int(d["eval_stride_samples"]),
                                aggregate=how, class_idx=class_idx, batch_size=batch_size,
-                               lead_idx=lead_positions(store.leads))
+                               lead_idx=lead_positions(store.leads), quiet=quiet)
     report = classification_report(y, probs, names, n_boot=n_boot, seed=seed)
     report.update(split=split, checkpoint=str(checkpoint), store=str(store.path), aggregate=how)
     return report
