@@ -61,7 +61,7 @@ class DemoConfig:
 
     @staticmethod
     def fast() -> DemoConfig:
-        return DemoConfig(n_records=500, synth_fs=250, pretrain_epochs=20, finetune_epochs=3, n_boot=200)
+        return DemoConfig(n_records=400, synth_fs=250, pretrain_epochs=15, finetune_epochs=2, n_boot=200)
 
 
 def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet: bool = False) -> list[dict]:
