@@ -34,7 +34,7 @@ from ecgmae.inference import (
     reconstruct_windows,
     window_starts,
 )
-from ecgmae.models import ECGMAE, ECGClassifier, ECGEncoder, EncoderConfig, MAEConfig
+from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, MAEConfig, XResNet1d, classifier_from_header
 from ecgmae.utils import log
 
 __all__ = ["Model", "Reconstruction", "load"]
@@ -66,9 +66,7 @@ def _build(file: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> 
     kind, m = meta["kind"], meta.get("model") or {}
     try:
         if kind == "classifier":
-            enc = from_dict(EncoderConfig, m["encoder"], where=f"{file}: model.encoder")
-            net: torch.nn.Module = ECGClassifier(enc, int(m["num_classes"]),
-                                                 head_dropout=float(m.get("head_dropout", 0.0)))
+            net: torch.nn.Module = classifier_from_header(m, where=f"{file}: model")
         elif kind == "encoder":
             net = ECGEncoder(from_dict(EncoderConfig, m["config"]["encoder"], where=f"{file}: model.config.encoder"))
         else:
@@ -146,8 +144,8 @@ class Model:
         self.device = torch.device(device)
         self._net = net.to(self.device)
         self.preprocessing, window, stride, self.aggregate = _preprocessing(self.path, meta)
-        enc = self.encoder_config
-        self.window = max(enc.patch_size, window // enc.patch_size * enc.patch_size)
+        patch = getattr(net, "patch_size", None) or self.encoder_config.patch_size  # 1 for a CNN
+        self.window = max(patch, window // patch * patch)
         self.stride = stride or self.window
         self._positions = lead_positions(self.leads) or list(range(len(self.leads)))
         self._mae: ECGMAE | None = net if isinstance(net, ECGMAE) else None
@@ -190,7 +188,7 @@ class Model:
     @property
     def embed_dim(self) -> int:
         """Length of an embedding."""
-        return self.encoder_config.embed_dim
+        return getattr(self._net, "num_features", None) or self.encoder_config.embed_dim
 
     @property
     def module(self) -> torch.nn.Module:
@@ -201,6 +199,8 @@ class Model:
     def encoder(self) -> ECGEncoder:
         """The encoder inside :attr:`module`."""
         net = self._net
+        if not isinstance(net, ECGEncoder) and not hasattr(net, "encoder"):
+            raise CheckpointError(f"{self.path}: a {type(net).__name__} classifier has no transformer encoder")
         return net if isinstance(net, ECGEncoder) else net.encoder  # type: ignore[return-value]
 
     @property
@@ -246,7 +246,7 @@ class Model:
 
     def embed_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
         """``(len(items), D)`` float32 embeddings of records already in the model's input space."""
-        if isinstance(self._net, ECGClassifier):
+        if self.kind == "classifier":
             net = self._net
 
             def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
@@ -262,7 +262,7 @@ class Model:
     def predict_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
         """``(len(items), K)`` float64 probabilities of records already in the model's input space."""
         net = self._net
-        if not isinstance(net, ECGClassifier):
+        if self.kind != "classifier":
             raise CheckpointError(f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
                                   "(ecgmae finetune); use embed() for features")
 
@@ -311,8 +311,12 @@ class Model:
         self._mae = mae.to(self.device)  # type: ignore[assignment]
         return self._mae  # type: ignore[return-value]
 
+    def _tokens(self) -> str:
+        """The encoder's tokenisation; ``"cnn"`` for a reference CNN (absent leads are zero rows)."""
+        return "cnn" if isinstance(self._net, XResNet1d) else self.encoder_config.tokenization
+
     def _rows(self, p: Prepared) -> np.ndarray:
-        if self.encoder_config.tokenization == "lead":
+        if self._tokens() == "lead":
             return np.flatnonzero(p.present)  # any subset: only the leads the record has become tokens
         return np.arange(len(self.leads))  # every token holds all leads: absent ones stay zero
 
@@ -349,12 +353,12 @@ class Model:
             yield np.ascontiguousarray(win if win.shape[1] == w else np.pad(win, ((0, 0), (0, w - win.shape[1]))))
 
     def _warn_absent(self, items: Sequence[Prepared]) -> None:
-        if self.encoder_config.tokenization != "time":
+        if self._tokens() == "lead":  # only a lead-tokenised encoder skips absent leads
             return
         lacking = [p for p in items if not p.present.all()]
         if lacking:
             missing = [lead for j, lead in enumerate(self.leads) if any(not p.present[j] for p in lacking)]
-            log.warning("%d record(s) lack lead(s) %s: zero-filled and marked absent (this time-tokenised model "
+            log.warning("%d record(s) lack lead(s) %s: zero-filled and marked absent (this model "
                         "was trained on %s; results may be off)", len(lacking), ", ".join(missing),
                         ", ".join(self.leads))
 

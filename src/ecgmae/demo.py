@@ -75,13 +75,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet
 
     out = Path(out)
     settings = to_dict(cfg)
-    stamp = out / "demo_config.json"
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):
-        raise DataError(f"{out}: holds a demo with other settings ({stamp}); use --overwrite or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(stamp, settings)
+    claim_out(out, settings, "demo_config.json", overwrite=overwrite)
     t0 = time.perf_counter()
 
     synth = out / "synth"
@@ -107,7 +101,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet
             run = out / f"{mode}_{frac:g}"
             if not (run / "metrics.json").exists():
                 fcfg = FinetuneConfig(mode=mode, model=cfg.model, model_overrides=dict(cfg.model_overrides),
-                                      label_fraction=frac, epochs=_epochs(cfg.finetune_epochs, frac),
+                                      label_fraction=frac, epochs=epochs_for(cfg.finetune_epochs, frac),
                                       batch_size=cfg.batch_size, seed=cfg.seed, n_boot=cfg.n_boot,
                                       optim=OptimConfig(lr=cfg.lrs[mode], layer_decay=cfg.layer_decay),
                                       trainer=trainer)
@@ -125,8 +119,26 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet
     return rows
 
 
-def _epochs(base: int, fraction: float) -> int:
-    # Few labels -> few steps per epoch; more epochs keep the number of updates reasonable.
+def claim_out(out: Path, settings: dict[str, Any], stamp_name: str, *, overwrite: bool = False) -> None:
+    """Make ``out`` the home of a multi-run job with these ``settings`` (JSON-able).
+
+    Re-running with the same settings continues (finished runs are reused); other settings are refused
+    unless ``overwrite``, which deletes ``out`` first.
+
+    Raises:
+        DataError: ``out`` holds a job with other settings.
+    """
+    stamp = out / stamp_name
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):
+        raise DataError(f"{out}: holds a run with other settings ({stamp}); use --overwrite or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(stamp, settings)
+
+
+def epochs_for(base: int, fraction: float) -> int:
+    """Downstream epochs at a label ``fraction``: x3 below 50 %, x6 below 5 % (few labels, few steps)."""
     return base if fraction >= 0.5 else base * 3 if fraction >= 0.05 else base * 6
 
 

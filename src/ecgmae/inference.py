@@ -84,15 +84,21 @@ def window_starts(valid: int, window: int, stride: int) -> list[int]:
 
 
 def load_classifier(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Rebuild an :class:`~ecgmae.models.ECGClassifier` (eval mode) and its header from the checkpoint alone."""
+    """Rebuild a classifier (eval mode) and its header from the checkpoint alone.
+
+    An :class:`~ecgmae.models.ECGClassifier`, or the reference CNN named by the header's ``model.arch``.
+    """
     from ecgmae.checkpoint import load_checkpoint
-    from ecgmae.config import from_dict
-    from ecgmae.models import ECGClassifier, EncoderConfig
+    from ecgmae.config import ConfigError
+    from ecgmae.models import classifier_from_header
 
     state, meta = load_checkpoint(path, kind="classifier")
-    m = meta["model"]
-    enc = from_dict(EncoderConfig, m["encoder"], where=f"{path}: model.encoder")
-    model = ECGClassifier(enc, int(m["num_classes"]), head_dropout=float(m.get("head_dropout", 0.0)))
+    try:
+        model = classifier_from_header(meta["model"], where=f"{path}: model")
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: header lacks model field {exc}") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: header describes an invalid model ({exc})") from None
     load_state(model, state, path)
     model.eval()
     return model, meta

@@ -16,8 +16,8 @@ from ecgmae.errors import ECGMAEError
 from ecgmae.utils import setup_logging
 
 # Order is the order shown in `ecgmae --help`.
-COMMANDS: tuple[str, ...] = ("synth", "prepare", "pretrain", "finetune", "evaluate", "demo", "embed", "predict",
-                             "reconstruct", "plot-curves", "export")
+COMMANDS: tuple[str, ...] = ("synth", "prepare", "pretrain", "finetune", "evaluate", "demo", "benchmark", "embed",
+                             "predict", "reconstruct", "plot-curves", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

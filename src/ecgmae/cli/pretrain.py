@@ -1,4 +1,4 @@
-"""``ecgmae pretrain``: masked-autoencoder pre-training on a prepared store."""
+"""``ecgmae pretrain``: masked-autoencoder (or contrastive) pre-training on a prepared store."""
 
 from __future__ import annotations
 
@@ -8,20 +8,26 @@ from typing import Any
 from ecgmae.cli._common import add_command
 from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, print_config, resolve
 
-FLAGS = ("model", "model_overrides.mask_ratio", *LOOP_FLAGS)
+FLAGS = ("method", "model", "model_overrides.mask_ratio", "temperature", *LOOP_FLAGS)
 
 
 def add_parser(sub: Any) -> None:
     p = add_command(
         sub, "pretrain", run=run,
-        help="pre-train a masked autoencoder on a prepared store",
+        help="pre-train an encoder (masked autoencoder, SimCLR or CMSC) on a prepared store",
         example="ecgmae pretrain --data stores/synth --out runs/mae --model ecgmae_small --epochs 20",
         description="Pre-train a masked autoencoder (multi-scale conv + transformer encoder) on a store made "
-        "by `ecgmae prepare`. Writes RUN/encoder.safetensors (weights + config + preprocessing), "
-        "RUN/mae.safetensors, RUN/last.ckpt (resume), RUN/metrics.csv and TensorBoard logs in RUN/logs.",
+        "by `ecgmae prepare`, or the same encoder with a contrastive objective (--method simclr: two "
+        "augmented crops; --method cmsc: two adjacent segments of a record, CLOCS). Writes "
+        "RUN/encoder.safetensors (weights + config + preprocessing), RUN/mae.safetensors (mae only), "
+        "RUN/last.ckpt (resume), RUN/metrics.csv and TensorBoard logs in RUN/logs.",
     )
     p.add_argument("--data", required=True, help="prepared store directory")
     p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--method", choices=("mae", "simclr", "cmsc"),
+                   help="pre-training objective (default mae); e.g. --method cmsc")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="contrastive softmax temperature (simclr, cmsc; default 0.1)")
     p.add_argument("--model", help="registered model (ecgmae_tiny, ecgmae_small, ecgmae_base); default small")
     p.add_argument("--mask-ratio", dest="model_overrides.mask_ratio", metavar="F", type=float, help="default 0.75")
     add_loop_args(p, max_steps_help="optimiser steps instead of epochs; 0 writes the untrained encoder (a baseline)",

@@ -8,6 +8,7 @@ from typing import Any
 from ecgmae.config import ConfigError
 
 MODES = ("finetune", "linprobe", "scratch")
+METHODS = ("mae", "simclr", "cmsc")
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 
@@ -81,33 +82,47 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Masked-autoencoder pre-training run.
+    """Pre-training run: masked autoencoder, or a contrastive objective on the same encoder.
 
     Attributes:
+        method: "mae" (masked reconstruction), "simclr" (NT-Xent between two augmented crops) or
+            "cmsc" (CLOCS: two adjacent segments of a record are positives).
         model: registered model name (``ecgmae.models.list_models()``).
         model_overrides: config fields to change, e.g. ``{depth: 4, mask_ratio: 0.8}``.
         epochs: passes over the training split (ignored when ``max_steps`` >= 0).
         max_steps: optimiser steps; -1 = use ``epochs``; 0 = write the freshly initialised encoder.
         batch_size: per device.
-        window_seconds: crop length; None = the store's ``seconds``.
+        window_seconds: crop length; None = the store's ``seconds`` (half of it for simclr and cmsc,
+            which draw their two views from a span of two windows).
+        temperature: softmax temperature of the contrastive losses.
+        proj_dim: output size of the contrastive projection head (dropped after pre-training).
         splits: store splits used for pre-training (labels are never read).
         optim: optimiser and schedule.
         trainer: hardware and loop settings.
         seed: seeds data order, crops, masks and initialisation.
     """
 
+    method: str = "mae"
     model: str = "ecgmae_small"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     max_steps: int = -1
     batch_size: int = 64
     window_seconds: float | None = None
+    temperature: float = 0.1
+    proj_dim: int = 128
     splits: tuple[str, ...] = ("train",)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.05))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.proj_dim < 1:
+            raise ConfigError(f"proj_dim must be >= 1, got {self.proj_dim}")
         _check_loop(self.epochs, self.max_steps, self.batch_size)
 
 

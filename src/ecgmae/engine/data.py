@@ -68,6 +68,46 @@ class EpochKeyed(Dataset):
         return self.base[i]
 
 
+class PairSpanDataset(Dataset):
+    """Two windows per record side by side, ``x: (L, 2 * window)``, for the contrastive objectives.
+
+    A record of at least two windows gives a random (train) or centred crop of ``2 * window`` samples,
+    i.e. two adjacent non-overlapping segments; a shorter one gives its first and its last window, which
+    overlap. The crop is a pure function of ``(seed, epoch, item)`` like :class:`CropDataset`'s.
+
+    Args:
+        base: a ``CropDataset`` of single windows (its store, indices, window, seed and train flag are used).
+    """
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def starts(self, i: int) -> tuple[int, int]:
+        """First samples of item ``i``'s two windows."""
+        b, w = self.base, self.base.window
+        valid = b.store.valid_length(int(b.indices[i]))
+        slack = valid - 2 * w
+        if slack < 0:
+            return 0, max(0, valid - w)
+        s = slack // 2 if not b.train else int(np.random.default_rng([b.seed % 2**63, self.epoch, i, 2])
+                                                 .integers(0, slack + 1))
+        return s, s + w
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rec = int(self.base.indices[i])
+        s1, s2 = self.starts(i)
+        a, b = self.base._item(rec, s1), self.base._item(rec, s2)
+        return {**a, "x": torch.cat([a["x"], b["x"]], dim=-1), "valid": a["valid"] + b["valid"]}
+
+
 def make_loader(
     dataset: Dataset,
     *,

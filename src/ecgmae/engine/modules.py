@@ -1,4 +1,4 @@
-"""Lightning modules: one training-step design for MAE pre-training and for classification.
+"""Lightning modules: one training-step design for pre-training (MAE or contrastive) and classification.
 
 Pre-training, fine-tuning, linear probing and training from scratch differ only in the loss of
 ``_step`` and in what is frozen; optimisers, schedules, seeding and the finite-loss check are shared.
@@ -18,6 +18,7 @@ from ecgmae.engine.config import OptimConfig
 from ecgmae.engine.optim import build_optimizer
 from ecgmae.eval.metrics import macro_auroc
 from ecgmae.inference import aggregate_records
+from ecgmae.models.contrastive import AugmentConfig, augment, cmsc_loss, nt_xent, random_crop
 
 
 class _Base(L.LightningModule):
@@ -75,6 +76,68 @@ class MAEModule(_Base):
             torch.manual_seed(self.seed * 31 + batch_idx)
             out = self.model(batch["x"], present=batch.get("present"), lead_idx=self.lead_idx)
         self.log("val/loss", out.loss, prog_bar=True, on_epoch=True, sync_dist=True)
+
+
+class ContrastiveModule(_Base):
+    """Contrastive pre-training of the encoder inside a ``ContrastiveModel``.
+
+    Batches hold ``x: (B, L, 2W)``, two windows of each record side by side (``PairSpanDataset``).
+    ``cmsc`` contrasts the two adjacent segments as they are; ``simclr`` takes two independent random
+    crops of ``W`` from the span and augments each (scaling, noise, baseline, lead dropout, time mask).
+
+    Args:
+        method: "simclr" or "cmsc".
+        temperature: softmax temperature of the loss.
+        augment_cfg: SimCLR augmentation strengths.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optim: OptimConfig,
+        total_steps: int,
+        seed: int,
+        *,
+        method: str,
+        temperature: float = 0.1,
+        augment_cfg: AugmentConfig | None = None,
+        lead_idx: list[int] | None = None,
+    ) -> None:
+        super().__init__(model, optim, total_steps, seed, lead_idx)
+        if method not in ("simclr", "cmsc"):
+            raise ValueError(f"contrastive method must be simclr or cmsc, got {method!r}")
+        self.method, self.temperature = method, temperature
+        self.augment_cfg = augment_cfg or AugmentConfig()
+
+    def _loss(self, batch: dict[str, Any], gen: torch.Generator) -> torch.Tensor:
+        span = batch["x"]  # (B, L, 2W)
+        w = span.shape[-1] // 2
+        if self.method == "cmsc":
+            x1, x2 = span[..., :w], span[..., w:]
+        else:
+            x1 = augment(random_crop(span, w, gen), gen, self.augment_cfg)
+            x2 = augment(random_crop(span, w, gen), gen, self.augment_cfg)
+        z1 = self.model(x1, lead_idx=self.lead_idx)
+        z2 = self.model(x2, lead_idx=self.lead_idx)
+        ids = batch.get("index")
+        ids = ids if torch.is_tensor(ids) else None
+        fn = cmsc_loss if self.method == "cmsc" else nt_xent
+        return fn(z1, z2, self.temperature, ids=ids)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        self._reseed()
+        # views depend on (seed, step, rank) only, through the freshly seeded global generator
+        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        loss = self._loss(batch, gen)
+        self._check_finite(loss, batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        # fixed views per validation batch, so the validation loss is comparable across epochs
+        gen = torch.Generator().manual_seed(self.seed * 31 + batch_idx)
+        loss = self._loss(batch, gen)
+        self.log("val/loss", loss, prog_bar=True, on_epoch=True, sync_dist=True)
 
 
 class ClassifierModule(_Base):

@@ -19,16 +19,27 @@ import torch
 from ecgmae.checkpoint import load_checkpoint, save_checkpoint
 from ecgmae.config import from_dict, to_dict
 from ecgmae.data.dataset import CropDataset, WindowDataset
+from ecgmae.data.io import LEADS_12
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
-from ecgmae.engine.data import label_subset, make_loader, select_classes
-from ecgmae.engine.modules import ClassifierModule, MAEModule
+from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, select_classes
+from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
 from ecgmae.engine.trainer import build_trainer
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
 from ecgmae.inference import lead_positions, load_classifier
-from ecgmae.models import ECGMAE, ECGClassifier, EncoderConfig, MAEConfig, get_config
+from ecgmae.models import (
+    ECGMAE,
+    ECGClassifier,
+    ECGEncoder,
+    EncoderConfig,
+    MAEConfig,
+    create_xresnet1d,
+    get_config,
+    is_cnn,
+)
+from ecgmae.models.contrastive import ContrastiveModel
 from ecgmae.utils import log, seed_everything, write_json_atomic
 
 
@@ -129,34 +140,51 @@ def pretrain(
     overwrite: bool = False,
     quiet: bool = False,
 ) -> Path:
-    """Pre-train a masked autoencoder on ``data`` (a prepared store); returns the run directory."""
+    """Pre-train an encoder on ``data`` (a prepared store) with ``cfg.method``; returns the run directory.
+
+    ``mae`` trains the masked autoencoder; ``simclr`` and ``cmsc`` train the same encoder under a
+    contrastive loss with a projection head. Every method writes ``encoder.safetensors`` (with
+    ``train.method`` in its header); only ``mae`` also writes ``mae.safetensors``.
+    """
     store, out = Store.open(data), Path(out)
     _guard_out(out, "encoder.safetensors", resume, overwrite)
     mae_cfg = model_config(cfg.model, cfg.model_overrides, store)
     seed_everything(cfg.seed)
-    model = ECGMAE(mae_cfg)
-    window = _window(store, cfg.window_seconds, mae_cfg.encoder.patch_size)
+    contrastive = cfg.method != "mae"
+    model: torch.nn.Module = (ContrastiveModel(ECGEncoder(mae_cfg.encoder), cfg.proj_dim) if contrastive
+                              else ECGMAE(mae_cfg))
+    seconds = cfg.window_seconds
+    if seconds is None and contrastive:  # two views come from a span of two windows
+        seconds = float(store.meta.get("seconds") or store.preprocess_config.seconds) / 2
+    window = _window(store, seconds, mae_cfg.encoder.patch_size)
     train_idx = np.concatenate([store.split_indices(s) for s in cfg.splits])
     val_idx = store.split_indices("val") if "val" not in cfg.splits else np.array([], dtype=np.int64)
     summary = _data_summary(store, train_idx, window)
     meta: dict[str, Any] = {
         "model": {"name": cfg.model, "config": to_dict(mae_cfg)},
         "data": summary,
-        "train": {"config": to_dict(cfg), "method": "mae"},
+        "train": {"config": to_dict(cfg), "method": cfg.method},
         "label_names": [],
     }
     write_json_atomic(out / "config.json", meta)
     if cfg.max_steps != 0:
-        train_ds = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
-        val_ds = CropDataset(store, val_idx, window, train=False, seed=cfg.seed) if len(val_idx) else None
+        train_ds: Any = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
+        val_ds: Any = CropDataset(store, val_idx, window, train=False, seed=cfg.seed) if len(val_idx) else None
+        if contrastive:
+            train_ds = PairSpanDataset(train_ds)
+            val_ds = None if val_ds is None else PairSpanDataset(val_ds)
         trainer = build_trainer(
             cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor=None,
             grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
         )
         total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate,
                        cfg.epochs, cfg.max_steps)
-        module = MAEModule(_maybe_compile(model, cfg.trainer.compile), cfg.optim, total, cfg.seed,
-                           lead_idx=lead_positions(store.leads))
+        net, leads = _maybe_compile(model, cfg.trainer.compile), lead_positions(store.leads)
+        module: L.LightningModule = (
+            ContrastiveModule(net, cfg.optim, total, cfg.seed, method=cfg.method, temperature=cfg.temperature,
+                              lead_idx=leads)
+            if contrastive else MAEModule(net, cfg.optim, total, cfg.seed, lead_idx=leads)
+        )
         loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
         trainer.fit(module, datamodule=loaders, ckpt_path="last" if resume else None)
         if not trainer.is_global_zero:
@@ -166,9 +194,11 @@ def pretrain(
         _finish_logs(out)
     meta["train"].setdefault("steps", 0)
     save_checkpoint(out / "encoder.safetensors", model.encoder.state_dict(), {**meta, "kind": "encoder"})
-    save_checkpoint(out / "mae.safetensors", model.state_dict(), {**meta, "kind": "mae"})
+    if not contrastive:
+        save_checkpoint(out / "mae.safetensors", model.state_dict(), {**meta, "kind": "mae"})
     write_json_atomic(out / "model_card.json", _card(meta, "encoder"))
-    log.info("pre-training done: %s (%d steps)", out / "encoder.safetensors", meta["train"]["steps"])
+    log.info("%s pre-training done: %s (%d steps)", cfg.method, out / "encoder.safetensors",
+             meta["train"]["steps"])
     return out
 
 
@@ -223,16 +253,10 @@ def finetune(
     if cfg.mode != "scratch" and encoder is None:
         raise CheckpointError(f"--mode {cfg.mode} needs --encoder RUN (a pre-training run directory)")
     seed_everything(cfg.seed)
-    if encoder is not None and cfg.mode != "scratch":
-        enc_cfg, state = encoder_from_checkpoint(encoder, store)
-    else:
-        enc_cfg, state = model_config(cfg.model, cfg.model_overrides, store).encoder, None
     class_idx = select_classes(store.label_names, store.labels, cfg.classes)
     names = [store.label_names[k] for k in class_idx]
-    model = ECGClassifier(enc_cfg, len(class_idx), head_dropout=cfg.head_dropout)
-    if state is not None:
-        model.load_encoder(state)
-    window = _window(store, cfg.window_seconds, enc_cfg.patch_size)
+    model, enc_cfg, state = _build_classifier(cfg, store, encoder, len(class_idx))
+    window = _window(store, cfg.window_seconds, enc_cfg.patch_size if enc_cfg else 1)
     stride = int(round((cfg.eval_stride_seconds or window / store.fs) * store.fs))
     train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), cfg.label_fraction, cfg.seed)
     val_idx, test_idx = store.split_indices("val"), store.split_indices("test")
@@ -258,8 +282,7 @@ def finetune(
     report.update(split="test", mode=cfg.mode, label_fraction=cfg.label_fraction,
                   train_records=len(train_idx), seed=cfg.seed, encoder=str(encoder) if encoder else None)
     meta = {
-        "model": {"name": cfg.model if state is None else "encoder", "encoder": to_dict(enc_cfg),
-                  "num_classes": len(names), "head_dropout": cfg.head_dropout},
+        "model": _model_header(model, cfg, enc_cfg, state is None),
         "data": _data_summary(store, train_idx, window) | {"eval_stride_samples": stride,
                                                            "aggregate": cfg.aggregate},
         "train": {"config": to_dict(cfg), "steps": int(trainer.global_step),
@@ -273,6 +296,33 @@ def finetune(
     (out / "best.ckpt").unlink(missing_ok=True)
     log.info("%s done: test macro AUROC %.4f -> %s", cfg.mode, report["macro_auroc"], out)
     return report
+
+
+def _build_classifier(
+    cfg: FinetuneConfig, store: Store, encoder: str | Path | None, num_classes: int
+) -> tuple[torch.nn.Module, EncoderConfig | None, dict[str, torch.Tensor] | None]:
+    """The classifier to train: a reference CNN (scratch), or an ECGClassifier (loaded encoder or random)."""
+    if cfg.mode == "scratch" and is_cnn(cfg.model):
+        n_leads = len(store.leads) if lead_positions(store.leads) is None else len(LEADS_12)
+        return create_xresnet1d(cfg.model, n_leads, num_classes, **cfg.model_overrides), None, None
+    if encoder is not None and cfg.mode != "scratch":
+        enc_cfg, state = encoder_from_checkpoint(encoder, store)
+    else:
+        enc_cfg, state = model_config(cfg.model, cfg.model_overrides, store).encoder, None
+    model = ECGClassifier(enc_cfg, num_classes, head_dropout=cfg.head_dropout)
+    if state is not None:
+        model.load_encoder(state)
+    return model, enc_cfg, state
+
+
+def _model_header(model: torch.nn.Module, cfg: FinetuneConfig, enc_cfg: EncoderConfig | None,
+                  scratch: bool) -> dict[str, Any]:
+    """The checkpoint's ``model`` section: what ``classifier_from_header`` rebuilds the classifier from."""
+    if enc_cfg is None:  # a reference CNN
+        return {"name": cfg.model, "arch": cfg.model, "config": model.config_dict(),
+                "num_classes": model.num_classes}
+    return {"name": cfg.model if scratch else "encoder", "encoder": to_dict(enc_cfg),
+            "num_classes": model.num_classes, "head_dropout": cfg.head_dropout}
 
 
 def _best_score(trainer: L.Trainer) -> float | None:

@@ -9,7 +9,16 @@ from ecgmae.models.classifier import ECGClassifier
 from ecgmae.models.config import EncoderConfig, MAEConfig
 from ecgmae.models.encoder import ECGEncoder
 from ecgmae.models.mae import ECGMAE, MAEOutput
-from ecgmae.models.registry import create_classifier, create_model, get_config, list_models, register_model
+from ecgmae.models.registry import (
+    classifier_from_header,
+    create_classifier,
+    create_model,
+    get_config,
+    is_cnn,
+    list_models,
+    register_model,
+)
+from ecgmae.models.xresnet1d import XResNet1d, create_xresnet1d
 
 __all__ = [
     "ECGMAE",
@@ -18,9 +27,13 @@ __all__ = [
     "EncoderConfig",
     "MAEConfig",
     "MAEOutput",
+    "XResNet1d",
+    "classifier_from_header",
     "create_classifier",
     "create_model",
+    "create_xresnet1d",
     "get_config",
+    "is_cnn",
     "list_models",
     "register_model",
 ]

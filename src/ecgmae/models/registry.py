@@ -10,10 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ecgmae.config import ConfigError, replace
+from torch import nn
+
+from ecgmae.config import ConfigError, from_dict, replace
 from ecgmae.models.classifier import ECGClassifier
 from ecgmae.models.config import ENCODER_FIELDS, MAE_FIELDS, EncoderConfig, MAEConfig
 from ecgmae.models.mae import ECGMAE
+from ecgmae.models.xresnet1d import ARCHS as CNN_ARCHS
+from ecgmae.models.xresnet1d import create_xresnet1d
 
 _MODELS: dict[str, Callable[[], MAEConfig]] = {}
 
@@ -68,6 +72,28 @@ def create_classifier(
     """
     cfg = get_config(name, **overrides)
     return ECGClassifier(cfg.encoder, num_classes, head_dropout=head_dropout)
+
+
+def is_cnn(name: str) -> bool:
+    """True for the supervised reference CNNs (``xresnet1d50``, ``xresnet1d101``): scratch training only."""
+    return name in CNN_ARCHS
+
+
+def classifier_from_header(model: dict[str, Any], where: str = "model") -> nn.Module:
+    """Rebuild a classifier from the ``model`` section of its checkpoint header (weights not loaded).
+
+    ``arch`` names a reference CNN with its ``config``; without it (or ``"ecgmae"``) the header holds an
+    ``encoder`` config, ``num_classes`` and ``head_dropout`` for an :class:`ECGClassifier`.
+
+    Raises:
+        ConfigError: unknown architecture or invalid config; KeyError: a missing field.
+    """
+    arch = model.get("arch", "ecgmae")
+    if arch == "ecgmae":
+        enc = from_dict(EncoderConfig, model["encoder"], where=f"{where}.encoder")
+        return ECGClassifier(enc, int(model["num_classes"]), head_dropout=float(model.get("head_dropout", 0.0)))
+    cfg = {k: v for k, v in model["config"].items() if k not in ("arch", "layers")}  # both follow from arch
+    return create_xresnet1d(arch, int(cfg.pop("n_leads")), int(cfg.pop("num_classes")), **cfg)
 
 
 @register_model

@@ -1,0 +1,61 @@
+"""``ecgmae benchmark`` end to end at micro scale: every method x 2 fractions x 1 seed, 1-2 steps each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecgmae.benchmark import BenchmarkConfig, summarise
+from ecgmae.cli import main
+from ecgmae.config import ConfigError
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.sources.synthetic import write_wfdb_folder
+    from ecgmae.data.store import prepare_store
+
+    root = tmp_path_factory.mktemp("bench")
+    src = write_wfdb_folder(root / "synth", 40, fs=250, seconds=5, seed=6, noise="low", quiet=True)
+    return prepare_store("folder", src, root / "store", PreprocessConfig(fs=50, seconds=5), seed=0, quiet=True)
+
+
+def test_summary_is_mean_and_std_over_seeds():
+    rows = [{"method": "mae", "protocol": "finetune", "label_fraction": 0.1, "seed": s, "train_records": 9,
+             "macro_auroc": a, "ci95": [a - 0.1, a + 0.1]} for s, a in enumerate((0.7, 0.8, 0.9))]
+    (s,) = summarise(rows)
+    assert s["mean"] == pytest.approx(0.8) and s["std"] == pytest.approx(0.1) and s["seeds"] == 3
+    assert s["ci95"] == pytest.approx([0.7, 0.9])
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ConfigError, match="byol"):
+        BenchmarkConfig(methods=("mae", "byol"))
+
+
+def test_micro_benchmark_runs_every_combination_and_reuses_runs(store, tmp_path, capsys):
+    torch.set_num_threads(1)
+    out = tmp_path / "bench"
+    args = ["benchmark", "--data", str(store), "--out", str(out), "--methods", "mae,simclr,cmsc,scratch",
+            "--label-fractions", "0.5,1", "--seeds", "1", "--max-steps", "1", "--batch-size", "8", "--n-boot", "5",
+            "--accelerator", "cpu", "--devices", "1", "--precision", "32", "--quiet",
+            "--set", "model=ecgmae_tiny"]
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    combos = {(r["method"], r["protocol"], r["label_fraction"]) for r in res["runs"]}
+    want = {(m, p, f) for m in ("mae", "simclr", "cmsc") for p in ("linprobe", "finetune") for f in (0.5, 1.0)}
+    assert combos == want | {("scratch", "scratch", 0.5), ("scratch", "scratch", 1.0)}
+    assert len(res["summary"]) == 14 and all(0 <= s["mean"] <= 1 for s in res["summary"])
+    table = (out / "results.md").read_text()
+    assert "| cmsc | linprobe |" in table and "| scratch | scratch |" in table
+    assert (out / "auroc_vs_labels.png").stat().st_size > 1000
+    assert json.loads((out / "pretrain" / "cmsc_s0" / "config.json").read_text())["train"]["method"] == "cmsc"
+    # a second call reuses every finished run
+    stamp = (out / "runs" / "mae_finetune_0.5_s0" / "metrics.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "runs" / "mae_finetune_0.5_s0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert "| mae | finetune |" in capsys.readouterr().out
