@@ -35,7 +35,8 @@ class BenchmarkConfig:
         fractions: label fractions of the train split.
         seeds: seeds 0..seeds-1 (pre-training, label subsets, heads).
         model, model_overrides: the encoder every pre-training method trains.
-        scratch_model: what ``scratch`` trains (a reference CNN such as ``xresnet1d50``, or a model name).
+        scratch_model, scratch_overrides: what ``scratch`` trains (a reference CNN such as ``xresnet1d50``, or
+            a registered transformer with its overrides, e.g. the pre-trained architecture itself).
         pretrain_epochs, pretrain_lr: pre-training length and peak learning rate (all methods).
         finetune_epochs: downstream epochs at 100 % labels (more at small fractions, as in the demo).
         lrs: peak learning rate per downstream protocol; ``layer_decay`` applies to fine-tuning.
@@ -50,6 +51,7 @@ class BenchmarkConfig:
     model: str = "ecgmae_small"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     scratch_model: str = "xresnet1d50"
+    scratch_overrides: dict[str, Any] = field(default_factory=dict)
     pretrain_epochs: int = 10
     pretrain_lr: float = 1e-3
     finetune_epochs: int = 10
@@ -106,7 +108,8 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
                         scratch = protocol == "scratch"
                         fcfg = FinetuneConfig(
                             mode=protocol, model=cfg.scratch_model if scratch else cfg.model,
-                            model_overrides={} if scratch else dict(cfg.model_overrides), classes=cfg.classes,
+                            model_overrides=dict(cfg.scratch_overrides if scratch else cfg.model_overrides),
+                            classes=cfg.classes,
                             label_fraction=frac, epochs=epochs_for(cfg.finetune_epochs, frac),
                             batch_size=cfg.batch_size, seed=seed, n_boot=cfg.n_boot, trainer=cfg.trainer,
                             optim=OptimConfig(lr=cfg.lrs[protocol], layer_decay=cfg.layer_decay), **steps)
