@@ -13,7 +13,7 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_preset_resolves(path, capsys):
-    command = "finetune" if "finetune" in path.name else "pretrain"
+    command = next((c for c in ("finetune", "benchmark") if c in path.name), "pretrain")
     assert main([command, "--data", "x", "--out", "y", "--config", str(path), "--print-config"]) == 0
     assert "trainer:" in capsys.readouterr().out
     # model overrides are checked when a model is built; build the config here
