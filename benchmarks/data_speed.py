@@ -21,16 +21,48 @@ import numpy as np
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
-def write_corpus(folder: Path, n: int, fs: int = 500, seconds: int = 10) -> None:
+def write_corpus(folder: Path, n: int, fs: int = 500, seconds: int = 10, start: int = 0) -> None:
+    """Write records ``r{start:05d}`` .. ``r{start + n - 1:05d}`` (WFDB format 16) into ``folder``."""
     import wfdb
 
     t = np.arange(fs * seconds) / fs
-    rng = np.random.default_rng(0)
-    for i in range(n):
+    rng = np.random.default_rng(start)
+    for i in range(start, start + n):
         x = np.stack([np.sin(2 * np.pi * (1.1 + 0.05 * k) * t) for k in range(12)], 1)
         x += rng.normal(0, 0.05, x.shape)
         wfdb.wrsamp(f"r{i:05d}", fs=fs, units=["mV"] * 12, sig_name=LEADS, p_signal=x, fmt=["16"] * 12,
                     write_dir=str(folder))
+
+
+def prepare_rate(src: Path, out: Path, workers: int, fs: float = 100, seconds: float = 10) -> float:
+    """Records/s of ``prepare_store("folder", src, out)`` to ``fs`` Hz with ``workers`` readers."""
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.store import prepare_store
+
+    n = len(list(src.glob("*.hea")))
+    t0 = time.perf_counter()
+    prepare_store("folder", src, out, PreprocessConfig(fs=fs, seconds=seconds), workers=workers, quiet=True)
+    return n / (time.perf_counter() - t0)
+
+
+def loader_rate(store_path: Path, window: int, batch: int, workers: int, epochs: int = 3) -> float:
+    """Samples/s from the store through the engine's DataLoader (``make_loader``) + ``CropDataset``.
+
+    Worker start-up is included (the engine's workers are not persistent across epochs).
+    """
+    from ecgmae.data.dataset import CropDataset
+    from ecgmae.data.store import Store
+    from ecgmae.engine.data import make_loader
+
+    store = Store.open(store_path)
+    ds = CropDataset(store, np.arange(len(store)), window, train=True, seed=0)
+    loader = make_loader(ds, batch_size=batch, train=True, seed=0, num_workers=workers)
+    t0, seen = time.perf_counter(), 0
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        for item in loader:
+            seen += item["x"].shape[0]
+    return seen / (time.perf_counter() - t0)
 
 
 def emit(**row: object) -> None:
@@ -102,13 +134,9 @@ def main() -> None:
             ds[int(i)]
         emit(metric="random training crops, one core", window=window,
              samples_per_s=round(len(order) / (time.perf_counter() - t0), 1))
-        loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=0)
-        t0, seen = time.perf_counter(), 0
-        for _ in range(3):
-            for batch in loader:
-                seen += batch["x"].shape[0]
-        emit(metric="DataLoader batches of 64, 0 workers", samples_per_s=round(seen / (time.perf_counter() - t0), 1))
-
+        for workers in (0, 1):
+            rate = loader_rate(store_path, window, 64, workers)
+            emit(metric=f"engine DataLoader batches of 64, {workers} workers", samples_per_s=round(rate, 1))
 
 if __name__ == "__main__":
     main()

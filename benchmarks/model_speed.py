@@ -52,7 +52,7 @@ def count_flops(model: ECGMAE, x: torch.Tensor, ratio: float, bf16: bool) -> dic
     """FLOPs of one forward + backward, total and per top-level part."""
     counter = FlopCounterMode(display=False)
     with counter:
-        with sdpa_kernel(SDPBackend.MATH), _autocast(bf16):
+        with sdpa_kernel(SDPBackend.MATH), _autocast(bf16, x.device.type):
             out = model(x, mask_ratio=ratio)
         out.loss.backward()
     model.zero_grad(set_to_none=True)
@@ -64,28 +64,33 @@ def count_flops(model: ECGMAE, x: torch.Tensor, ratio: float, bf16: bool) -> dic
     return {"total": counter.get_total_flops(), "encoder": encoder, "patch_embed": patch_embed}
 
 
-def _autocast(bf16: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+def _autocast(bf16: bool, device: str = "cpu"):
+    return torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
-def train_step(model: ECGMAE, opt: torch.optim.Optimizer, x: torch.Tensor, ratio: float, bf16: bool) -> float:
-    """Seconds of one training step (forward, backward, AdamW)."""
+def train_step(model: ECGMAE, opt: torch.optim.Optimizer, x: torch.Tensor, ratio: float, bf16: bool,
+               present: torch.Tensor | None = None, sync: bool = False) -> float:
+    """Seconds of one training step (forward, backward, AdamW); ``sync`` waits for the GPU."""
     t0 = time.perf_counter()
-    with _autocast(bf16):
-        loss = model(x, mask_ratio=ratio).loss
+    with _autocast(bf16, x.device.type):
+        loss = model(x, mask_ratio=ratio, present=present).loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+    if sync:
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
 def encoder_step(model: ECGMAE, x: torch.Tensor, keep: torch.Tensor, bf16: bool) -> float:
     """Seconds of the encoder's forward + backward alone on the ``keep`` tokens."""
     t0 = time.perf_counter()
-    with _autocast(bf16):
+    with _autocast(bf16, x.device.type):
         out = model.encoder.forward_features(x, keep=keep)
     out.float().square().mean().backward()
     model.zero_grad(set_to_none=True)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
