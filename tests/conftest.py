@@ -48,3 +48,13 @@ def ecg_like(b: int, leads: int, t: int, fs: float = 100.0, seed: int = 0, noise
     beats = torch.exp(-(((time + phase) % 0.8 - 0.4) ** 2) / (2 * 0.02**2))  # (B, 1, T)
     amp = torch.linspace(-1.0, 1.5, leads)[None, :, None]
     return (amp * beats + noise * torch.randn(b, leads, t, generator=g)).float()
+
+
+def synth_store(root: Path, n: int, *, seed: int, synth_fs: float = 250, fs: float = 50, seconds: float = 5) -> Path:
+    """A small prepared store of synthetic labelled 12-lead records (WFDB written at ``synth_fs``, stored at ``fs``)."""
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.sources.synthetic import write_wfdb_folder
+    from ecgmae.data.store import prepare_store
+
+    src = write_wfdb_folder(root / "synth", n, fs=synth_fs, seconds=seconds, seed=seed, noise="low", quiet=True)
+    return prepare_store("folder", src, root / "store", PreprocessConfig(fs=fs, seconds=seconds), seed=0, quiet=True)

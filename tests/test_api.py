@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ecgmae
-from conftest import shared_path
+from conftest import shared_path, synth_store
 from ecgmae.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from ecgmae.cli import main
 from ecgmae.errors import CheckpointError, DataError, ECGMAEError
@@ -23,16 +23,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 def build_runs(root: Path) -> dict[str, Path]:
     """Tiny synthetic store (100 Hz, 5 s) + MAE run + fine-tuned classifier + untrained time-tokenised MAE."""
-    from ecgmae.data.signal import PreprocessConfig
-    from ecgmae.data.sources.synthetic import write_wfdb_folder
-    from ecgmae.data.store import prepare_store
     from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
     from ecgmae.engine.run import finetune, pretrain
 
     torch.set_num_threads(1)
     cpu = TrainerConfig(accelerator="cpu", devices="1", precision="32", log_every=1)
-    src = write_wfdb_folder(root / "synth", 48, fs=200, seconds=5, seed=3, noise="low", quiet=True)
-    store = prepare_store("folder", src, root / "store", PreprocessConfig(fs=100, seconds=5), seed=0, quiet=True)
+    store = synth_store(root, 48, seed=3, synth_fs=200, fs=100)
+    src = root / "synth"
     opt = OptimConfig(lr=2e-3)
     mae = pretrain(store, root / "mae", PretrainConfig(model="ecgmae_tiny", max_steps=8, batch_size=16, trainer=cpu,
                                                        optim=opt), quiet=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import synth_store
 from ecgmae.benchmark import BenchmarkConfig, summarise
 from ecgmae.cli import main
 from ecgmae.config import ConfigError
@@ -15,13 +16,7 @@ from ecgmae.config import ConfigError
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from ecgmae.data.signal import PreprocessConfig
-    from ecgmae.data.sources.synthetic import write_wfdb_folder
-    from ecgmae.data.store import prepare_store
-
-    root = tmp_path_factory.mktemp("bench")
-    src = write_wfdb_folder(root / "synth", 40, fs=250, seconds=5, seed=6, noise="low", quiet=True)
-    return prepare_store("folder", src, root / "store", PreprocessConfig(fs=50, seconds=5), seed=0, quiet=True)
+    return synth_store(tmp_path_factory.mktemp("bench"), 40, seed=6)
 
 
 def test_summary_is_mean_and_std_over_seeds():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import synth_store
 from ecgmae.cli import main
 from ecgmae.config import ConfigError
 from ecgmae.engine.config import OptimConfig, PretrainConfig, TrainerConfig
@@ -93,13 +94,7 @@ def test_lead_dropout_keeps_a_lead_and_time_mask_one_short_stretch():
 # ------------------------------------------------------------------------------------------- engine
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from ecgmae.data.signal import PreprocessConfig
-    from ecgmae.data.sources.synthetic import write_wfdb_folder
-    from ecgmae.data.store import prepare_store
-
-    root = tmp_path_factory.mktemp("contrastive")
-    src = write_wfdb_folder(root / "synth", 60, fs=250, seconds=5, seed=4, noise="low", quiet=True)
-    return prepare_store("folder", src, root / "store", PreprocessConfig(fs=50, seconds=5), seed=0, quiet=True)
+    return synth_store(tmp_path_factory.mktemp("contrastive"), 60, seed=4)
 
 
 def _pre(**kw) -> PretrainConfig:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import synth_store
 from ecgmae.cli import main
 from ecgmae.config import ConfigError
 from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
@@ -23,13 +24,7 @@ CPU = TrainerConfig(accelerator="cpu", devices="1", precision="32", log_every=1)
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
-    from ecgmae.data.signal import PreprocessConfig
-    from ecgmae.data.sources.synthetic import write_wfdb_folder
-    from ecgmae.data.store import prepare_store
-
-    root = tmp_path_factory.mktemp("engine")
-    src = write_wfdb_folder(root / "synth", 160, fs=250, seconds=5, seed=3, noise="low", quiet=True)
-    return prepare_store("folder", src, root / "store", PreprocessConfig(fs=50, seconds=5), seed=0, quiet=True)
+    return synth_store(tmp_path_factory.mktemp("engine"), 160, seed=3)
 
 
 def _pre(**kw) -> PretrainConfig:
