@@ -21,7 +21,7 @@ import numpy as np
 from ecgmae.config import ConfigError, to_dict
 from ecgmae.demo import claim_out, epochs_for
 from ecgmae.engine.config import METHODS, FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
-from ecgmae.utils import atomic_path, log, write_json_atomic, write_text_atomic
+from ecgmae.utils import log, write_json_atomic, write_text_atomic
 
 PROTOCOLS = ("linprobe", "finetune")
 
@@ -167,7 +167,7 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> str:
 
 def plot_auroc_vs_labels(summary: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Test macro AUROC against label fraction (log axis), one line per method and protocol, ± std."""
-    from ecgmae.viz import _pyplot
+    from ecgmae.viz import _pyplot, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -184,8 +184,4 @@ def plot_auroc_vs_labels(summary: Sequence[dict[str, Any]], path: str | Path) ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

@@ -30,6 +30,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically (temp file + rename) and close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def read_metrics(run: str | Path):
     """The Lightning CSV log of a run directory as a DataFrame (``metrics.csv`` or ``logs/metrics.csv``)."""
     import pandas as pd
@@ -76,11 +85,7 @@ def plot_curves(runs: Sequence[str | Path], out: str | Path, labels: Sequence[st
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -177,8 +182,4 @@ def plot_reconstruction(rec: Reconstruction, out: str | Path, *, start: float = 
     fig.suptitle(title or f"{rec.name}: {rec.mask_ratio:.0%} of patches masked, masked RMSE {rmse:.3f} mV "
                  f"({rec.fs:g} Hz, {start:g}-{start + dur:g} s; grid 0.2 s x 0.5 mV)", fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)

@@ -8,6 +8,7 @@ from torch import nn
 
 from ecgmae.data.dataset import WindowDataset
 from ecgmae.data.store import Store
+from ecgmae.inference import aggregate_records
 from ecgmae.utils import progress
 
 
@@ -30,8 +31,6 @@ def predict_records(
     Returns:
         ``(probs, labels)``: (len(indices), K) float64 and (len(indices), K) uint8.
     """
-    from ecgmae.engine.modules import aggregate_records
-
     model.eval()
     ds = WindowDataset(store, indices, window, stride)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
