@@ -153,6 +153,11 @@ class Store:
         """Which of :attr:`leads` record ``i`` really has, ``(L,)`` bool."""
         return self._present[i].copy()
 
+    def all_present(self, indices: Any = None) -> bool:
+        """True when every record (of ``indices``, or the whole store) has every lead."""
+        present = self._present if indices is None else self._present[np.asarray(indices, dtype=np.int64)]
+        return bool(present.all())
+
     def split_indices(self, split: str) -> np.ndarray:
         """Positions of the records in ``split`` (train, val or test)."""
         if split not in SPLITS:

@@ -9,6 +9,7 @@ from ecgmae.config import ConfigError
 
 MODES = ("finetune", "linprobe", "scratch")
 METHODS = ("mae", "simclr", "cmsc")
+POSITIVES = ("record", "patient")
 PRECISIONS = ("auto", "32", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 
 
@@ -81,6 +82,37 @@ class TrainerConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Strengths of the SimCLR augmentations (each applied to every view; 0 switches one off).
+
+    Amplitudes are in the store's units after preprocessing (mV, or standard deviations when the store is
+    standardised per lead).
+
+    Attributes:
+        scale: amplitude factor range ``[1 - scale, 1 + scale]``, in [0, 1).
+        noise: Gaussian noise standard deviation, >= 0.
+        baseline: largest constant offset per lead, >= 0.
+        lead_drop: probability of zeroing a lead, in [0, 1) (one lead is always kept).
+        time_mask: largest fraction of the window zeroed, in [0, 1).
+    """
+
+    scale: float = 0.5
+    noise: float = 0.05
+    baseline: float = 0.3
+    lead_drop: float = 0.2
+    time_mask: float = 0.2
+
+    def __post_init__(self) -> None:
+        for name in ("scale", "lead_drop", "time_mask"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"augment.{name} must be in [0, 1), got {value}")
+        for name in ("noise", "baseline"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
     """Pre-training run: masked autoencoder, or a contrastive objective on the same encoder.
 
@@ -96,6 +128,10 @@ class PretrainConfig:
             which draw their two views from a span of two windows).
         temperature: softmax temperature of the contrastive losses.
         proj_dim: output size of the contrastive projection head (dropped after pre-training).
+        augment: SimCLR augmentation strengths (crops are always random).
+        positives: ``cmsc`` positive pairs: "record" (two adjacent segments of one record) or "patient"
+            (a segment of the record and one of another record of the same patient when the store names
+            patients; the record itself otherwise). Same-patient segments are never negatives then.
         splits: store splits used for pre-training (labels are never read).
         optim: optimiser and schedule.
         trainer: hardware and loop settings.
@@ -111,6 +147,8 @@ class PretrainConfig:
     window_seconds: float | None = None
     temperature: float = 0.1
     proj_dim: int = 128
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    positives: str = "record"
     splits: tuple[str, ...] = ("train",)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.05))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -123,6 +161,10 @@ class PretrainConfig:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.proj_dim < 1:
             raise ConfigError(f"proj_dim must be >= 1, got {self.proj_dim}")
+        if self.positives not in POSITIVES:
+            raise ConfigError(f"positives must be one of {', '.join(POSITIVES)}, got {self.positives!r}")
+        if self.positives == "patient" and self.method != "cmsc":
+            raise ConfigError(f"positives='patient' applies to method cmsc, not {self.method!r}")
         _check_loop(self.epochs, self.max_steps, self.batch_size)
 
 

@@ -69,19 +69,33 @@ class EpochKeyed(Dataset):
 
 
 class PairSpanDataset(Dataset):
-    """Two windows per record side by side, ``x: (L, 2 * window)``, for the contrastive objectives.
+    """Two windows per item side by side, ``x: (L, 2 * window)``, for the contrastive objectives.
 
-    A record of at least two windows gives a random (train) or centred crop of ``2 * window`` samples,
-    i.e. two adjacent non-overlapping segments; a shorter one gives its first and its last window, which
-    overlap. The crop is a pure function of ``(seed, epoch, item)`` like :class:`CropDataset`'s.
+    By default both windows come from one record: one of at least two windows gives a random (train) or
+    centred crop of ``2 * window`` samples, i.e. two adjacent non-overlapping segments; a shorter one gives
+    its first and its last window, which overlap. With ``groups`` (a patient code per item), the second
+    window comes from another record of the same group when there is one (CLOCS's same-patient positives),
+    and each item carries ``group`` so that the loss never uses a same-patient segment as a negative.
+    Crops and partners are pure functions of ``(seed, epoch, item)`` like :class:`CropDataset`'s.
 
     Args:
         base: a ``CropDataset`` of single windows (its store, indices, window, seed and train flag are used).
+        groups: optional ``(len(base),)`` integer group per item; None = every record is its own group.
     """
 
-    def __init__(self, base: Any) -> None:
+    def __init__(self, base: Any, groups: np.ndarray | None = None) -> None:
         self.base = base
         self.epoch = 0
+        self.groups = None if groups is None else np.asarray(groups, dtype=np.int64)
+        if self.groups is not None and len(self.groups) != len(base):
+            raise ValueError(f"groups: {len(self.groups)} entries for {len(base)} items")
+        self._members: dict[int, np.ndarray] = {}
+        if self.groups is not None:
+            order = np.argsort(self.groups, kind="stable")
+            bounds = np.flatnonzero(np.diff(self.groups[order])) + 1
+            for members in np.split(order, bounds):
+                if len(members) > 1:
+                    self._members.update({int(m): members for m in members})
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -90,22 +104,49 @@ class PairSpanDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
+    def _rng(self, i: int, salt: int) -> np.random.Generator:
+        return np.random.default_rng([self.base.seed % 2**63, self.epoch, i, salt])
+
+    def partner(self, i: int) -> int:
+        """The item whose record gives item ``i``'s second window (``i`` itself without a group mate)."""
+        members = self._members.get(i)
+        if members is None:
+            return i
+        others = members[members != i]
+        return int(others[self._rng(i, 3).integers(len(others))]) if self.base.train else int(others[0])
+
     def starts(self, i: int) -> tuple[int, int]:
-        """First samples of item ``i``'s two windows."""
+        """First samples of item ``i``'s two windows (when both come from its own record)."""
         b, w = self.base, self.base.window
         valid = b.store.valid_length(int(b.indices[i]))
         slack = valid - 2 * w
         if slack < 0:
             return 0, max(0, valid - w)
-        s = slack // 2 if not b.train else int(np.random.default_rng([b.seed % 2**63, self.epoch, i, 2])
-                                                 .integers(0, slack + 1))
+        s = slack // 2 if not b.train else int(self._rng(i, 2).integers(0, slack + 1))
         return s, s + w
 
+    def _start(self, i: int, salt: int) -> int:
+        b = self.base
+        slack = max(0, b.store.valid_length(int(b.indices[i])) - b.window)
+        return slack // 2 if not b.train else int(self._rng(i, salt).integers(0, slack + 1))
+
     def __getitem__(self, i: int) -> dict[str, Any]:
-        rec = int(self.base.indices[i])
-        s1, s2 = self.starts(i)
-        a, b = self.base._item(rec, s1), self.base._item(rec, s2)
-        return {**a, "x": torch.cat([a["x"], b["x"]], dim=-1), "valid": a["valid"] + b["valid"]}
+        rec, j = int(self.base.indices[i]), self.partner(i)
+        if j == i:
+            s1, s2 = self.starts(i)
+            a, b = self.base._item(rec, s1), self.base._item(rec, s2)
+        else:
+            a = self.base._item(rec, self._start(i, 4))
+            b = self.base._item(int(self.base.indices[j]), self._start(j, 5))
+        group = rec if self.groups is None else int(self.groups[i])
+        return {**a, "x": torch.cat([a["x"], b["x"]], dim=-1), "valid": a["valid"] + b["valid"], "group": group}
+
+
+def patient_groups(patients: Sequence[str], records: Sequence[str]) -> np.ndarray:
+    """An integer group per record: shared by records of one patient; records without a patient stand alone."""
+    keys = [f"p:{p}" if isinstance(p, str) and p else f"r:{r}" for p, r in zip(patients, records, strict=True)]
+    _, codes = np.unique(np.array(keys, dtype=object), return_inverse=True)
+    return codes.astype(np.int64)
 
 
 def make_loader(

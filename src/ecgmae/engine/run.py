@@ -22,7 +22,7 @@ from ecgmae.data.dataset import CropDataset, WindowDataset
 from ecgmae.data.io import LEADS_12
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
-from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, select_classes
+from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, patient_groups, select_classes
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
 from ecgmae.engine.trainer import build_trainer
@@ -171,8 +171,9 @@ def pretrain(
         train_ds: Any = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
         val_ds: Any = CropDataset(store, val_idx, window, train=False, seed=cfg.seed) if len(val_idx) else None
         if contrastive:
-            train_ds = PairSpanDataset(train_ds)
-            val_ds = None if val_ds is None else PairSpanDataset(val_ds)
+            groups = _groups(store, cfg.positives)
+            train_ds = PairSpanDataset(train_ds, None if groups is None else groups[train_idx])
+            val_ds = None if val_ds is None else PairSpanDataset(val_ds, None if groups is None else groups[val_idx])
         trainer = build_trainer(
             cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor=None,
             grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
@@ -182,8 +183,9 @@ def pretrain(
         net, leads = _maybe_compile(model, cfg.trainer.compile), lead_positions(store.leads)
         module: L.LightningModule = (
             ContrastiveModule(net, cfg.optim, total, cfg.seed, method=cfg.method, temperature=cfg.temperature,
-                              lead_idx=leads)
-            if contrastive else MAEModule(net, cfg.optim, total, cfg.seed, lead_idx=leads)
+                              augment_cfg=cfg.augment, lead_idx=leads)
+            if contrastive else MAEModule(net, cfg.optim, total, cfg.seed, lead_idx=leads,
+                                          use_present=not store.all_present(np.concatenate([train_idx, val_idx])))
         )
         loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
         trainer.fit(module, datamodule=loaders, ckpt_path="last" if resume else None)
@@ -200,6 +202,17 @@ def pretrain(
     log.info("%s pre-training done: %s (%d steps)", cfg.method, out / "encoder.safetensors",
              meta["train"]["steps"])
     return out
+
+
+def _groups(store: Store, positives: str) -> np.ndarray | None:
+    """Patient groups over the whole store for ``positives='patient'``; None for record positives."""
+    if positives != "patient":
+        return None
+    groups = patient_groups(store.index["patient"].tolist(), store.index["record"].tolist())
+    if len(np.unique(groups)) == len(groups):
+        log.warning("positives='patient': the store names no patient with several records; "
+                    "each record is its own positive pair (as with positives='record')")
+    return groups
 
 
 def _maybe_compile(model: torch.nn.Module, compile_: bool) -> torch.nn.Module:

@@ -10,12 +10,11 @@ References: Chen et al. 2020 (SimCLR), Kiyasseh et al. 2021 (CLOCS: contrastive 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ecgmae.engine.config import AugmentConfig
 from ecgmae.models.encoder import ECGEncoder, param_groups
 
 
@@ -71,27 +70,9 @@ def time_mask(x: torch.Tensor, gen: torch.Generator, max_frac: float = 0.2) -> t
     return x * (~hidden).to(device=x.device, dtype=x.dtype)[:, None, :]
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Strengths of the SimCLR augmentations (each applied to every view; 0 switches one off).
-
-    Attributes:
-        scale: amplitude factor range ``[1 - scale, 1 + scale]``.
-        noise: Gaussian noise standard deviation.
-        baseline: largest constant offset per lead.
-        lead_drop: probability of zeroing a lead.
-        time_mask: largest fraction of the window zeroed.
-    """
-
-    scale: float = 0.5
-    noise: float = 0.05
-    baseline: float = 0.3
-    lead_drop: float = 0.2
-    time_mask: float = 0.2
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig = AugmentConfig()) -> torch.Tensor:
-    """Scaling, noise, baseline shift, lead dropout and time masking, in that order."""
+def augment(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig | None = None) -> torch.Tensor:
+    """Scaling, noise, baseline shift, lead dropout and time masking, in that order (``None``: defaults)."""
+    cfg = cfg or AugmentConfig()
     if cfg.scale:
         x = amplitude_scale(x, gen, 1 - cfg.scale, 1 + cfg.scale)
     if cfg.noise:
