@@ -30,12 +30,17 @@ def test_summary_is_mean_and_std_over_seeds():
 def test_unknown_method_is_refused():
     with pytest.raises(ConfigError, match="byol"):
         BenchmarkConfig(methods=("mae", "byol"))
+    with pytest.raises(ConfigError, match="scratch:MODEL"):
+        BenchmarkConfig(methods=("mae", "scratch:"))
+    with pytest.raises(ConfigError, match="listed twice"):
+        BenchmarkConfig(methods=("mae", "scratch", "mae"))
 
 
 def test_micro_benchmark_runs_every_combination_and_reuses_runs(store, tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "bench"
-    args = ["benchmark", "--data", str(store), "--out", str(out), "--methods", "mae,simclr,cmsc,scratch",
+    args = ["benchmark", "--data", str(store), "--out", str(out),
+            "--methods", "mae,simclr,cmsc,scratch,scratch:ecgmae_tiny",
             "--label-fractions", "0.5,1", "--seeds", "1", "--max-steps", "1", "--batch-size", "8", "--n-boot", "5",
             "--accelerator", "cpu", "--devices", "1", "--precision", "32", "--quiet",
             "--set", "model=ecgmae_tiny"]
@@ -43,10 +48,14 @@ def test_micro_benchmark_runs_every_combination_and_reuses_runs(store, tmp_path,
     res = json.loads((out / "results.json").read_text())
     combos = {(r["method"], r["protocol"], r["label_fraction"]) for r in res["runs"]}
     want = {(m, p, f) for m in ("mae", "simclr", "cmsc") for p in ("linprobe", "finetune") for f in (0.5, 1.0)}
-    assert combos == want | {("scratch", "scratch", 0.5), ("scratch", "scratch", 1.0)}
-    assert len(res["summary"]) == 14 and all(0 <= s["mean"] <= 1 for s in res["summary"])
+    scratch = {(m, "scratch", f) for m in ("scratch", "scratch:ecgmae_tiny") for f in (0.5, 1.0)}
+    assert combos == want | scratch
+    assert len(res["summary"]) == 16 and all(0 <= s["mean"] <= 1 for s in res["summary"])
     table = (out / "results.md").read_text()
     assert "| cmsc | linprobe |" in table and "| scratch | scratch |" in table
+    assert table.index("| scratch | scratch |") < table.index("| scratch:ecgmae_tiny | scratch |")
+    card = json.loads((out / "runs" / "scratch-ecgmae_tiny_scratch_1_s0" / "model_card.json").read_text())
+    assert card["model"]["name"] == "ecgmae_tiny"
     assert (out / "auroc_vs_labels.png").stat().st_size > 1000
     assert json.loads((out / "pretrain" / "cmsc_s0" / "config.json").read_text())["train"]["method"] == "cmsc"
     # a second call reuses every finished run

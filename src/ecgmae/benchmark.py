@@ -31,7 +31,10 @@ class BenchmarkConfig:
     """What to compare and how long each run trains.
 
     Attributes:
-        methods: pre-training methods (:data:`ecgmae.engine.config.METHODS`) and/or ``scratch``.
+        methods: pre-training methods (:data:`ecgmae.engine.config.METHODS`), ``scratch`` (trains
+            ``scratch_model`` with ``scratch_overrides``) and/or ``scratch:MODEL`` (any registered model,
+            e.g. ``scratch:xresnet1d50``, from random weights as registered), so that one table can hold both
+            the pre-trained architecture from scratch and a reference CNN.
         fractions: label fractions of the train split.
         seeds: seeds 0..seeds-1 (pre-training, label subsets, heads).
         model, model_overrides: the encoder every pre-training method trains.
@@ -64,9 +67,12 @@ class BenchmarkConfig:
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(log_every=5))
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in (*METHODS, "scratch")]
+        bad = [m for m in self.methods if m not in (*METHODS, "scratch") and not _scratch_model(m)]
         if bad or not self.methods:
-            raise ConfigError(f"methods: {', '.join(bad) or 'none'} not among {', '.join((*METHODS, 'scratch'))}")
+            raise ConfigError(f"methods: {', '.join(bad) or 'none'} not among "
+                              f"{', '.join((*METHODS, 'scratch'))} or scratch:MODEL")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"methods: listed twice in {', '.join(self.methods)}")
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"fractions must be in (0, 1], got {self.fractions}")
         if self.seeds < 1:
@@ -89,7 +95,7 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
     steps = {"max_steps": cfg.max_steps} if cfg.max_steps >= 0 else {}
     for seed in range(cfg.seeds):
         for method in cfg.methods:
-            if method == "scratch":
+            if method == "scratch" or _scratch_model(method):
                 jobs = [("scratch", None)]
             else:
                 enc = out / "pretrain" / f"{method}_s{seed}"
@@ -102,13 +108,12 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
                 jobs = [(p, enc) for p in PROTOCOLS]
             for frac in cfg.fractions:
                 for protocol, enc_dir in jobs:
-                    run = out / "runs" / f"{method}_{protocol}_{frac:g}_s{seed}"
+                    run = out / "runs" / f"{method.replace(':', '-')}_{protocol}_{frac:g}_s{seed}"
                     if not (run / "metrics.json").exists():
                         log.info("%s %s at %g %% labels, seed %d", method, protocol, 100 * frac, seed)
-                        scratch = protocol == "scratch"
+                        model, overrides = _run_model(cfg, method)
                         fcfg = FinetuneConfig(
-                            mode=protocol, model=cfg.scratch_model if scratch else cfg.model,
-                            model_overrides=dict(cfg.scratch_overrides if scratch else cfg.model_overrides),
+                            mode=protocol, model=model, model_overrides=overrides,
                             classes=cfg.classes,
                             label_fraction=frac, epochs=epochs_for(cfg.finetune_epochs, frac),
                             batch_size=cfg.batch_size, seed=seed, n_boot=cfg.n_boot, trainer=cfg.trainer,
@@ -143,8 +148,24 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _order(method: str) -> int:
-    return (*METHODS, "scratch").index(method)
+def _scratch_model(method: str) -> str:
+    """``MODEL`` of a ``scratch:MODEL`` entry ("" for anything else)."""
+    prefix, _, model = method.partition(":")
+    return model if prefix == "scratch" and model else ""
+
+
+def _run_model(cfg: BenchmarkConfig, method: str) -> tuple[str, dict[str, Any]]:
+    """(model name, overrides) a downstream run of ``method`` builds (pre-trained runs bring their encoder's)."""
+    if method == "scratch":
+        return cfg.scratch_model, dict(cfg.scratch_overrides)
+    if _scratch_model(method):
+        return _scratch_model(method), {}
+    return cfg.model, dict(cfg.model_overrides)
+
+
+def _order(method: str) -> tuple[int, str]:
+    known = (*METHODS, "scratch")
+    return (known.index(method), "") if method in known else (len(known), method)
 
 
 def summary_table(summary: Sequence[dict[str, Any]]) -> str:

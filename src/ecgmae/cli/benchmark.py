@@ -29,7 +29,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--data", required=True, help="prepared store directory (with labels)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--methods", type=_csv(str), help="comma-separated: mae,simclr,cmsc,scratch (default all)")
+    p.add_argument("--methods", type=_csv(str),
+                   help="comma-separated: mae,simclr,cmsc,scratch (default all); scratch:MODEL adds any registered "
+                        "model from random weights, e.g. scratch:xresnet1d101")
     p.add_argument("--label-fractions", dest="fractions", type=_csv(float), help="e.g. 0.01,0.1,1 (default)")
     p.add_argument("--seeds", type=int, help="number of seeds (default 3)")
     p.add_argument("--model", help="encoder every method pre-trains (default ecgmae_small)")
