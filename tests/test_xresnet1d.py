@@ -94,3 +94,14 @@ def test_scratch_cli_trains_and_the_run_reloads(store, tmp_path, capsys):
     probs = api.predict_proba(np.zeros((12, 250), np.float32), fs=50)
     assert probs.shape == (len(meta["label_names"]),) and np.all((probs >= 0) & (probs <= 1))
     assert api.embed_dim == 4096
+    # the CNN exports to ONNX with the same probabilities as the API (dynamic batch, metadata)
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from ecgmae.export import export_onnx
+
+    rep = export_onnx(run, tmp_path / "cnn.onnx")
+    assert rep["kind"] == "classifier" and max(rep["max_abs_diff"].values()) <= 1e-4
+    x = np.random.default_rng(0).standard_normal((4, 12, 250)).astype(np.float32)
+    _, onnx_probs = ort.InferenceSession(str(tmp_path / "cnn.onnx")).run(None, {"x": x})
+    np.testing.assert_allclose(onnx_probs, api.predict_proba(x, fs=50), atol=1e-4)
