@@ -34,6 +34,12 @@ def test_unknown_method_is_refused():
         BenchmarkConfig(methods=("mae", "scratch:"))
     with pytest.raises(ConfigError, match="listed twice"):
         BenchmarkConfig(methods=("mae", "scratch", "mae"))
+    with pytest.raises(ConfigError, match="unknown model 'resnet9000'"):
+        BenchmarkConfig(methods=("mae", "scratch:resnet9000"))
+    with pytest.raises(ConfigError, match="scratch_model: unknown model"):
+        BenchmarkConfig(scratch_model="xresnet1d18")
+    with pytest.raises(ConfigError, match="supervised CNN"):
+        BenchmarkConfig(model="xresnet1d50")
 
 
 def test_micro_benchmark_runs_every_combination_and_reuses_runs(store, tmp_path, capsys):
