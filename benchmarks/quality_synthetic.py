@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=150)
     ap.add_argument("--finetune-epochs", type=int, default=20, help="at 100 %% labels (x3 at 10 %%, x6 at 1 %%)")
     ap.add_argument("--fractions", default="0.01,0.1,1")
+    ap.add_argument("--mask-ratio", type=float, default=0.5,
+                    help="MAE mask ratio; 0.5 beat the paper's 0.75 on validation AUROC in a 1-seed pilot here")
     ap.add_argument("--methods", default="mae,simclr,cmsc,scratch",
                     help="add scratch:xresnet1d50 for the reference CNN (about 2-3 s per 64-record step here)")
     ap.add_argument("--scratch-model", default="demo",
@@ -47,7 +49,7 @@ def main() -> None:
     demo_scratch = args.scratch_model == "demo"
     cfg = BenchmarkConfig(
         methods=tuple(args.methods.split(",")), fractions=tuple(float(f) for f in args.fractions.split(",")),
-        seeds=args.seeds, model="ecgmae_small", model_overrides=dict(DEMO_MODEL),
+        seeds=args.seeds, model="ecgmae_small", model_overrides={**DEMO_MODEL, "mask_ratio": args.mask_ratio},
         scratch_model="ecgmae_small" if demo_scratch else args.scratch_model,
         scratch_overrides=dict(DEMO_MODEL) if demo_scratch else {},
         pretrain_epochs=args.pretrain_epochs, pretrain_lr=1.5e-3, finetune_epochs=args.finetune_epochs,
