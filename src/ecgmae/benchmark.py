@@ -202,12 +202,14 @@ def plot_auroc_vs_labels(summary: Sequence[dict[str, Any]], path: str | Path) ->
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     combos = sorted({(s["method"], s["protocol"]) for s in summary}, key=lambda k: (_order(k[0]), k[1]))
+    methods = list(dict.fromkeys(m for m, _ in combos))
+    colors = plt.get_cmap("tab10")
     for method, protocol in combos:
         pts = sorted((s for s in summary if (s["method"], s["protocol"]) == (method, protocol)),
                      key=lambda s: s["label_fraction"])
         ax.errorbar([s["label_fraction"] for s in pts], [s["mean"] for s in pts], yerr=[s["std"] for s in pts],
                     marker="o", capsize=3, label=method if protocol == "scratch" else f"{method} {protocol}",
-                    linestyle="--" if protocol == "linprobe" else "-")
+                    color=colors(methods.index(method) % 10), linestyle="--" if protocol == "linprobe" else "-")
     ax.set_xscale("log")
     ax.set_xlabel("label fraction")
     ax.set_ylabel("test macro AUROC")
