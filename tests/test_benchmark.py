@@ -69,3 +69,23 @@ def test_micro_benchmark_runs_every_combination_and_reuses_runs(store, tmp_path,
     assert main(args) == 0
     assert (out / "runs" / "mae_finetune_0.5_s0" / "metrics.json").stat().st_mtime_ns == stamp
     assert "| mae | finetune |" in capsys.readouterr().out
+
+
+def test_a_rerun_may_add_seeds_and_methods_but_not_change_training(store, tmp_path, capsys):
+    torch.set_num_threads(1)
+    out = tmp_path / "grow"
+    base = ["benchmark", "--data", str(store), "--out", str(out), "--label-fractions", "1", "--max-steps", "1",
+            "--batch-size", "8", "--n-boot", "5", "--accelerator", "cpu", "--devices", "1", "--precision", "32",
+            "--quiet", "--set", "model=ecgmae_tiny"]
+    assert main([*base, "--methods", "mae", "--seeds", "1"]) == 0
+    first = out / "runs" / "mae_linprobe_1_s0" / "metrics.json"
+    stamp = first.stat().st_mtime_ns
+    assert main([*base, "--methods", "mae,scratch:ecgmae_tiny", "--seeds", "2"]) == 0
+    assert first.stat().st_mtime_ns == stamp  # seed 0 reused
+    res = json.loads((out / "results.json").read_text())
+    assert {(r["method"], r["seed"]) for r in res["runs"]} == {
+        (m, s) for m in ("mae", "scratch:ecgmae_tiny") for s in (0, 1)}
+    assert all(s["seeds"] == 2 for s in res["summary"])
+    capsys.readouterr()
+    assert main([*base, "--methods", "mae", "--seeds", "2", "--pretrain-epochs", "3"]) == 2
+    assert "holds a run with other settings" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ecgmae.cli import main
+from ecgmae.cli import COMMANDS, main
 from ecgmae.config import ConfigError
 from ecgmae.data.sources import synthetic
 from ecgmae.data.sources.synthetic import (
@@ -404,3 +404,13 @@ def test_amplitudes_stay_physiological_over_many_records():
                       for i in range(2500)])
     assert peaks.max() < 20.0, (peaks.argmax(), peaks.max())
     assert np.median(peaks) > 0.5
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example_and_no_escaped_percent(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"Example:\n  ecgmae {command}" in out and "--quiet" in out
+    assert "%%" not in out, out

@@ -4,7 +4,8 @@ For every seed, each pre-training method (``mae``, ``simclr``, ``cmsc``) is pre-
 store's train split, then linear-probed and fine-tuned at every label fraction; ``scratch`` trains the
 reference CNN (or any registered model) from random weights. Everything is scored on the test split
 by macro AUROC with a bootstrap 95 % CI. Re-running continues: finished runs are reused as long as the
-settings are unchanged.
+training settings are unchanged, and a re-run may add methods, label fractions or seeds (the tables then
+cover exactly what that call asked for).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ecgmae.engine.config import METHODS, FinetuneConfig, OptimConfig, PretrainC
 from ecgmae.utils import log, write_json_atomic, write_text_atomic
 
 PROTOCOLS = ("linprobe", "finetune")
+EXTENDABLE = ("methods", "fractions", "seeds")  # settings a re-run into the same directory may change
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,9 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
 
     out, data = Path(out), Path(data)
     settings = {"data": str(data.resolve()), **to_dict(cfg)}
-    claim_out(out, settings, "benchmark_config.json", overwrite=overwrite)
+    # runs are keyed by method, fraction and seed, so a re-run may add any of those; the rest must match
+    claim_out(out, {k: v for k, v in settings.items() if k not in EXTENDABLE}, "benchmark_config.json",
+              overwrite=overwrite)
     t0, rows = time.perf_counter(), []
     steps = {"max_steps": cfg.max_steps} if cfg.max_steps >= 0 else {}
     for seed in range(cfg.seeds):

@@ -20,12 +20,13 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """Register subcommand ``name`` whose ``--help`` ends with ``Example:`` and ``example``.
 
+    ``help`` is %-formatted by argparse (write ``%%``); ``description`` is printed verbatim (write ``%``).
     Adds ``--quiet`` (no progress bars, warnings only) and ``--verbose`` to every command.
     """
     parser = subparsers.add_parser(
         name,
         help=help,
-        description=description or help,
+        description=description or help.replace("%%", "%"),  # descriptions are printed as they are
         epilog=f"Example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -24,8 +24,9 @@ def add_parser(sub: Any) -> None:
         "--label-fractions 0.01,0.1,1 --seeds 3 --out runs/bench",
         description="For every seed: pre-train each method once on the store's train split, then linear-probe "
         "and fine-tune at every label fraction; `scratch` trains the reference CNN from random weights. "
-        "Writes OUT/results.md and OUT/results.json (test macro AUROC: mean, std over seeds, bootstrap 95%% "
-        "CI) and OUT/auroc_vs_labels.png. Re-running reuses finished runs.",
+        "Writes OUT/results.md and OUT/results.json (test macro AUROC: mean, std over seeds, bootstrap 95% "
+        "CI) and OUT/auroc_vs_labels.png. Re-running reuses finished runs and may add methods, label fractions "
+        "or seeds; other changed settings are refused.",
     )
     p.add_argument("--data", required=True, help="prepared store directory (with labels)")
     p.add_argument("--out", required=True, help="output directory")
