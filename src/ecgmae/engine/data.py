@@ -125,9 +125,10 @@ class PairSpanDataset(Dataset):
         s = slack // 2 if not b.train else int(self._rng(i, 2).integers(0, slack + 1))
         return s, s + w
 
-    def _start(self, i: int, salt: int) -> int:
+    def _start(self, rec: int, i: int, salt: int) -> int:
+        """Start of one window in store record ``rec``, drawn for item ``i``."""
         b = self.base
-        slack = max(0, b.store.valid_length(int(b.indices[i])) - b.window)
+        slack = max(0, b.store.valid_length(rec) - b.window)
         return slack // 2 if not b.train else int(self._rng(i, salt).integers(0, slack + 1))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -136,8 +137,8 @@ class PairSpanDataset(Dataset):
             s1, s2 = self.starts(i)
             a, b = self.base._item(rec, s1), self.base._item(rec, s2)
         else:
-            a = self.base._item(rec, self._start(i, 4))
-            b = self.base._item(int(self.base.indices[j]), self._start(j, 5))
+            other = int(self.base.indices[j])
+            a, b = self.base._item(rec, self._start(rec, i, 4)), self.base._item(other, self._start(other, i, 5))
         group = rec if self.groups is None else int(self.groups[i])
         return {**a, "x": torch.cat([a["x"], b["x"]], dim=-1), "valid": a["valid"] + b["valid"], "group": group}
 
