@@ -65,6 +65,16 @@ class _Base(Dataset):
                 "index": rec, "valid": valid}
 
 
+def crop_start(slack: int, train: bool, key: Sequence[int]) -> int:
+    """Start of a crop with ``slack`` spare samples: 0 without slack, centred for evaluation, else a
+    uniform draw seeded by ``key`` (so a crop is a pure function of that key)."""
+    if slack <= 0:
+        return 0
+    if not train:
+        return slack // 2
+    return int(np.random.default_rng(list(key)).integers(0, slack + 1))
+
+
 class CropDataset(_Base):
     """One crop of ``window`` samples per record.
 
@@ -91,13 +101,8 @@ class CropDataset(_Base):
 
     def start(self, i: int) -> int:
         """First sample of item ``i``'s crop (within the real signal whenever it is long enough)."""
-        rec = int(self.indices[i])
-        slack = self.store.valid_length(rec) - self.window
-        if slack <= 0:
-            return 0
-        if not self.train:
-            return slack // 2
-        return int(np.random.default_rng([self.seed % 2**63, self.epoch, i]).integers(0, slack + 1))
+        slack = self.store.valid_length(int(self.indices[i])) - self.window
+        return crop_start(slack, self.train, [self.seed % 2**63, self.epoch, i])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -len(self) <= i < len(self):

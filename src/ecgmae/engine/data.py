@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ecgmae.data.dataset import crop_start
 from ecgmae.errors import DataError
 
 
@@ -104,8 +105,8 @@ class PairSpanDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def _rng(self, i: int, salt: int) -> np.random.Generator:
-        return np.random.default_rng([self.base.seed % 2**63, self.epoch, i, salt])
+    def _key(self, i: int, salt: int) -> list[int]:
+        return [self.base.seed % 2**63, self.epoch, i, salt]
 
     def partner(self, i: int) -> int:
         """The item whose record gives item ``i``'s second window (``i`` itself without a group mate)."""
@@ -113,23 +114,18 @@ class PairSpanDataset(Dataset):
         if members is None:
             return i
         others = members[members != i]
-        return int(others[self._rng(i, 3).integers(len(others))]) if self.base.train else int(others[0])
+        if not self.base.train:
+            return int(others[0])
+        return int(others[np.random.default_rng(self._key(i, 3)).integers(len(others))])
 
     def starts(self, i: int) -> tuple[int, int]:
         """First samples of item ``i``'s two windows (when both come from its own record)."""
         b, w = self.base, self.base.window
         valid = b.store.valid_length(int(b.indices[i]))
-        slack = valid - 2 * w
-        if slack < 0:
+        if valid < 2 * w:
             return 0, max(0, valid - w)
-        s = slack // 2 if not b.train else int(self._rng(i, 2).integers(0, slack + 1))
+        s = crop_start(valid - 2 * w, b.train, self._key(i, 2))
         return s, s + w
-
-    def _start(self, rec: int, i: int, salt: int) -> int:
-        """Start of one window in store record ``rec``, drawn for item ``i``."""
-        b = self.base
-        slack = max(0, b.store.valid_length(rec) - b.window)
-        return slack // 2 if not b.train else int(self._rng(i, salt).integers(0, slack + 1))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec, j = int(self.base.indices[i]), self.partner(i)
@@ -137,8 +133,9 @@ class PairSpanDataset(Dataset):
             s1, s2 = self.starts(i)
             a, b = self.base._item(rec, s1), self.base._item(rec, s2)
         else:
-            other = int(self.base.indices[j])
-            a, b = self.base._item(rec, self._start(rec, i, 4)), self.base._item(other, self._start(other, i, 5))
+            other, base, w = int(self.base.indices[j]), self.base, self.base.window
+            a = base._item(rec, crop_start(base.store.valid_length(rec) - w, base.train, self._key(i, 4)))
+            b = base._item(other, crop_start(base.store.valid_length(other) - w, base.train, self._key(i, 5)))
         group = rec if self.groups is None else int(self.groups[i])
         return {**a, "x": torch.cat([a["x"], b["x"]], dim=-1), "valid": a["valid"] + b["valid"], "group": group}
 
