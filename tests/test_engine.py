@@ -172,3 +172,31 @@ def test_non_finite_loss_aborts_with_a_clear_message(store, tmp_path, monkeypatc
     with pytest.raises(FloatingPointError, match=r"non-finite training loss .* epoch 0, step 0"):
         pretrain(store, tmp_path / "nan", _pre(max_steps=2), quiet=True)
     assert not (tmp_path / "nan" / "encoder.safetensors").exists()
+
+
+def test_sparse_checks_keep_the_weights_and_validate_every_k_epochs(store, mae_run, tmp_path):
+    """check_every=20 steps on 8-step epochs: validation + last.ckpt every 3rd epoch, same training."""
+    import dataclasses
+
+    import pandas as pd
+
+    from ecgmae.engine.trainer import check_interval
+
+    assert check_interval(20, 8) == 3 and check_interval(0, 8) == 1 and check_interval(5, 8) == 1
+    torch.set_num_threads(1)
+    sparse = dataclasses.replace(CPU, check_every=20)
+    run = pretrain(store, tmp_path / "sparse", _pre(epochs=6, trainer=sparse), quiet=True)
+    m = pd.read_csv(run / "metrics.csv")
+    val_epochs = m.dropna(subset=["val/loss"])["epoch"].astype(int).tolist()
+    assert val_epochs == [2, 5], val_epochs
+    every_epoch = pd.read_csv(mae_run / "metrics.csv").dropna(subset=["val/loss"])["epoch"].astype(int).tolist()
+    assert every_epoch == list(range(6))
+    a, b = load_file(run / "encoder.safetensors"), load_file(mae_run / "encoder.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.load(run / "last.ckpt", weights_only=True)["epoch"] == 5
+
+
+def test_pretraining_checks_every_200_steps_by_default():
+    assert PretrainConfig().trainer.check_every == 200 and TrainerConfig().check_every == 0
+    with pytest.raises(ConfigError, match="check_every"):
+        TrainerConfig(check_every=-1)

@@ -60,6 +60,11 @@ class TrainerConfig:
         num_workers: data-loader worker processes.
         compile: wrap the model with ``torch.compile`` (slow first step; worth it for long runs).
         log_every: log training metrics every N steps.
+        check_every: validate and write ``last.ckpt`` about every N optimiser steps, rounded up to whole
+            epochs (checkpoints stay at epoch ends, where ``--resume`` is exact); an epoch longer than N
+            steps is checked at its end. 0 = every epoch (the downstream default, where the best
+            validation epoch is kept); pre-training defaults to 200. On a small store (a few steps an
+            epoch) this keeps validation and checkpoint writes from costing more than the training.
         deterministic: ask torch for deterministic algorithms.
     """
 
@@ -72,6 +77,7 @@ class TrainerConfig:
     num_workers: int = 0
     compile: bool = False
     log_every: int = 10
+    check_every: int = 0
     deterministic: bool = False
 
     def __post_init__(self) -> None:
@@ -79,6 +85,8 @@ class TrainerConfig:
             raise ConfigError(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {self.precision}")
         if self.accumulate < 1:
             raise ConfigError(f"trainer.accumulate must be >= 1, got {self.accumulate}")
+        if isinstance(self.check_every, bool) or not isinstance(self.check_every, int) or self.check_every < 0:
+            raise ConfigError(f"trainer.check_every must be an integer >= 0, got {self.check_every!r}")
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,7 @@ class PretrainConfig:
     positives: str = "record"
     splits: tuple[str, ...] = ("train",)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.05))
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(check_every=200))
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -177,6 +177,7 @@ def pretrain(
         trainer = build_trainer(
             cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor=None,
             grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
+            epoch_steps=lambda world: _steps(len(train_ds), cfg.batch_size, world, cfg.trainer.accumulate, 1, -1),
         )
         total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate,
                        cfg.epochs, cfg.max_steps)
@@ -278,6 +279,7 @@ def finetune(
     trainer = build_trainer(
         cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor="val/auroc",
         monitor_mode="max", grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
+        epoch_steps=lambda world: _steps(len(train_ds), cfg.batch_size, world, cfg.trainer.accumulate, 1, -1),
     )
     total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate, cfg.epochs,
                    cfg.max_steps)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +99,15 @@ def build_trainer(
     grad_clip: float = 0.0,
     quiet: bool = False,
     has_val: bool = True,
+    epoch_steps: Callable[[int], int] | None = None,
 ) -> L.Trainer:
     """A Lightning Trainer writing ``out/last.ckpt`` (resume), ``out/best.ckpt`` (if ``monitor``) and
     CSV (+ TensorBoard when installed) logs under ``out/logs``.
 
-    Checkpoints are saved at the end of every epoch, so ``--resume`` continues exactly where an
-    uninterrupted run would be (data order and masks are functions of seed, epoch and step).
+    Checkpoints are saved at epoch ends, so ``--resume`` continues exactly where an uninterrupted run
+    would be (data order and masks are functions of seed, epoch and step): every epoch, or every
+    ``check_interval`` epochs when ``cfg.check_every`` asks for fewer checks (``epoch_steps(world_size)``
+    gives the optimiser steps of one epoch). Validation runs with the checkpoint.
     """
     devices = _devices(cfg.devices)
     strategy = cfg.strategy
@@ -130,7 +135,7 @@ def build_trainer(
     _tame_lightning_logs(quiet)
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    return L.Trainer(
+    trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=devices,
         num_nodes=cfg.num_nodes,
@@ -152,3 +157,16 @@ def build_trainer(
         default_root_dir=out,
         limit_val_batches=1.0 if has_val else 0,
     )
+    every = check_interval(cfg.check_every, epoch_steps(trainer.world_size) if epoch_steps else 0)
+    if every > 1:  # known only now: an epoch's length depends on the world size Lightning resolved
+        trainer.check_val_every_n_epoch = every
+        for cb in trainer.checkpoint_callbacks:
+            cb._every_n_epochs = every  # Lightning has no public setter; tested in test_engine_units
+    return trainer
+
+
+def check_interval(check_every: int, epoch_steps: int) -> int:
+    """Epochs between validation + checkpoint: the fewest whole epochs that span ``check_every`` steps."""
+    if check_every <= 0 or epoch_steps <= 0:
+        return 1
+    return max(1, math.ceil(check_every / epoch_steps))
