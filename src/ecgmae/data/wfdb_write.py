@@ -1,4 +1,5 @@
-"""A plain WFDB format-16 writer in numpy: the bytes ``wfdb.wrsamp`` writes, ~100x faster.
+"""A plain WFDB format-16 writer in numpy (the bytes ``wfdb.wrsamp`` writes, ~100x faster), and the
+hidden build folder that ``ecgmae synth`` fills and renames onto its output only when complete.
 
 ``wfdb.wrsamp`` spends ~30 ms per record in pandas bookkeeping; this writes the same ``.hea`` and
 ``.dat`` (one interleaved little-endian int16 file, adc_res 16, checksums and initial values, no byte
@@ -11,19 +12,25 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import operator
-from collections.abc import Sequence
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ecgmae.errors import DataError
+from ecgmae.errors import DataError, ECGMAEError
 from ecgmae.utils import atomic_path, log
 
-__all__ = ["DIGITAL_MAX", "DIGITAL_NAN", "write_wfdb16"]
+__all__ = ["DIGITAL_MAX", "DIGITAL_NAN", "SYNTH_MARKERS", "staged_folder", "write_wfdb16"]
 
 DIGITAL_NAN = -32768  # format 16's "no sample" value; real samples are clipped to +-DIGITAL_MAX
 DIGITAL_MAX = 32767
+# Files that only an `ecgmae synth` folder holds (built-in engine: classes.json; deepfake: source.json).
+SYNTH_MARKERS: tuple[str, ...] = ("classes.json", "source.json")
 
 
 def _per_lead(value: object, n: int, what: str, stem: str) -> list:
@@ -120,3 +127,53 @@ def write_wfdb16(path_stem: Path | str, signal: np.ndarray, fs: float, lead_name
     with atomic_path(stem.with_name(f"{name}.hea")) as tmp:
         tmp.write_text("".join(f"{line}\n" for line in header), encoding="utf-8")
     return clipped
+
+
+def _check_target(out: Path, overwrite: bool, markers: Sequence[str]) -> None:
+    if out.exists() and not out.is_dir():
+        raise ECGMAEError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ECGMAEError(f"{out}: folder exists and is not empty; pass --overwrite to replace it")
+        if not any((out / m).is_file() for m in markers):
+            raise ECGMAEError(f"{out}: not an `ecgmae synth` folder (no {' or '.join(markers)}); "
+                              "refusing to replace it")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished temp folder onto ``out`` (an old one is moved aside first, then deleted)."""
+    if out.is_dir() and any(out.iterdir()):
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)  # POSIX rename replaces an empty folder
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path | str, *, overwrite: bool = False,
+                  markers: Sequence[str] = SYNTH_MARKERS) -> Iterator[Path]:
+    """Yield a hidden temp folder beside ``out``; rename it onto ``out`` only if the block succeeds.
+
+    An interrupted or failed block leaves neither a half-written ``out`` nor the temp folder.
+
+    Args:
+        out: target folder; must be absent or empty unless ``overwrite``.
+        overwrite: replace a non-empty ``out``, but only one holding one of ``markers`` (a folder
+            this program wrote), never an unrelated folder.
+        markers: file names that mark a folder as replaceable.
+
+    Raises:
+        ECGMAEError: when ``out`` is a file, or a non-empty folder that may not be replaced.
+    """
+    out = Path(out)
+    _check_target(out, overwrite, markers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield tmp
+        _swap_in(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

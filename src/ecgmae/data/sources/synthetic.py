@@ -20,9 +20,6 @@ import csv
 import dataclasses
 import functools
 import io
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +36,6 @@ from ecgmae.data.sources.synth_classes import (
     RecordPlan,
     sample_plan,
 )
-from ecgmae.errors import ECGMAEError
 from ecgmae.utils import log
 
 __all__ = ["LEADS", "NOISE_LEVELS", "SYNTH_CLASSES", "SynthRecord", "generate", "generate_record",
@@ -335,37 +331,17 @@ def _write_record(folder: Path, rec: SynthRecord, seed: int, noise: str) -> None
     write_wfdb16(folder / rec.record, rec.signal, rec.fs, rec.leads, comments, adc_gain=ADC_GAIN)
 
 
-def _prepare_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ECGMAEError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ECGMAEError(f"{out}: folder exists and is not empty; pass --overwrite to replace it")
-        if not (out / "classes.json").is_file():
-            raise ECGMAEError(f"{out}: not an `ecgmae synth` folder (no classes.json); refusing to replace it")
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished temp folder onto ``out`` (an old one is moved aside first, then deleted)."""
-    if out.is_dir() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)  # POSIX rename replaces an empty folder
-
-
 def write_wfdb_folder(out: Path, n: int, *, fs: float = 500, seconds: float = 10, seed: int = 0,
                       noise: str = "realistic", quiet: bool = False, overwrite: bool = False) -> Path:
     """Write records 0..n-1 as WFDB (.hea + .dat, format 16, 1 uV) plus labels.csv, classes.json, RECORDS.
 
     Everything goes into a hidden temp folder beside ``out`` that is renamed onto ``out`` only when
-    complete, so an interrupted run leaves no folder that looks finished.
+    complete (:func:`ecgmae.data.wfdb_write.staged_folder`), so an interrupted run leaves no folder that
+    looks finished.
 
     Args:
         out: target folder; must be absent or empty unless ``overwrite`` (which only replaces a
-            folder that an earlier ``ecgmae synth`` wrote, i.e. one holding classes.json).
+            folder that an earlier ``ecgmae synth`` wrote, i.e. one holding classes.json or source.json).
         n: number of records.
         fs, seconds, seed, noise: as in :func:`generate_record`.
         quiet: no progress bar.
@@ -377,19 +353,17 @@ def write_wfdb_folder(out: Path, n: int, *, fs: float = 500, seconds: float = 10
     Raises:
         ConfigError: on bad arguments. ECGMAEError: when ``out`` cannot be (re)placed.
     """
-    from tqdm.auto import tqdm
+    from ecgmae import __version__
+    from ecgmae.data.wfdb_write import staged_folder
+    from ecgmae.utils import progress, write_json_atomic
 
     if n < 1:
         raise ConfigError(f"synth: n must be >= 1, got {n}")
     _check(fs, seconds, noise, seed)
     out = Path(out)
-    _prepare_target(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with staged_folder(out, overwrite=overwrite) as tmp:
         rows, counts = [], Counter()
-        for rec in tqdm(generate(n, seed, fs, seconds, noise), total=n, disable=quiet, desc="synth",
-                        unit="rec", dynamic_ncols=True):
+        for rec in progress(generate(n, seed, fs, seconds, noise), quiet=quiet, total=n, desc="synth", unit="rec"):
             _write_record(tmp, rec, seed, noise)
             rows.append((rec.record, ";".join(rec.labels)))
             counts.update(rec.labels)
@@ -399,9 +373,6 @@ def write_wfdb_folder(out: Path, n: int, *, fs: float = 500, seconds: float = 10
         writer.writerows(rows)
         (tmp / "labels.csv").write_text(buf.getvalue())
         (tmp / "RECORDS").write_text("".join(f"{r}\n" for r, _ in rows))
-        from ecgmae import __version__
-        from ecgmae.utils import write_json_atomic
-
         write_json_atomic(tmp / "classes.json", {
             "classes": [{"name": c, "definition": CLASS_DEFINITIONS[c], "snomed_ct": CLASS_SNOMED[c]}
                         for c in SYNTH_CLASSES],
@@ -410,9 +381,5 @@ def write_wfdb_folder(out: Path, n: int, *, fs: float = 500, seconds: float = 10
                           "seconds": seconds, "seed": seed, "noise": noise, "leads": list(LEADS),
                           "units": "mV", "adc_gain": ADC_GAIN},
         })
-        _swap_in(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %d records to %s (%s)", n, out, ", ".join(f"{c} {counts.get(c, 0)}" for c in SYNTH_CLASSES))
     return out
