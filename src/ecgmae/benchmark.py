@@ -2,7 +2,9 @@
 
 For every seed, each pre-training method (``mae``, ``simclr``, ``cmsc``) is pre-trained once on the
 store's train split, then linear-probed and fine-tuned at every label fraction; ``scratch`` trains the
-reference CNN (or any registered model) from random weights. Everything is scored on the test split
+reference CNN (or any registered model) from random weights; ``features`` fits a logistic regression on
+hand-made ECG features (:mod:`ecgmae.eval.feature_probe`) on the linear probe's label subset, the baseline
+every learned encoder has to beat. Everything is scored on the test split
 by macro AUROC with a bootstrap 95 % CI. Re-running continues: finished runs are reused as long as the
 training settings are unchanged, and a re-run may add methods, label fractions or seeds (the tables then
 cover exactly what that call asked for).
@@ -25,6 +27,7 @@ from ecgmae.engine.config import METHODS, FinetuneConfig, OptimConfig, PretrainC
 from ecgmae.utils import log, write_json_atomic, write_text_atomic
 
 PROTOCOLS = ("linprobe", "finetune")
+FEATURES = "features"  # the hand-made feature baseline (no pre-training), reported as a linprobe row
 EXTENDABLE = ("methods", "fractions", "seeds")  # settings a re-run into the same directory may change
 
 
@@ -36,7 +39,8 @@ class BenchmarkConfig:
         methods: pre-training methods (:data:`ecgmae.engine.config.METHODS`), ``scratch`` (trains
             ``scratch_model`` with ``scratch_overrides``) and/or ``scratch:MODEL`` (any registered model,
             e.g. ``scratch:xresnet1d50``, from random weights as registered), so that one table can hold both
-            the pre-trained architecture from scratch and a reference CNN.
+            the pre-trained architecture from scratch and a reference CNN; ``features`` adds the hand-made
+            feature baseline (logistic regression, no pre-training).
         fractions: label fractions of the train split.
         seeds: seeds 0..seeds-1 (pre-training, label subsets, heads).
         model, model_overrides: the encoder every pre-training method trains.
@@ -69,10 +73,10 @@ class BenchmarkConfig:
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(log_every=5))
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in (*METHODS, "scratch") and not _scratch_model(m)]
+        bad = [m for m in self.methods if m not in (*METHODS, "scratch", FEATURES) and not _scratch_model(m)]
         if bad or not self.methods:
             raise ConfigError(f"methods: {', '.join(bad) or 'none'} not among "
-                              f"{', '.join((*METHODS, 'scratch'))} or scratch:MODEL")
+                              f"{', '.join((*METHODS, 'scratch', FEATURES))} or scratch:MODEL")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"methods: listed twice in {', '.join(self.methods)}")
         from ecgmae.models.registry import CNN_ARCHS, list_models  # fail now, not after hours of pre-training
@@ -98,6 +102,7 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
         ``{"settings", "runs" (one row per run), "summary" (one row per method, protocol, fraction)}``.
     """
     from ecgmae.engine.run import finetune, pretrain
+    from ecgmae.eval.feature_probe import probe_features
 
     out, data = Path(out), Path(data)
     settings = {"data": str(data.resolve()), **to_dict(cfg)}
@@ -108,7 +113,9 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
     steps = {"max_steps": cfg.max_steps} if cfg.max_steps >= 0 else {}
     for seed in range(cfg.seeds):
         for method in cfg.methods:
-            if method == "scratch" or _scratch_model(method):
+            if method == FEATURES:
+                jobs = [("linprobe", None)]
+            elif method == "scratch" or _scratch_model(method):
                 jobs = [("scratch", None)]
             else:
                 enc = out / "pretrain" / f"{method}_s{seed}"
@@ -122,7 +129,11 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
             for frac in cfg.fractions:
                 for protocol, enc_dir in jobs:
                     run = out / "runs" / f"{method.replace(':', '-')}_{protocol}_{frac:g}_s{seed}"
-                    if not (run / "metrics.json").exists():
+                    if not (run / "metrics.json").exists() and method == FEATURES:
+                        log.info("hand-made features at %g %% labels, seed %d", 100 * frac, seed)
+                        probe_features(data, run, fraction=frac, seed=seed, classes=cfg.classes, n_boot=cfg.n_boot,
+                                       cache=out / "features" / "store_features.npz", quiet=quiet)
+                    elif not (run / "metrics.json").exists():
                         log.info("%s %s at %g %% labels, seed %d", method, protocol, 100 * frac, seed)
                         model, overrides = _run_model(cfg, method)
                         fcfg = FinetuneConfig(

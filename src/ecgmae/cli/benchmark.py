@@ -19,11 +19,15 @@ def _csv(cast: Any) -> Any:
 def add_parser(sub: Any) -> None:
     p = add_command(
         sub, "benchmark", run=run,
-        help="compare mae / simclr / cmsc pre-training and a supervised CNN at several label fractions",
-        example="ecgmae benchmark --data stores/ptbxl --methods mae,simclr,cmsc,scratch "
+        help="compare mae / simclr / cmsc pre-training, a supervised CNN and hand-made features at several "
+        "label fractions",
+        example="ecgmae benchmark --data stores/ptbxl --methods features,mae,simclr,cmsc,scratch "
         "--label-fractions 0.01,0.1,1 --seeds 3 --out runs/bench",
         description="For every seed: pre-train each method once on the store's train split, then linear-probe "
-        "and fine-tune at every label fraction; `scratch` trains the reference CNN from random weights. "
+        "and fine-tune at every label fraction; `scratch` trains the reference CNN from random weights; "
+        "`features` (no pre-training) fits a logistic regression (C chosen on the val split) on hand-made ECG "
+        "features (spectrum, amplitudes, R-R rhythm) of the same label subset as the linear probe, the baseline "
+        "every encoder has to beat (features cached in OUT/features/). "
         "Writes OUT/results.md and OUT/results.json (test macro AUROC: mean, std over seeds, bootstrap 95% "
         "CI) and OUT/auroc_vs_labels.png. Re-running reuses finished runs and may add methods, label fractions "
         "or seeds; other changed settings are refused.",
@@ -31,8 +35,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--data", required=True, help="prepared store directory (with labels)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--methods", type=_csv(str),
-                   help="comma-separated: mae,simclr,cmsc,scratch (default all); scratch:MODEL adds any registered "
-                        "model from random weights, e.g. scratch:xresnet1d101")
+                   help="comma-separated: mae,simclr,cmsc,scratch (default), features (hand-made feature baseline, "
+                        "reported as a linprobe row); scratch:MODEL adds any registered model from random "
+                        "weights, e.g. scratch:xresnet1d101")
     p.add_argument("--label-fractions", dest="fractions", type=_csv(float), help="e.g. 0.01,0.1,1 (default)")
     p.add_argument("--seeds", type=int, help="number of seeds (default 3)")
     p.add_argument("--model", help="encoder every method pre-trains (default ecgmae_small)")
