@@ -269,3 +269,23 @@ def test_bf16_autocast_forward_on_cpu():
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     assert math.isclose(out.loss.item(), ref.loss.item(), rel_tol=0.05)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_meanstd_pool_is_the_mean_and_spread_of_the_patch_tokens():
+    torch.manual_seed(0)
+    enc = create_model("ecgmae_tiny", pool="meanstd").encoder.eval()
+    x = ecg_like(3, 12, 500)
+    tokens = enc.forward_features(x)  # (B, n, D)
+    z = enc(x)
+    d = enc.cfg.embed_dim
+    assert z.shape == (3, 2 * d) and enc.pooled_dim() == 2 * d and enc.pooled_dim("mean") == d
+    torch.testing.assert_close(z[:, :d], tokens.mean(1))
+    torch.testing.assert_close(z[:, d:], tokens.std(1, correction=0))
+    clf = ECGClassifier(enc.cfg, 4).eval()
+    clf.load_encoder(enc.state_dict())
+    assert clf.head.in_features == 2 * d and clf(x).shape == (3, 4)
+    torch.testing.assert_close(clf.forward_features(x), z)
+    assert ECGClassifier(enc.cfg, 4, pool="mean").head.in_features == d
+    from ecgmae.models.contrastive import ContrastiveModel
+
+    assert ContrastiveModel(enc, proj_dim=8)(x).shape == (3, 8)

@@ -188,7 +188,9 @@ class Model:
     @property
     def embed_dim(self) -> int:
         """Length of an embedding."""
-        return getattr(self._net, "num_features", None) or self.encoder_config.embed_dim
+        if isinstance(self._net, XResNet1d):
+            return self._net.num_features
+        return self.encoder.pooled_dim(getattr(self._net, "pool_mode", None))
 
     @property
     def module(self) -> torch.nn.Module:

@@ -20,7 +20,7 @@ class ECGClassifier(nn.Module):
         encoder_cfg: shape of the encoder to build (the one it was pre-trained with).
         num_classes: K outputs.
         head_dropout: dropout on the pooled features before the head.
-        pool: ``"mean"`` or ``"cls"``; default the encoder's own ``pool``.
+        pool: ``"mean"``, ``"cls"`` or ``"meanstd"``; default the encoder's own ``pool``.
         multi_label: True = independent sigmoid per class, False = softmax over classes
             (only :meth:`predict_proba` uses it; logits are the same).
     """
@@ -48,7 +48,7 @@ class ECGClassifier(nn.Module):
         self.multi_label = multi_label
         self.encoder_frozen = False
         self.drop = nn.Dropout(head_dropout)
-        self.head = nn.Linear(encoder_cfg.embed_dim, num_classes)
+        self.head = nn.Linear(self.encoder.pooled_dim(self.pool_mode), num_classes)
         nn.init.normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
 
@@ -118,7 +118,7 @@ class ECGClassifier(nn.Module):
         return self
 
     def forward_features(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, T) -> (B, D)`` pooled encoder features."""
+        """``(B, L, T) -> (B, F)`` pooled encoder features."""
         tokens = self.encoder.forward_features(x, lead_idx=lead_idx)  # (B, n(+1), D)
         return self.encoder.pool(tokens, self.pool_mode)
 

@@ -14,7 +14,7 @@ from ecgmae.config import ConfigError
 
 TOKENIZATIONS = ("lead", "time")
 POS_EMBEDS = ("sincos", "learned")
-POOLS = ("mean", "cls")
+POOLS = ("mean", "cls", "meanstd")
 MASK_MODES = ("patch", "lead", "time")
 
 # Convolution kernel and feature-pooling widths are given in samples at this rate and scaled with ``fs``.
@@ -39,7 +39,9 @@ class EncoderConfig:
         qkv_bias: bias in the attention input projection.
         pos_embed: ``"sincos"`` (fixed, any number of patches) or ``"learned"`` (``max_patches`` rows).
         max_patches: most time patches a learned position table holds.
-        pool: ``"mean"`` over patch tokens or the ``"cls"`` token.
+        pool: ``"mean"`` over patch tokens, the ``"cls"`` token, or ``"meanstd"``: the mean and the
+            standard deviation of the patch tokens side by side (``2 * embed_dim`` features; the spread
+            over time keeps beat-to-beat variation, e.g. irregular rhythms, that a mean averages away).
         conv_kernels: kernel sizes of the parallel convolution branches, in samples at 100 Hz; scaled
             with ``fs`` and made odd.
         conv_channels: output channels of each convolution branch and of the max-pool branch.

@@ -146,7 +146,7 @@ class ContrastiveModel(nn.Module):
 
     def __init__(self, encoder: ECGEncoder, proj_dim: int = 128) -> None:
         super().__init__()
-        d = encoder.embed_dim
+        d = encoder.pooled_dim()
         self.encoder = encoder
         self.proj = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, proj_dim))
 

@@ -179,24 +179,31 @@ class ECGEncoder(nn.Module):
             tokens = blk(tokens)
         return self.norm(tokens)
 
+    def pooled_dim(self, mode: str | None = None) -> int:
+        """Width of :meth:`pool`'s output for ``mode`` (default ``cfg.pool``)."""
+        return 2 * self.cfg.embed_dim if (mode or self.cfg.pool) == "meanstd" else self.cfg.embed_dim
+
     def pool(self, tokens: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-        """``(B, n(+1), D) -> (B, D)``: the cls token, or the mean of the patch tokens.
+        """``(B, n(+1), D) -> (B, F)``: the cls token, the mean of the patch tokens, or mean and std.
 
         Args:
             tokens: output of :meth:`forward_features`.
-            mode: ``"mean"`` or ``"cls"``; default ``cfg.pool``.
+            mode: ``"mean"``, ``"cls"`` or ``"meanstd"`` (``F = 2 D``); default ``cfg.pool``.
         """
         mode = mode or self.cfg.pool
         if mode == "cls":
             if self.cls_token is None:
                 raise ValueError("pool='cls' needs an encoder built with pool='cls' (it has no cls token)")
             return tokens[:, 0]
-        return tokens[:, self.num_prefix_tokens :].mean(dim=1)
+        patches = tokens[:, self.num_prefix_tokens :]  # (B, n, D)
+        if mode == "meanstd":
+            return torch.cat([patches.mean(dim=1), patches.std(dim=1, correction=0)], dim=-1)  # (B, 2D)
+        return patches.mean(dim=1)
 
     forward_head = pool
 
     def forward(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, T) -> (B, D)`` pooled features."""
+        """``(B, L, T) -> (B, F)`` pooled features (``F`` = :meth:`pooled_dim`)."""
         return self.pool(self.forward_features(x, lead_idx=lead_idx))
 
     def layer_id(self, name: str) -> int:
