@@ -1,0 +1,254 @@
+"""Real-data quality in one command: pre-train on realistic unlabelled ECGs, linear-probe real labelled ones.
+
+    python benchmarks/quality_real.py --out runs/quality_real      # TODO: time on the reference CPU
+
+Steps, each skipped when its output exists (a re-run resumes; delete a folder to redo that step):
+
+1. corpus: ``ecgmae synth --engine deepfake --n N --fs 250`` (needs ``pip install 'ecgmae[deepfake]'``).
+2. store: ``ecgmae prepare --source folder`` with prepare's default options (``--fs``, ``--prepare-args``
+   add flags), so the shipped defaults are what is measured.
+3. pre-training: every method of ``--methods`` with the default model and learning rate for the steps of
+   ``STEPS`` (or ``--steps``; set so each method gets about the same wall-clock budget), once per seed;
+   plus ``random``: the same encoder untrained (``--max-steps 0``).
+4. probe: every run's embeddings of the real CinC 2021 sample (``--real``), beside the hand-made features
+   (``ecgmae.eval.features``) of the raw records, in a repeated stratified k-fold logistic regression
+   (``ecgmae.eval.probe.cv_probe``; classes with at least ``--min-count`` positives and negatives). All rows
+   share the same folds, so the difference to random init is paired per repeat.
+
+Prints progress lines and a markdown table; writes ``OUT/results.json`` and ``OUT/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecgmae.utils import write_json_atomic, write_text_atomic
+
+STEPS: dict[str, int] = {"mae": 2500, "simclr": 1200, "cmsc": 1200}  # TODO: equal wall-clock budgets
+REPO = Path(__file__).resolve().parents[1]
+T0 = time.perf_counter()
+
+
+def say(msg: str) -> None:
+    print(f"[{(time.perf_counter() - T0) / 60:6.1f} min] {msg}", flush=True)
+
+
+def parse_steps(text: str | None, methods: list[str]) -> dict[str, int]:
+    """``mae=2500,simclr=1200`` (others from STEPS) or one number for every method."""
+    steps = dict(STEPS)
+    if text and "=" not in text:
+        steps = {m: int(text) for m in methods}
+    elif text:
+        steps.update({k.strip(): int(v) for k, v in (p.split("=", 1) for p in text.split(","))})
+    missing = [m for m in methods if m not in steps]
+    if missing:
+        raise SystemExit(f"quality_real: no step count for {', '.join(missing)}; pass --steps {missing[0]}=N")
+    return {m: steps[m] for m in methods}
+
+
+class Stages:
+    """Commands of the pipeline and their wall times, kept in OUT/stages.json across resumed runs."""
+
+    def __init__(self, out: Path) -> None:
+        self.file = out / "stages.json"
+        self.done: dict[str, Any] = json.loads(self.file.read_text()) if self.file.exists() else {}
+        self.commands: list[dict[str, Any]] = []
+
+    def run(self, name: str, args: list[str], product: Path) -> dict[str, Any]:
+        """Run ``ecgmae ARGS`` unless ``product`` exists; returns the stage's record (command, wall_s)."""
+        cmd = [sys.executable, "-m", "ecgmae", *args]
+        if product.exists():
+            rec = self.done.get(name, {"command": None, "wall_s": None})
+            self.commands.append({**rec, "stage": name, "ran_now": False})
+            same = rec["command"] == shlex.join(cmd)
+            say(f"{name}: done already ({product})" + ("" if same else f"; NOTE: made by {rec['command']}, "
+                                                        f"not {shlex.join(cmd)} (delete it to redo)"))
+            return rec
+        say(f"{name}: {shlex.join(args)}")
+        t = time.perf_counter()
+        rc = subprocess.run(cmd, check=False).returncode
+        if rc:
+            raise SystemExit(f"quality_real: stage {name} failed (exit {rc}): {shlex.join(cmd)}")
+        rec = {"command": shlex.join(cmd), "wall_s": round(time.perf_counter() - t, 1),
+               "date": dt.datetime.now().isoformat(timespec="seconds")}
+        self.done[name] = rec
+        write_json_atomic(self.file, self.done)
+        self.commands.append({**rec, "stage": name, "ran_now": True})
+        say(f"{name}: {rec['wall_s'] / 60:.1f} min")
+        return rec
+
+
+def load_real(folder: Path, min_count: int) -> tuple[list[Any], list[str], np.ndarray]:
+    """Records of the CinC folder, the classes kept and their 0/1 label matrix."""
+    from ecgmae.data.io import read_record
+    from ecgmae.data.sources.cinc import code_labels, dx_codes
+    from ecgmae.eval.probe import select_classes
+
+    recs = [read_record(p) for p in sorted(folder.glob("*.hea"))]
+    labels = [set(code_labels(dx_codes(r.meta.get("comments", ())), "all")) for r in recs]
+    names = sorted(set().union(*labels))
+    Y = np.array([[n in s for n in names] for s in labels], dtype=np.int64).reshape(len(recs), len(names))
+    keep = select_classes(Y, names, min_count)
+    return recs, [names[k] for k in keep], Y[:, keep]
+
+
+def paired(a: list[float], b: list[float]) -> dict[str, float]:
+    d = np.asarray(a) - np.asarray(b)
+    return {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0}
+
+
+def table(rows: list[dict[str, Any]], classes: list[str]) -> str:
+    head = ["what", "seed", "steps", "wall min", "macro AUROC", "vs random", *classes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        d = r.get("vs_random")
+        cells = [r["what"], "" if r["seed"] is None else str(r["seed"]),
+                 "" if r["steps"] is None else str(r["steps"]),
+                 "" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}",
+                 f"{r['macro']:.3f} ± {r['macro_std']:.3f}",
+                 "" if d is None else f"{d['mean']:+.3f} ± {d['std']:.3f}",
+                 *(f"{r['per_class'][c]:.3f}" for c in classes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/quality_real"))
+    ap.add_argument("--n", type=int, default=12000, help="deepfake records to synthesise (default 12000)")
+    ap.add_argument("--corpus-fs", type=float, default=250.0, help="rate of the synthesised corpus (default 250)")
+    ap.add_argument("--fs", type=float, help="store rate passed to prepare (default: prepare's own, 100 Hz)")
+    ap.add_argument("--prepare-args", default="", help="extra flags for ecgmae prepare, one quoted string")
+    ap.add_argument("--methods", default="mae,simclr,cmsc")
+    ap.add_argument("--steps", help="mae=2500,simclr=1200,... (others from STEPS) or one count for all")
+    ap.add_argument("--seeds", type=int, default=1, help="pre-train each method (and random) with seeds 0..K-1")
+    ap.add_argument("--extra-pretrain-args", default="", help="extra flags for every ecgmae pretrain")
+    ap.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "cinc2021-sample")
+    ap.add_argument("--min-count", type=int, default=7, help="keep classes with this many positives and negatives")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m and m != "random"]  # random is always run
+    steps = parse_steps(args.steps, methods)
+    out = args.out
+    if not any(args.real.glob("*.hea")):
+        print(f"quality_real: no real labelled records (*.hea) in {args.real}; pass --real DIR. skipped")
+        return
+    corpus, store = out / "corpus", out / "store"
+    if corpus.exists():
+        src = json.loads((corpus / "source.json").read_text()) if (corpus / "source.json").exists() else {}
+        if (src.get("n"), src.get("fs")) != (args.n, args.corpus_fs):
+            raise SystemExit(f"quality_real: {corpus} holds n={src.get('n')} fs={src.get('fs')}, not n={args.n} "
+                             f"fs={args.corpus_fs:g}; use another --out or delete it")
+    elif importlib.util.find_spec("deepfakeecg") is None:
+        raise SystemExit("quality_real: the corpus needs the deepfake-ecg GAN: pip install 'ecgmae[deepfake]'")
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out)
+    stages.run("corpus", ["synth", "--engine", "deepfake", "--n", str(args.n), "--fs", f"{args.corpus_fs:g}",
+                          "--out", str(corpus)], corpus)
+    stages.run("store", ["prepare", "--source", "folder", "--src", str(corpus), "--out", str(store),
+                         *(["--fs", f"{args.fs:g}"] if args.fs else []), *shlex.split(args.prepare_args)],
+               store / "meta.json")
+    runs: list[dict[str, Any]] = []
+    extra = shlex.split(args.extra_pretrain_args)
+    for seed in range(args.seeds):
+        for method in ["random", *methods]:
+            name = method if seed == 0 else f"{method}-s{seed}"
+            run_dir = out / name
+            if run_dir.exists() and not (run_dir / "encoder.safetensors").exists():
+                shutil.rmtree(run_dir)  # an interrupted run: start it again so its wall time is honest
+            n_steps = 0 if method == "random" else steps[method]
+            rec = stages.run(name, ["pretrain", "--data", str(store), "--out", str(run_dir),
+                                    "--method", "mae" if method == "random" else method,
+                                    "--max-steps", str(n_steps), "--seed", str(seed), "--quiet", *extra],
+                             run_dir / "encoder.safetensors")
+            runs.append({"what": method, "name": name, "seed": seed, "steps_asked": n_steps,
+                         "wall_s": rec["wall_s"], "path": str(run_dir)})
+
+    import torch
+
+    import ecgmae
+    from ecgmae.checkpoint import read_meta
+    from ecgmae.eval.features import ecg_features
+    from ecgmae.eval.probe import cv_probe
+
+    recs, classes, Y = load_real(args.real, args.min_count)
+    say(f"probe: {len(recs)} real records from {args.real}, classes {', '.join(classes)}")
+    if not classes:
+        raise SystemExit(f"quality_real: no class of {args.real} has {args.min_count} positives and negatives")
+    probe_kw = {"names": classes, "folds": args.folds, "repeats": args.repeats, "seed": 0}
+    settings: dict[str, Any] = {}
+
+    def probe(X: np.ndarray) -> dict[str, Any]:  # cv_probe's results; its settings go to settings
+        res = cv_probe(X, Y, **probe_kw)
+        keys = ("classes", "records", "folds", "repeats", "Cs", "inner_folds", "seed")
+        settings.update({k: res.pop(k) for k in keys})
+        return res
+
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        meta = read_meta(Path(run["path"]) / "encoder.safetensors")
+        run["steps"] = int(meta.get("train", {}).get("steps", -1))  # what the checkpoint really had
+        X = ecgmae.load(run["path"]).embed(recs)
+        rows.append({**run, **probe(X)})
+        say(f"probe {run['name']}: macro AUROC {rows[-1]['macro']:.3f} ± {rows[-1]['macro_std']:.3f}")
+    X = np.stack([ecg_features(r.signal, r.fs) for r in recs])
+    rows.append({"what": "features", "name": "features", "seed": None, "steps": None, "wall_s": None,
+                 **probe(X)})
+    say(f"probe features: macro AUROC {rows[-1]['macro']:.3f} ± {rows[-1]['macro_std']:.3f}")
+    rand = {r["seed"]: r["macro_by_repeat"] for r in rows if r["what"] == "random"}
+    rand_mean = np.mean(list(rand.values()), axis=0).tolist()
+    for r in rows:
+        if r["what"] != "random":
+            r["vs_random"] = paired(r["macro_by_repeat"], rand.get(r["seed"], rand_mean))
+    by_method = {}
+    for what in ["random", *methods]:
+        m = [r["macro"] for r in rows if r["what"] == what]
+        by_method[what] = {"macro_mean": float(np.mean(m)), "macro_std_over_seeds": float(np.std(m, ddof=1))
+                           if len(m) > 1 else 0.0, "seeds": len(m)}
+    md = table(rows, classes)
+    if args.seeds > 1:
+        md += "\n\nmean over seeds: " + ", ".join(
+            f"{k} {v['macro_mean']:.3f} ± {v['macro_std_over_seeds']:.3f}" for k, v in by_method.items())
+    md += (f"\n\nmacro AUROC ± std over {args.repeats} repeats of {args.folds}-fold CV on {len(recs)} real "
+           f"records; 'vs random': paired difference to the untrained encoder of the same seed "
+           "(features: to the mean of the random seeds).\n")
+    result = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "ecgmae": ecgmae.__version__},
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "steps": steps, "commands": stages.commands,
+        "real": {"path": str(args.real), "records": len(recs), "classes": classes,
+                 "positives": {c: int(p) for c, p in zip(classes, Y.sum(axis=0), strict=True)}},
+        "probe": settings,
+        "rows": rows, "by_method": by_method,
+    }
+    write_json_atomic(out / "results.json", result)
+    write_text_atomic(out / "results.md", md)
+    print("\n" + md)
+    say(f"wrote {out / 'results.json'} and {out / 'results.md'}")
+
+
+if __name__ == "__main__":
+    from ecgmae.errors import ECGMAEError
+
+    try:
+        main()
+    except ECGMAEError as exc:  # bad data or checkpoint: one line, no stack trace
+        raise SystemExit(f"quality_real: {exc}") from None

@@ -1,0 +1,66 @@
+"""Plumbing of benchmarks/quality_real.py (the full pipeline at toy size is marked slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from conftest import ROOT, shared_path
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("quality_real", ROOT / "benchmarks" / "quality_real.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_parse_steps() -> None:
+    q = _script()
+    assert q.parse_steps(None, ["mae", "cmsc"]) == {"mae": q.STEPS["mae"], "cmsc": q.STEPS["cmsc"]}
+    assert q.parse_steps("7", ["mae", "simclr"]) == {"mae": 7, "simclr": 7}
+    assert q.parse_steps("mae=5", ["mae", "cmsc"]) == {"mae": 5, "cmsc": q.STEPS["cmsc"]}
+    with pytest.raises(SystemExit, match="--steps new=N"):
+        q.parse_steps(None, ["new"])
+
+
+def test_without_real_data_it_skips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _script().main(["--out", str(tmp_path / "out"), "--real", str(tmp_path / "absent")])
+    assert capsys.readouterr().out.strip().endswith("skipped")
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_deepfake_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "A.hea").write_text("")
+    q = _script()
+    monkeypatch.setattr(q.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit, match=r"pip install 'ecgmae\[deepfake\]'"):
+        q.main(["--out", str(tmp_path / "out"), "--real", str(real)])
+
+
+@pytest.mark.slow
+def test_toy_pipeline_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("deepfakeecg")
+    real = shared_path("cinc2021-sample")
+    out = tmp_path / "q"
+    argv = ["--out", str(out), "--n", "24", "--methods", "mae", "--steps", "1", "--real", str(real),
+            "--extra-pretrain-args", "--model ecgmae_tiny --batch-size 8", "--folds", "2", "--repeats", "1",
+            "--min-count", "12"]
+    _script().main(argv)
+    res = json.loads((out / "results.json").read_text())
+    assert [r["what"] for r in res["rows"]] == ["random", "mae", "features"]
+    assert [r["steps"] for r in res["rows"]] == [0, 1, None]
+    assert res["rows"][1]["vs_random"]["mean"] == pytest.approx(res["rows"][1]["macro"] - res["rows"][0]["macro"])
+    assert res["real"]["records"] == 50 and res["real"]["classes"]
+    assert "| mae | 0 | 1 |" in (out / "results.md").read_text()
+    stamp = (out / "mae" / "encoder.safetensors").stat().st_mtime_ns
+    _script().main(argv)  # resumes: nothing is pre-trained again
+    assert (out / "mae" / "encoder.safetensors").stat().st_mtime_ns == stamp
+    assert not any(c["ran_now"] for c in json.loads((out / "results.json").read_text())["commands"])
