@@ -225,3 +225,26 @@ def test_workers_give_the_same_store(corpus: Path, tmp_path: Path) -> None:
     two = prepare_store("folder", corpus, tmp_path / "two", cfg, workers=2, quiet=True)
     assert (one / "signals.npy").read_bytes() == (two / "signals.npy").read_bytes()
     assert (one / "index.csv").read_text() == (two / "index.csv").read_text()
+
+
+def test_prepare_band_passes_by_default_and_none_keeps_the_raw_band(tmp_path: Path) -> None:
+    from ecgmae.cli.prepare import default_bandpass
+
+    src = tmp_path / "raw"
+    src.mkdir()
+    t = np.arange(5000) / 500
+    drift = np.stack([0.8 * np.sin(2 * np.pi * 0.05 * t)] * 12, 1)  # 0.05 Hz baseline wander, 0.8 mV
+    beats = np.stack([np.sin(2 * np.pi * 8 * t)] * 12, 1)  # 8 Hz content of 1 mV stays
+    wfdb.wrsamp("r0", fs=500, units=["mV"] * 12, sig_name=list(LEADS_12), p_signal=drift + beats,
+                fmt=["16"] * 12, write_dir=str(src))
+    assert default_bandpass(100) == (0.5, 40.0) and default_bandpass(50) == (0.5, 20.0)
+    for flag, band in (([], [0.5, 40.0]), (["--bandpass", "none"], None), (["--bandpass", "1,30"], [1.0, 30.0])):
+        out = tmp_path / f"s{len(flag)}{band}"
+        assert main(["prepare", "--source", "folder", "--src", str(src), "--out", str(out), "--quiet", *flag]) == 0
+        store = Store.open(out)
+        assert store.meta["preprocessing"]["bandpass"] == band
+        x = store.signal(0).astype(np.float64)[0]
+        if band is None:  # the wander is still there
+            np.testing.assert_allclose(x[50:-50], (drift + beats)[::5, 0][50:-50], atol=0.02)
+        else:
+            assert abs(x[100:900].mean()) < 0.05 and 0.9 < x[100:900].std() * np.sqrt(2) < 1.05

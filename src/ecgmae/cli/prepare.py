@@ -30,6 +30,19 @@ def _floats(n: int) -> Any:
     return parse
 
 
+def _bandpass(text: str) -> tuple[float, float] | str | None:
+    """``LO,HI`` in Hz, ``auto`` or ``none``."""
+    if text.strip().lower() in ("auto", "none"):
+        return None if text.strip().lower() == "none" else "auto"
+    return _floats(2)(text)  # type: ignore[no-any-return]
+
+
+def default_bandpass(fs: float) -> tuple[float, float]:
+    """``prepare``'s default band-pass: 0.5-40 Hz (baseline wander, EMG and mains out; P, QRS, T kept),
+    the upper edge lowered to 0.4 x ``fs`` where 40 Hz is not below the Nyquist rate."""
+    return (0.5, min(40.0, round(0.4 * fs, 3)))
+
+
 def add_parser(sub: Any) -> None:
     p = add_command(
         sub, "prepare", run=run,
@@ -65,7 +78,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
                    help="skip bad records and list them in STORE/skipped.csv (default), or stop at the first")
-    p.add_argument("--bandpass", type=_floats(2), metavar="LO,HI", help="zero-phase band-pass in Hz, e.g. 0.5,40")
+    p.add_argument("--bandpass", type=_bandpass, default="auto", metavar="LO,HI|auto|none",
+                   help="zero-phase band-pass in Hz (default auto: 0.5,40, the upper edge at most 0.4 x --fs); "
+                        "none keeps the raw band. Amplitudes stay in mV unless --normalise")
     p.add_argument("--baseline", choices=("none", "highpass", "median"), default="none",
                    help="baseline-wander removal (default none)")
     p.add_argument("--normalise", choices=("none", "record", "robust"), default="none",
@@ -87,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.data.store import Store, prepare_store
 
     leads = tuple(_LEAD_SETS.get(args.leads.strip(), args.leads).split(","))
-    cfg = PreprocessConfig(fs=args.fs, seconds=args.seconds, leads=leads, bandpass=args.bandpass,
+    band = default_bandpass(args.fs) if args.bandpass == "auto" else args.bandpass
+    cfg = PreprocessConfig(fs=args.fs, seconds=args.seconds, leads=leads, bandpass=band,
                            baseline=args.baseline, normalise=args.normalise, dtype=args.dtype)
     options = source_options(args)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
