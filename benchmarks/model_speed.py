@@ -10,7 +10,7 @@ on a shared machine; the best step is the least disturbed one.
 Nothing is asserted.
 
 Examples:
-    PYTHONPATH=src .venv/bin/python benchmarks/model_speed.py         # ecgmae_small, 100 Hz + ST-MEM shape
+    PYTHONPATH=src .venv/bin/python benchmarks/model_speed.py         # ecgmae_small_lead, 100 Hz + ST-MEM shape
     PYTHONPATH=src .venv/bin/python benchmarks/model_speed.py --base  # adds ecgmae_base (slow)
 """
 
@@ -127,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = [("ecgmae_small", args.batch)] + ([("ecgmae_base", args.base_batch)] if args.base else [])
+    models = [("ecgmae_small_lead", args.batch)] + ([("ecgmae_base", args.base_batch)] if args.base else [])
     variants = {"mae": 0.75} if args.no_naive else {"mae": 0.75, "naive": 0.0}
     for name, batch in models:
         for shape in args.shapes.split(","):

@@ -4,7 +4,7 @@ Lines, in order (``kind`` says which):
 
 * ``peak``: in-process ``torch.mm`` peak of this machine (n^3 matmuls, median GFLOP/s) in fp32 and bf16.
 * ``train``: one per configuration (shape x dtype x eager/compiled): warm-up, then ``--steps`` full
-  training steps (forward, backward, AdamW) of ``ecgmae_small`` on a synthetic batch, exactly as the
+  training steps (forward, backward, AdamW) of ``ecgmae_small_lead`` on a synthetic batch, exactly as the
   engine runs them (all leads present, ``model.compile()`` in place). ``samples_per_s`` is the median
   step, ``gflops_achieved`` the step's FLOPs (``FlopCounterMode``, math SDPA path, counted once in
   eager) over the median step, ``mfu`` that over the matmul peak of the same dtype, ``peak_mem_mb`` the
@@ -19,7 +19,8 @@ Lines, in order (``kind`` says which):
 * ``targets``: the issue's targets, each with its measured value and whether it is met.
 
 Shapes: ``reference`` = the ST-MEM comparison (lead tokens, 250 Hz x 2250 samples, patch 75, width 256,
-depth 8, 4 heads, decoder 128 x 2, mask 0.75); ``default`` = ``ecgmae_small`` at 100 Hz x 10 s.
+depth 8, 4 heads, decoder 128 x 2, mask 0.75); ``default`` = ``ecgmae_small_lead`` (the default model until
+v0.2, the ST-MEM-sized lead-token encoder) at 100 Hz x 10 s.
 Nothing is asserted. Examples::
 
     .venv/bin/python benchmarks/throughput.py --quick          # < 1 minute, no compile
@@ -119,7 +120,7 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     overrides, n_samples = SHAPES[cfg["shape"]]
     bf16, batch, cuda = cfg["dtype"] == "bf16", cfg["batch"], cfg["device"] == "cuda"
-    model = create_model("ecgmae_small", **overrides).to(cfg["device"])
+    model = create_model("ecgmae_small_lead", **overrides).to(cfg["device"])
     x = synthetic_batch(batch, n_samples, overrides["fs"]).to(cfg["device"])
     present = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
     row: dict[str, Any] = {"kind": "train", **{k: cfg[k] for k in ("shape", "dtype", "compile", "batch")}}

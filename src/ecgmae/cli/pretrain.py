@@ -28,8 +28,10 @@ def add_parser(sub: Any) -> None:
                    help="pre-training objective (default mae); e.g. --method cmsc")
     p.add_argument("--temperature", type=float, metavar="T",
                    help="contrastive softmax temperature (simclr, cmsc; default 0.1)")
-    p.add_argument("--model", help="registered model (ecgmae_tiny, ecgmae_small, ecgmae_base); default small")
-    p.add_argument("--mask-ratio", dest="model_overrides.mask_ratio", metavar="F", type=float, help="default 0.75")
+    p.add_argument("--model", help="registered model (ecgmae_tiny, ecgmae_small, ecgmae_small_lead, "
+                                    "ecgmae_base); default ecgmae_small")
+    p.add_argument("--mask-ratio", dest="model_overrides.mask_ratio", metavar="F", type=float,
+                   help="fraction of tokens hidden (default: the model's, 0.5 for ecgmae_small)")
     add_loop_args(p, max_steps_help="optimiser steps instead of epochs; 0 writes the untrained encoder (a baseline)",
                   seed_help="seed for init, data order, crops and masks (default 0)")
     add_config_args(p)

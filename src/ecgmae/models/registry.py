@@ -105,7 +105,19 @@ def ecgmae_tiny() -> MAEConfig:
 
 @register_model
 def ecgmae_small() -> MAEConfig:
-    """Default for CPU work: width 256, depth 8, 4 heads; decoder 128 x 2 (about 7 M parameters)."""
+    """The default, chosen on real ECGs for a CPU budget (benchmarks/RESULTS.md): one token per 0.25 s
+    across all leads (time tokens), width 128, depth 4, 4 heads; decoder 64 x 2; per-patch normalised
+    targets, mask 0.5; mean + std pooling (256 features). About 0.9 M parameters."""
+    enc = EncoderConfig(tokenization="time", patch_size=25, embed_dim=128, depth=4, num_heads=4,
+                        conv_channels=16, conv_bottleneck=16, pool="meanstd")
+    return MAEConfig(encoder=enc, decoder_dim=64, decoder_depth=2, decoder_heads=2, mask_ratio=0.5,
+                     norm_target=True)
+
+
+@register_model
+def ecgmae_small_lead() -> MAEConfig:
+    """The former default: one token per lead per 0.5 s (any lead subset is a valid input), width 256,
+    depth 8, 4 heads; decoder 128 x 2, raw targets, mask 0.75 (about 7 M parameters; the ST-MEM shape)."""
     enc = EncoderConfig(embed_dim=256, depth=8, num_heads=4, conv_channels=16, conv_bottleneck=16)
     return MAEConfig(encoder=enc, decoder_dim=128, decoder_depth=2, decoder_heads=2)
 
