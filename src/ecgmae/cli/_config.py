@@ -18,7 +18,8 @@ def add_loop_args(parser: argparse.ArgumentParser, *, max_steps_help: str, seed_
     p.add_argument("--epochs", type=int, help="passes over the training records (default 10)")
     p.add_argument("--max-steps", dest="max_steps", type=int, help=max_steps_help)
     p.add_argument("--batch-size", dest="batch_size", type=int, help="per device (default 64)")
-    p.add_argument("--lr", dest="optim.lr", metavar="LR", type=float, help="peak learning rate (default 1e-3)")
+    p.add_argument("--lr", dest="optim.lr", metavar="LR", type=float,
+                   help="peak learning rate (default 3e-3 for pretrain, 1e-3 for finetune)")
     p.add_argument("--window-seconds", dest="window_seconds", type=float, help="crop length (default: store's)")
     p.add_argument("--seed", type=int, help=seed_help)
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.ckpt")
