@@ -9,7 +9,6 @@ windows of those.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from ecgmae.data.io import LEADS_12, Record, canonical_lead
-from ecgmae.data.signal import PreprocessConfig, map_leads, preprocess, resampled_length
+from ecgmae.data.safety import clip
+from ecgmae.data.signal import FS_TOL, PreprocessConfig, check_fs, map_leads, preprocess, resampled_length
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.utils import log
 
-# Relative slack when comparing sampling rates (499.99999 Hz is 500 Hz).
-_FS_TOL = 1e-6
+_FS_TOL = FS_TOL  # one rate policy for prepare and inference: ecgmae.data.signal.fs_problem
 
 
 @dataclass
@@ -115,21 +114,6 @@ def load_state(module: Any, state: dict[str, Any], path: str | Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- inputs
-def check_fs(fs: Any, model_fs: float, name: str) -> float:
-    """``fs`` as a float, refusing a rate below the model's (no upsampling can restore that band)."""
-    try:
-        value = float(fs)
-    except (TypeError, ValueError):
-        raise DataError(f"{name}: sampling rate {fs!r} is not a number of Hz") from None
-    if not math.isfinite(value) or value <= 0:
-        raise DataError(f"{name}: sampling rate {fs!r} Hz is not a positive number")
-    if value < model_fs * (1 - _FS_TOL):
-        raise DataError(f"{name}: sampled at {value:g} Hz, below the model's {model_fs:g} Hz; upsampling "
-                        f"cannot restore the missing band up to {model_fs / 2:g} Hz (use a model trained at "
-                        f"<= {value:g} Hz)")
-    return value
-
-
 def check_leads(leads: Sequence[str] | None, n_rows: int, model_leads: Sequence[str], name: str) -> list[str]:
     """Canonical names of the ``n_rows`` rows of a signal (default: the model's leads, in order)."""
     if leads is None:
@@ -245,7 +229,7 @@ def iter_source(source: str, src: str | Path, cfg: PreprocessConfig, *, labels: 
     opts = {**(options or {}), "target_fs": cfg.fs}
     scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=opts)
     for record, _, _, message in scan.problems:
-        yield record, message
+        yield record, clip(message, 800)
     for done in read_items(source, scan, functools.partial(prepare_record, cfg), workers=workers, quiet=quiet):
         yield done.value if done.error is None else (done.item.record, done.error[1])
 

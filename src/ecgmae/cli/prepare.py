@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,47 @@ def _floats(n: int) -> Any:
         return values
 
     return parse
+
+
+def _split(text: str) -> tuple[float, ...]:
+    """``TRAIN,VAL,TEST``: three finite fractions >= 0 that sum to 1."""
+    values = _floats(3)(text)
+    if not all(math.isfinite(v) and v >= 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"need three finite fractions >= 0 summing to 1, got {text!r}")
+    return values  # type: ignore[no-any-return]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    """A sampling rate in Hz within the range a record may declare."""
+    from ecgmae.data.io import FS_RANGE
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a sampling rate in Hz, got {text!r}") from None
+    if not (math.isfinite(value) and FS_RANGE[0] <= value <= FS_RANGE[1]):
+        raise argparse.ArgumentTypeError(f"must be {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and 0 <= value <= 86400):
+        raise argparse.ArgumentTypeError(f"must be 0-86400 s, got {text!r}")
+    return value
 
 
 def _bandpass(text: str) -> tuple[float, float] | str | None:
@@ -67,15 +109,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--source", required=True, choices=_SOURCES, help="corpus layout of SRC")
     p.add_argument("--src", required=True, type=Path, help="corpus folder (an .h5/.npy file for hdf5/numpy)")
     p.add_argument("--out", required=True, type=Path, help="store folder to write (replaced atomically)")
-    p.add_argument("--fs", type=float, default=100.0, help="target sampling rate in Hz (default 100)")
-    p.add_argument("--seconds", type=float, default=10.0,
+    p.add_argument("--fs", type=_rate, default=100.0, help="target sampling rate in Hz (default 100)")
+    p.add_argument("--seconds", type=_seconds, default=10.0,
                    help="shorter records are zero-padded to this length; longer ones are kept whole (default 10)")
     p.add_argument("--leads", default="12",
                    help="12 | 8 (I,II,V1-V6) | 6 (limb) | a list such as I,II,V1 (default 12)")
     p.add_argument("--labels", type=Path, help="labels CSV: record,labels (;-separated) or one 0/1 column per class")
     p.add_argument("--task", help="label task of the source (ptbxl, cinc, chapman)")
     p.add_argument("--classes", help="comma-separated label names to keep, in this order; other names are errors")
-    p.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="reader processes (default 1)")
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
                    help="skip bad records and list them in STORE/skipped.csv (default), or stop at the first")
     p.add_argument("--bandpass", type=_bandpass, default="auto", metavar="LO,HI|auto|none",
@@ -87,24 +129,28 @@ def add_parser(sub: Any) -> None:
                    help="per-lead normalisation over each record (default none: keep mV)")
     p.add_argument("--dtype", choices=("float16", "int16", "float32"), default="float16",
                    help="storage type of the signals (default float16)")
-    p.add_argument("--split", type=_floats(3), default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
+    p.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
                    help="patient-aware random split when the source has none (default 0.8,0.1,0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of that split (default 0)")
     g = p.add_argument_group("raw arrays (hdf5, numpy, chapman CSV)")
-    g.add_argument("--src-fs", type=float, help="sampling rate of the input (numpy: default --fs; hdf5: 400)")
+    g.add_argument("--src-fs", type=_rate, help="sampling rate of the input (numpy: default --fs; hdf5: 400)")
     g.add_argument("--src-leads", help="lead names of the input columns, comma-separated")
     g.add_argument("--src-units", choices=("mV", "uV", "V", "auto"),
                    help="physical unit of the input values (auto: chapman CSV only, decided per record)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ecgmae.config import ConfigError
     from ecgmae.data.signal import PreprocessConfig
     from ecgmae.data.store import Store, prepare_store
 
     leads = tuple(_LEAD_SETS.get(args.leads.strip(), args.leads).split(","))
     band = default_bandpass(args.fs) if args.bandpass == "auto" else args.bandpass
-    cfg = PreprocessConfig(fs=args.fs, seconds=args.seconds, leads=leads, bandpass=band,
-                           baseline=args.baseline, normalise=args.normalise, dtype=args.dtype)
+    try:
+        cfg = PreprocessConfig(fs=args.fs, seconds=args.seconds, leads=leads, bandpass=band,
+                               baseline=args.baseline, normalise=args.normalise, dtype=args.dtype)
+    except ConfigError as exc:  # every preprocess.<key> is the flag --<key>
+        raise ConfigError(str(exc).replace("preprocess.", "--", 1)) from None
     options = source_options(args)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     out = prepare_store(args.source, args.src, args.out, cfg, labels=args.labels, task=args.task,

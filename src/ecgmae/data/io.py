@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgmae.data.safety import HEADER_MAX_BYTES, check_file, check_wfdb_files, clip, confine, read_small_text, safe_name
 from ecgmae.errors import DataError
 
 LEADS_12: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -29,13 +29,18 @@ _ALIASES = {"mli": "I", "mlii": "II", "mliii": "III", "di": "I", "dii": "II", "d
             "d1": "I", "d2": "II", "d3": "III", "ml1": "I", "ml2": "II", "ml3": "III"}
 # Physical unit -> factor to mV. A missing unit means mV (the WFDB default).
 _UNITS = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0}
+# Sampling rates a record may declare, in Hz: below 1 Hz or above 20 kHz a header is wrong, not an ECG.
+FS_RANGE: tuple[float, float] = (1.0, 20000.0)
+# Most values (samples x leads) one record may hold once read: 2^28 float32 values are 1 GiB.
+MAX_RECORD_VALUES = 1 << 28
 
 
 class RecordError(DataError):
     """A record cannot be used. ``kind`` groups problems for the skip summary (``truncated``...)."""
 
     def __init__(self, where: str, problem: str, kind: str = "unreadable") -> None:
-        super().__init__(f"{where}: {problem}")
+        # One line whatever the file holds: the name escaped, text from the file cut short.
+        super().__init__(f"{safe_name(where)}: {clip(problem, 600)}")
         self.where, self.problem, self.kind = where, problem, kind
 
     def __reduce__(self) -> tuple[Any, ...]:  # survive the trip back from a worker process
@@ -111,6 +116,9 @@ def make_record(record: str, signal: Any, fs: float, names: Any, where: str, *,
         raise RecordError(where, f"sampling rate {fs!r} is not a number", "header") from None
     if not math.isfinite(fs) or fs <= 0:
         raise RecordError(where, f"sampling rate {fs} Hz is not positive", "header")
+    if not FS_RANGE[0] <= fs <= FS_RANGE[1]:
+        raise RecordError(where, f"sampling rate {fs:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: not an "
+                          "ECG rate (wrong header?)", "rate")
     if arr.shape[1] == 0:
         raise RecordError(where, "no samples", "empty")
     keep, canon, dropped = [], [], []
@@ -195,13 +203,13 @@ def parse_header(text: str, where: str) -> tuple[dict[str, Any], list[_Sig], lis
         rec["nsig"] = int(tok[1]) if len(tok) > 1 else -1
         fs_m = _FS_RE.match(tok[2]) if len(tok) > 2 else None
         if len(tok) > 2 and fs_m is None:
-            raise ValueError(f"sampling rate {tok[2]!r}")
+            raise ValueError(f"sampling rate {clip(repr(tok[2]))}")
         rec["fs"] = float(fs_m.group(1)) if fs_m else 250.0
         rec["nsamp"] = int(tok[3]) if len(tok) > 3 else None
     except ValueError as exc:
-        raise RecordError(where, f"bad record line {lines[0]!r} ({exc})", "header") from None
+        raise RecordError(where, f"bad record line {clip(repr(lines[0]))} ({exc})", "header") from None
     if rec["nsig"] < 0 or (rec["nsamp"] is not None and rec["nsamp"] < 0):
-        raise RecordError(where, f"bad record line {lines[0]!r}", "header")
+        raise RecordError(where, f"bad record line {clip(repr(lines[0]))}", "header")
     sigs: list[_Sig] = []
     if rec["multi"]:
         return rec, sigs, comments
@@ -209,21 +217,21 @@ def parse_header(text: str, where: str) -> tuple[dict[str, Any], list[_Sig], lis
         t = line.split(maxsplit=8)
         fm = _FMT_RE.match(t[1]) if len(t) > 1 else None
         if fm is None:
-            raise RecordError(where, f"bad signal line {line!r} (format field)", "header")
+            raise RecordError(where, f"bad signal line {clip(repr(line))} (format field)", "header")
         gain, baseline, units = 200.0, None, "mV"
         try:
             if len(t) > 2:
                 gm = _GAIN_RE.match(t[2])
                 if gm is None:
-                    raise ValueError(f"gain field {t[2]!r}")
+                    raise ValueError(f"gain field {clip(repr(t[2]))}")
                 gain = float(gm.group(1)) or 200.0
                 baseline = float(gm.group(2)) if gm.group(2) is not None else None
                 units = gm.group(3) if gm.group(3) is not None else "mV"
             adc_zero = float(t[4]) if len(t) > 4 else 0.0
         except ValueError as exc:
-            raise RecordError(where, f"bad signal line {line!r} ({exc})", "header") from None
+            raise RecordError(where, f"bad signal line {clip(repr(line))} ({exc})", "header") from None
         if not math.isfinite(gain) or (baseline is not None and not math.isfinite(baseline)):
-            raise RecordError(where, f"bad signal line {line!r} (gain/baseline not finite)", "header")
+            raise RecordError(where, f"bad signal line {clip(repr(line))} (gain/baseline not finite)", "header")
         name = t[8].strip() if len(t) > 8 else ""
         sigs.append(_Sig(t[0], fm.group(1), int(fm.group(2) or 1), int(fm.group(3) or 0),
                          int(fm.group(4) or 0), gain, adc_zero if baseline is None else baseline, units, name))
@@ -256,16 +264,17 @@ def _decode(raw: np.ndarray, fmt: str, n: int) -> np.ndarray:
     return out[:n]
 
 
-def _read_wfdb(hea: Path) -> Record:
+def _read_wfdb(hea: Path, root: str | Path | None = None) -> Record:
     where = hea.name
-    try:
-        text = hea.read_text(errors="replace")
-    except OSError as exc:
-        raise RecordError(where, f"cannot read header ({exc.strerror})", "missing_file") from None
+    text = read_small_text(hea, where, "header")
     rec, sigs, comments = parse_header(text, where)
+    if not FS_RANGE[0] <= rec["fs"] <= FS_RANGE[1]:  # before any signal byte is read
+        raise RecordError(where, f"sampling rate {rec['fs']:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: "
+                          "not an ECG rate (wrong header?)", "rate")
     meta = _comment_meta(comments)
     meta["format"] = "wfdb"
     if rec["multi"] or any(s.fmt not in _BITS or s.spf != 1 or s.skew for s in sigs):
+        check_wfdb_files(hea, rec, sigs, text, root)
         return _read_wfdb_fallback(hea, meta)
     if not sigs:
         raise RecordError(where, "header lists no signals", "header")
@@ -277,13 +286,11 @@ def _read_wfdb(hea: Path) -> Record:
     for fname, idx in by_file.items():
         first = sigs[idx[0]]
         if any(sigs[i].fmt != first.fmt or sigs[i].offset != first.offset for i in idx):
+            check_wfdb_files(hea, rec, sigs, text, root)
             return _read_wfdb_fallback(hea, meta)
         bits, invalid = _BITS[first.fmt]
-        path = hea.parent / fname
-        try:
-            size = os.path.getsize(path) - first.offset
-        except OSError:
-            raise RecordError(where, f"data file {fname} not found", "missing_file") from None
+        path = confine(hea, fname, root)
+        size = check_file(path, where, f"data file {fname}") - first.offset
         k = len(idx)
         avail = max(size, 0) * 8 // (bits * k)
         n = avail if nsamp is None or nsamp == 0 else nsamp
@@ -345,8 +352,8 @@ def _sidecar(path: Path) -> dict[str, Any]:
     if not side.exists():
         return {}
     try:
-        data = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_small_text(side, side.name, "sidecar JSON", HEADER_MAX_BYTES))
+    except ValueError as exc:
         raise RecordError(side.name, f"unreadable sidecar JSON ({exc})", "header") from None
     return data if isinstance(data, dict) else {}
 
@@ -367,7 +374,7 @@ def _read_array(path: Path, arr: np.ndarray, *, fs: float | None, leads: Any, un
 
 
 def read_record(path: str | Path, *, fs: float | None = None, leads: Any = None, units: str | None = None,
-                index: int | None = None) -> Record:
+                index: int | None = None, root: str | Path | None = None) -> Record:
     """Read one record, dispatching on the suffix: ``.hea``, ``.mat``, ``.npy``, ``.h5``/``.hdf5``.
 
     Args:
@@ -376,6 +383,8 @@ def read_record(path: str | Path, *, fs: float | None = None, leads: Any = None,
         leads: lead names for .npy/HDF5 (default: the 12 standard leads; CODE order for HDF5).
         units: physical unit of .npy/HDF5 values (default mV).
         index: which record of an HDF5/.npy file holding several.
+        root: the corpus folder: files a WFDB header names may lie anywhere inside it (default: only in
+            the header's own folder).
 
     Raises:
         DataError: naming the file and the problem.
@@ -386,13 +395,16 @@ def read_record(path: str | Path, *, fs: float | None = None, leads: Any = None,
         path, suffix = path.with_suffix(".hea"), ".hea"
     try:
         if suffix == ".hea":
-            return _read_wfdb(path)
+            return _read_wfdb(path, root)
         if suffix == ".mat":
             if path.with_suffix(".hea").exists():  # CinC-style .mat holding a WFDB signal
-                return _read_wfdb(path.with_suffix(".hea"))
+                return _read_wfdb(path.with_suffix(".hea"), root)
             from ecgmae.data.sources.cpsc2018 import read_mat
 
+            check_file(path, path.name, "file")
             return read_mat(path)
+        if suffix in (".npy", ".h5", ".hdf5"):
+            check_file(path, path.name, "file")  # a FIFO would block the reader forever
         if suffix == ".npy":
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)

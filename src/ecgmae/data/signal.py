@@ -5,6 +5,10 @@ and the inference API applies it to a single record in memory, so a model sees t
 way. Order: lead mapping -> resampling to ``cfg.fs`` -> baseline removal -> band-pass -> per-lead
 normalisation -> zero padding to ``cfg.seconds``. Filters run at the target rate (cheap) and are
 zero-phase (``sosfiltfilt``), so they do not shift waves in time.
+
+Sampling-rate policy (:func:`fs_problem`, applied by ``prepare`` and by inference alike): a record is
+never upsampled (a record below the target rate is refused, since no resampling restores the band it
+lacks), and a rate outside ``FS_RANGE`` is a broken header, not an ECG.
 """
 
 from __future__ import annotations
@@ -19,12 +23,45 @@ from typing import Any
 import numpy as np
 
 from ecgmae.config import ConfigError, from_dict, to_dict
-from ecgmae.data.io import LEADS_12, canonical_lead
+from ecgmae.data.io import FS_RANGE, LEADS_12, MAX_RECORD_VALUES, canonical_lead
 from ecgmae.errors import DataError
 
 BASELINES = ("none", "highpass", "median")
 NORMALISATIONS = ("none", "record", "robust")
 DTYPES = ("float16", "int16", "float32")
+# Relative slack when comparing sampling rates (499.99999 Hz is 500 Hz).
+FS_TOL = 1e-6
+# Largest resampling factor up: the policy never upsamples, this only bounds direct calls.
+MAX_UPSAMPLE = 16
+
+
+def fs_problem(fs: Any, target_fs: float, whose: str = "the model's", hint: str | None = None) -> str | None:
+    """What is wrong with a record sampled at ``fs`` for a target of ``target_fs`` Hz, or None.
+
+    Refused: a rate that is not a finite number, one outside ``FS_RANGE`` (1-20000 Hz), and one below
+    the target (upsampling cannot restore the missing band). ``whose`` and ``hint`` word the message.
+    """
+    try:
+        value = float(fs)
+    except (TypeError, ValueError):
+        return f"sampling rate {fs!r} is not a number of Hz"
+    if not math.isfinite(value) or value <= 0:
+        return f"sampling rate {fs!r} Hz is not a positive number"
+    if not FS_RANGE[0] <= value <= FS_RANGE[1]:
+        return f"sampling rate {value:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: not an ECG rate"
+    if value < target_fs * (1 - FS_TOL):
+        hint = hint or f"use a model trained at <= {value:g} Hz"
+        return (f"sampled at {value:g} Hz, below {whose} {target_fs:g} Hz; upsampling cannot restore the missing "
+                f"band up to {target_fs / 2:g} Hz ({hint})")
+    return None
+
+
+def check_fs(fs: Any, target_fs: float, name: str, whose: str = "the model's", hint: str | None = None) -> float:
+    """``fs`` as a float, or a DataError ``"{name}: ..."`` from :func:`fs_problem`."""
+    problem = fs_problem(fs, target_fs, whose, hint)
+    if problem:
+        raise DataError(f"{name}: {problem}")
+    return float(fs)
 
 
 @dataclass(frozen=True)
@@ -54,8 +91,9 @@ class PreprocessConfig:
     dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.fs, (int, float)) and math.isfinite(self.fs) and self.fs > 0):
-            raise ConfigError(f"preprocess.fs: must be a positive number of Hz, got {self.fs!r}")
+        if not (isinstance(self.fs, (int, float)) and math.isfinite(self.fs) and FS_RANGE[0] <= self.fs <= FS_RANGE[1]):
+            raise ConfigError(f"preprocess.fs: must be a sampling rate of {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz, got "
+                              f"{self.fs!r}")
         if not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds) and self.seconds >= 0):
             raise ConfigError(f"preprocess.seconds: must be >= 0, got {self.seconds!r}")
         try:
@@ -67,6 +105,9 @@ class PreprocessConfig:
         object.__setattr__(self, "leads", leads)
         object.__setattr__(self, "fs", float(self.fs))
         object.__setattr__(self, "seconds", float(self.seconds))
+        if self.n_samples * len(leads) > MAX_RECORD_VALUES:
+            raise ConfigError(f"preprocess.seconds: {self.seconds:g} s x {len(leads)} leads at {self.fs:g} Hz is more "
+                              f"than {MAX_RECORD_VALUES} values per record")
         if self.bandpass is not None:
             if len(self.bandpass) != 2:
                 raise ConfigError(f"preprocess.bandpass: expected (lo, hi), got {self.bandpass!r}")
@@ -140,6 +181,9 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     if fs_in == fs_out:
         return x.copy()
     up, down = _ratio(fs_in, fs_out)
+    if up > MAX_UPSAMPLE * down:
+        raise DataError(f"will not resample {fs_in:g} Hz to {fs_out:g} Hz: {up / down:.4g} x more samples (the limit "
+                        f"is {MAX_UPSAMPLE} x)")
     if up == down:
         return x.copy()
     return resample_poly(x, up, down, axis=-1, window=_fir(up, down)).astype(np.float32, copy=False)
@@ -256,6 +300,10 @@ def preprocess(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: Preproc
     if not present.any():
         raise DataError(f"none of the leads {', '.join(cfg.leads)} in ({', '.join(map(str, leads))})")
     rows = mapped[present]
+    n_out = resampled_length(rows.shape[1], fs, cfg.fs)
+    if n_out * len(cfg.leads) > MAX_RECORD_VALUES:  # checked before anything that size is allocated
+        raise DataError(f"{x.shape[1]} samples at {fs:g} Hz become {n_out} at {cfg.fs:g} Hz x {len(cfg.leads)} "
+                        f"leads, more than {MAX_RECORD_VALUES} values per record")
     rows = resample(rows, fs, cfg.fs)
     if cfg.baseline != "none":
         rows = remove_baseline(rows, cfg.fs, cfg.baseline)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -33,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from ecgmae.data.io import Record, RecordError
-from ecgmae.data.signal import PreprocessConfig, preprocess, resampled_length
+from ecgmae.data.safety import clip
+from ecgmae.data.signal import PreprocessConfig, fs_problem, preprocess, resampled_length
 from ecgmae.data.sources import Scan, get_source, read_items
 from ecgmae.data.splits import SPLITS, fill_splits
 from ecgmae.errors import DataError
@@ -207,7 +209,7 @@ def fingerprint(source: str, src: Path, scan: Scan, cfg: PreprocessConfig, **opt
             name = str(p.resolve())
         files.append((name, st.st_size, st.st_mtime_ns))
     payload = {"format": STORE_FORMAT, "ecgmae": __version__, "source": source, "src": str(src.resolve()),
-               "preprocess": cfg.to_dict(), "options": scan.options, "files": files, **options}
+               "preprocess": cfg.to_dict(), "options": _public(scan.options), "files": files, **options}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -226,6 +228,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _public(options: dict[str, Any]) -> dict[str, Any]:
+    """Source options without the private ones (``_root``: where the corpus lies, not how it is read)."""
+    return {k: v for k, v in options.items() if not str(k).startswith("_")}
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {name: (folder / name).stat().st_size for name in (SIGNALS, INDEX, LABELS, SKIPPED)}
+
+
 def _up_to_date(out: Path, fp: str, on_error: str) -> bool:
     try:
         meta = json.loads((out / META).read_text())
@@ -234,7 +245,51 @@ def _up_to_date(out: Path, fp: str, on_error: str) -> bool:
     if meta.get("fingerprint") != fp:
         return False
     # A store built with skips does not satisfy a run that must fail on the first bad record.
-    return not (on_error == "fail" and meta.get("counts", {}).get("skipped_total", 0))
+    if on_error == "fail" and meta.get("counts", {}).get("skipped_total", 0):
+        return False
+    # Same inputs, but the store's own files must still be there, whole (one deleted or cut short: rebuild).
+    try:
+        sizes = _file_sizes(out)
+        want = meta.get("files") or {SIGNALS: _NPY_HEADER + int(meta["counts"]["samples"]) * len(meta["leads"])
+                                     * np.dtype(meta["dtype"]).itemsize}
+    except (OSError, KeyError, TypeError, ValueError):
+        log.warning("%s: damaged store (a file is missing): preparing it again", out)
+        return False
+    if any(sizes.get(name) != size for name, size in want.items()):
+        log.warning("%s: damaged store (a file changed size since it was written): preparing it again", out)
+        return False
+    return True
+
+
+def check_prepare_args(src: Path, out: Path, *, workers: int, split: Sequence[float], on_error: str) -> None:
+    """Refuse nonsense before any work: the messages name the ``ecgmae prepare`` flags."""
+    if on_error not in ("skip", "fail"):
+        raise DataError(f"--on-error: must be 'skip' or 'fail', got {on_error!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DataError(f"--workers: must be a whole number >= 1, got {workers!r}")
+    fr = [float(v) for v in split]
+    if len(fr) != 3 or not all(math.isfinite(v) and v >= 0 for v in fr) or abs(sum(fr) - 1) > 1e-6:
+        raise DataError(f"--split: need three finite fractions >= 0 (train, val, test) summing to 1, got "
+                        f"{','.join(f'{v:g}' for v in fr)}")
+    s, o = src.resolve(), out.resolve()
+    if s == o or s.is_relative_to(o):
+        raise DataError(f"--out {out}: holds the corpus --src {src}; write the store somewhere else")
+
+
+def _inside(path: str | Path, folders: Sequence[Path]) -> bool:
+    p = Path(path).resolve()
+    return any(p == f or p.is_relative_to(f) for f in folders)
+
+
+def _drop_own_output(scan: Scan, src: Path, out: Path) -> None:
+    """A store written inside its own corpus is not part of the corpus: leave its files (and those of an
+    interrupted or replaced build) out of the inputs, or every run would see new inputs and rebuild."""
+    s, o = src.resolve(), out.resolve()
+    if not o.is_relative_to(s):
+        return
+    own = [o, *o.parent.glob(f"{o.name}.tmp-*"), *o.parent.glob(f"{o.name}.old-*")]
+    scan.inputs = [p for p in scan.inputs if not _inside(p, own)]
+    scan.items = [it for it in scan.items if not _inside(it.path, own)]
 
 
 def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, labels: Path | None = None,
@@ -265,14 +320,14 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
         DataError: bad arguments, no usable record, or (``on_error="fail"``) the first bad record.
     """
     src, out = Path(src), Path(out)
-    if on_error not in ("skip", "fail"):
-        raise DataError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
     if not src.exists():
         raise DataError(f"{src}: not found")
+    check_prepare_args(src, out, workers=workers, split=split, on_error=on_error)
     opts = {**(options or {}), "target_fs": cfg.fs}
     if classes:
         opts["classes"] = tuple(classes)
     scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=opts)
+    _drop_own_output(scan, src, out)
     fp = fingerprint(source, src, scan, cfg, seed=seed, split=list(split), classes=list(classes or []),
                      labels=str(labels or ""))
     if _up_to_date(out, fp, on_error):
@@ -290,7 +345,7 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
     try:
         meta = _build(tmp, source, src, scan, cfg, workers=workers, on_error=on_error, seed=seed, quiet=quiet,
                      split=split)
-        meta.update(fingerprint=fp, versions=_versions())
+        meta.update(fingerprint=fp, versions=_versions(), files=_file_sizes(tmp))
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # the whole dir is atomic
         _swap(tmp, out)
     except BaseException:
@@ -357,6 +412,9 @@ def encode(x: np.ndarray, dtype: str, where: str = "signal") -> tuple[np.ndarray
 
 def _to_row(cfg: PreprocessConfig, rec: Record) -> dict[str, Any]:
     """Preprocess and encode one record (in the worker, so only the small encoded block travels)."""
+    problem = fs_problem(rec.fs, cfg.fs, "the store's", f"prepare with --fs <= {rec.fs:g} to keep it")
+    if problem:  # the rule inference applies too: never upsample
+        raise RecordError(rec.meta.get("file", rec.record), problem, "rate")
     x, present = preprocess(rec.signal, rec.fs, rec.leads, cfg)
     data, scale = encode(x, cfg.dtype, rec.meta.get("file", rec.record))
     return {"data": data, "scale": scale, "present": "".join("1" if p else "0" for p in present),
@@ -368,7 +426,7 @@ def _build(tmp: Path, source: str, src: Path, scan: Scan, cfg: PreprocessConfig,
           on_error: str, seed: int, quiet: bool, split: Sequence[float]) -> dict[str, Any]:
     """Fill ``tmp`` with signals, index, labels and skipped list; return meta.json without fingerprint."""
     classes = tuple(scan.options.get("classes") or ())
-    skipped = list(scan.problems)
+    skipped = [(r, f, k, clip(m, 800)) for r, f, k, m in scan.problems]  # one line each, file text cut
     for _, _, _, message in skipped[:10]:
         log.warning("skipped %s", message)
     writer = _SignalWriter(tmp / SIGNALS, len(cfg.leads), cfg.dtype)
@@ -410,7 +468,7 @@ def _build(tmp: Path, source: str, src: Path, scan: Scan, cfg: PreprocessConfig,
         "fs": cfg.fs, "leads": list(cfg.leads), "units": "mV" if cfg.normalise == "none" else "standardised",
         "dtype": cfg.dtype, "layout": "signals.npy (total_samples, leads); record i = rows offset:offset+length",
         "seconds": cfg.seconds, "preprocessing": cfg.to_dict(), "label_names": list(names), "counts": counts,
-        "source_options": {k: v for k, v in scan.options.items() if k != "target_fs"},
+        "source_options": {k: v for k, v in _public(scan.options).items() if k != "target_fs"},
         "seed": seed, "split_fractions": list(split),
     }
 

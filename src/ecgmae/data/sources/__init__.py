@@ -116,6 +116,9 @@ def read_label_table(path: Path, classes: tuple[str, ...] | None = None, *, row_
     """
     import pandas as pd
 
+    from ecgmae.data.safety import check_file
+
+    check_file(path, str(path), "labels CSV")  # a FIFO would block the reader forever
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -239,6 +242,7 @@ class Loaded:
 def _load_one(source: str, scan_options: dict[str, Any], expected: tuple[str, ...] | None,
               classes: tuple[str, ...] | None, transform: Callable[[Any], Any], item: Item) -> Loaded:
     from ecgmae.data.io import RecordError
+    from ecgmae.data.safety import clip
 
     where = Path(item.path).name
     try:
@@ -246,12 +250,12 @@ def _load_one(source: str, scan_options: dict[str, Any], expected: tuple[str, ..
         rec.meta["file"] = where
         return Loaded(item, transform(rec))
     except RecordError as exc:
-        return Loaded(item, error=(exc.kind, str(exc)))
+        return Loaded(item, error=(exc.kind, clip(exc, 800)))
     except DataError as exc:
-        return Loaded(item, error=("invalid", f"{where}: {exc}"))
+        return Loaded(item, error=("invalid", clip(f"{where}: {exc}", 800)))
     except Exception as exc:  # one odd file must not end a long run; the message says what happened
         log.debug("unexpected error on %s", item.path, exc_info=True)
-        return Loaded(item, error=("unexpected", f"{where}: unexpected {type(exc).__name__}: {exc}"))
+        return Loaded(item, error=("unexpected", clip(f"{where}: unexpected {type(exc).__name__}: {exc}", 800)))
 
 
 def read_items(source: str, scan: Scan, transform: Callable[[Any], Any], *, workers: int = 1,

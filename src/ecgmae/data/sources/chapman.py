@@ -97,6 +97,9 @@ def read_csv_record(path: Path, units: str = "auto") -> Record:
     """One Chapman CSV (5000 x 12, with or without a header row) in mV."""
     import pandas as pd
 
+    from ecgmae.data.safety import check_file
+
+    check_file(path, path.name, "file")  # a FIFO would block the reader forever
     with open(path, errors="replace") as fh:
         has_header = not all(_is_number(v) for v in fh.readline().split(",") if v.strip())
     try:

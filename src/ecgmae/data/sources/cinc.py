@@ -45,7 +45,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     task = task or "all"
     if task not in TASKS:
         raise DataError(f"--task {task!r}: the cinc source has tasks {', '.join(TASKS)}")
-    options = {**(options or {}), "task": task}
+    options = {**(options or {}), "task": task, "_root": str(src)}
     files = walk_files(src)
     heads = [f for f in files if f.suffix.lower() == ".hea"]
     if not heads:
@@ -59,6 +59,6 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
 
 def load(item: Item, options: dict[str, Any]) -> Record:
     """Read one record; its labels come from the ``# Dx:`` line."""
-    rec = read_record(item.path)
+    rec = read_record(item.path, root=options.get("_root"))
     rec.labels = code_labels(dx_codes(rec.meta.get("comments", ())), options.get("task", "all"))
     return rec

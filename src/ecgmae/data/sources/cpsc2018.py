@@ -53,6 +53,9 @@ def read_reference(path: Path) -> tuple[dict[str, tuple[str, ...]], dict[str, st
     """Labels per recording from REFERENCE.csv, and the problems (recording -> message) found."""
     import pandas as pd
 
+    from ecgmae.data.safety import check_file
+
+    check_file(path, str(path), "reference CSV")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:
@@ -82,6 +85,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     if task:
         raise DataError(f"--task {task!r}: the cpsc2018 source has a single task (the nine classes)")
     files = walk_files(src)
+    options = {**(options or {}), "_root": str(src)}
     mats = [f for f in files if f.suffix.lower() == ".mat"]
     if not mats:
         raise DataError(f"{src}: no .mat files found")
@@ -90,7 +94,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     if ref is None:
         log.warning("%s: no REFERENCE.csv: records are prepared without labels", src)
         return Scan([Item(m.stem, str(m), labels=()) for m in mats], (), files, expected_leads=LEADS_12,
-                    options=dict(options or {}))
+                    options=options)
     table, bad = read_reference(ref)
     for m in mats:
         if m.stem in bad:
@@ -101,9 +105,9 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     if missing:
         log.warning("%d record(s) are not in %s: kept without labels", missing, ref.name)
     inputs = files if ref in files else [*files, ref]
-    return Scan(items, CLASSES, inputs, problems, expected_leads=LEADS_12, options=dict(options or {}))
+    return Scan(items, CLASSES, inputs, problems, expected_leads=LEADS_12, options=options)
 
 
 def load(item: Item, options: dict[str, Any]) -> Record:
     """Read one ``.mat`` record."""
-    return read_record(item.path)
+    return read_record(item.path, root=options.get("_root"))

@@ -60,7 +60,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     """List the WFDB records under ``src`` with their labels."""
     if task:
         raise DataError(f"--task {task!r}: the folder source has no label tasks (labels come from the CSV)")
-    options = dict(options or {})
+    options = {**(options or {}), "_root": str(src)}  # header-named files may lie anywhere under src
     files = walk_files(src)
     heads = [f for f in files if f.suffix.lower() == ".hea"]
     if not heads:
@@ -74,4 +74,4 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
 
 def load(item: Item, options: dict[str, Any]) -> Record:
     """Read one record."""
-    return read_record(item.path)
+    return read_record(item.path, root=options.get("_root"))

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ecgmae.data.io import Record, RecordError, make_record, unit_scale
+from ecgmae.data.safety import check_file
 from ecgmae.data.sources import Item, Scan, read_label_table
 from ecgmae.errors import DataError
 from ecgmae.utils import log
@@ -49,6 +50,7 @@ def read_h5_record(path: str | Path, index: int, *, fs: float | None = None, lea
     h5py = _h5py()
     path = Path(path)
     where = f"{path.name}[{index}]"
+    check_file(path, path.name, "file")  # a FIFO would block the reader forever
     try:
         with h5py.File(path, "r") as f:
             ds = _tracings(f, path.name)
@@ -95,6 +97,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         table = read_label_table(label_path, tuple(classes) if classes else None)
     items = []
     for path in files:
+        check_file(path, path.name, "file")
         try:
             with h5py.File(path, "r") as f:
                 n = _tracings(f, path.name).shape[0]

@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 
 from ecgmae.data.io import LEADS_12, Record, make_record, unit_scale
+from ecgmae.data.safety import check_file, read_small_text
 from ecgmae.data.sources import Item, Scan, read_label_table
 from ecgmae.errors import DataError
 from ecgmae.utils import log
 
 
 def _open(path: Path) -> np.ndarray:
+    check_file(path, path.name, "file")  # a FIFO would block np.load forever
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -46,7 +48,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     side: dict[str, Any] = {}
     if src.with_suffix(".json").is_file():
         try:
-            side = json.loads(src.with_suffix(".json").read_text())
+            side = json.loads(read_small_text(src.with_suffix(".json"), src.with_suffix(".json").name, "sidecar JSON"))
         except ValueError as exc:
             raise DataError(f"{src.with_suffix('.json')}: unreadable JSON ({exc})") from None
     if options.get("src_fs") is None:

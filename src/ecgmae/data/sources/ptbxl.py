@@ -13,10 +13,13 @@ present (``records100``), otherwise the 500 Hz ones.
 from __future__ import annotations
 
 import ast
+import os
+import posixpath
 from pathlib import Path
 from typing import Any
 
 from ecgmae.data.io import LEADS_12, Record, read_record
+from ecgmae.data.safety import clip
 from ecgmae.data.sources import Item, Scan, walk_files
 from ecgmae.errors import DataError
 
@@ -77,7 +80,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         raise DataError(f"--task {task!r}: PTB-XL tasks are {', '.join(TASKS)}")
     if labels:
         raise DataError("--labels: PTB-XL labels come from ptbxl_database.csv and scp_statements.csv")
-    options = {**(options or {}), "task": task}
+    options = {**(options or {}), "task": task, "_root": str(src)}
     db_path, st_path = src / "ptbxl_database.csv", src / "scp_statements.csv"
     for p in (db_path, st_path):
         if not p.is_file():
@@ -95,7 +98,13 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     options["records"] = "100" if column == "filename_lr" else "500"
     items, problems = [], []
     for row in db.itertuples(index=False):
-        rid, path = str(int(row.ecg_id)), src / f"{row[db.columns.get_loc(column)]}.hea"
+        rid, name = str(int(row.ecg_id)), str(row[db.columns.get_loc(column)])
+        path = src / f"{name}.hea"
+        norm = posixpath.normpath(name.replace("\\", "/"))
+        if os.path.isabs(name) or norm == ".." or norm.startswith("../"):
+            problems.append((rid, name, "outside", f"{db_path.name}: ecg_id {rid}: record file '{clip(name)}' is "
+                             "outside the corpus folder"))
+            continue
         try:
             codes = ast.literal_eval(row.scp_codes)
             if not isinstance(codes, dict):
@@ -130,4 +139,4 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
 
 def load(item: Item, options: dict[str, Any]) -> Record:
     """Read one record (WFDB)."""
-    return read_record(item.path)
+    return read_record(item.path, root=options.get("_root"))
