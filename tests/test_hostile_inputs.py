@@ -371,3 +371,20 @@ def test_a_damaged_store_is_rebuilt_not_reported_up_to_date(tmp_path: Path, dama
         (out / SIGNALS).unlink()
         assert _prepare(corpus, out, "--fs", "100", "--seconds", "2", "--leads", "I,II", "--bandpass", "none") == 0
         assert len(Store.open(out)) == 1
+
+
+def test_ptbxl_filenames_outside_the_corpus_are_refused_at_scan(tmp_path: Path) -> None:
+    from ecgmae.data.sources import get_source
+
+    src = tmp_path / "ptbxl"
+    _record(src / "records100" / "00000", "00001_lr", fs=100, n=1000)
+    rows = [(1, "records100/00000/00001_lr"), (2, "../../etc/hostname"), (3, "/etc/passwd")]
+    pd.DataFrame([{"ecg_id": i, "patient_id": 1.0, "scp_codes": "{'NORM': 100.0}", "strat_fold": 1,
+                   "filename_lr": name, "filename_hr": name} for i, name in rows]).to_csv(
+        src / "ptbxl_database.csv", index=False)
+    pd.DataFrame({"diagnostic": [1.0], "form": [None], "rhythm": [None], "diagnostic_class": ["NORM"],
+                  "diagnostic_subclass": ["NORM"]}, index=["NORM"]).to_csv(src / "scp_statements.csv")
+    scan = get_source("ptbxl").scan(src, options={"target_fs": 100})
+    assert [it.record for it in scan.items] == ["1"]
+    assert [(p[0], p[2]) for p in scan.problems] == [("2", "outside"), ("3", "outside")]
+    _one_line(scan.problems[0][3], "ecg_id 2: record file '../../etc/hostname' is outside the corpus folder")
