@@ -88,10 +88,17 @@ def test_aggregate_records_mean_and_max():
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):
-    sd = {"w": torch.randn(3, 4), "b": torch.zeros(4)}
-    path = save_checkpoint(tmp_path / "run" / "encoder.safetensors", sd, {"kind": "encoder", "model": {"x": 1}})
+    from ecgmae.config import to_dict
+    from ecgmae.models import ECGEncoder, get_config
+
+    cfg = get_config("ecgmae_tiny")
+    sd = ECGEncoder(cfg.encoder).state_dict()
+    header = {"kind": "encoder", "model": {"config": to_dict(cfg)}}
+    path = save_checkpoint(tmp_path / "run" / "encoder.safetensors", sd, header)
     state, meta = load_checkpoint(tmp_path / "run")  # a run directory resolves to its weight file
-    assert torch.equal(state["w"], sd["w"]) and meta["format_version"] == FORMAT_VERSION
+    assert torch.equal(state["norm.weight"], sd["norm.weight"]) and meta["format_version"] == FORMAT_VERSION
+    with pytest.raises(CheckpointError, match="lacks model field 'config'"):  # header checked against tensors
+        load_checkpoint(save_checkpoint(tmp_path / "x.safetensors", sd, {"kind": "encoder", "model": {"x": 1}}))
     with pytest.raises(CheckpointError, match="expected classifier"):
         load_checkpoint(path, kind="classifier")
 

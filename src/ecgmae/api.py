@@ -13,6 +13,7 @@ are resampled, filtered and normalised exactly as the training data were. Nothin
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from ecgmae.config import ConfigError, from_dict, replace, to_dict
 from ecgmae.data.io import Record
 from ecgmae.data.signal import PreprocessConfig
 from ecgmae.errors import CheckpointError, DataError
+from ecgmae.guards import check_device
 from ecgmae.inference import (
     Prepared,
     lead_positions,
@@ -54,12 +56,14 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
     Raises:
         CheckpointError: missing file, not safetensors, a newer format version, or a header that
             does not describe the weights.
+        ConfigError: ``device`` is not a device this machine has.
     """
+    dev = check_device(device)  # a device this machine lacks is refused before anything is read
     file = resolve(path)
     meta = read_meta(file)  # refuses non-safetensors files before any tensor is read
-    state, meta = load_checkpoint(file)
+    state, meta = load_checkpoint(file)  # header checked against the tensors before any module is built
     net = _build(file, meta, state)
-    return Model(file, meta, net, device)
+    return Model(file, meta, net, dev)
 
 
 def _build(file: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -328,6 +332,8 @@ class Model:
         """Apply ``fn`` to every window of every record and pool the window outputs per record."""
         if not items:
             raise DataError("no records given")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
         self._warn_absent(items)
         positions = np.asarray(self._positions)
         groups: dict[tuple[int, ...], list[int]] = {}

@@ -9,6 +9,7 @@ run. Nothing is ever unpickled: a file that is not safetensors is refused before
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,15 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta:
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"ecgmae": json.dumps(full)})
+        _usual_mode(tmp)  # safetensors may replace the file with one of its own (mode 0600)
     return path
+
+
+def _usual_mode(path: Path) -> None:
+    """Give ``path`` the permissions of a newly created file under the current umask (0644 with umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def resolve(path: str | Path, kind: str | None = None) -> Path:
@@ -93,13 +102,20 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Tensors and header of a checkpoint (a file or a run directory).
 
+    The header is checked against the tensors the file holds (names and shapes, from the safetensors
+    header) before any tensor is read or any module built: see :func:`ecgmae.guards.check_checkpoint`.
+
     Raises:
-        CheckpointError: missing file, not safetensors, newer format, or the wrong ``kind``.
+        CheckpointError: missing file, not safetensors, newer format, the wrong ``kind``, or a header
+            whose model or data section does not fit the tensors.
     """
     from safetensors.torch import load_file
+
+    from ecgmae.guards import check_checkpoint
 
     path = resolve(path, kind)
     meta = read_meta(path)
     if kind is not None and meta["kind"] != kind:
         raise CheckpointError(f"{path}: holds {meta['kind']} weights, expected {kind}")
+    check_checkpoint(path, meta)
     return load_file(str(path)), meta

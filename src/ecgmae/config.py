@@ -9,6 +9,8 @@ round-trips through ``to_dict`` / ``from_dict`` into checkpoints.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import types
 import typing
 from pathlib import Path
@@ -88,18 +90,44 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, where) for v in value)
+        if len(args) == len(value):
+            return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
         return tuple(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float) and isinstance(value, str):
-        # YAML 1.1 reads "5e-4" as a string; accept numbers written that way
-        try:
-            return tp(value)
-        except ValueError:
-            raise ConfigError(f"{where}: expected a {tp.__name__}, got {value!r}") from None
+    if tp is int:
+        return _integer(value, where)
+    if tp is float:
+        return _number(value, where)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # YAML reads `devices: 2` or `precision: 32` as numbers
     if tp is tuple and isinstance(value, list):
         return tuple(value)
     return value
+
+
+def _integer(value: Any, where: str) -> int:
+    """An integer config value; whole floats (``64.0``) and numeric strings are accepted, nothing else."""
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value.lower() for c in ".en") else int(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ConfigError(f"{where}: expected an integer, got {value!r}")
+
+
+def _number(value: Any, where: str) -> float:
+    """A real config value (not NaN); YAML 1.1 reads ``5e-4`` as a string, so numeric strings are accepted."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(float(value)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return float(value)
 
 
 def replace(cfg: T, where: str = "overrides", **changes: Any) -> T:

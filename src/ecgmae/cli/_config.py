@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from ecgmae.cli._common import nonneg_int, positive_float, positive_int
 from ecgmae.config import ConfigError, from_dict, load_yaml, to_dict
 
 # Flags of add_loop_args, by their config keys.
@@ -15,12 +16,14 @@ LOOP_FLAGS = ("epochs", "max_steps", "batch_size", "seed", "optim.lr", "window_s
 def add_loop_args(parser: argparse.ArgumentParser, *, max_steps_help: str, seed_help: str) -> None:
     """Flags every training command shares: run length, batch, learning rate, seed, resume/overwrite."""
     p = parser
-    p.add_argument("--epochs", type=int, help="passes over the training records (default 10)")
-    p.add_argument("--max-steps", dest="max_steps", type=int, help=max_steps_help)
-    p.add_argument("--batch-size", dest="batch_size", type=int, help="per device (default 64)")
-    p.add_argument("--lr", dest="optim.lr", metavar="LR", type=float,
+    p.add_argument("--epochs", type=positive_int, help="passes over the training records (default 10)")
+    p.add_argument("--max-steps", dest="max_steps", type=nonneg_int,
+                   help=max_steps_help + " (>= 0; leave it out to train for --epochs)")
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, help="per device (default 64)")
+    p.add_argument("--lr", dest="optim.lr", metavar="LR", type=positive_float,
                    help="peak learning rate (default 3e-3 for pretrain, 1e-3 for finetune)")
-    p.add_argument("--window-seconds", dest="window_seconds", type=float, help="crop length (default: store's)")
+    p.add_argument("--window-seconds", dest="window_seconds", type=positive_float,
+                   help="crop length (default: store's)")
     p.add_argument("--seed", type=int, help=seed_help)
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing finished run")
@@ -40,13 +43,16 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--accelerator", dest="trainer.accelerator", metavar="NAME", help="auto | cpu | gpu (default auto)")
     h.add_argument("--devices", dest="trainer.devices", metavar="N",
                    help="auto, a count, or ids like 0,1 (default auto)")
-    h.add_argument("--num-nodes", dest="trainer.num_nodes", metavar="N", type=int, help="nodes for multi-node DDP")
+    h.add_argument("--num-nodes", dest="trainer.num_nodes", metavar="N", type=positive_int,
+                   help="nodes for multi-node DDP")
     h.add_argument("--strategy", dest="trainer.strategy", metavar="NAME",
                    help="auto (ddp when several devices) | ddp | ...")
     h.add_argument("--precision", dest="trainer.precision", metavar="P",
                    help="auto (bf16-mixed where supported) | 32 | bf16-mixed | 16-mixed")
-    h.add_argument("--workers", dest="trainer.num_workers", metavar="N", type=int, help="data-loader worker processes")
-    h.add_argument("--accumulate", dest="trainer.accumulate", metavar="N", type=int, help="gradient accumulation steps")
+    h.add_argument("--workers", dest="trainer.num_workers", metavar="N", type=nonneg_int,
+                   help="data-loader worker processes")
+    h.add_argument("--accumulate", dest="trainer.accumulate", metavar="N", type=positive_int,
+                   help="gradient accumulation steps")
     h.add_argument("--compile", dest="trainer.compile", action="store_const", const=True,
                    help="torch.compile the model (slow first step, faster long runs)")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command, source_options
+from ecgmae.cli._common import add_command, positive_int, source_options
 
 SOURCES = ("folder", "ptbxl", "cpsc2018", "cinc", "chapman", "hdf5", "numpy", "store")
 _CHUNK = 256  # records preprocessed ahead of each model call
@@ -44,9 +44,21 @@ def add_input_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Tr
     p.add_argument("--src-units", choices=("mV", "uV", "V", "auto"), help="physical unit of raw array values")
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
                    help="skip unusable records with a warning (default; their ids are listed) or stop")
-    p.add_argument("--batch-size", type=int, default=64, help="windows per forward pass (default 64)")
-    p.add_argument("--workers", type=int, default=1, help="reader processes (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass (default 64)")
+    p.add_argument("--workers", type=positive_int, default=1, help="reader processes (default 1)")
     p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:1 ...")
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse ``--out`` before any work: a directory, a path under a file, or a file this command reads."""
+    from ecgmae.checkpoint import RUN_FILES
+    from ecgmae.guards import check_output_file
+
+    reads: list[Path | None] = [args.src, args.labels]
+    if args.checkpoint:
+        ckpt = Path(args.checkpoint)
+        reads += [ckpt / name for name in RUN_FILES] if ckpt.is_dir() else [ckpt]
+    check_output_file(args.out, reads)
 
 
 def collect(args: argparse.Namespace, fn: Callable[[Any, list[Any]], Any], *, classifier: bool = False
@@ -201,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.config import ConfigError
     from ecgmae.utils import atomic_path
 
+    check_out(args)
     extra: dict[str, Any] = {}
     if args.features:
         if args.checkpoint:

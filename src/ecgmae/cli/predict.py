@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgmae.cli._common import add_command
-from ecgmae.cli.embed import add_input_args, collect
+from ecgmae.cli.embed import add_input_args, check_out, collect
 
 
 def add_parser(sub: Any) -> None:
@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ecgmae.utils import write_text_atomic
 
+    check_out(args)  # before the work: an existing directory or the model's own file is refused
     model, ids, probs, skipped = collect(args, lambda m, b: m.predict_prepared(b, batch_size=args.batch_size),
                                           classifier=True)
     table = pd.DataFrame(probs, columns=model.label_names)

@@ -39,10 +39,17 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ecgmae.api import load
+    from ecgmae.checkpoint import RUN_FILES
     from ecgmae.data.io import read_record
+    from ecgmae.guards import check_output_file
     from ecgmae.utils import atomic_path
     from ecgmae.viz import plot_reconstruction
 
+    ckpt = Path(args.checkpoint)
+    reads = [args.record, *([ckpt / n for n in RUN_FILES] if ckpt.is_dir() else [ckpt])]
+    check_output_file(args.out, reads)
+    if args.npz:
+        check_output_file(args.npz, [*reads, args.out], flag="--npz")
     model = load(args.checkpoint, device=args.device)
     leads = tuple(n.strip() for n in args.src_leads.split(",")) if args.src_leads else None
     rec = read_record(args.record, fs=args.src_fs, leads=leads)

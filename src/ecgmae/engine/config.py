@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,11 @@ class OptimConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in ("lr", "min_lr_ratio", "warmup", "weight_decay", "layer_decay", "grad_clip", "betas"):
+            values = getattr(self, name)
+            for v in values if isinstance(values, (tuple, list)) else (values,):
+                if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                    raise ConfigError(f"optim.{name} must be a finite number, got {values!r}")
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if not 0 < self.layer_decay <= 1:
@@ -87,6 +94,11 @@ class TrainerConfig:
             raise ConfigError(f"trainer.accumulate must be >= 1, got {self.accumulate}")
         if isinstance(self.check_every, bool) or not isinstance(self.check_every, int) or self.check_every < 0:
             raise ConfigError(f"trainer.check_every must be an integer >= 0, got {self.check_every!r}")
+        if self.num_workers < 0:
+            raise ConfigError(f"trainer.num_workers must be >= 0, got {self.num_workers}")
+        if self.num_nodes < 1 or self.log_every < 1:
+            raise ConfigError(f"trainer.num_nodes and trainer.log_every must be >= 1, got {self.num_nodes}, "
+                              f"{self.log_every}")
 
 
 @dataclass(frozen=True)
@@ -166,7 +178,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.temperature <= 0:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         if self.proj_dim < 1:
             raise ConfigError(f"proj_dim must be >= 1, got {self.proj_dim}")
@@ -175,6 +187,7 @@ class PretrainConfig:
         if self.positives == "patient" and self.method != "cmsc":
             raise ConfigError(f"positives='patient' applies to method cmsc, not {self.method!r}")
         _check_loop(self.epochs, self.max_steps, self.batch_size)
+        _check_seconds("window_seconds", self.window_seconds)
 
 
 @dataclass(frozen=True)
@@ -226,6 +239,8 @@ class FinetuneConfig:
         if self.aggregate not in ("mean", "max"):
             raise ConfigError(f"aggregate must be 'mean' or 'max', got {self.aggregate!r}")
         _check_loop(self.epochs, self.max_steps, self.batch_size)
+        _check_seconds("window_seconds", self.window_seconds)
+        _check_seconds("eval_stride_seconds", self.eval_stride_seconds)
 
 
 def _check_loop(epochs: int, max_steps: int, batch_size: int) -> None:
@@ -235,3 +250,8 @@ def _check_loop(epochs: int, max_steps: int, batch_size: int) -> None:
         raise ConfigError(f"epochs must be >= 1 when max_steps is not set, got {epochs}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _check_seconds(name: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number of seconds (or unset for the default), got {value}")

@@ -28,6 +28,7 @@ from ecgmae.engine.predict import predict_records
 from ecgmae.engine.trainer import build_trainer
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
+from ecgmae.guards import check_resume
 from ecgmae.inference import lead_positions, load_classifier
 from ecgmae.models import (
     ECGMAE,
@@ -116,11 +117,18 @@ def _data_summary(store: Store, indices: np.ndarray, window: int) -> dict[str, A
 
 
 def _guard_out(out: Path, product: str, resume: bool, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a directory; --out names the run directory to write")
     if (out / product).exists() and not (resume or overwrite):
         raise DataError(f"{out}: already holds {product}; pass --resume to continue or --overwrite to redo")
     if resume and not (out / "last.ckpt").exists():
         raise DataError(f"{out}: --resume given but there is no last.ckpt to resume from")
-    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_resume(out / "last.ckpt")  # a damaged file is one clear line, not a traceback from unpickling
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{out}: cannot create the run directory ({exc.strerror})") from None
 
 
 def _finish_logs(out: Path) -> None:

@@ -39,7 +39,7 @@ class ECGEncoder(nn.Module):
         self.time_pos = nn.Parameter(torch.zeros(cfg.max_patches, d)) if cfg.pos_embed == "learned" else None
         self.lead_embed = nn.Parameter(torch.zeros(cfg.n_leads, d)) if cfg.tokenization == "lead" else None
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.pool == "cls" else None
-        rates = torch.linspace(0.0, cfg.drop_path, cfg.depth).tolist()
+        rates = torch.linspace(0.0, cfg.drop_path, cfg.depth, device="cpu").tolist()  # cpu: also under a meta build
         self.blocks = nn.ModuleList(
             Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, drop_path=r, eps=cfg.norm_eps)
             for r in rates

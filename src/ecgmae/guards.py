@@ -1,0 +1,217 @@
+"""Checks that refuse hostile or mistaken inputs before anything large is allocated or any work is done.
+
+* :func:`check_checkpoint` compares a checkpoint's header with the tensors the file really holds (names and
+  shapes come from the safetensors header; no tensor data is read). Loop-driving sizes (depths, patch
+  size, kernel count) are checked against the file first, then the model is built on the ``meta`` device
+  (no memory) and its parameter names and shapes must equal the file's. Only then is a real module built,
+  so a header that claims a model of gigabytes is refused in milliseconds. The header's ``data`` section
+  (rate, window, stride) is checked too.
+* :func:`check_resume` makes sure ``last.ckpt`` is a complete, uncorrupted archive before it is resumed.
+* :func:`check_device` turns a device name into a :class:`torch.device` that exists on this machine.
+* :func:`check_output_file` refuses an output path that is a directory or the file a command reads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecgmae.config import ConfigError
+from ecgmae.errors import CheckpointError
+
+# Largest window or stride (samples) a checkpoint may ask for: 1e6 samples is 33 min at 500 Hz.
+MAX_WINDOW = 1_000_000
+# Highest sampling rate (Hz) a checkpoint may declare.
+MAX_FS = 1_000_000.0
+# Memory the non-persistent buffers of a model may take beyond the size of its weight file.
+_BUFFER_SLACK = 64 * 2**20
+
+Shapes = dict[str, tuple[int, ...]]
+
+
+def tensor_shapes(path: str | Path) -> Shapes:
+    """Name -> shape of every tensor in a safetensors file, from its header alone (no data read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: tuple(int(n) for n in f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def check_checkpoint(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose header does not describe its tensors, before any module is built.
+
+    Raises:
+        CheckpointError: naming the file and the header field that disagrees with the tensors.
+    """
+    check_data_section(path, meta.get("data"))
+    shapes = tensor_shapes(path)
+    build = _planned_build(path, meta, shapes)
+    with torch.device("meta"):  # parameters and buffers get shapes but no memory
+        try:
+            net = build()
+        except KeyError as exc:
+            raise CheckpointError(f"{path}: header lacks model field {exc}") from None
+        except (ConfigError, ValueError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: header describes an invalid model ({exc})") from None
+    expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    wrong = [k for k in expected if k in shapes and expected[k] != shapes[k]]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append(", ".join(f"{k} is {list(shapes[k])} but the header implies {list(expected[k])}"
+                                   for k in wrong[:3]) + (f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else ""))
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) the header implies are missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} tensor(s) are not in the model (e.g. {unexpected[0]})")
+        raise CheckpointError(f"{path}: weights do not fit the model described in its header: {'; '.join(parts)}")
+    extra = sum(b.numel() * b.element_size() for name, b in net.named_buffers() if name not in expected)
+    limit = max(_BUFFER_SLACK, path.stat().st_size)
+    if extra > limit:
+        raise CheckpointError(f"{path}: the header's model needs {extra / 2**20:.0f} MiB of derived buffers, "
+                              f"more than its weight file holds; refusing (model sizes look forged)")
+
+
+def check_data_section(path: Path, data: Any) -> None:
+    """The header's ``data`` section: positive, bounded rate, window and stride (missing keys: the caller's)."""
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: header field data must be a mapping, got {type(data).__name__}")
+    for key in ("window_samples", "eval_stride_samples"):
+        if key not in data or (key == "eval_stride_samples" and data[key] is None):
+            continue  # a missing window is reported by the caller; a missing stride means "the window"
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WINDOW:
+            raise CheckpointError(f"{path}: header field data.{key} must be an integer in [1, {MAX_WINDOW}] "
+                                  f"samples, got {value!r}")
+    if "fs" in data:
+        fs = data["fs"]
+        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not (math.isfinite(fs) and 0 < fs <= MAX_FS):
+            raise CheckpointError(f"{path}: header field data.fs must be a rate in (0, {MAX_FS:g}] Hz, got {fs!r}")
+
+
+def _planned_build(path: Path, meta: dict[str, Any], shapes: Shapes) -> Callable[[], torch.nn.Module]:
+    """Parse the header's model section, check its loop-driving sizes against the file, return the builder."""
+    from ecgmae.config import from_dict
+    from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, MAEConfig, classifier_from_header
+
+    kind, m = meta["kind"], meta.get("model") or {}
+    try:
+        if kind == "encoder":
+            enc = from_dict(EncoderConfig, m["config"]["encoder"], where=f"{path}: model.config.encoder")
+            _check_encoder(path, enc, shapes, "", "model.config.encoder")
+            return lambda: ECGEncoder(enc)
+        if kind == "mae":
+            cfg = from_dict(MAEConfig, m["config"], where=f"{path}: model.config")
+            _check_encoder(path, cfg.encoder, shapes, "encoder.", "model.config.encoder")
+            _check_count(path, "model.config.decoder_depth", cfg.decoder_depth, shapes, "decoder_blocks.",
+                         "decoder blocks")
+            return lambda: ECGMAE(cfg)
+        if m.get("arch", "ecgmae") == "ecgmae":
+            enc = from_dict(EncoderConfig, m["encoder"], where=f"{path}: model.encoder")
+            _check_encoder(path, enc, shapes, "encoder.", "model.encoder")
+        # reference CNNs: their depth follows from the registered architecture, so the meta build is bounded
+        return lambda: classifier_from_header(m, where=f"{path}: model")
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: header lacks model field {exc}") from None
+    except (ConfigError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: header describes an invalid model ({exc})") from None
+
+
+def _check_encoder(path: Path, enc: Any, shapes: Shapes, prefix: str, field: str) -> None:
+    _check_count(path, f"{field}.depth", enc.depth, shapes, f"{prefix}blocks.", "encoder blocks")
+    norm = shapes.get(f"{prefix}norm.weight")
+    if norm != (enc.embed_dim,):
+        have = "no such tensor" if norm is None else f"width {list(norm)}"
+        raise CheckpointError(f"{path}: header field {field}.embed_dim={enc.embed_dim} does not match the "
+                              f"weights ({prefix}norm.weight: {have})")
+    widest = max((max(s) for s in shapes.values() if s), default=0)
+    for name, value in (("patch_size", enc.patch_size), ("conv_kernels", len(enc.conv_kernels))):
+        if value > widest:  # the patch projection and the branch weights are at least this wide
+            raise CheckpointError(f"{path}: header field {field}.{name}={value} exceeds every tensor dimension "
+                                  f"in the file ({widest})")
+
+
+def _check_count(path: Path, field: str, value: int, shapes: Shapes, prefix: str, what: str) -> None:
+    found = _indices(shapes, prefix)
+    if value != len(found):  # gaps in the numbering are left to the exact comparison of names
+        raise CheckpointError(f"{path}: header field {field}={value} but the file holds {len(found)} {what}")
+
+
+def _indices(names: Iterable[str], prefix: str) -> set[int]:
+    pattern = re.compile(rf"^{re.escape(prefix)}(\d+)\.")
+    return {int(m.group(1)) for name in names if (m := pattern.match(name))}
+
+
+def check_resume(path: Path) -> None:
+    """Refuse a ``last.ckpt`` that is not a complete archive (truncated, overwritten, bit rot) before resuming.
+
+    Torch checkpoints are zip archives whose members carry CRC-32s; every member is read and checked.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged resume checkpoint ({type(exc).__name__}: {exc}); remove it, or "
+                              "pass --overwrite instead of --resume to start again") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: damaged resume checkpoint (member {bad} fails its CRC check); remove it, "
+                              "or pass --overwrite instead of --resume to start again")
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` that this machine has.
+
+    Raises:
+        ConfigError: not a device name, or a CUDA/MPS device this build or machine does not have.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {device!r}: not a device name (cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r}: CUDA is not available (this torch build or machine has no "
+                              "usable GPU); use cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device {device!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use cpu")
+    elif dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ConfigError(f"device {device!r}: unsupported device type {dev.type!r}; use cpu or cuda")
+    return dev
+
+
+def check_output_file(out: Path, reads: Iterable[str | Path | None] = (), flag: str = "--out") -> None:
+    """Refuse an output file that is a directory, lies under a file, or is one of the files the command reads."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out}: is a directory; name the file to write")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {out}: {parent} is a file, not a folder")
+            break
+    for src in reads:
+        if src is not None and _same_file(out, Path(src)):
+            raise ConfigError(f"{flag} {out}: is a file this command reads ({src}); write somewhere else")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
