@@ -288,3 +288,14 @@ def test_header_json_is_what_the_checks_read(tmp_path):
     with safe_open(str(honest), "pt") as f, safe_open(str(forged), "pt") as g:
         assert set(f.keys()) == set(g.keys())
         assert json.loads(g.metadata()["ecgmae"])["model"]["config"]["encoder"]["depth"] == 10**6
+
+
+def test_training_hardware_this_machine_lacks_is_one_line(store, tmp_path, capsys):
+    base = ["pretrain", "--data", str(store), "--model", "ecgmae_tiny", "--max-steps", "1", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "d"), "--devices", "two"]) == 2
+    assert "trainer.devices: expected auto, a count or ids like 0,1; got 'two'" in _one_line(capsys.readouterr().err)
+    if not torch.cuda.is_available():
+        assert main([*base, "--out", str(tmp_path / "g"), "--accelerator", "gpu"]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert line.startswith("ecgmae pretrain: error: trainer:"), line
+    assert not (tmp_path / "d" / "encoder.safetensors").exists()

@@ -12,10 +12,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from ecgmae.config import ConfigError
 from ecgmae.engine.config import TrainerConfig
 
 # Lightning warnings that are expected here: the run directory holds config.json before the first
@@ -81,11 +83,14 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
 
 
 def _devices(devices: str) -> Any:
-    if devices == "auto":
-        return "auto"
-    if "," in devices:
-        return [int(d) for d in devices.split(",") if d.strip()]
-    return int(devices)
+    try:
+        if devices == "auto":
+            return "auto"
+        if "," in devices:
+            return [int(d) for d in devices.split(",") if d.strip()]
+        return int(devices)
+    except ValueError:
+        raise ConfigError(f"trainer.devices: expected auto, a count or ids like 0,1; got {devices!r}") from None
 
 
 def build_trainer(
@@ -135,28 +140,31 @@ def build_trainer(
     _tame_lightning_logs(quiet)
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    trainer = L.Trainer(
-        accelerator=cfg.accelerator,
-        devices=devices,
-        num_nodes=cfg.num_nodes,
-        strategy=strategy,
-        precision=resolve_precision(cfg.precision, cfg.accelerator),  # type: ignore[arg-type]
-        max_epochs=max_epochs if max_steps < 0 else -1,
-        max_steps=max_steps,
-        accumulate_grad_batches=cfg.accumulate,
-        gradient_clip_val=grad_clip or None,
-        log_every_n_steps=cfg.log_every,
-        deterministic=cfg.deterministic,
-        callbacks=callbacks,
-        logger=loggers,
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=not quiet,
-        enable_model_summary=not quiet,
-        num_sanity_val_steps=0,
-        use_distributed_sampler=False,  # engine.data.EpochSampler shards by rank itself
-        default_root_dir=out,
-        limit_val_batches=1.0 if has_val else 0,
-    )
+    try:
+        trainer = L.Trainer(
+            accelerator=cfg.accelerator,
+            devices=devices,
+            num_nodes=cfg.num_nodes,
+            strategy=strategy,
+            precision=resolve_precision(cfg.precision, cfg.accelerator),  # type: ignore[arg-type]
+            max_epochs=max_epochs if max_steps < 0 else -1,
+            max_steps=max_steps,
+            accumulate_grad_batches=cfg.accumulate,
+            gradient_clip_val=grad_clip or None,
+            log_every_n_steps=cfg.log_every,
+            deterministic=cfg.deterministic,
+            callbacks=callbacks,
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+            enable_progress_bar=not quiet,
+            enable_model_summary=not quiet,
+            num_sanity_val_steps=0,
+            use_distributed_sampler=False,  # engine.data.EpochSampler shards by rank itself
+            default_root_dir=out,
+            limit_val_batches=1.0 if has_val else 0,
+        )
+    except MisconfigurationException as exc:  # e.g. --accelerator gpu or --devices 7 on a machine without them
+        raise ConfigError(f"trainer: {str(exc).strip().splitlines()[0]}") from None
     every = check_interval(cfg.check_every, epoch_steps(trainer.world_size) if epoch_steps else 0)
     if every > 1:  # known only now: an epoch's length depends on the world size Lightning resolved
         trainer.check_val_every_n_epoch = every
