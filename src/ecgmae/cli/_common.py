@@ -57,15 +57,25 @@ def _bounded_int(text: str, low: int) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+def number_in(low: float, high: float = math.inf, what: str = "a number", unit: str = "", *,
+              open_low: bool = False) -> Callable[[str], float]:
+    """argparse type factory: a finite number in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        above = value > low if open_low else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            span = (f"{'>' if open_low else '>='} {low:g}" if math.isinf(high) else f"{low:g}-{high:g}{unit}")
+            raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_float = number_in(0.0, open_low=True)  # argparse type: a finite number > 0
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:

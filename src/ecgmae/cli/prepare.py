@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command, source_options
+from ecgmae.cli._common import add_command, number_in, positive_int, source_options
 
 _SOURCES = ("folder", "ptbxl", "cpsc2018", "cinc", "chapman", "hdf5", "numpy")
 # Lead-set shortcuts for --leads; anything else is a comma-separated list of lead names.
@@ -39,37 +39,14 @@ def _split(text: str) -> tuple[float, ...]:
     return values  # type: ignore[no-any-return]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _rate(text: str) -> float:
     """A sampling rate in Hz within the range a record may declare."""
     from ecgmae.data.io import FS_RANGE
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a sampling rate in Hz, got {text!r}") from None
-    if not (math.isfinite(value) and FS_RANGE[0] <= value <= FS_RANGE[1]):
-        raise argparse.ArgumentTypeError(f"must be {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz, got {text!r}")
-    return value
+    return number_in(*FS_RANGE, what="a sampling rate in Hz", unit=" Hz")(text)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and 0 <= value <= 86400):
-        raise argparse.ArgumentTypeError(f"must be 0-86400 s, got {text!r}")
-    return value
+_seconds = number_in(0.0, 86400.0, what="a number of seconds", unit=" s")
 
 
 def _bandpass(text: str) -> tuple[float, float] | str | None:
@@ -117,7 +94,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--labels", type=Path, help="labels CSV: record,labels (;-separated) or one 0/1 column per class")
     p.add_argument("--task", help="label task of the source (ptbxl, cinc, chapman)")
     p.add_argument("--classes", help="comma-separated label names to keep, in this order; other names are errors")
-    p.add_argument("--workers", type=_positive_int, default=1, help="reader processes (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1, help="reader processes (default 1)")
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
                    help="skip bad records and list them in STORE/skipped.csv (default), or stop at the first")
     p.add_argument("--bandpass", type=_bandpass, default="auto", metavar="LO,HI|auto|none",

@@ -6,14 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from ecgmae.cli._common import add_command, positive_int
 
 
 def add_parser(sub: Any) -> None:
@@ -36,7 +29,7 @@ def add_parser(sub: Any) -> None:
                 "  ecgmae synth --engine deepfake --out data/deepfake --n 1000",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder (absent or empty unless --overwrite)")
-    p.add_argument("--n", required=True, type=_positive_int, help="number of records")
+    p.add_argument("--n", required=True, type=positive_int, help="number of records")
     p.add_argument("--engine", choices=("builtin", "deepfake"), default="builtin",
                    help="builtin: labelled dipole model; deepfake: unlabelled GAN ECGs (needs ecgmae[deepfake]). "
                         "Default builtin")
@@ -46,7 +39,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--noise", choices=("none", "low", "realistic"), default=None,
                    help="builtin only: none; low (baseline wander + white); realistic (wander, 50/60 Hz, EMG, "
                         "electrode pops, amplitude drift). Default realistic")
-    p.add_argument("--batch-size", type=_positive_int, default=50,
+    p.add_argument("--batch-size", type=positive_int, default=50,
                    help="deepfake only: records per generator call (default 50)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing `ecgmae synth` folder")
 
