@@ -252,7 +252,7 @@ def test_predict_cli_from_store_and_folder(runs, tmp_path):
     assert main(["predict", "--checkpoint", str(runs["ft"]), "--src", str(runs["store"]), "--source", "store",
                  "--split", "test", "--out", str(tmp_path / "p.csv"), "--quiet"]) == 0
     table = pd.read_csv(tmp_path / "p.csv")
-    assert list(table.columns) == ["record", *model.label_names]
+    assert list(table.columns) == ["record", *model.label_names, "skipped"] and table["skipped"].isna().all()
     metrics = json.loads((runs["ft"] / "metrics.json").read_text())
     assert len(table) == metrics["n_records"] and table[model.label_names].to_numpy().max() <= 1.0
     assert main(["predict", "--checkpoint", str(runs["ft"]), "--src", str(runs["src"]), "--out",
@@ -263,6 +263,35 @@ def test_predict_cli_from_store_and_folder(runs, tmp_path):
     np.testing.assert_allclose(both, table[model.label_names].to_numpy(), atol=2e-3)
     assert main(["predict", "--checkpoint", str(runs["mae"]), "--src", str(runs["src"]), "--out",
                  str(tmp_path / "x.csv"), "--quiet"]) == 2
+
+
+def test_predict_keeps_a_row_and_the_reason_for_every_skipped_record(runs, tmp_path):
+    """12 unreadable records among good ones: each keeps its row, in source order, with its reason."""
+    import shutil
+
+    import pandas as pd
+
+    src = tmp_path / "src"
+    shutil.copytree(runs["src"], src)
+    heads = sorted(src.glob("*.hea"))[:14]
+    bad = {h.stem for h in heads[1:13]}
+    for h in heads:
+        if h.stem in bad:
+            h.with_suffix(".dat").write_bytes(b"\x00" * 10)  # truncated signal file
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--checkpoint", str(runs["ft"]), "--src", str(src), "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert table["record"].tolist() == sorted(h.stem for h in src.glob("*.hea"))
+    model = ecgmae.load(runs["ft"])
+    lost = table[table["skipped"] != ""]
+    assert set(lost["record"]) == bad and all(".dat" in r or "truncat" in r for r in lost["skipped"])
+    assert (lost[model.label_names] == "").all().all()
+    kept = table[table["skipped"] == ""]
+    assert len(kept) == len(table) - 12 and kept[model.label_names].astype(float).to_numpy().max() <= 1.0
+    emb = tmp_path / "e.npz"
+    assert main(["embed", "--checkpoint", str(runs["mae"]), "--src", str(src), "--out", str(emb), "--quiet"]) == 0
+    data = np.load(emb)
+    assert set(data["skipped"].tolist()) == bad and len(data["skipped_reason"]) == 12
 
 
 def _perfect(model) -> None:

@@ -299,3 +299,9 @@ def test_training_hardware_this_machine_lacks_is_one_line(store, tmp_path, capsy
         line = _one_line(capsys.readouterr().err)
         assert line.startswith("ecgmae pretrain: error: trainer:"), line
     assert not (tmp_path / "d" / "encoder.safetensors").exists()
+
+
+def test_bad_leads_in_a_header_without_preprocessing_name_the_file(tmp_path):
+    path = encoder_file(tmp_path / "l.safetensors", preprocessing=None, leads=["I", "XX"])
+    with pytest.raises(CheckpointError, match=r"l\.safetensors: data: .*XX"):
+        ecgmae.load(path)

@@ -93,7 +93,10 @@ def _preprocessing(file: Path, meta: dict[str, Any]) -> tuple[PreprocessConfig, 
         cfg = PreprocessConfig.from_dict(d["preprocessing"], where=f"{file}: data.preprocessing")
     else:
         log.warning("%s: no stored preprocessing; inputs are only resampled to %g Hz", file, d["fs"])
-        cfg = PreprocessConfig(fs=d["fs"], leads=tuple(d["leads"]))
+        try:
+            cfg = PreprocessConfig(fs=d["fs"], leads=tuple(d["leads"]))
+        except ConfigError as e:
+            raise CheckpointError(f"{file}: data: {e}") from None
     if abs(cfg.fs - float(d["fs"])) > 1e-6 or list(cfg.leads) != list(d["leads"]):
         raise CheckpointError(f"{file}: data.preprocessing ({cfg.fs:g} Hz, {','.join(cfg.leads)}) disagrees with "
                               f"data.fs/leads ({d['fs']} Hz, {','.join(d['leads'])})")

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ecgmae.cli._common import add_command, positive_int, source_options
 
@@ -71,7 +71,7 @@ def collect(args: argparse.Namespace, fn: Callable[[Any, list[Any]], Any], *, cl
         classifier: refuse a checkpoint that is not a classifier before reading any record.
 
     Returns:
-        ``(model, record ids, stacked outputs, skipped ids)``.
+        ``(model, record ids, stacked outputs, skipped records)``.
     """
     import torch
 
@@ -92,7 +92,16 @@ def collect(args: argparse.Namespace, fn: Callable[[Any, list[Any]], Any], *, cl
     return model, ids, outs, skipped
 
 
-def _gather(args: argparse.Namespace, stream: Any, fn: Callable[[list[Any]], Any]) -> tuple[list[str], Any, list[str]]:
+class Skipped(NamedTuple):
+    """A record left out: its place in the source order (counting every record), id and the reason."""
+
+    position: int
+    record: str
+    reason: str
+
+
+def _gather(args: argparse.Namespace, stream: Any, fn: Callable[[list[Any]], Any]
+            ) -> tuple[list[str], Any, list[Skipped]]:
     """Run ``fn`` over chunks of the usable items of ``stream`` (in order); skip or fail on the others."""
     import numpy as np
 
@@ -101,14 +110,14 @@ def _gather(args: argparse.Namespace, stream: Any, fn: Callable[[list[Any]], Any
 
     ids: list[str] = []
     outs: list[Any] = []
-    skipped: list[str] = []
+    skipped: list[Skipped] = []
     buf: list[Any] = []
-    for item in stream:
+    for position, item in enumerate(stream):
         if isinstance(item, tuple):
             record, message = item
             if args.on_error == "fail":
                 raise DataError(message)
-            skipped.append(record)
+            skipped.append(Skipped(position, record, message))
             if len(skipped) <= 10:
                 log.warning("skipped %s", message)
             continue
@@ -121,7 +130,7 @@ def _gather(args: argparse.Namespace, stream: Any, fn: Callable[[list[Any]], Any
         outs.append(fn(buf))
         ids.extend(p.name for p in buf)
     if len(skipped) > 10:
-        log.warning("... and %d more skipped records", len(skipped) - 10)
+        log.warning("... and %d more skipped records (every reason is in the output)", len(skipped) - 10)
     if not ids:
         raise DataError(f"{args.src}: no usable record ({len(skipped)} skipped)")
     return ids, np.concatenate(outs), skipped
@@ -134,7 +143,7 @@ def collect_features(args: argparse.Namespace) -> tuple[list[str], Any, list[str
     onto the 12 standard leads (leads a record lacks are zero rows), not resampled and not filtered.
 
     Returns:
-        ``(record ids, (N, F) float32 features, skipped ids, feature names)``.
+        ``(record ids, (N, F) float32 features, skipped records, feature names)``.
     """
     import numpy as np
 
@@ -194,7 +203,8 @@ def add_parser(sub: Any) -> None:
         description="Embed every record of SRC with the checkpoint's stored preprocessing (resampling, filters, "
         "normalisation, lead order). Records of any length are cut into windows of the trained length whose "
         "pooled features are averaged. Writes FILE.npz with arrays `record` (N ids, in the order of the "
-        "source), `embedding` (N x D float32) and `skipped` (ids of unusable records). With --features (no "
+        "source), `embedding` (N x D float32), `skipped` (ids of unusable records) and `skipped_reason` "
+        "(why, one line each). With --features (no "
         "checkpoint): hand-made ECG features instead (per lead: log spectrum in 0.5 Hz bins from 0.5 to 25 Hz, "
         "amplitude percentiles, peak-to-peak, std; R-R rhythm: heart rate, RR statistics, RMSSD, pNN50), "
         "computed at each record's own sampling rate (a store's records as stored; a corpus's mapped onto the "
@@ -226,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
         _, ids, z, skipped = collect(args, lambda m, b: m.embed_prepared(b, batch_size=args.batch_size))
     with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
         np.savez(f, record=np.array(ids, dtype=str), embedding=z.astype(np.float32),
-                 skipped=np.array(skipped, dtype=str), **extra)
+                 skipped=np.array([k.record for k in skipped], dtype=str),
+                 skipped_reason=np.array([k.reason for k in skipped], dtype=str), **extra)
     what = "features" if args.features else "dims"
     print(f"{args.out}: {len(ids)} records x {z.shape[1]} {what}" + (f" ({len(skipped)} skipped)" if skipped else ""))
     return 0

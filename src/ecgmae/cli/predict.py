@@ -17,8 +17,9 @@ def add_parser(sub: Any) -> None:
         example="ecgmae predict --checkpoint runs/ft --src data/cpsc2018 --source cpsc2018 --out preds.csv",
         description="Score every record of SRC with a classifier run, applying its stored preprocessing. "
         "Window probabilities are combined per record as in the classifier's evaluation (mean or max). "
-        "Writes a CSV with a `record` column (in the order of the source) and one probability column per "
-        "label of the classifier.",
+        "Writes a CSV with a `record` column (in the order of the source), one probability column per "
+        "label of the classifier and a `skipped` column: empty for scored records; for records that could "
+        "not be scored (--on-error skip) the one-line reason, with empty probabilities.",
     )
     add_input_args(p)
     p.add_argument("--out", required=True, type=Path, help="CSV file to write (atomically)")
@@ -34,6 +35,13 @@ def run(args: argparse.Namespace) -> int:
                                           classifier=True)
     table = pd.DataFrame(probs, columns=model.label_names)
     table.insert(0, "record", ids)
+    table["skipped"] = ""
+    if skipped:  # every record gets a row, at its place in the source order
+        gone = {k.position for k in skipped}
+        table.index = [i for i in range(len(ids) + len(skipped)) if i not in gone]
+        rows = pd.DataFrame({"record": [k.record for k in skipped], "skipped": [k.reason for k in skipped]},
+                            index=[k.position for k in skipped])
+        table = pd.concat([table, rows]).sort_index()
     write_text_atomic(args.out, table.to_csv(index=False, float_format="%.6f"))
     print(f"{args.out}: {len(ids)} records x {len(model.label_names)} labels"
           + (f" ({len(skipped)} skipped)" if skipped else ""))
