@@ -119,6 +119,18 @@ def test_lead_subset_of_a_lead_tokenised_model(runs):
     assert np.abs(sub - model.embed(x, fs=100)).max() > 1e-4
 
 
+def test_a_record_shorter_than_a_second_is_embedded_with_a_warning(runs, caplog):
+    model = ecgmae.load(runs["mae"])
+    x = _ecg(3)
+    with caplog.at_level("WARNING", logger="ecgmae"):
+        model.embed(x, fs=100)
+    assert "less than 1 s" not in caplog.text  # a whole window: no warning
+    with caplog.at_level("WARNING", logger="ecgmae"):
+        z = model.embed([x[:, :1], x[:, :99], x[:, :100]], fs=100)
+    assert z.shape[0] == 3 and np.isfinite(z).all()
+    assert "2 record(s) hold less than 1 s of signal at 100 Hz" in caplog.text and "(1 samples)" in caplog.text
+
+
 def test_time_tokenised_model_zero_fills_missing_leads_with_a_warning(runs, caplog):
     model = ecgmae.load(runs["time"])
     assert model.encoder_config.tokenization == "time"

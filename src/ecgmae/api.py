@@ -338,6 +338,7 @@ class Model:
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
         self._warn_absent(items)
+        self._warn_short(items)
         positions = np.asarray(self._positions)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, p in enumerate(items):  # one lead set per batch (lead_idx is shared by a batch)
@@ -362,6 +363,14 @@ class Model:
         for s in window_starts(p.valid, w, self.stride):
             win = x[:, s : s + w]
             yield np.ascontiguousarray(win if win.shape[1] == w else np.pad(win, ((0, 0), (0, w - win.shape[1]))))
+
+    def _warn_short(self, items: Sequence[Prepared]) -> None:
+        """Records with less than a second of signal: their windows are almost all zero padding."""
+        short = [p for p in items if p.valid < min(self.window, self.fs)]
+        if short:
+            names = ", ".join(f"{p.name} ({p.valid} samples)" for p in short[:5])
+            log.warning("%d record(s) hold less than 1 s of signal at %g Hz: %s%s; their outputs come mostly "
+                        "from zero padding", len(short), self.fs, names, ", ..." if len(short) > 5 else "")
 
     def _warn_absent(self, items: Sequence[Prepared]) -> None:
         if self._tokens() == "lead":  # only a lead-tokenised encoder skips absent leads
