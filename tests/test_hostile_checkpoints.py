@@ -305,3 +305,25 @@ def test_bad_leads_in_a_header_without_preprocessing_name_the_file(tmp_path):
     path = encoder_file(tmp_path / "l.safetensors", preprocessing=None, leads=["I", "XX"])
     with pytest.raises(CheckpointError, match=r"l\.safetensors: data: .*XX"):
         ecgmae.load(path)
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EACCES"])
+def test_a_full_or_read_only_disk_is_one_line(monkeypatch, capsys, code):
+    import errno
+
+    import ecgmae.cli.synth as synth_cli
+
+    def full(args):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), "/data/out/signals.npy")
+
+    monkeypatch.setattr(synth_cli, "run", full)
+    assert main(["synth", "--out", "/tmp/never", "--n", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ecgmae synth: error: ") and "/data/out/signals.npy" in err[0]
+
+    def bug(args):
+        raise OSError(errno.EBADF, "bad file descriptor")
+
+    monkeypatch.setattr(synth_cli, "run", bug)
+    with pytest.raises(OSError):  # anything else is a bug and keeps its traceback
+        main(["synth", "--out", "/tmp/never", "--n", "1"])

@@ -7,6 +7,7 @@ happen inside ``run`` so that ``ecgmae --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -14,6 +15,9 @@ from ecgmae import __version__
 from ecgmae.config import ConfigError
 from ecgmae.errors import ECGMAEError
 from ecgmae.utils import setup_logging
+
+# Operating-system refusals that are the machine's state, not a bug: one line, not a traceback.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 # Order is the order shown in `ecgmae --help`.
 COMMANDS: tuple[str, ...] = ("synth", "prepare", "pretrain", "finetune", "evaluate", "demo", "benchmark", "embed",
@@ -45,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (ECGMAEError, ConfigError) as exc:
         print(f"ecgmae {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"ecgmae {args.command}: error: {exc.strerror or exc}{where}; finished outputs are kept, "
+              "partial ones were written under temporary names", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"ecgmae {args.command}: interrupted", file=sys.stderr)
