@@ -56,6 +56,18 @@ def test_epoch_sampler_is_seeded_and_shards_ranks():
         EpochSampler(0, seed=0, shuffle=True)
 
 
+def test_epoch_sampler_reads_its_epoch_from_epoch_fn_and_ignores_set_epoch():
+    step = {"epoch": 1}
+    s = EpochSampler(10, seed=3, shuffle=True, epoch_fn=lambda: step["epoch"])
+    s.set_epoch(5)  # what Lightning hands it (one ahead after some resumes): ignored
+    ref = EpochSampler(10, seed=3, shuffle=True)
+    ref.set_epoch(1)
+    assert list(s) == list(ref)
+    step["epoch"] = 2  # read as each pass starts
+    ref.set_epoch(2)
+    assert list(s) == list(ref) and all(e == 2 for e, _ in s)
+
+
 def test_label_subset_keeps_a_positive_per_class():
     rng = np.random.default_rng(0)
     labels = np.zeros((1000, 4), np.uint8)

@@ -7,7 +7,7 @@ uninterrupted one would, on any number of workers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,22 +23,33 @@ class EpochSampler(Sampler):
 
     Each rank gets ``ceil(n / world)`` keys (wrapping around) so that all ranks take the same number of
     steps, as DDP requires. Lightning calls :meth:`set_epoch` at the start of every epoch.
+
+    Args:
+        epoch_fn: when given, the epoch is ``epoch_fn()`` read as each pass starts, and :meth:`set_epoch`
+            is ignored. The engine passes ``global_step // steps_per_epoch``: Lightning's own epoch counter
+            (what it gives ``set_epoch``) runs one ahead after resuming a step-limited run from an
+            end-of-epoch checkpoint, while the step count is restored exactly.
     """
 
-    def __init__(self, n: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, n: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
+                 epoch_fn: Callable[[], int] | None = None) -> None:
         if n <= 0:
             raise DataError("no training records: the selected split is empty")
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.epoch_fn = epoch_fn
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if self.epoch_fn is None:
+            self.epoch = epoch
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.epoch_fn is not None:
+            self.epoch = int(self.epoch_fn())
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
         else:
@@ -157,10 +168,15 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     pin_memory: bool = False,
+    epoch_fn: Callable[[], int] | None = None,
 ) -> DataLoader:
-    """A DataLoader over ``dataset``: epoch-keyed shuffled batches for training, in order otherwise."""
+    """A DataLoader over ``dataset``: epoch-keyed shuffled batches for training, in order otherwise.
+
+    ``epoch_fn`` (training only): where the training epoch is read from, see :class:`EpochSampler`.
+    """
     if train:
-        sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world_size)
+        sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world_size,
+                               epoch_fn=epoch_fn)
         dataset = EpochKeyed(dataset)
         drop_last = len(sampler) >= batch_size
     else:

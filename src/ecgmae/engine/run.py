@@ -51,6 +51,7 @@ class _Loaders(L.LightningDataModule):
         super().__init__()
         self.train_ds, self.val_ds = train_ds, val_ds
         self.batch_size, self.seed, self.workers = batch_size, seed, workers
+        self._epoch_steps = 1
 
     def _kw(self) -> dict[str, Any]:
         t = self.trainer
@@ -64,7 +65,19 @@ class _Loaders(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> Any:
-        return make_loader(self.train_ds, train=True, **self._kw())
+        loader = make_loader(self.train_ds, train=True, epoch_fn=self._epoch, **self._kw())
+        self._epoch_steps = math.ceil(len(loader) / (self.trainer.accumulate_grad_batches if self.trainer else 1))
+        return loader
+
+    def _epoch(self) -> int:
+        """The training epoch as the optimiser step count gives it, read as each pass over the data starts.
+
+        Checkpoints are written at epoch ends and every epoch takes the same number of steps, so this is
+        the epoch an uninterrupted run is in, and it survives ``--resume`` exactly (Lightning's epoch
+        counter, which it hands the sampler, is one ahead after resuming a ``max_steps`` run).
+        """
+        t = self.trainer
+        return 0 if t is None else t.global_step // max(1, self._epoch_steps)
 
     def val_dataloader(self) -> Any:
         if self.val_ds is None or len(self.val_ds) == 0:
