@@ -200,3 +200,34 @@ def test_pretraining_checks_every_200_steps_by_default():
     assert PretrainConfig().trainer.check_every == 200 and TrainerConfig().check_every == 0
     with pytest.raises(ConfigError, match="check_every"):
         TrainerConfig(check_every=-1)
+
+
+def test_window_is_checked_against_the_records(store, tmp_path, caplog):
+    """Issue 13: a 100000 s window on 5 s records is refused before anything is allocated."""
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.sources.synthetic import write_wfdb_folder
+    from ecgmae.data.store import prepare_store
+    from ecgmae.errors import DataError
+
+    for seconds in (100000.0, 60.0):
+        with pytest.raises(DataError, match=r"longer than every record of the store \(longest 5 s\)"):
+            pretrain(store, tmp_path / f"w{seconds:g}", _pre(max_steps=1, window_seconds=seconds), quiet=True)
+    src = write_wfdb_folder(tmp_path / "short", 24, fs=100, seconds=3, seed=1, noise="low", quiet=True)
+    padded = prepare_store("folder", src, tmp_path / "padded", PreprocessConfig(fs=50, seconds=10), quiet=True)
+    with caplog.at_level("WARNING", logger="ecgmae"):
+        pretrain(padded, tmp_path / "pad", _pre(max_steps=1), quiet=True)
+    assert "70 % zero padding" in caplog.text
+
+
+def test_finetuning_an_unlabelled_store_says_so(tmp_path):
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.sources.synthetic import write_wfdb_folder
+    from ecgmae.data.store import prepare_store
+    from ecgmae.errors import DataError
+
+    src = write_wfdb_folder(tmp_path / "raw", 12, fs=100, seconds=5, seed=2, noise="low", quiet=True)
+    (src / "labels.csv").unlink()
+    bare = prepare_store("folder", src, tmp_path / "bare", PreprocessConfig(fs=50, seconds=5), quiet=True)
+    cfg = FinetuneConfig(mode="scratch", model="ecgmae_tiny", epochs=1, batch_size=4, trainer=CPU)
+    with pytest.raises(DataError, match="no labelled record"):
+        finetune(bare, tmp_path / "ft", cfg, quiet=True)

@@ -107,11 +107,26 @@ def model_config(name: str, overrides: dict[str, Any], store: Store) -> MAEConfi
 
 
 def _window(store: Store, seconds: float | None, patch: int) -> int:
-    """Crop length in samples, a whole number of patches."""
+    """Crop length in samples, a whole number of patches, checked against the records' lengths.
+
+    A window longer than every stored record is refused (it would only be zero padding, and memory grows
+    with it); one longer than most records' real signal is allowed with a warning that says how much of
+    each crop is padding.
+    """
     seconds = seconds or float(store.meta.get("seconds") or store.preprocess_config.seconds)
     n = int(round(seconds * store.fs)) // patch * patch
     if n <= 0:
         raise DataError(f"{store.path}: a {seconds} s window at {store.fs} Hz holds no whole {patch}-sample patch")
+    lengths = store.index["length"].to_numpy()
+    if len(lengths) and n > lengths.max():
+        raise DataError(f"{store.path}: a {seconds:g} s window is longer than every record of the store "
+                        f"(longest {lengths.max() / store.fs:g} s); use --window-seconds "
+                        f"{lengths.max() / store.fs:g} or less")
+    valid = store.index["valid"].to_numpy()
+    padding = 1.0 - float(np.minimum(valid, n).mean()) / n if len(valid) else 0.0
+    if padding > 0.25:
+        log.warning("%s: a %g s window is %.0f %% zero padding on average (median record %g s of signal)",
+                    store.path, seconds, 100 * padding, float(np.median(valid)) / store.fs)
     return n
 
 
@@ -289,6 +304,9 @@ def finetune(
         raise CheckpointError(f"--mode {cfg.mode} needs --encoder RUN (a pre-training run directory)")
     seed_everything(cfg.seed)
     class_idx = select_classes(store.label_names, store.labels, cfg.classes)
+    if not class_idx:
+        raise DataError(f"{store.path}: the store has no labelled record (no class with a positive); "
+                        "fine-tuning needs labels: prepare it with --labels CSV or a labelled --source")
     names = [store.label_names[k] for k in class_idx]
     model, enc_cfg, state = _build_classifier(cfg, store, encoder, len(class_idx))
     window = _window(store, cfg.window_seconds, enc_cfg.patch_size if enc_cfg else 1)
