@@ -24,7 +24,7 @@ import numpy as np
 from ecgmae.config import ConfigError, to_dict
 from ecgmae.demo import claim_out, epochs_for
 from ecgmae.engine.config import METHODS, FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
-from ecgmae.utils import log, write_json_atomic, write_text_atomic
+from ecgmae.utils import Stages, job_log, log, write_json_atomic, write_text_atomic
 
 PROTOCOLS = ("linprobe", "finetune")
 FEATURES = "features"  # the hand-made feature baseline (no pre-training), reported as a linprobe row
@@ -101,14 +101,66 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
     Returns:
         ``{"settings", "runs" (one row per run), "summary" (one row per method, protocol, fraction)}``.
     """
-    from ecgmae.engine.run import finetune, pretrain
-    from ecgmae.eval.feature_probe import probe_features
-
     out, data = Path(out), Path(data)
     settings = {"data": str(data.resolve()), **to_dict(cfg)}
     # runs are keyed by method, fraction and seed, so a re-run may add any of those; the rest must match
     claim_out(out, {k: v for k, v in settings.items() if k not in EXTENDABLE}, "benchmark_config.json",
               overwrite=overwrite)
+    with job_log(out / "log.txt"), Stages(_stage_weights(data, out, cfg)) as stages:
+        log.debug("benchmark settings: %s", json.dumps(settings))
+        result = _run_all(data, out, cfg, settings, stages, quiet)
+        stages.finish(f"benchmark done (full log: {out / 'log.txt'})")
+    return result
+
+
+def _plan(cfg: BenchmarkConfig) -> list[tuple[int, str, str, float | None]]:
+    """The stages in the order they run: (seed, method, protocol or "pretrain", fraction or None)."""
+    plan: list[tuple[int, str, str, float | None]] = []
+    for seed in range(cfg.seeds):
+        for method in cfg.methods:
+            if method == FEATURES:
+                protocols: tuple[str, ...] = ("linprobe",)
+            elif method == "scratch" or _scratch_model(method):
+                protocols = ("scratch",)
+            else:
+                plan.append((seed, method, "pretrain", None))
+                protocols = PROTOCOLS
+            plan.extend((seed, method, p, f) for f in cfg.fractions for p in protocols)
+    return plan
+
+
+def _stage_weights(data: Path, out: Path, cfg: BenchmarkConfig) -> list[float]:
+    """Expected cost of each stage in records passed through the model (a forward-only pass of validation or
+    test counted as a third of a training one); 0 for finished runs and the feature baseline."""
+    try:
+        from ecgmae.data.store import Store
+
+        store = Store.open(data)
+        n_train, n_val, n_test = (len(store.split_indices(s)) for s in ("train", "val", "test"))
+    except Exception:  # the run itself reports a bad store; the ETA just goes without weights
+        n_train, n_val, n_test = 1, 0, 0
+    weights = []
+    for seed, method, protocol, frac in _plan(cfg):
+        if protocol == "pretrain":
+            done = (out / "pretrain" / f"{method}_s{seed}" / "encoder.safetensors").exists()
+            epochs, n, test = cfg.pretrain_epochs, n_train, 0
+        else:
+            done = (out / "runs" / f"{method.replace(':', '-')}_{protocol}_{frac:g}_s{seed}" / "metrics.json").exists()
+            f = frac or 1.0
+            epochs, n, test = epochs_for(cfg.finetune_epochs, f), max(1, round(n_train * f)), n_test
+        if cfg.max_steps >= 0:  # a capped run: its steps, and about one validation
+            cost = min(epochs * n, cfg.max_steps * cfg.batch_size) + (n_val + test) / 3
+        else:
+            cost = epochs * (n + n_val / 3) + test / 3
+        weights.append(0.0 if done or method == FEATURES else cost)
+    return weights
+
+
+def _run_all(data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, Any], stages: Stages,
+             quiet: bool) -> dict[str, Any]:
+    from ecgmae.engine.run import finetune, pretrain
+    from ecgmae.eval.feature_probe import probe_features
+
     t0, rows = time.perf_counter(), []
     steps = {"max_steps": cfg.max_steps} if cfg.max_steps >= 0 else {}
     for seed in range(cfg.seeds):
@@ -119,22 +171,30 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
                 jobs = [("scratch", None)]
             else:
                 enc = out / "pretrain" / f"{method}_s{seed}"
+                what = f"pre-train {method} ({cfg.model}), seed {seed}: {cfg.pretrain_epochs} epochs"
                 if not (enc / "encoder.safetensors").exists():
-                    log.info("pre-training %s, seed %d", method, seed)
+                    stages.start(what)
                     pcfg = PretrainConfig(method=method, model=cfg.model, model_overrides=dict(cfg.model_overrides),
                                           epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=seed,
                                           optim=OptimConfig(lr=cfg.pretrain_lr), trainer=cfg.trainer, **steps)
                     pretrain(data, enc, pcfg, resume=(enc / "last.ckpt").exists(), overwrite=True, quiet=quiet)
+                else:
+                    stages.skip(what)
                 jobs = [(p, enc) for p in PROTOCOLS]
             for frac in cfg.fractions:
                 for protocol, enc_dir in jobs:
                     run = out / "runs" / f"{method.replace(':', '-')}_{protocol}_{frac:g}_s{seed}"
+                    what = (f"{method} at {frac:.0%} labels, seed {seed}" if method == FEATURES else
+                            f"{method} {protocol} at {frac:.0%} labels, seed {seed}: "
+                            f"{epochs_for(cfg.finetune_epochs, frac)} epochs")
+                    if (run / "metrics.json").exists():
+                        stages.skip(what)
+                    else:
+                        stages.start(what)
                     if not (run / "metrics.json").exists() and method == FEATURES:
-                        log.info("hand-made features at %g %% labels, seed %d", 100 * frac, seed)
                         probe_features(data, run, fraction=frac, seed=seed, classes=cfg.classes, n_boot=cfg.n_boot,
                                        cache=out / "features" / "store_features.npz", quiet=quiet)
                     elif not (run / "metrics.json").exists():
-                        log.info("%s %s at %g %% labels, seed %d", method, protocol, 100 * frac, seed)
                         model, overrides = _run_model(cfg, method)
                         fcfg = FinetuneConfig(
                             mode=protocol, model=model, model_overrides=overrides,

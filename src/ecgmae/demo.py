@@ -15,7 +15,7 @@ from typing import Any
 
 from ecgmae.config import to_dict
 from ecgmae.errors import DataError
-from ecgmae.utils import log, write_json_atomic, write_text_atomic
+from ecgmae.utils import Stages, job_log, log, write_json_atomic, write_text_atomic
 
 MODES = ("finetune", "linprobe", "scratch")
 
@@ -66,41 +66,79 @@ class DemoConfig:
 
 
 def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet: bool = False) -> list[dict]:
-    """Run the whole pipeline into ``out``; returns one row per downstream run."""
-    from ecgmae.data.signal import PreprocessConfig
-    from ecgmae.data.sources.synthetic import write_wfdb_folder
-    from ecgmae.data.store import prepare_store
-    from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
-    from ecgmae.engine.run import finetune, pretrain
-    from ecgmae.viz import plot_curves
+    """Run the whole pipeline into ``out``; returns one row per downstream run.
 
+    The terminal gets one line per stage (what, elapsed, ETA) and one bar for the running training;
+    everything logged, Lightning's messages included, is appended to ``out/log.txt``.
+    """
     out = Path(out)
     settings = to_dict(cfg)
     claim_out(out, settings, "demo_config.json", overwrite=overwrite)
-    t0 = time.perf_counter()
+    with job_log(out / "log.txt"), Stages(_stage_weights(out, cfg)) as stages:
+        log.debug("demo settings: %s", json.dumps(settings))
+        rows = _run_stages(out, cfg, settings, stages, quiet)
+        stages.finish(f"demo done (full log: {out / 'log.txt'})")
+    return rows
 
+
+def _stage_weights(out: Path, cfg: DemoConfig) -> list[float]:
+    """Expected cost of each stage in records passed through the model (a forward-only pass of validation or
+    test counted as a third of a training one); 0 for the data stages and finished runs."""
+    n_train, n_eval = int(cfg.n_records * 0.8), int(cfg.n_records * 0.1)
+    weights = [0.0, 0.0]  # synthesise, prepare
+    done = (out / "pretrain" / "encoder.safetensors").exists()
+    weights.append(0.0 if done else cfg.pretrain_epochs * (n_train + n_eval / 3))
+    for frac in cfg.fractions:
+        for mode in MODES:
+            done = (out / f"{mode}_{frac:g}" / "metrics.json").exists()
+            epochs = epochs_for(cfg.finetune_epochs, frac)
+            weights.append(0.0 if done else epochs * (max(1, round(n_train * frac)) + n_eval / 3) + n_eval / 3)
+    return weights
+
+
+def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: Stages, quiet: bool) -> list[dict]:
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.sources.synthetic import write_wfdb_folder
+    from ecgmae.data.store import Store, prepare_store
+    from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
+    from ecgmae.engine.data import label_subset
+    from ecgmae.engine.run import finetune, pretrain
+    from ecgmae.viz import plot_curves
+
+    t0 = time.perf_counter()
     synth = out / "synth"
+    what = f"synthesise {cfg.n_records} 12-lead ECGs at {cfg.synth_fs} Hz"
     if not (synth / "labels.csv").exists():
-        log.info("[1/4] synthesising %d 12-lead ECGs at %d Hz", cfg.n_records, cfg.synth_fs)
+        stages.start(what)
         write_wfdb_folder(synth, cfg.n_records, fs=cfg.synth_fs, seconds=cfg.seconds, seed=cfg.seed,
                           noise="realistic", quiet=quiet, overwrite=True)
-    log.info("[2/4] preparing the store at %d Hz", cfg.fs)
+    else:
+        stages.skip(what)
+    stages.start(f"prepare the store at {cfg.fs} Hz")
     store = prepare_store("folder", synth, out / "store", PreprocessConfig(fs=cfg.fs, seconds=cfg.seconds),
                           seed=cfg.seed, quiet=quiet)
+    opened = Store.open(store)
+    train_idx = opened.split_indices("train")
+    n_train = len(train_idx)
     trainer = TrainerConfig(log_every=5)
     pre = out / "pretrain"
+    what = f"pre-train {cfg.model} (MAE): {cfg.pretrain_epochs} epochs on {n_train} records"
     if not (pre / "encoder.safetensors").exists():
-        log.info("[3/4] pre-training %s for %d epochs", cfg.model, cfg.pretrain_epochs)
+        stages.start(what)
         pcfg = PretrainConfig(model=cfg.model, model_overrides=dict(cfg.model_overrides),
                               epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                               optim=OptimConfig(lr=cfg.pretrain_lr), trainer=trainer)
         pretrain(store, pre, pcfg, resume=(pre / "last.ckpt").exists(), quiet=quiet)
+    else:
+        stages.skip(what)
     rows = []
-    log.info("[4/4] downstream: %s x label fractions %s", ", ".join(MODES), cfg.fractions)
     for frac in cfg.fractions:
         for mode in MODES:
             run = out / f"{mode}_{frac:g}"
+            n_sub = len(label_subset(opened.labels, train_idx, frac, cfg.seed))  # as finetune draws it
+            what = f"{mode} at {frac:.0%} labels: {epochs_for(cfg.finetune_epochs, frac)} epochs on {n_sub} records"
             if not (run / "metrics.json").exists():
+                stages.start(what)
                 fcfg = FinetuneConfig(mode=mode, model=cfg.model, model_overrides=dict(cfg.model_overrides),
                                       label_fraction=frac, epochs=epochs_for(cfg.finetune_epochs, frac),
                                       batch_size=cfg.batch_size, seed=cfg.seed, n_boot=cfg.n_boot,
@@ -108,6 +146,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet
                                       trainer=trainer)
                 finetune(store, run, fcfg, encoder=None if mode == "scratch" else pre, overwrite=True,
                          quiet=quiet)
+            else:
+                stages.skip(what)
             m = json.loads((run / "metrics.json").read_text())
             rows.append({"mode": mode, "label_fraction": frac, "train_records": m["train_records"],
                          "macro_auroc": m["macro_auroc"], "ci95": m["macro_auroc_ci95"], "fmax": m["fmax"]})

@@ -22,7 +22,8 @@ def add_command(
     """Register subcommand ``name`` whose ``--help`` ends with ``Example:`` and ``example``.
 
     ``help`` is %-formatted by argparse (write ``%%``); ``description`` is printed verbatim (write ``%``).
-    Adds ``--quiet`` (no progress bars, warnings only) and ``--verbose`` to every command.
+    Adds ``--quiet`` (no progress bars, warnings only) and ``--verbose`` (debug lines, Lightning's own bars)
+    to every command.
     """
     parser = subparsers.add_parser(
         name,
@@ -32,7 +33,8 @@ def add_command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars; warnings and errors only")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--verbose", action="store_true",
+                        help="debug logging, and Lightning's own progress bars and messages on the terminal")
     parser.set_defaults(func=run)
     return parser
 

@@ -30,7 +30,8 @@ def add_parser(sub: Any) -> None:
         "every encoder has to beat (features cached in OUT/features/). "
         "Writes OUT/results.md and OUT/results.json (test macro AUROC: mean, std over seeds, bootstrap 95% "
         "CI) and OUT/auroc_vs_labels.png. Re-running reuses finished runs and may add methods, label fractions "
-        "or seeds; other changed settings are refused.",
+        "or seeds; other changed settings are refused. The terminal shows one line per run (elapsed, ETA) and "
+        "one bar for the running training; everything logged goes to OUT/log.txt.",
     )
     p.add_argument("--data", required=True, help="prepared store directory (with labels)")
     p.add_argument("--out", required=True, help="output directory")
@@ -63,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_benchmark(args.data, args.out, cfg, overwrite=args.overwrite, quiet=args.quiet)
     print(summary_table(result["summary"]))
-    print(f"\nwritten: {args.out}/results.md, {args.out}/results.json, {args.out}/auroc_vs_labels.png")
+    print(f"\nwritten: {args.out}/results.md, {args.out}/results.json, {args.out}/auroc_vs_labels.png "
+          f"(full log: {args.out}/log.txt)")
     return 0

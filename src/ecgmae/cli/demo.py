@@ -16,7 +16,8 @@ def add_parser(sub: Any) -> None:
         description="Run the whole pipeline on the built-in synthetic 12-lead ECG set and print test macro "
         "AUROC with bootstrap 95% CIs for MAE fine-tuning, linear probing and training from scratch at "
         "1%, 10% and 100% of the labels. About 6 minutes on 2 CPU cores (--fast: under a minute). Re-running "
-        "reuses finished steps.",
+        "reuses finished steps. The terminal shows one line per stage and one bar for the running training "
+        "(--verbose: Lightning's own); everything logged goes to OUT/log.txt.",
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--fast", action="store_true", help="smaller data and fewer epochs (under a minute)")
@@ -33,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, seed=args.seed)
     rows = run_demo(args.out, cfg, overwrite=args.overwrite, quiet=args.quiet)
     print(results_table(rows))
-    print(f"\nwritten: {args.out}/results.md, {args.out}/results.json, {args.out}/curves.png")
+    print(f"\nwritten: {args.out}/results.md, {args.out}/results.json, {args.out}/curves.png "
+          f"(full log: {args.out}/log.txt)")
     return 0

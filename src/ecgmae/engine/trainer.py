@@ -19,6 +19,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from ecgmae.config import ConfigError
 from ecgmae.engine.config import TrainerConfig
+from ecgmae.engine.progress import RunBar
+from ecgmae.utils import lightning_bars
 
 # Lightning warnings that are expected here: the run directory holds config.json before the first
 # checkpoint, a linear probe keeps its frozen encoder in eval mode, tiny runs have few batches.
@@ -137,6 +139,9 @@ def build_trainer(
         pass
     if not quiet:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    own_bar = not quiet and not lightning_bars()  # one bar per run; --verbose brings Lightning's back
+    if own_bar:
+        callbacks.append(RunBar())
     _tame_lightning_logs(quiet)
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
@@ -156,7 +161,7 @@ def build_trainer(
             callbacks=callbacks,
             logger=loggers,
             plugins=[AtomicCheckpointIO()],
-            enable_progress_bar=not quiet,
+            enable_progress_bar=not quiet and not own_bar,
             enable_model_summary=not quiet,
             num_sanity_val_steps=0,
             use_distributed_sampler=False,  # engine.data.EpochSampler shards by rank itself
