@@ -137,3 +137,26 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         read_meta(newer)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         read_meta(tmp_path / "missing.safetensors")
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_old_one_and_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from ecgmae.engine.trainer import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, tmp_path / "last.ckpt")
+
+    def full(self, checkpoint, path, storage_options=None):
+        with open(path, "wb") as f:
+            f.write(b"half")  # some bytes made it before the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full)
+    with pytest.raises(OSError, match="No space"):
+        io.save_checkpoint({"step": 2}, tmp_path / "last.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 1}

@@ -61,8 +61,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except BaseException:  # a full disk, an interrupt: the previous checkpoint stays, no stray temp file
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def cpu_supports_bf16() -> bool:
