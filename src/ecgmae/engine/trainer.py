@@ -41,17 +41,21 @@ class _NoTips(logging.Filter):
         return "Tip:" not in str(record.msg)
 
 
+_LEVELS_BEFORE: dict[str, int] = {}  # Lightning's own logger levels, restored when a run is not quiet
+
+
 def _tame_lightning_logs(quiet: bool) -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
                  "lightning.fabric.utilities.rank_zero"):
         lg = logging.getLogger(name)
+        _LEVELS_BEFORE.setdefault(name, lg.level)
         if not any(isinstance(f, _NoTips) for f in lg.filters):
             lg.addFilter(_NoTips())
         for h in lg.handlers:
             if not any(isinstance(f, _NoTips) for f in h.filters):
                 h.addFilter(_NoTips())
-        if quiet:
-            lg.setLevel(logging.WARNING)
+        # per run: a quiet run in the same process must not silence the next, unquiet one
+        lg.setLevel(logging.WARNING if quiet else _LEVELS_BEFORE[name])
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
