@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecgmae.checkpoint import load_checkpoint, read_meta, resolve
+from ecgmae.checkpoint import load_checkpoint, resolve
 from ecgmae.config import ConfigError, from_dict, replace, to_dict
 from ecgmae.data.io import Record
 from ecgmae.data.signal import PreprocessConfig
@@ -60,8 +60,9 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
     """
     dev = check_device(device)  # a device this machine lacks is refused before anything is read
     file = resolve(path)
-    meta = read_meta(file)  # refuses non-safetensors files before any tensor is read
-    state, meta = load_checkpoint(file)  # header checked against the tensors before any module is built
+    # refuses non-safetensors files before any tensor is read, and checks the header against the tensors
+    # before any module is built
+    state, meta = load_checkpoint(file)
     net = _build(file, meta, state)
     return Model(file, meta, net, dev)
 

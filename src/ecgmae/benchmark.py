@@ -187,14 +187,15 @@ def _run_all(data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, An
                     what = (f"{method} at {frac:.0%} labels, seed {seed}" if method == FEATURES else
                             f"{method} {protocol} at {frac:.0%} labels, seed {seed}: "
                             f"{epochs_for(cfg.finetune_epochs, frac)} epochs")
-                    if (run / "metrics.json").exists():
+                    done = (run / "metrics.json").exists()
+                    if done:
                         stages.skip(what)
                     else:
                         stages.start(what)
-                    if not (run / "metrics.json").exists() and method == FEATURES:
+                    if not done and method == FEATURES:
                         probe_features(data, run, fraction=frac, seed=seed, classes=cfg.classes, n_boot=cfg.n_boot,
                                        cache=out / "features" / "store_features.npz", quiet=quiet)
-                    elif not (run / "metrics.json").exists():
+                    elif not done:
                         model, overrides = _run_model(cfg, method)
                         fcfg = FinetuneConfig(
                             mode=protocol, model=model, model_overrides=overrides,

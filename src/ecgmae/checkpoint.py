@@ -9,7 +9,6 @@ run. Nothing is ever unpickled: a file that is not safetensors is refused before
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +41,7 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta:
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"ecgmae": json.dumps(full)})
-        _usual_mode(tmp)  # safetensors may replace the file with one of its own (mode 0600)
     return path
-
-
-def _usual_mode(path: Path) -> None:
-    """Give ``path`` the permissions of a newly created file under the current umask (0644 with umask 022)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def resolve(path: str | Path, kind: str | None = None) -> Path:

@@ -133,9 +133,9 @@ def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: St
         stages.skip(what)
     rows = []
     for frac in cfg.fractions:
+        n_sub = len(label_subset(opened.labels, train_idx, frac, cfg.seed))  # as finetune draws it
         for mode in MODES:
             run = out / f"{mode}_{frac:g}"
-            n_sub = len(label_subset(opened.labels, train_idx, frac, cfg.seed))  # as finetune draws it
             what = f"{mode} at {frac:.0%} labels: {epochs_for(cfg.finetune_epochs, frac)} epochs on {n_sub} records"
             if not (run / "metrics.json").exists():
                 stages.start(what)

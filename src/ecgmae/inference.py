@@ -22,8 +22,6 @@ from ecgmae.data.signal import FS_TOL, PreprocessConfig, check_fs, map_leads, pr
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.utils import log
 
-_FS_TOL = FS_TOL  # one rate policy for prepare and inference: ecgmae.data.signal.fs_problem
-
 
 @dataclass
 class Prepared:
@@ -239,7 +237,7 @@ def _iter_store(src: str | Path, cfg: PreprocessConfig, split: str | None, quiet
     from ecgmae.utils import progress
 
     store = Store.open(src)
-    if abs(store.fs - cfg.fs) > _FS_TOL * cfg.fs:
+    if abs(store.fs - cfg.fs) > FS_TOL * cfg.fs:
         raise DataError(f"{store.path}: store is at {store.fs:g} Hz but the model expects {cfg.fs:g} Hz; "
                         f"prepare it with --fs {cfg.fs:g} (or pass the raw corpus with --source)")
     theirs = store.preprocess_config

@@ -403,9 +403,8 @@ def read_record(path: str | Path, *, fs: float | None = None, leads: Any = None,
 
             check_file(path, path.name, "file")
             return read_mat(path)
-        if suffix in (".npy", ".h5", ".hdf5"):
-            check_file(path, path.name, "file")  # a FIFO would block the reader forever
         if suffix == ".npy":
+            check_file(path, path.name, "file")  # a FIFO would block the reader forever (.h5: read_h5_record)
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:

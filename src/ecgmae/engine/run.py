@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,10 @@ class _Loaders(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> Any:
-        loader = make_loader(self.train_ds, train=True, epoch_fn=self._epoch, **self._kw())
-        self._epoch_steps = math.ceil(len(loader) / (self.trainer.accumulate_grad_batches if self.trainer else 1))
-        return loader
+        t = self.trainer  # steps per epoch as the schedule and the check interval count them
+        self._epoch_steps = _steps(len(self.train_ds), self.batch_size, t.world_size if t else 1,
+                                   t.accumulate_grad_batches if t else 1, 1, -1)
+        return make_loader(self.train_ds, train=True, epoch_fn=self._epoch, **self._kw())
 
     def _epoch(self) -> int:
         """The training epoch as the optimiser step count gives it, read as each pass over the data starts.
@@ -92,6 +94,11 @@ def _steps(n_train: int, batch: int, world: int, accumulate: int, epochs: int, m
     per_rank = math.ceil(n_train / world)
     batches = per_rank // batch if per_rank >= batch else 1
     return max(1, math.ceil(batches / accumulate) * epochs)
+
+
+def _epoch_steps(n_train: int, batch: int, accumulate: int) -> Callable[[int], int]:
+    """World size -> optimiser steps of one epoch (for the trainer's check interval)."""
+    return lambda world: _steps(n_train, batch, world, accumulate, 1, -1)
 
 
 def model_config(name: str, overrides: dict[str, Any], store: Store) -> MAEConfig:
@@ -213,7 +220,7 @@ def pretrain(
         trainer = build_trainer(
             cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor=None,
             grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
-            epoch_steps=lambda world: _steps(len(train_ds), cfg.batch_size, world, cfg.trainer.accumulate, 1, -1),
+            epoch_steps=_epoch_steps(len(train_ds), cfg.batch_size, cfg.trainer.accumulate),
         )
         total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate,
                        cfg.epochs, cfg.max_steps)
@@ -318,7 +325,7 @@ def finetune(
     trainer = build_trainer(
         cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor="val/auroc",
         monitor_mode="max", grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
-        epoch_steps=lambda world: _steps(len(train_ds), cfg.batch_size, world, cfg.trainer.accumulate, 1, -1),
+        epoch_steps=_epoch_steps(len(train_ds), cfg.batch_size, cfg.trainer.accumulate),
     )
     total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate, cfg.epochs,
                    cfg.max_steps)
