@@ -293,3 +293,35 @@ def test_meanstd_pool_is_the_mean_and_spread_of_the_patch_tokens():
     from ecgmae.models.contrastive import ContrastiveModel
 
     assert ContrastiveModel(enc, proj_dim=8)(x).shape == (3, 8)
+
+
+def test_stats_pool_adds_the_change_between_consecutive_time_tokens():
+    torch.manual_seed(0)
+    enc = create_model("ecgmae_tiny", tokenization="time", pool="stats").encoder.eval()
+    x = ecg_like(3, 12, 500)
+    tokens = enc.forward_features(x)  # (B, n, D), time order
+    z = enc(x)
+    d = enc.cfg.embed_dim
+    assert z.shape == (3, 4 * d) and enc.pooled_dim() == 4 * d
+    step = tokens[:, 1:] - tokens[:, :-1]
+    torch.testing.assert_close(z[:, : 2 * d], enc.pool(tokens, "meanstd"))
+    torch.testing.assert_close(z[:, 2 * d : 3 * d], step.abs().mean(1))
+    torch.testing.assert_close(z[:, 3 * d :], step.std(1, correction=0))
+    # the order of the tokens matters to the change features only: reversing time keeps them, shuffling does not
+    torch.testing.assert_close(enc.pool(tokens.flip(1))[:, 2 * d :], z[:, 2 * d :])
+    shuffled = enc.pool(tokens[:, torch.randperm(tokens.shape[1])])
+    torch.testing.assert_close(shuffled[:, : 2 * d], z[:, : 2 * d])
+    assert not torch.allclose(shuffled[:, 2 * d :], z[:, 2 * d :])
+    one = enc.pool(tokens[:, :1])  # a single token: no change, zeros, not NaN
+    assert torch.isfinite(one).all() and (one[:, 2 * d :] == 0).all()
+    clf = ECGClassifier(enc.cfg, 4).eval()
+    clf.load_encoder(enc.state_dict())
+    assert clf.head.in_features == 4 * d and clf(x).shape == (3, 4)
+
+
+def test_stats_pool_needs_time_tokens():
+    with pytest.raises(ConfigError, match="stats"):
+        create_model("ecgmae_tiny", tokenization="lead", pool="stats")
+    lead = create_model("ecgmae_tiny", tokenization="lead").encoder
+    with pytest.raises(ConfigError, match="stats"):
+        ECGClassifier(lead.cfg, 2, pool="stats")

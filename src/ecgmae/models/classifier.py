@@ -20,7 +20,7 @@ class ECGClassifier(nn.Module):
         encoder_cfg: shape of the encoder to build (the one it was pre-trained with).
         num_classes: K outputs.
         head_dropout: dropout on the pooled features before the head.
-        pool: ``"mean"``, ``"cls"`` or ``"meanstd"``; default the encoder's own ``pool``.
+        pool: ``"mean"``, ``"cls"``, ``"meanstd"`` or ``"stats"``; default the encoder's own ``pool``.
         multi_label: True = independent sigmoid per class, False = softmax over classes
             (only :meth:`predict_proba` uses it; logits are the same).
     """
@@ -39,6 +39,8 @@ class ECGClassifier(nn.Module):
             raise ConfigError(f"num_classes: must be >= 1, got {num_classes}")
         if pool is not None and pool not in POOLS:
             raise ConfigError(f"pool: {pool!r} is not one of {', '.join(POOLS)}")
+        if pool == "stats" and encoder_cfg.tokenization != "time":
+            raise ConfigError("pool='stats' needs an encoder with tokenization='time' (tokens in time order)")
         if pool == "cls" and encoder_cfg.pool != "cls":
             raise ConfigError("pool='cls' needs an encoder pre-trained with pool='cls' (it has no cls token)")
         self.encoder = ECGEncoder(encoder_cfg)

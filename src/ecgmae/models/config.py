@@ -14,7 +14,7 @@ from ecgmae.config import ConfigError
 
 TOKENIZATIONS = ("lead", "time")
 POS_EMBEDS = ("sincos", "learned")
-POOLS = ("mean", "cls", "meanstd")
+POOLS = ("mean", "cls", "meanstd", "stats")
 MASK_MODES = ("patch", "lead", "time")
 
 # Convolution kernel and feature-pooling widths are given in samples at this rate and scaled with ``fs``.
@@ -41,7 +41,11 @@ class EncoderConfig:
         max_patches: most time patches a learned position table holds.
         pool: ``"mean"`` over patch tokens, the ``"cls"`` token, or ``"meanstd"``: the mean and the
             standard deviation of the patch tokens side by side (``2 * embed_dim`` features; the spread
-            over time keeps beat-to-beat variation, e.g. irregular rhythms, that a mean averages away).
+            over time keeps beat-to-beat variation, e.g. irregular rhythms, that a mean averages away),
+            or ``"stats"``: mean and standard deviation of the tokens and of their change from one time
+            patch to the next (mean absolute and standard deviation of the first difference; ``4 *
+            embed_dim`` features; a premature beat or an irregular rhythm changes consecutive tokens
+            more than a regular one). ``"stats"`` needs ``tokenization="time"`` (tokens in time order).
         conv_kernels: kernel sizes of the parallel convolution branches, in samples at 100 Hz; scaled
             with ``fs`` and made odd.
         conv_channels: output channels of each convolution branch and of the max-pool branch.
@@ -79,6 +83,8 @@ class EncoderConfig:
         _choice("tokenization", self.tokenization, TOKENIZATIONS)
         _choice("pos_embed", self.pos_embed, POS_EMBEDS)
         _choice("pool", self.pool, POOLS)
+        if self.pool == "stats" and self.tokenization != "time":
+            raise ConfigError("model.pool: 'stats' needs tokenization='time' (tokens in time order)")
         for name in ("n_leads", "patch_size", "embed_dim", "depth", "num_heads", "max_patches",
                      "conv_channels", "conv_pool", "conv_stride"):
             _positive_int(name, getattr(self, name))

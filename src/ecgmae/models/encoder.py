@@ -181,14 +181,16 @@ class ECGEncoder(nn.Module):
 
     def pooled_dim(self, mode: str | None = None) -> int:
         """Width of :meth:`pool`'s output for ``mode`` (default ``cfg.pool``)."""
-        return 2 * self.cfg.embed_dim if (mode or self.cfg.pool) == "meanstd" else self.cfg.embed_dim
+        return {"meanstd": 2, "stats": 4}.get(mode or self.cfg.pool, 1) * self.cfg.embed_dim
 
     def pool(self, tokens: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-        """``(B, n(+1), D) -> (B, F)``: the cls token, the mean of the patch tokens, or mean and std.
+        """``(B, n(+1), D) -> (B, F)``: the cls token, the mean of the patch tokens, mean and std, or stats.
 
         Args:
             tokens: output of :meth:`forward_features`.
-            mode: ``"mean"``, ``"cls"`` or ``"meanstd"`` (``F = 2 D``); default ``cfg.pool``.
+            mode: ``"mean"``, ``"cls"``, ``"meanstd"`` (``F = 2 D``) or ``"stats"`` (``F = 4 D``: mean and
+                std of the tokens, then mean absolute value and std of their first difference in time);
+                default ``cfg.pool``.
         """
         mode = mode or self.cfg.pool
         if mode == "cls":
@@ -198,6 +200,12 @@ class ECGEncoder(nn.Module):
         patches = tokens[:, self.num_prefix_tokens :]  # (B, n, D)
         if mode == "meanstd":
             return torch.cat([patches.mean(dim=1), patches.std(dim=1, correction=0)], dim=-1)  # (B, 2D)
+        if mode == "stats":
+            if self.cfg.tokenization != "time":
+                raise ValueError("pool='stats' needs time tokenisation (tokens in time order)")
+            step = patches.diff(dim=1) if patches.shape[1] > 1 else torch.zeros_like(patches)
+            return torch.cat([patches.mean(dim=1), patches.std(dim=1, correction=0),
+                              step.abs().mean(dim=1), step.std(dim=1, correction=0)], dim=-1)  # (B, 4D)
         return patches.mean(dim=1)
 
     forward_head = pool
