@@ -14,6 +14,10 @@ Steps, each skipped when its output exists (a re-run resumes; delete a folder to
    (``ecgmae.eval.features``) of the raw records, in a repeated stratified k-fold logistic regression
    (``ecgmae.eval.probe.cv_probe``; classes with at least ``--min-count`` positives and negatives). All rows
    share the same folds, so the difference to random init is paired per repeat.
+5. held-out check (``--beats``, default MIT-BIH record 100 from ../shared/data/wfdb-sample): its 30 min cut
+   into 10 s segments, label "holds an atrial premature beat" from the reference annotations, probed the same
+   way. One patient, two leads (the others absent): a different task from the CinC classes, not used to
+   choose any default.
 
 Prints progress lines and a markdown table; writes ``OUT/results.json`` and ``OUT/results.md``.
 """
@@ -106,6 +110,44 @@ def load_real(folder: Path, min_count: int) -> tuple[list[Any], list[str], np.nd
     return recs, [names[k] for k in keep], Y[:, keep]
 
 
+def load_beats(record: Path, seconds: float = 10.0) -> tuple[list[np.ndarray], float, tuple[str, ...], np.ndarray]:
+    """10 s segments of an annotated WFDB record and whether each holds an atrial premature beat ('A')."""
+    import wfdb
+
+    from ecgmae.data.io import read_record
+
+    rec = read_record(record.with_suffix(".hea"))
+    ann = wfdb.rdann(str(record.with_suffix("")), "atr")
+    seg = int(round(seconds * rec.fs))
+    starts = range(0, rec.signal.shape[1] - seg + 1, seg)
+    pac = np.array([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym == "A"], dtype=np.int64)
+    y = np.array([[bool(((pac >= a) & (pac < a + seg)).any())] for a in starts], dtype=np.int64)
+    return [rec.signal[:, a : a + seg] for a in starts], rec.fs, tuple(rec.leads), y
+
+
+def beat_task(record: Path, runs: list[dict[str, Any]], probe_kw: dict[str, Any]) -> dict[str, Any] | None:
+    """Probe every run (and the features) on the segments of ``record``; None when it is absent."""
+    if not record.with_suffix(".atr").exists():
+        say(f"held-out check: no {record.with_suffix('.atr')}; skipped")
+        return None
+    import ecgmae
+    from ecgmae.eval.features import ecg_features
+    from ecgmae.eval.probe import cv_probe
+
+    segs, fs, leads, y = load_beats(record)
+    out: list[dict[str, Any]] = []
+    feats = [("features", np.stack([ecg_features(x, fs) for x in segs]))]
+    for run in runs:
+        feats.append((run["name"], ecgmae.load(run["path"]).embed(segs, fs=[fs] * len(segs), leads=leads)))
+    for name, X in feats:
+        res = cv_probe(X, y, **probe_kw)
+        out.append({"name": name, "macro": res["macro"], "macro_std": res["macro_std"],
+                    "macro_by_repeat": res["macro_by_repeat"]})
+        say(f"held-out {name}: AUROC {res['macro']:.3f} ± {res['macro_std']:.3f}")
+    return {"record": str(record), "segments": len(segs), "positives": int(y.sum()), "leads": list(leads),
+            "rows": out}
+
+
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
     d = np.asarray(a) - np.asarray(b)
     return {"mean": float(d.mean()), "std": float(d.std(ddof=1)) if len(d) > 1 else 0.0}
@@ -138,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=1, help="pre-train each method (and random) with seeds 0..K-1")
     ap.add_argument("--extra-pretrain-args", default="", help="extra flags for every ecgmae pretrain")
     ap.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "cinc2021-sample")
+    ap.add_argument("--beats", type=Path, default=REPO.parent / "shared" / "data" / "wfdb-sample" / "100",
+                    help="held-out check: an MIT-BIH record with .atr beat annotations (skipped when absent)")
     ap.add_argument("--min-count", type=int, default=7, help="keep classes with this many positives and negatives")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
@@ -220,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         m = [r["macro"] for r in rows if r["what"] == what]
         by_method[what] = {"macro_mean": float(np.mean(m)), "macro_std_over_seeds": float(np.std(m, ddof=1))
                            if len(m) > 1 else 0.0, "seeds": len(m)}
+    beats = beat_task(args.beats, runs, {**probe_kw, "names": ["PAC"]})
     md = table(rows, classes)
     if args.seeds > 1:
         md += "\n\nmean over seeds: " + ", ".join(
@@ -227,6 +272,10 @@ def main(argv: list[str] | None = None) -> None:
     md += (f"\n\nmacro AUROC ± std over {args.repeats} repeats of {args.folds}-fold CV on {len(recs)} real "
            f"records; 'vs random': paired difference to the untrained encoder of the same seed "
            "(features: to the mean of the random seeds).\n")
+    if beats:
+        md += (f"\nHeld-out check, not used to choose defaults: {beats['segments']} segments of 10 s of "
+               f"{args.beats.name} ({beats['positives']} with an atrial premature beat), same probe:\n\n"
+               + "\n".join(f"- {r['name']}: {r['macro']:.3f} ± {r['macro_std']:.3f}" for r in beats["rows"]) + "\n")
     result = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
@@ -237,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         "real": {"path": str(args.real), "records": len(recs), "classes": classes,
                  "positives": {c: int(p) for c, p in zip(classes, Y.sum(axis=0), strict=True)}},
         "probe": settings,
-        "rows": rows, "by_method": by_method,
+        "rows": rows, "by_method": by_method, "beats": beats,
     }
     write_json_atomic(out / "results.json", result)
     write_text_atomic(out / "results.md", md)

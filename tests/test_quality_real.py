@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, shared_path
@@ -60,7 +61,24 @@ def test_toy_pipeline_end_to_end(tmp_path: Path) -> None:
     assert res["rows"][1]["vs_random"]["mean"] == pytest.approx(res["rows"][1]["macro"] - res["rows"][0]["macro"])
     assert res["real"]["records"] == 50 and res["real"]["classes"]
     assert "| mae | 0 | 1 |" in (out / "results.md").read_text()
+    assert [r["name"] for r in res["beats"]["rows"]] == ["features", "random", "mae"]
     stamp = (out / "mae" / "encoder.safetensors").stat().st_mtime_ns
     _script().main(argv)  # resumes: nothing is pre-trained again
     assert (out / "mae" / "encoder.safetensors").stat().st_mtime_ns == stamp
     assert not any(c["ran_now"] for c in json.loads((out / "results.json").read_text())["commands"])
+
+
+def test_beat_segments_follow_the_reference_annotations() -> None:
+    wfdb = pytest.importorskip("wfdb")
+    record = shared_path("wfdb-sample") / "100"
+    segs, fs, leads, y = _script().load_beats(record)
+    ann = wfdb.rdann(str(record), "atr")
+    seg = int(10 * fs)
+    assert fs == 360 and leads == ("II", "V5") and len(segs) == len(y) == 180  # 30 min, whole segments only
+    assert all(s.shape == (2, seg) for s in segs)
+    first = next(i for i, sym in enumerate(ann.symbol) if sym == "A")
+    assert y[ann.sample[first] // seg, 0] == 1
+    expected = {int(s) // seg for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym == "A" and s < 180 * seg}
+    assert set(np.flatnonzero(y[:, 0]).tolist()) == expected and len(expected) == 30
+    raw = wfdb.rdrecord(str(record)).p_signal.T  # the segments are the record's samples in mV, in order
+    np.testing.assert_allclose(segs[7], raw[:, 7 * seg : 8 * seg], atol=1e-6)
