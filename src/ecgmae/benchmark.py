@@ -79,14 +79,14 @@ class BenchmarkConfig:
                               f"{', '.join((*METHODS, 'scratch', FEATURES))} or scratch:MODEL")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"methods: listed twice in {', '.join(self.methods)}")
-        from ecgmae.models.registry import CNN_ARCHS, list_models  # fail now, not after hours of pre-training
+        from ecgmae.models import MAEConfig, get_config, list_models  # fail now, not after hours of pre-training
 
-        known = (*list_models(), *CNN_ARCHS)
+        known = list_models()
         for what, name in (("model", self.model), ("scratch_model", self.scratch_model),
                            *(("methods", _scratch_model(m)) for m in self.methods if _scratch_model(m))):
             if name not in known:
                 raise ConfigError(f"{what}: unknown model {name!r}; available: {', '.join(known)}")
-        if self.model in CNN_ARCHS:
+        if not isinstance(get_config(self.model), MAEConfig):
             raise ConfigError(f"model: {self.model} is a supervised CNN; pre-training needs an ecgmae_* encoder")
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"fractions must be in (0, 1], got {self.fractions}")
