@@ -26,6 +26,7 @@ from ecgmae.models import (
     default_data_config,
     get_config,
     list_models,
+    pretraining_config,
 )
 from ecgmae.models.config import ENCODER_FIELDS, MAE_FIELDS
 from ecgmae.models.layers import Attention, matmul_attention
@@ -39,6 +40,9 @@ def test_registry_lists_the_sizes_and_fields_do_not_collide():
     # every variant says what input it takes: the transformers their patch, the CNNs any length
     assert default_data_config("ecgmae_small") == DataConfig(fs=100.0, n_leads=12, window_multiple=25)
     assert default_data_config("xresnet1d101") == DataConfig(fs=100.0, n_leads=12, window_multiple=1)
+    assert pretraining_config("ecgmae_tiny", depth=1).encoder.depth == 1
+    with pytest.raises(ConfigError, match="xresnet1d50 is a supervised CNN; pre-training needs an ecgmae_"):
+        pretraining_config("xresnet1d50")
     assert not ENCODER_FIELDS & MAE_FIELDS  # flat overrides route by name
     small, lead, base = get_config("ecgmae_small"), get_config("ecgmae_small_lead"), get_config("ecgmae_base")
     # the default chosen on real ECGs (RESULTS.md): time tokens of 0.25 s, 128 x 4, mask 0.5, normalised targets

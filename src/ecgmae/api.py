@@ -128,7 +128,7 @@ class Model:
 
     def __init__(self, path: Path, header: RunHeader, net: torch.nn.Module, device: str | torch.device) -> None:
         self.path = Path(path)
-        self.header = header
+        self.header = header  # the checkpoint's typed RunHeader: model, data, training, labels, metrics
         self.device = torch.device(device)
         self._net = net.to(self.device)
         self.preprocessing, window, stride, self.aggregate = _preprocessing(self.path, header)
@@ -145,10 +145,7 @@ class Model:
     # -------------------------------------------------------------------------------- properties
     @property
     def info(self) -> dict[str, Any]:
-        """The checkpoint header as stored (current format): model, data summary, preprocessing, training, metrics.
-
-        :attr:`header` is the same, typed.
-        """
+        """The checkpoint header as stored (current format); :attr:`header` is the same, typed."""
         return self.header.to_dict()
 
     @property

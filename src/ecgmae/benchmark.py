@@ -79,15 +79,14 @@ class BenchmarkConfig:
                               f"{', '.join((*METHODS, 'scratch', FEATURES))} or scratch:MODEL")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"methods: listed twice in {', '.join(self.methods)}")
-        from ecgmae.models import MAEConfig, get_config, list_models  # fail now, not after hours of pre-training
+        from ecgmae.models import list_models, pretraining_config  # fail now, not after hours of pre-training
 
         known = list_models()
         for what, name in (("model", self.model), ("scratch_model", self.scratch_model),
                            *(("methods", _scratch_model(m)) for m in self.methods if _scratch_model(m))):
             if name not in known:
                 raise ConfigError(f"{what}: unknown model {name!r}; available: {', '.join(known)}")
-        if not isinstance(get_config(self.model), MAEConfig):
-            raise ConfigError(f"model: {self.model} is a supervised CNN; pre-training needs an ecgmae_* encoder")
+        pretraining_config(self.model)
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"fractions must be in (0, 1], got {self.fractions}")
         if self.seeds < 1:

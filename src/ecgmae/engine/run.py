@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ecgmae.checkpoint import load_checkpoint, load_model, save_checkpoint
-from ecgmae.config import ConfigError, to_dict
+from ecgmae.config import to_dict
 from ecgmae.data.dataset import CropDataset, WindowDataset
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
@@ -32,7 +32,7 @@ from ecgmae.eval.metrics import classification_report
 from ecgmae.guards import check_resume
 from ecgmae.header import DataInfo, RunHeader, TrainInfo
 from ecgmae.inference import lead_positions
-from ecgmae.models import MAEConfig, ModelSpec, build_model, config_for_data
+from ecgmae.models import MAEConfig, ModelSpec, build_model, config_for_data, pretraining_config
 from ecgmae.models.config import ModelConfig
 from ecgmae.models.contrastive import ContrastiveModel
 from ecgmae.utils import log, seed_everything, write_json_atomic
@@ -178,9 +178,9 @@ def pretrain(
     """
     store, out = Store.open(data), Path(out)
     _guard_out(out, "encoder.safetensors", resume, overwrite)
+    pretraining_config(cfg.model)  # refuses a supervised CNN: it has no encoder to pre-train
     mae_cfg = model_config(cfg.model, cfg.model_overrides, store)
-    if not isinstance(mae_cfg, MAEConfig):
-        raise ConfigError(f"model: {cfg.model} is a supervised CNN; pre-training needs an ecgmae_* encoder")
+    assert isinstance(mae_cfg, MAEConfig)
     spec = ModelSpec("encoder", cfg.model, mae_cfg)
     seed_everything(cfg.seed)
     contrastive = cfg.method != "mae"

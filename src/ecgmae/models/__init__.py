@@ -18,6 +18,7 @@ from ecgmae.models.registry import (
     default_data_config,
     get_config,
     list_models,
+    pretraining_config,
     register_model,
 )
 from ecgmae.models.xresnet1d import XResNet1d
@@ -40,5 +41,6 @@ __all__ = [
     "default_data_config",
     "get_config",
     "list_models",
+    "pretraining_config",
     "register_model",
 ]

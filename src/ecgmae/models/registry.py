@@ -88,6 +88,18 @@ def config_for_data(name: str, overrides: dict[str, Any], fs: float, n_leads: in
     return get_config(name, **{**extra, **overrides})
 
 
+def pretraining_config(name: str, **overrides: Any) -> MAEConfig:
+    """:func:`get_config` for a variant that has an encoder to pre-train.
+
+    Raises:
+        ConfigError: as :func:`get_config`, or ``name`` is a supervised CNN.
+    """
+    cfg = get_config(name, **overrides)
+    if not isinstance(cfg, MAEConfig):
+        raise ConfigError(f"model: {name} is a supervised CNN; pre-training needs an ecgmae_* encoder")
+    return cfg
+
+
 def default_data_config(name: str) -> DataConfig:
     """The input a registered variant takes as registered (rate, leads, window multiple)."""
     return data_config(get_config(name))
