@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     import ecgmae
-    from ecgmae.checkpoint import read_meta
+    from ecgmae.checkpoint import read_header
     from ecgmae.eval.features import ecg_features
     from ecgmae.eval.probe import cv_probe
 
@@ -245,8 +245,7 @@ def main(argv: list[str] | None = None) -> None:
 
     rows: list[dict[str, Any]] = []
     for run in runs:
-        meta = read_meta(Path(run["path"]) / "encoder.safetensors")
-        run["steps"] = int(meta.get("train", {}).get("steps", -1))  # what the checkpoint really had
+        run["steps"] = read_header(Path(run["path"]) / "encoder.safetensors").train.steps  # what it really had
         X = ecgmae.load(run["path"]).embed(recs)
         rows.append({**run, **probe(X)})
         say(f"probe {run['name']}: macro AUROC {rows[-1]['macro']:.3f} ± {rows[-1]['macro_std']:.3f}")

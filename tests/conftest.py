@@ -58,3 +58,15 @@ def synth_store(root: Path, n: int, *, seed: int, synth_fs: float = 250, fs: flo
 
     src = write_wfdb_folder(root / "synth", n, fs=synth_fs, seconds=seconds, seed=seed, noise="low", quiet=True)
     return prepare_store("folder", src, root / "store", PreprocessConfig(fs=fs, seconds=seconds), seed=0, quiet=True)
+
+
+def save_raw_checkpoint(path: Path, state: dict, header: dict) -> Path:
+    """A checkpoint whose stored header is exactly ``header``: an older format or forged fields, which
+    ``save_checkpoint`` (typed, current format) never writes."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"ecgmae": json.dumps(header)})
+    return path

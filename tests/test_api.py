@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import subprocess
@@ -13,10 +14,11 @@ import pytest
 import torch
 
 import ecgmae
-from conftest import shared_path, synth_store
+from conftest import save_raw_checkpoint, shared_path, synth_store
 from ecgmae.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from ecgmae.cli import main
 from ecgmae.errors import CheckpointError, DataError, ECGMAEError
+from ecgmae.header import RunHeader
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -69,7 +71,8 @@ def test_round_trip_and_embedding_is_the_encoder_output(runs, tmp_path):
         ref = enc.eval()(torch.from_numpy(x)[None], lead_idx=torch.arange(12))[0].numpy()
     np.testing.assert_allclose(z, ref, rtol=0, atol=1e-6)
     # save -> load gives identical embeddings
-    save_checkpoint(tmp_path / "copy.safetensors", model.module.state_dict(), model.info)
+    save_checkpoint(tmp_path / "copy.safetensors", model.module.state_dict(), model.header)
+    assert RunHeader.from_dict(model.info) == model.header  # info is the stored form of the typed header
     again = ecgmae.load(tmp_path / "copy.safetensors")
     assert np.array_equal(again.embed(x, fs=100), z)
     assert np.array_equal(ecgmae.load(runs["mae"]).embed(x, fs=100), z)
@@ -197,7 +200,7 @@ def test_unsafe_or_newer_checkpoints_are_refused(runs, tmp_path):
             ecgmae.load(path)
     assert not marker.exists()
     state, meta = load_checkpoint(runs["mae"])
-    save_checkpoint(tmp_path / "newer.safetensors", state, {**meta, "format_version": FORMAT_VERSION + 1})
+    save_raw_checkpoint(tmp_path / "newer.safetensors", state, {**meta.to_dict(), "format_version": FORMAT_VERSION + 1})
     with pytest.raises(CheckpointError, match="newer"):
         ecgmae.load(tmp_path / "newer.safetensors")
     assert main(["embed", "--checkpoint", str(tmp_path / "newer.safetensors"), "--src", str(runs["src"]),
@@ -323,7 +326,8 @@ def test_reconstruct_returns_mv_and_a_perfect_decoder_recovers_the_original(runs
     src = runs[run]
     if run == "time":  # norm_target model + stored per-lead z-scoring: both must be undone
         state, meta = load_checkpoint(src / "mae.safetensors")
-        meta["data"]["preprocessing"]["normalise"] = "record"
+        norm = {**meta.data.preprocessing, "normalise": "record"}
+        meta = dataclasses.replace(meta, data=dataclasses.replace(meta.data, preprocessing=norm))
         src = tmp_path / "norm"
         save_checkpoint(src / "mae.safetensors", state, meta)
     model = ecgmae.load(src)

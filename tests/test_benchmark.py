@@ -27,6 +27,28 @@ def test_summary_is_mean_and_std_over_seeds():
     assert s["ci95"] == pytest.approx([0.7, 0.9])
 
 
+def test_one_plan_orders_the_runs_and_weights_the_stage_lines(tmp_path):
+    from ecgmae.benchmark import _plan, _stage_weights
+    from ecgmae.jobs import stage_cost
+
+    cfg = BenchmarkConfig(methods=("mae", "scratch", "features"), fractions=(0.1, 1.0), seeds=1,
+                          pretrain_epochs=4, finetune_epochs=2)
+    plan = [(st.method, st.protocol, st.fraction if st.protocol != "pretrain" else None) for st in _plan(cfg)]
+    assert plan == [("mae", "pretrain", None), ("mae", "linprobe", 0.1), ("mae", "finetune", 0.1),
+                    ("mae", "linprobe", 1.0), ("mae", "finetune", 1.0), ("scratch", "scratch", 0.1),
+                    ("scratch", "scratch", 1.0), ("features", "linprobe", 0.1), ("features", "linprobe", 1.0)]
+    out = tmp_path / "bench"
+    finished = _plan(cfg)[2].path(out)  # mae finetune at 10 %: done, so it costs nothing
+    finished.mkdir(parents=True)
+    (finished / "metrics.json").write_text("{}")
+    weights = _stage_weights(tmp_path / "no-store", out, cfg)  # no store: one train record, no val / test
+    assert weights == [stage_cost(4, 1, 0, 0), stage_cost(6, 1, 0, 0), 0.0, stage_cost(2, 1, 0, 0),
+                       stage_cost(2, 1, 0, 0), stage_cost(6, 1, 0, 0), stage_cost(2, 1, 0, 0), 0.0, 0.0]
+    # a forward-only pass is a third of a training one; a capped run trains at most max_steps batches
+    assert stage_cost(3, 100, 30, 60) == 3 * (100 + 10) + 20
+    assert stage_cost(3, 100, 30, 60, max_steps=2, batch_size=8) == 16 + 30
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(ConfigError, match="byol"):
         BenchmarkConfig(methods=("mae", "byol"))

@@ -129,17 +129,17 @@ def test_method_is_checked():
 def test_contrastive_pretrain_writes_an_encoder_that_finetune_loads(store, tmp_path, method):
     torch.set_num_threads(1)
     from ecgmae.api import load
-    from ecgmae.checkpoint import read_meta
+    from ecgmae.checkpoint import read_header
 
     args = ["--data", str(store), "--max-steps", "3", "--batch-size", "16", "--accelerator", "cpu",
             "--devices", "1", "--precision", "32", "--quiet", "--model", "ecgmae_tiny"]
     assert main(["pretrain", "--out", str(tmp_path / method), "--method", method, "--temperature", "0.2",
                  *args]) == 0
     run = tmp_path / method
-    meta = read_meta(run / "encoder.safetensors")
-    assert meta["kind"] == "encoder" and meta["train"]["method"] == method
-    assert meta["train"]["config"]["temperature"] == 0.2 and meta["train"]["steps"] == 3
-    assert meta["data"]["window_samples"] == 125  # half the 5 s records at 50 Hz
+    header = read_header(run / "encoder.safetensors")
+    assert header.kind == "encoder" and header.train.method == method
+    assert header.train.config["temperature"] == 0.2 and header.train.steps == 3
+    assert header.data.window_samples == 125  # half the 5 s records at 50 Hz
     assert not (run / "mae.safetensors").exists()
     assert load(run).embed(np.zeros((12, 250), np.float32), fs=50).shape == (32,)
     assert main(["finetune", "--out", str(tmp_path / "lp"), "--mode", "linprobe", "--encoder", str(run),

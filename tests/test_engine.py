@@ -41,11 +41,11 @@ def mae_run(store, tmp_path_factory) -> Path:
 def test_pretrain_writes_loadable_artefacts_and_loss_falls(mae_run):
     import pandas as pd
 
-    from ecgmae.checkpoint import read_meta
+    from ecgmae.checkpoint import read_header
 
-    meta = read_meta(mae_run / "encoder.safetensors")
-    assert meta["kind"] == "encoder" and meta["data"]["fs"] == 50
-    assert meta["model"]["config"]["encoder"]["fs"] == 50.0
+    header = read_header(mae_run / "encoder.safetensors")
+    assert header.kind == "encoder" and header.data.fs == 50
+    assert header.model.encoder.fs == 50.0 and header.model.name == "ecgmae_tiny"
     assert (mae_run / "last.ckpt").exists() and (mae_run / "model_card.json").exists()
     m = pd.read_csv(mae_run / "metrics.csv")
     ep = m.dropna(subset=["train/loss_epoch"])["train/loss_epoch"].to_numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import pickle
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ecgmae.checkpoint import FORMAT_VERSION, load_checkpoint, read_meta, save_checkpoint
+from ecgmae.checkpoint import FORMAT_VERSION, load_checkpoint, read_header, save_checkpoint
 from ecgmae.engine.config import OptimConfig
 from ecgmae.engine.data import EpochSampler, label_subset, select_classes
 from ecgmae.engine.modules import aggregate_records
@@ -100,17 +101,27 @@ def test_aggregate_records_mean_and_max():
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):
-    from ecgmae.config import to_dict
-    from ecgmae.models import ECGEncoder, get_config
+    from safetensors import safe_open
+
+    from conftest import save_raw_checkpoint
+    from ecgmae import __version__
+    from ecgmae.header import RunHeader
+    from ecgmae.models import ECGEncoder, ModelSpec, get_config
 
     cfg = get_config("ecgmae_tiny")
     sd = ECGEncoder(cfg.encoder).state_dict()
-    header = {"kind": "encoder", "model": {"config": to_dict(cfg)}}
+    header = RunHeader(ModelSpec("encoder", "ecgmae_tiny", cfg))
     path = save_checkpoint(tmp_path / "run" / "encoder.safetensors", sd, header)
-    state, meta = load_checkpoint(tmp_path / "run")  # a run directory resolves to its weight file
-    assert torch.equal(state["norm.weight"], sd["norm.weight"]) and meta["format_version"] == FORMAT_VERSION
-    with pytest.raises(CheckpointError, match="lacks model field 'config'"):  # header checked against tensors
-        load_checkpoint(save_checkpoint(tmp_path / "x.safetensors", sd, {"kind": "encoder", "model": {"x": 1}}))
+    state, read = load_checkpoint(tmp_path / "run")  # a run directory resolves to its weight file
+    assert torch.equal(state["norm.weight"], sd["norm.weight"])
+    assert read == dataclasses.replace(header, ecgmae_version=__version__)
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["ecgmae"])["format_version"] == FORMAT_VERSION
+    for version in (1, FORMAT_VERSION):  # header checked against tensors, in either format
+        bad = save_raw_checkpoint(tmp_path / "x.safetensors", sd,
+                                  {"format_version": version, "kind": "encoder", "model": {"x": 1}})
+        with pytest.raises(CheckpointError, match="lacks model field 'config'"):
+            load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="expected classifier"):
         load_checkpoint(path, kind="classifier")
 
@@ -124,7 +135,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     evil = tmp_path / "evil.safetensors"
     evil.write_bytes(pickle.dumps(Evil()))
     with pytest.raises(CheckpointError, match="not a safetensors checkpoint"):
-        read_meta(evil)
+        read_header(evil)
     assert not marker.exists()
 
     # A newer format version is a clear error, not a stack trace.
@@ -134,9 +145,9 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     save_file(sd, str(newer), metadata={"ecgmae": json.dumps({"format_version": FORMAT_VERSION + 1,
                                                               "kind": "encoder"})})
     with pytest.raises(CheckpointError, match="newer"):
-        read_meta(newer)
+        read_header(newer)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
-        read_meta(tmp_path / "missing.safetensors")
+        read_header(tmp_path / "missing.safetensors")
 
 
 def test_a_checkpoint_write_that_fails_leaves_the_old_one_and_no_temp_file(tmp_path, monkeypatch):

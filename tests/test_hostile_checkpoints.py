@@ -7,6 +7,7 @@ under an address-space limit), and that no work is done before an output path is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -20,41 +21,56 @@ import pytest
 import torch
 
 import ecgmae
-import ecgmae.api
-from ecgmae.checkpoint import load_checkpoint, save_checkpoint
+import ecgmae.models
+from conftest import save_raw_checkpoint
+from ecgmae.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ecgmae.cli import main
 from ecgmae.config import ConfigError, to_dict
 from ecgmae.data.io import LEADS_12
 from ecgmae.data.signal import PreprocessConfig
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.guards import MAX_WINDOW, check_device, check_resume
-from ecgmae.models import ECGMAE, ECGClassifier, ECGEncoder, get_config
+from ecgmae.header import DataInfo, RunHeader
+from ecgmae.models import ECGMAE, ECGClassifier, ECGEncoder, ModelSpec, get_config
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def _meta(kind: str, model: dict, **data: object) -> dict:
+def _header(**data: object) -> RunHeader:
+    """An honest ``ecgmae_tiny`` encoder header (current format)."""
+    d = DataInfo(fs=100.0, leads=LEADS_12, window_samples=500, preprocessing=PreprocessConfig(fs=100.0).to_dict())
+    return RunHeader(ModelSpec("encoder", "ecgmae_tiny", get_config("ecgmae_tiny")), dataclasses.replace(d, **data))
+
+
+def _meta_v1(kind: str, model: dict) -> dict:
+    """A format-1 header (as ecgmae 0544e14 wrote them) with this model section."""
     d = {"fs": 100.0, "leads": list(LEADS_12), "window_samples": 500,
-         "preprocessing": PreprocessConfig(fs=100.0).to_dict(), **data}
-    return {"kind": kind, "model": model, "data": d, "label_names": []}
+         "preprocessing": PreprocessConfig(fs=100.0).to_dict()}
+    return {"format_version": 1, "kind": kind, "model": model, "data": d, "label_names": []}
 
 
 def encoder_file(path: Path, *, encoder: dict | None = None, state: dict | None = None, **data: object) -> Path:
-    """A tiny encoder checkpoint: real ``ecgmae_tiny`` tensors, header optionally forged."""
-    cfg = to_dict(get_config("ecgmae_tiny"))
+    """A tiny encoder checkpoint: real ``ecgmae_tiny`` tensors, its (current format) header optionally forged."""
     torch.manual_seed(0)
     sd = ECGEncoder(get_config("ecgmae_tiny").encoder).state_dict() if state is None else state
-    cfg["encoder"].update(encoder or {})
-    return save_checkpoint(path, sd, _meta("encoder", {"name": "ecgmae_tiny", "config": cfg}, **data))
+    header = _header().to_dict()
+    header["model"]["config"]["encoder"].update(encoder or {})
+    header["data"].update(data)
+    return save_raw_checkpoint(path, sd, header)
 
 
 @pytest.fixture
 def no_real_build(monkeypatch):
-    """Fail the test if a module is built from a header (what allocates the forged sizes)."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("a module was built before the header was checked against the tensors")
+    """Fail the test if a real module is built from a header (what allocates the forged sizes); the
+    shape check's build on the ``meta`` device allocates nothing and is allowed."""
+    real = ecgmae.models.build_model
 
-    monkeypatch.setattr(ecgmae.api, "_build", refuse)
+    def refuse(spec):
+        if torch.empty(0).device.type != "meta":
+            raise AssertionError("a module was built before the header was checked against the tensors")
+        return real(spec)
+
+    monkeypatch.setattr(ecgmae.models, "build_model", refuse)
 
 
 def _one_line(err: str) -> str:
@@ -107,19 +123,25 @@ def test_derived_buffers_beyond_the_file_are_refused(tmp_path, no_real_build):
 def test_forged_decoder_and_classifier_headers(tmp_path):
     cfg = get_config("ecgmae_tiny")
     mae = to_dict(cfg) | {"decoder_depth": 10**6}
-    save_checkpoint(tmp_path / "mae.safetensors", ECGMAE(cfg).state_dict(), _meta("mae", {"config": mae}))
+    save_raw_checkpoint(tmp_path / "mae.safetensors", ECGMAE(cfg).state_dict(), _meta_v1("mae", {"config": mae}))
     with pytest.raises(CheckpointError, match=r"decoder_depth=1000000 but the file holds 1 decoder blocks"):
         load_checkpoint(tmp_path / "mae.safetensors")
-    from ecgmae.inference import load_classifier
-
+    # format 1 kept a classifier's encoder at model.encoder; read, it is model.config.encoder like every run's
     head = {"name": "encoder", "encoder": to_dict(cfg.encoder) | {"depth": 10**6}, "num_classes": 3}
-    save_checkpoint(tmp_path / "c.safetensors", ECGClassifier(cfg.encoder, 3).state_dict(), _meta("classifier", head))
-    with pytest.raises(CheckpointError, match=r"model\.encoder\.depth=1000000 but the file holds 2 encoder blocks"):
-        load_classifier(tmp_path / "c.safetensors")
+    clf = ECGClassifier(cfg.encoder, 3).state_dict()
+    save_raw_checkpoint(tmp_path / "c.safetensors", clf, _meta_v1("classifier", head))
+    with pytest.raises(CheckpointError, match=r"model\.config\.encoder\.depth=1000000 but the file holds 2 encoder "
+                                              r"blocks"):
+        load_model(tmp_path / "c.safetensors", kind="classifier")
     head = {"name": "encoder", "encoder": to_dict(cfg.encoder), "num_classes": 10**12}
-    save_checkpoint(tmp_path / "k.safetensors", ECGClassifier(cfg.encoder, 3).state_dict(), _meta("classifier", head))
+    save_raw_checkpoint(tmp_path / "k.safetensors", clf, _meta_v1("classifier", head))
     with pytest.raises(CheckpointError, match=r"head\.weight is \[3, 32\] but the header implies \[10+, 32\]"):
-        load_classifier(tmp_path / "k.safetensors")
+        load_model(tmp_path / "k.safetensors", kind="classifier")
+    forged = _header().to_dict()  # the current format: the same checks
+    forged["kind"], forged["model"]["num_classes"] = "classifier", 10**12
+    save_raw_checkpoint(tmp_path / "k2.safetensors", clf, forged)
+    with pytest.raises(CheckpointError, match=r"k2\.safetensors: weights do not fit .*head\.weight is \[3, 32\]"):
+        load_model(tmp_path / "k2.safetensors")
 
 
 @pytest.mark.parametrize(("key", "value"), [("window_samples", 10**12), ("window_samples", 0), ("window_samples", -5),
@@ -134,7 +156,9 @@ def test_hostile_data_section_is_refused_on_load(tmp_path, key, value):
 def test_an_honest_checkpoint_still_loads_and_is_written_0644(tmp_path):
     old = os.umask(0o022)
     try:
-        path = encoder_file(tmp_path / "ok.safetensors", window_samples=MAX_WINDOW // 2000)
+        torch.manual_seed(0)
+        sd = ECGEncoder(get_config("ecgmae_tiny").encoder).state_dict()
+        path = save_checkpoint(tmp_path / "ok.safetensors", sd, _header(window_samples=MAX_WINDOW // 2000))
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644

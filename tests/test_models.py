@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -13,15 +14,19 @@ from conftest import ecg_like
 from ecgmae.config import ConfigError, from_dict, to_dict
 from ecgmae.errors import CheckpointError
 from ecgmae.models import (
-    ECGMAE,
+    DataConfig,
     ECGClassifier,
     ECGEncoder,
     EncoderConfig,
     MAEConfig,
-    create_classifier,
+    ModelSpec,
+    XResNet1d,
+    build_model,
     create_model,
+    default_data_config,
     get_config,
     list_models,
+    pretraining_config,
 )
 from ecgmae.models.config import ENCODER_FIELDS, MAE_FIELDS
 from ecgmae.models.layers import Attention, matmul_attention
@@ -30,7 +35,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_lists_the_sizes_and_fields_do_not_collide():
-    assert {"ecgmae_tiny", "ecgmae_small", "ecgmae_small_lead", "ecgmae_base"} <= set(list_models())
+    assert {"ecgmae_tiny", "ecgmae_small", "ecgmae_small_lead", "ecgmae_base", "xresnet1d50",
+            "xresnet1d101"} <= set(list_models())
+    # every variant says what input it takes: the transformers their patch, the CNNs any length
+    assert default_data_config("ecgmae_small") == DataConfig(fs=100.0, n_leads=12, window_multiple=25)
+    assert default_data_config("xresnet1d101") == DataConfig(fs=100.0, n_leads=12, window_multiple=1)
+    assert pretraining_config("ecgmae_tiny", depth=1).encoder.depth == 1
+    with pytest.raises(ConfigError, match="xresnet1d50 is a supervised CNN; pre-training needs an ecgmae_"):
+        pretraining_config("xresnet1d50")
     assert not ENCODER_FIELDS & MAE_FIELDS  # flat overrides route by name
     small, lead, base = get_config("ecgmae_small"), get_config("ecgmae_small_lead"), get_config("ecgmae_base")
     # the default chosen on real ECGs (RESULTS.md): time tokens of 0.25 s, 128 x 4, mask 0.5, normalised targets
@@ -75,22 +87,43 @@ def test_config_round_trips_through_json():
         from_dict(MAEConfig, {**data, "encoder": {**data["encoder"], "bogus": 1}})
 
 
-@pytest.mark.parametrize("name", ["ecgmae_tiny", "ecgmae_small", "ecgmae_small_lead", "ecgmae_base"])
+@pytest.mark.parametrize("name", list_models())
 def test_forward_backward_every_registered_model(name):
     torch.manual_seed(0)
-    model = create_model(name)
     t = 200 if name == "ecgmae_base" else 500  # base: 48 tokens keep it fast
-    out = model(ecg_like(2, 12, t))
-    out.loss.backward()
-    assert torch.isfinite(out.loss)
-    for pname, p in model.named_parameters():
-        assert p.grad is not None, f"{pname} got no gradient"
-        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
-    clf = create_classifier(name, num_classes=5)
-    logits = clf(ecg_like(2, 12, t))
+    x = ecg_like(2, 12, t)
+    if isinstance(get_config(name), MAEConfig):  # what pre-training trains
+        model = create_model(name)
+        out = model(x)
+        out.loss.backward()
+        assert torch.isfinite(out.loss)
+        for pname, p in model.named_parameters():
+            assert p.grad is not None, f"{pname} got no gradient"
+            assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+    clf = create_model(name, num_classes=5)
+    logits = clf(x)
     logits.sum().backward()
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()
-    assert all(torch.isfinite(p.grad).all() for p in clf.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in clf.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_has_the_same_features_and_head_contract(name):
+    """``forward == forward_head(forward_features)``; ``pre_logits`` gives the pooled features the head reads."""
+    torch.manual_seed(0)
+    t = 200 if name == "ecgmae_base" else 500
+    x = ecg_like(2, 12, t)
+    clf = create_model(name, num_classes=3).eval()
+    feats = clf.forward_features(x)
+    pooled = clf.forward_head(feats, pre_logits=True)
+    first = clf.head[0] if isinstance(clf, XResNet1d) else clf.head  # the CNN's head starts with its norm
+    width = first.num_features if isinstance(first, torch.nn.BatchNorm1d) else first.in_features
+    assert feats.ndim == 3 and pooled.shape == (2, width)
+    torch.testing.assert_close(clf.forward_head(feats), clf(x))
+    if isinstance(clf, ECGClassifier):  # the encoder alone: its pooled features are the classifier's pre-logits
+        enc = clf.encoder
+        torch.testing.assert_close(enc(x), enc.forward_head(enc.forward_features(x)))
+        torch.testing.assert_close(enc(x), pooled)
 
 
 @pytest.mark.parametrize("tokenization", ["lead", "time"])
@@ -105,8 +138,7 @@ def test_shapes_for_rates_lengths_and_lead_subsets(tokenization, fs, seconds, le
     lead_idx = torch.arange(12)[-leads:]  # the last `leads` canonical leads
     x = ecg_like(3, leads, t, fs=fs)
     n_time = t // enc.cfg.patch_size
-    n_tokens = enc.num_patches(leads if tokenization == "lead" else 12, t)
-    assert n_tokens == (leads * n_time if tokenization == "lead" else n_time)
+    n_tokens = leads * n_time if tokenization == "lead" else n_time
     feats = enc.forward_features(x, lead_idx=lead_idx)
     assert feats.shape == (3, n_tokens, 32)
     out = model(x, lead_idx=lead_idx)
@@ -190,44 +222,50 @@ def test_bad_inputs_name_the_problem():
         )
 
 
-def test_state_dict_round_trip_from_config_dict_alone():
+@pytest.mark.parametrize("kind", ["mae", "encoder", "classifier"])
+def test_state_dict_round_trip_from_the_model_spec_alone(kind):
+    """What a checkpoint stores (the spec's JSON and the weights) rebuilds the same function."""
+    from ecgmae.header import RunHeader
+
     torch.manual_seed(0)
-    model = create_model("ecgmae_tiny", pool="cls", pos_embed="learned", max_patches=32).eval()
-    blob = {"config": json.loads(json.dumps(model.config_dict())), "state": model.state_dict()}
+    cfg = get_config("ecgmae_tiny", pool="cls", pos_embed="learned", max_patches=32)
+    spec = ModelSpec(kind, "ecgmae_tiny", cfg, num_classes=3 if kind == "classifier" else 0, head_dropout=0.1)
+    model = build_model(spec).eval()
+    stored = json.loads(json.dumps(RunHeader(spec).to_dict()))
     torch.manual_seed(123)  # a different init that the load must overwrite
-    rebuilt = ECGMAE.from_config_dict(blob["config"]).eval()
-    rebuilt.load_state_dict(blob["state"], strict=True)
+    rebuilt = build_model(RunHeader.from_dict(stored).model).eval()
+    assert type(rebuilt) is type(model)
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
     x = ecg_like(2, 12, 500)
     torch.manual_seed(7)
     a = model(x)
     torch.manual_seed(7)
     b = rebuilt(x)
-    assert torch.equal(a.pred, b.pred) and torch.equal(a.loss, b.loss)
-
-    clf = ECGClassifier(model.encoder.cfg, 3, head_dropout=0.1).eval()
-    clf2 = ECGClassifier.from_config_dict(json.loads(json.dumps(clf.config_dict()))).eval()
-    clf2.load_state_dict(clf.state_dict(), strict=True)
-    assert torch.equal(clf(x), clf2(x))
+    if kind == "mae":
+        assert torch.equal(a.pred, b.pred) and torch.equal(a.loss, b.loss)
+    else:
+        assert torch.equal(a, b)
 
 
 def test_classifier_loads_pretrained_encoder_strictly():
     torch.manual_seed(0)
     mae = create_model("ecgmae_tiny").eval()
-    clf = create_classifier("ecgmae_tiny", num_classes=2).eval()
+    clf = create_model("ecgmae_tiny", num_classes=2).eval()
     x = ecg_like(2, 12, 500)
-    assert not torch.allclose(clf.forward_features(x), mae.encoder(x))
-    clf.load_encoder(mae.encoder_state_dict())
-    torch.testing.assert_close(clf.forward_features(x), mae.encoder(x))
+    assert not torch.allclose(clf.forward_features(x), mae.encoder.forward_features(x))
+    clf.load_encoder(mae.encoder.state_dict())  # what pre-training exports (encoder.safetensors)
+    torch.testing.assert_close(clf.forward_features(x), mae.encoder.forward_features(x))
+    torch.testing.assert_close(clf.forward_head(clf.forward_features(x), pre_logits=True), mae.encoder(x))
     clf.load_encoder(mae.state_dict())  # a whole MAE state: its encoder part is taken
     with pytest.raises(CheckpointError, match="missing"):
-        create_classifier("ecgmae_tiny", 2, depth=3).load_encoder(mae.encoder_state_dict())
+        create_model("ecgmae_tiny", num_classes=2, depth=3).load_encoder(mae.encoder.state_dict())
     with pytest.raises(CheckpointError, match="shape"):
-        create_classifier("ecgmae_tiny", 2, fs=500, patch_size=50).load_encoder(mae.encoder_state_dict())
+        create_model("ecgmae_tiny", num_classes=2, fs=500, patch_size=50).load_encoder(mae.encoder.state_dict())
 
 
 def test_param_groups_layer_decay_and_no_weight_decay():
     torch.manual_seed(0)
-    clf = create_classifier("ecgmae_tiny", num_classes=3, pool="cls", pos_embed="learned")
+    clf = create_model("ecgmae_tiny", num_classes=3, pool="cls", pos_embed="learned")
     groups = clf.param_groups(weight_decay=0.05, layer_decay=0.5)
     names = {id(p): n for n, p in clf.named_parameters()}
     seen = [names[id(p)] for g in groups for p in g["params"]]
@@ -248,7 +286,7 @@ def test_param_groups_layer_decay_and_no_weight_decay():
 
 
 def test_freeze_encoder_for_linear_probe():
-    clf = create_classifier("ecgmae_tiny", num_classes=3, drop_path=0.5)
+    clf = create_model("ecgmae_tiny", num_classes=3, drop_path=0.5)
     clf.freeze_encoder()
     clf.train()
     assert not clf.encoder.training and clf.head.training
@@ -288,8 +326,8 @@ def test_meanstd_pool_is_the_mean_and_spread_of_the_patch_tokens():
     clf = ECGClassifier(enc.cfg, 4).eval()
     clf.load_encoder(enc.state_dict())
     assert clf.head.in_features == 2 * d and clf(x).shape == (3, 4)
-    torch.testing.assert_close(clf.forward_features(x), z)
-    assert ECGClassifier(enc.cfg, 4, pool="mean").head.in_features == d
+    torch.testing.assert_close(clf.forward_head(clf.forward_features(x), pre_logits=True), z)
+    assert ECGClassifier(dataclasses.replace(enc.cfg, pool="mean"), 4).head.in_features == d
     from ecgmae.models.contrastive import ContrastiveModel
 
     assert ContrastiveModel(enc, proj_dim=8)(x).shape == (3, 8)
@@ -322,6 +360,3 @@ def test_stats_pool_adds_the_change_between_consecutive_time_tokens():
 def test_stats_pool_needs_time_tokens():
     with pytest.raises(ConfigError, match="stats"):
         create_model("ecgmae_tiny", tokenization="lead", pool="stats")
-    lead = create_model("ecgmae_tiny", tokenization="lead").encoder
-    with pytest.raises(ConfigError, match="stats"):
-        ECGClassifier(lead.cfg, 2, pool="stats")

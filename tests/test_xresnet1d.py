@@ -11,13 +11,13 @@ import torch
 
 from ecgmae.cli import main
 from ecgmae.config import ConfigError
-from ecgmae.models import XResNet1d, classifier_from_header, create_xresnet1d
+from ecgmae.models import XResNet1d, create_model
 
 
 @pytest.mark.parametrize(("arch", "blocks"), [("xresnet1d50", 16), ("xresnet1d101", 33)])
 def test_forward_backward_is_finite(arch, blocks):
     torch.manual_seed(0)
-    model = create_xresnet1d(arch, 12, 5)
+    model = create_model(arch, num_classes=5)
     assert len(model.blocks) == blocks and model.num_features == 2 * 2048
     x = torch.randn(2, 12, 64)
     out = model(x)
@@ -31,7 +31,7 @@ def test_forward_backward_is_finite(arch, blocks):
 
 def test_lead_subset_is_zero_filled_at_its_canonical_positions():
     torch.manual_seed(0)
-    model = create_xresnet1d("xresnet1d50", 12, 3).eval()
+    model = create_model("xresnet1d50", num_classes=3).eval()
     x = torch.randn(2, 2, 64)
     full = torch.zeros(2, 12, 64)
     full[:, [1, 7]] = x
@@ -41,26 +41,28 @@ def test_lead_subset_is_zero_filled_at_its_canonical_positions():
 
 
 def test_unknown_arch_is_refused():
-    with pytest.raises(ConfigError, match="unknown CNN"):
-        create_xresnet1d("xresnet1d18", 12, 2)
+    with pytest.raises(ConfigError, match="unknown model 'xresnet1d18'"):
+        create_model("xresnet1d18", num_classes=2)
+    with pytest.raises(ConfigError, match="kernel_sise"):
+        create_model("xresnet1d50", num_classes=2, kernel_sise=7)
 
 
 def test_save_then_load_gives_the_same_logits(tmp_path):
-    from ecgmae.checkpoint import save_checkpoint
-    from ecgmae.inference import load_classifier
+    from ecgmae.checkpoint import load_model, save_checkpoint
+    from ecgmae.header import RunHeader
+    from ecgmae.models import ModelSpec, get_config
 
     torch.manual_seed(1)
-    model = create_xresnet1d("xresnet1d50", 12, 4)
+    spec = ModelSpec("classifier", "xresnet1d50", get_config("xresnet1d50", kernel_size=7), num_classes=4)
+    model = create_model("xresnet1d50", num_classes=4, kernel_size=7)
     model.train()
     model(torch.randn(4, 12, 64))  # move the BN running statistics off their defaults
     model.eval()
-    header = {"name": "xresnet1d50", "arch": "xresnet1d50", "config": model.config_dict(), "num_classes": 4}
-    save_checkpoint(tmp_path / "c.safetensors", model.state_dict(), {"kind": "classifier", "model": header})
-    loaded, meta = load_classifier(tmp_path / "c.safetensors")
-    assert isinstance(loaded, XResNet1d) and meta["model"]["arch"] == "xresnet1d50"
+    save_checkpoint(tmp_path / "c.safetensors", model.state_dict(), RunHeader(spec))
+    loaded, header, _ = load_model(tmp_path / "c.safetensors", kind="classifier")
+    assert isinstance(loaded, XResNet1d) and header.model == spec and loaded.cfg.kernel_size == 7
     x = torch.randn(3, 12, 64)
     assert torch.equal(loaded(x), model(x))
-    assert isinstance(classifier_from_header(header), XResNet1d)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +78,8 @@ def store(tmp_path_factory) -> Path:
 
 def test_scratch_cli_trains_and_the_run_reloads(store, tmp_path, capsys):
     import ecgmae
+    from ecgmae.checkpoint import load_model
     from ecgmae.engine.run import evaluate
-    from ecgmae.inference import load_classifier
 
     torch.set_num_threads(1)
     run = tmp_path / "cnn"
@@ -85,14 +87,15 @@ def test_scratch_cli_trains_and_the_run_reloads(store, tmp_path, capsys):
                  "xresnet1d50", "--max-steps", "2", "--batch-size", "8", "--accelerator", "cpu", "--devices", "1",
                  "--precision", "32", "--quiet", "--set", "n_boot=5"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
-    model, meta = load_classifier(run)
-    assert isinstance(model, XResNet1d) and meta["model"]["arch"] == "xresnet1d50"
+    model, header, _ = load_model(run, kind="classifier")
+    assert isinstance(model, XResNet1d) and header.model.arch == "xresnet1d50"
+    assert header.model.num_classes == len(header.label_names) > 0
     # the reloaded weights score the test split exactly as the run did
     again = evaluate(run, store, n_boot=5, seed=0)
     assert again["macro_auroc"] == pytest.approx(metrics["macro_auroc"], abs=1e-9)
     api = ecgmae.load(run)
     probs = api.predict_proba(np.zeros((12, 250), np.float32), fs=50)
-    assert probs.shape == (len(meta["label_names"]),) and np.all((probs >= 0) & (probs <= 1))
+    assert probs.shape == (len(header.label_names),) and np.all((probs >= 0) & (probs <= 1))
     assert api.embed_dim == 4096
     # the CNN exports to ONNX with the same probabilities as the API (dynamic batch, metadata)
     pytest.importorskip("onnxruntime")

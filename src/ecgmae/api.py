@@ -22,21 +22,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecgmae.checkpoint import load_checkpoint, resolve
-from ecgmae.config import ConfigError, from_dict, replace, to_dict
+from ecgmae.checkpoint import load_model
+from ecgmae.config import ConfigError, replace
 from ecgmae.data.io import Record
 from ecgmae.data.signal import PreprocessConfig
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.guards import check_device
+from ecgmae.header import RunHeader
 from ecgmae.inference import (
     Prepared,
     lead_positions,
-    load_state,
     prepare_signal,
     reconstruct_windows,
     window_starts,
 )
-from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, MAEConfig, XResNet1d, classifier_from_header
+from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig
 from ecgmae.utils import log
 
 __all__ = ["Model", "Reconstruction", "load"]
@@ -59,50 +59,30 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
         ConfigError: ``device`` is not a device this machine has.
     """
     dev = check_device(device)  # a device this machine lacks is refused before anything is read
-    file = resolve(path)
     # refuses non-safetensors files before any tensor is read, and checks the header against the tensors
     # before any module is built
-    state, meta = load_checkpoint(file)
-    net = _build(file, meta, state)
-    return Model(file, meta, net, dev)
+    net, header, file = load_model(path)
+    return Model(file, header, net, dev)
 
 
-def _build(file: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
-    kind, m = meta["kind"], meta.get("model") or {}
-    try:
-        if kind == "classifier":
-            net: torch.nn.Module = classifier_from_header(m, where=f"{file}: model")
-        elif kind == "encoder":
-            net = ECGEncoder(from_dict(EncoderConfig, m["config"]["encoder"], where=f"{file}: model.config.encoder"))
-        else:
-            net = ECGMAE(from_dict(MAEConfig, m["config"], where=f"{file}: model.config"))
-    except KeyError as exc:
-        raise CheckpointError(f"{file}: header lacks model field {exc}") from None
-    except ConfigError as exc:
-        raise CheckpointError(f"{file}: header describes an invalid model ({exc})") from None
-    load_state(net, state, file)
-    return net.eval()
-
-
-def _preprocessing(file: Path, meta: dict[str, Any]) -> tuple[PreprocessConfig, int, int | None, str]:
+def _preprocessing(file: Path, header: RunHeader) -> tuple[PreprocessConfig, int, int | None, str]:
     """Stored preprocessing, window and evaluation stride (samples) and window aggregation."""
-    d = meta.get("data") or {}
-    missing = [k for k in ("fs", "leads", "window_samples") if k not in d]
+    d = header.data
+    missing = [k for k in ("fs", "leads", "window_samples") if not getattr(d, k)]
     if missing:
         raise CheckpointError(f"{file}: header lacks data.{', data.'.join(missing)} (needed to prepare inputs)")
-    if d.get("preprocessing"):
-        cfg = PreprocessConfig.from_dict(d["preprocessing"], where=f"{file}: data.preprocessing")
+    if d.preprocessing:
+        cfg = PreprocessConfig.from_dict(d.preprocessing, where=f"{file}: data.preprocessing")
     else:
-        log.warning("%s: no stored preprocessing; inputs are only resampled to %g Hz", file, d["fs"])
+        log.warning("%s: no stored preprocessing; inputs are only resampled to %g Hz", file, d.fs)
         try:
-            cfg = PreprocessConfig(fs=d["fs"], leads=tuple(d["leads"]))
+            cfg = PreprocessConfig(fs=d.fs, leads=d.leads)  # type: ignore[arg-type]
         except ConfigError as e:
             raise CheckpointError(f"{file}: data: {e}") from None
-    if abs(cfg.fs - float(d["fs"])) > 1e-6 or list(cfg.leads) != list(d["leads"]):
+    if abs(cfg.fs - float(d.fs)) > 1e-6 or tuple(cfg.leads) != d.leads:  # type: ignore[arg-type]
         raise CheckpointError(f"{file}: data.preprocessing ({cfg.fs:g} Hz, {','.join(cfg.leads)}) disagrees with "
-                              f"data.fs/leads ({d['fs']} Hz, {','.join(d['leads'])})")
-    stride = d.get("eval_stride_samples")
-    return cfg, int(d["window_samples"]), None if stride is None else int(stride), str(d.get("aggregate", "mean"))
+                              f"data.fs/leads ({d.fs} Hz, {','.join(d.leads)})")
+    return cfg, d.window_samples, d.eval_stride_samples, d.aggregate or "mean"  # type: ignore[return-value]
 
 
 @dataclass
@@ -146,13 +126,13 @@ class Model:
     windows of the trained length (shorter ones are zero-padded) and window outputs are pooled.
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any], net: torch.nn.Module, device: str | torch.device) -> None:
+    def __init__(self, path: Path, header: RunHeader, net: torch.nn.Module, device: str | torch.device) -> None:
         self.path = Path(path)
-        self._meta = meta
+        self.header = header  # the checkpoint's typed RunHeader: model, data, training, labels, metrics
         self.device = torch.device(device)
         self._net = net.to(self.device)
-        self.preprocessing, window, stride, self.aggregate = _preprocessing(self.path, meta)
-        patch = getattr(net, "patch_size", None) or self.encoder_config.patch_size  # 1 for a CNN
+        self.preprocessing, window, stride, self.aggregate = _preprocessing(self.path, header)
+        patch = header.model.data.window_multiple  # the patch size; 1 for a CNN
         self.window = max(patch, window // patch * patch)
         self.stride = stride or self.window
         self._positions = lead_positions(self.leads) or list(range(len(self.leads)))
@@ -165,18 +145,18 @@ class Model:
     # -------------------------------------------------------------------------------- properties
     @property
     def info(self) -> dict[str, Any]:
-        """The checkpoint header: model config, data summary, preprocessing, training, metrics."""
-        return self._meta
+        """The checkpoint header as stored (current format); :attr:`header` is the same, typed."""
+        return self.header.to_dict()
 
     @property
     def kind(self) -> str:
         """``classifier``, ``encoder`` or ``mae``."""
-        return str(self._meta["kind"])
+        return self.header.kind
 
     @property
     def label_names(self) -> list[str]:
         """Class names of a classifier's outputs, in order (empty for encoders)."""
-        return list(self._meta.get("label_names") or [])
+        return list(self.header.label_names)
 
     @property
     def fs(self) -> float:
@@ -196,9 +176,9 @@ class Model:
     @property
     def embed_dim(self) -> int:
         """Length of an embedding."""
-        if isinstance(self._net, XResNet1d):
-            return self._net.num_features
-        return self.encoder.pooled_dim(getattr(self._net, "pool_mode", None))
+        if self.header.model.encoder is None:  # a reference CNN
+            return int(self._net.num_features)
+        return self.encoder.pooled_dim()
 
     @property
     def module(self) -> torch.nn.Module:
@@ -256,16 +236,10 @@ class Model:
 
     def embed_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
         """``(len(items), D)`` float32 embeddings of records already in the model's input space."""
-        if self.kind == "classifier":
-            net = self._net
+        net = self._net if self.kind == "classifier" else self.encoder
 
-            def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
-                return net.forward_features(x, lead_idx=li)
-        else:
-            enc = self.encoder
-
-            def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
-                return enc(x, lead_idx=li)
+        def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
+            return net.forward_head(net.forward_features(x, lead_idx=li), pre_logits=True)
 
         return self._per_record(items, fn, "mean", batch_size).astype(np.float32)
 
@@ -314,16 +288,15 @@ class Model:
             raise CheckpointError(f"{self.path}: reconstruct needs the whole masked autoencoder "
                                   f"({file.name} of a pre-training run, written by `ecgmae pretrain`); this "
                                   f"checkpoint holds {self.kind} weights only")
-        state, meta = load_checkpoint(file, kind="mae")
-        mae = _build(file, meta, state)
-        if to_dict(mae.encoder.cfg) != to_dict(self.encoder_config):  # type: ignore[union-attr]
+        mae, header, _ = load_model(file, kind="mae")
+        if header.model.encoder != self.encoder_config:
             raise CheckpointError(f"{file}: its encoder config differs from {self.path}'s; not the same run")
         self._mae = mae.to(self.device)  # type: ignore[assignment]
         return self._mae  # type: ignore[return-value]
 
     def _tokens(self) -> str:
         """The encoder's tokenisation; ``"cnn"`` for a reference CNN (absent leads are zero rows)."""
-        return "cnn" if isinstance(self._net, XResNet1d) else self.encoder_config.tokenization
+        return "cnn" if self.header.model.encoder is None else self.encoder_config.tokenization
 
     def _rows(self, p: Prepared) -> np.ndarray:
         if self._tokens() == "lead":

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ecgmae.config import ConfigError, to_dict
-from ecgmae.demo import claim_out, epochs_for
 from ecgmae.engine.config import METHODS, FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
+from ecgmae.jobs import claim_out, epochs_for, stage_cost
 from ecgmae.utils import Stages, job_log, log, write_json_atomic, write_text_atomic
 
 PROTOCOLS = ("linprobe", "finetune")
@@ -79,15 +79,14 @@ class BenchmarkConfig:
                               f"{', '.join((*METHODS, 'scratch', FEATURES))} or scratch:MODEL")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"methods: listed twice in {', '.join(self.methods)}")
-        from ecgmae.models.registry import CNN_ARCHS, list_models  # fail now, not after hours of pre-training
+        from ecgmae.models import list_models, pretraining_config  # fail now, not after hours of pre-training
 
-        known = (*list_models(), *CNN_ARCHS)
+        known = list_models()
         for what, name in (("model", self.model), ("scratch_model", self.scratch_model),
                            *(("methods", _scratch_model(m)) for m in self.methods if _scratch_model(m))):
             if name not in known:
                 raise ConfigError(f"{what}: unknown model {name!r}; available: {', '.join(known)}")
-        if self.model in CNN_ARCHS:
-            raise ConfigError(f"model: {self.model} is a supervised CNN; pre-training needs an ecgmae_* encoder")
+        pretraining_config(self.model)
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise ConfigError(f"fractions must be in (0, 1], got {self.fractions}")
         if self.seeds < 1:
@@ -113,9 +112,27 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
     return result
 
 
-def _plan(cfg: BenchmarkConfig) -> list[tuple[int, str, str, float | None]]:
-    """The stages in the order they run: (seed, method, protocol or "pretrain", fraction or None)."""
-    plan: list[tuple[int, str, str, float | None]] = []
+@dataclass(frozen=True)
+class _Stage:
+    """One run of the benchmark: a pre-training (``protocol == "pretrain"``) or a downstream run."""
+
+    seed: int
+    method: str
+    protocol: str  # "pretrain", "linprobe", "finetune" or "scratch"
+    fraction: float = 1.0
+
+    def path(self, out: Path) -> Path:
+        if self.protocol == "pretrain":
+            return out / "pretrain" / f"{self.method}_s{self.seed}"
+        return out / "runs" / f"{self.method.replace(':', '-')}_{self.protocol}_{self.fraction:g}_s{self.seed}"
+
+    def done(self, out: Path) -> bool:
+        return (self.path(out) / ("encoder.safetensors" if self.protocol == "pretrain" else "metrics.json")).exists()
+
+
+def _plan(cfg: BenchmarkConfig) -> list[_Stage]:
+    """Every run in the order :func:`_run_all` runs them (and the stage lines count them)."""
+    plan: list[_Stage] = []
     for seed in range(cfg.seeds):
         for method in cfg.methods:
             if method == FEATURES:
@@ -123,15 +140,14 @@ def _plan(cfg: BenchmarkConfig) -> list[tuple[int, str, str, float | None]]:
             elif method == "scratch" or _scratch_model(method):
                 protocols = ("scratch",)
             else:
-                plan.append((seed, method, "pretrain", None))
+                plan.append(_Stage(seed, method, "pretrain"))
                 protocols = PROTOCOLS
-            plan.extend((seed, method, p, f) for f in cfg.fractions for p in protocols)
+            plan.extend(_Stage(seed, method, p, f) for f in cfg.fractions for p in protocols)
     return plan
 
 
 def _stage_weights(data: Path, out: Path, cfg: BenchmarkConfig) -> list[float]:
-    """Expected cost of each stage in records passed through the model (a forward-only pass of validation or
-    test counted as a third of a training one); 0 for finished runs and the feature baseline."""
+    """Expected cost of each stage (:func:`ecgmae.jobs.stage_cost`); 0 for finished runs and the feature baseline."""
     try:
         from ecgmae.data.store import Store
 
@@ -140,19 +156,13 @@ def _stage_weights(data: Path, out: Path, cfg: BenchmarkConfig) -> list[float]:
     except Exception:  # the run itself reports a bad store; the ETA just goes without weights
         n_train, n_val, n_test = 1, 0, 0
     weights = []
-    for seed, method, protocol, frac in _plan(cfg):
-        if protocol == "pretrain":
-            done = (out / "pretrain" / f"{method}_s{seed}" / "encoder.safetensors").exists()
+    for st in _plan(cfg):
+        if st.protocol == "pretrain":
             epochs, n, test = cfg.pretrain_epochs, n_train, 0
         else:
-            done = (out / "runs" / f"{method.replace(':', '-')}_{protocol}_{frac:g}_s{seed}" / "metrics.json").exists()
-            f = frac or 1.0
-            epochs, n, test = epochs_for(cfg.finetune_epochs, f), max(1, round(n_train * f)), n_test
-        if cfg.max_steps >= 0:  # a capped run: its steps, and about one validation
-            cost = min(epochs * n, cfg.max_steps * cfg.batch_size) + (n_val + test) / 3
-        else:
-            cost = epochs * (n + n_val / 3) + test / 3
-        weights.append(0.0 if done or method == FEATURES else cost)
+            epochs, n, test = epochs_for(cfg.finetune_epochs, st.fraction), max(1, round(n_train * st.fraction)), n_test
+        cost = stage_cost(epochs, n, n_val, test, max_steps=cfg.max_steps, batch_size=cfg.batch_size)
+        weights.append(0.0 if st.done(out) or st.method == FEATURES else cost)
     return weights
 
 
@@ -163,51 +173,43 @@ def _run_all(data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, An
 
     t0, rows = time.perf_counter(), []
     steps = {"max_steps": cfg.max_steps} if cfg.max_steps >= 0 else {}
-    for seed in range(cfg.seeds):
-        for method in cfg.methods:
-            if method == FEATURES:
-                jobs = [("linprobe", None)]
-            elif method == "scratch" or _scratch_model(method):
-                jobs = [("scratch", None)]
-            else:
-                enc = out / "pretrain" / f"{method}_s{seed}"
-                what = f"pre-train {method} ({cfg.model}), seed {seed}: {cfg.pretrain_epochs} epochs"
-                if not (enc / "encoder.safetensors").exists():
-                    stages.start(what)
-                    pcfg = PretrainConfig(method=method, model=cfg.model, model_overrides=dict(cfg.model_overrides),
-                                          epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=seed,
-                                          optim=OptimConfig(lr=cfg.pretrain_lr), trainer=cfg.trainer, **steps)
-                    pretrain(data, enc, pcfg, resume=(enc / "last.ckpt").exists(), overwrite=True, quiet=quiet)
-                else:
-                    stages.skip(what)
-                jobs = [(p, enc) for p in PROTOCOLS]
-            for frac in cfg.fractions:
-                for protocol, enc_dir in jobs:
-                    run = out / "runs" / f"{method.replace(':', '-')}_{protocol}_{frac:g}_s{seed}"
-                    what = (f"{method} at {frac:.0%} labels, seed {seed}" if method == FEATURES else
-                            f"{method} {protocol} at {frac:.0%} labels, seed {seed}: "
-                            f"{epochs_for(cfg.finetune_epochs, frac)} epochs")
-                    done = (run / "metrics.json").exists()
-                    if done:
-                        stages.skip(what)
-                    else:
-                        stages.start(what)
-                    if not done and method == FEATURES:
-                        probe_features(data, run, fraction=frac, seed=seed, classes=cfg.classes, n_boot=cfg.n_boot,
-                                       cache=out / "features" / "store_features.npz", quiet=quiet)
-                    elif not done:
-                        model, overrides = _run_model(cfg, method)
-                        fcfg = FinetuneConfig(
-                            mode=protocol, model=model, model_overrides=overrides,
-                            classes=cfg.classes,
-                            label_fraction=frac, epochs=epochs_for(cfg.finetune_epochs, frac),
-                            batch_size=cfg.batch_size, seed=seed, n_boot=cfg.n_boot, trainer=cfg.trainer,
-                            optim=OptimConfig(lr=cfg.lrs[protocol], layer_decay=cfg.layer_decay), **steps)
-                        finetune(data, run, fcfg, encoder=enc_dir, overwrite=True, quiet=quiet)
-                    m = json.loads((run / "metrics.json").read_text())
-                    rows.append({"method": method, "protocol": protocol, "label_fraction": frac, "seed": seed,
-                                 "train_records": m["train_records"], "macro_auroc": m["macro_auroc"],
-                                 "ci95": m["macro_auroc_ci95"], "run": str(run.relative_to(out))})
+    for st in _plan(cfg):
+        run, frac, seed, method = st.path(out), st.fraction, st.seed, st.method
+        if st.protocol == "pretrain":
+            what = f"pre-train {method} ({cfg.model}), seed {seed}: {cfg.pretrain_epochs} epochs"
+            if st.done(out):
+                stages.skip(what)
+                continue
+            stages.start(what)
+            pcfg = PretrainConfig(method=method, model=cfg.model, model_overrides=dict(cfg.model_overrides),
+                                  epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=seed,
+                                  optim=OptimConfig(lr=cfg.pretrain_lr), trainer=cfg.trainer, **steps)
+            pretrain(data, run, pcfg, resume=(run / "last.ckpt").exists(), overwrite=True, quiet=quiet)
+            continue
+        what = (f"{method} at {frac:.0%} labels, seed {seed}" if method == FEATURES else
+                f"{method} {st.protocol} at {frac:.0%} labels, seed {seed}: "
+                f"{epochs_for(cfg.finetune_epochs, frac)} epochs")
+        done = st.done(out)
+        if done:
+            stages.skip(what)
+        else:
+            stages.start(what)
+        if not done and method == FEATURES:
+            probe_features(data, run, fraction=frac, seed=seed, classes=cfg.classes, n_boot=cfg.n_boot,
+                           cache=out / "features" / "store_features.npz", quiet=quiet)
+        elif not done:
+            model, overrides = _run_model(cfg, method)
+            encoder = _Stage(seed, method, "pretrain").path(out) if st.protocol in PROTOCOLS else None
+            fcfg = FinetuneConfig(
+                mode=st.protocol, model=model, model_overrides=overrides, classes=cfg.classes,
+                label_fraction=frac, epochs=epochs_for(cfg.finetune_epochs, frac),
+                batch_size=cfg.batch_size, seed=seed, n_boot=cfg.n_boot, trainer=cfg.trainer,
+                optim=OptimConfig(lr=cfg.lrs[st.protocol], layer_decay=cfg.layer_decay), **steps)
+            finetune(data, run, fcfg, encoder=encoder, overwrite=True, quiet=quiet)
+        m = json.loads((run / "metrics.json").read_text())
+        rows.append({"method": method, "protocol": st.protocol, "label_fraction": frac, "seed": seed,
+                     "train_records": m["train_records"], "macro_auroc": m["macro_auroc"],
+                     "ci95": m["macro_auroc_ci95"], "run": str(run.relative_to(out))})
     summary = summarise(rows)
     result = {"settings": settings, "minutes": (time.perf_counter() - t0) / 60, "summary": summary, "runs": rows}
     write_json_atomic(out / "results.json", result)

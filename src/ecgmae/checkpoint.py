@@ -1,46 +1,44 @@
 """Safe weight files: safetensors tensors plus a JSON header with everything needed to rebuild.
 
-A checkpoint is one ``.safetensors`` file whose metadata holds ``{"ecgmae": json}`` with the format
-version, what kind of weights it holds (``encoder``, ``mae``, ``classifier``), the model config, the
-preprocessing the weights expect (fs, leads, filters, normalisation), label names and a summary of the
-run. Nothing is ever unpickled: a file that is not safetensors is refused before any of it is used.
+A checkpoint is one ``.safetensors`` file whose metadata holds ``{"ecgmae": json}``: its
+:class:`~ecgmae.header.RunHeader` (format version, what kind of weights it holds, the model spec, the
+preprocessing the weights expect, label names and a summary of the run). Nothing is ever unpickled: a
+file that is not safetensors is refused before any of it is used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ecgmae import __version__
 from ecgmae.errors import CheckpointError
+from ecgmae.header import HEADER_VERSION, RunHeader
 from ecgmae.utils import atomic_path
 
-FORMAT_VERSION = 1
-KINDS = ("encoder", "mae", "classifier")
+FORMAT_VERSION = HEADER_VERSION
 # What a run directory holds, in the order load() looks for it.
 RUN_FILES = ("classifier.safetensors", "encoder.safetensors", "mae.safetensors")
 
 
-def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
-    """Write ``state_dict`` and ``meta`` to ``path`` atomically.
+def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], header: RunHeader) -> Path:
+    """Write ``state_dict`` and ``header`` (stamped with this ecgmae's version) to ``path`` atomically.
 
     Args:
         path: destination ``.safetensors`` file.
         state_dict: tensors (made contiguous, moved to CPU).
-        meta: JSON-serialisable; must contain ``kind`` (one of :data:`KINDS`) and ``model``.
+        header: what the weights are; see :class:`~ecgmae.header.RunHeader`.
     """
     from safetensors.torch import save_file
 
-    if meta.get("kind") not in KINDS:
-        raise ValueError(f"meta['kind'] must be one of {KINDS}, got {meta.get('kind')!r}")
-    full = {"format_version": FORMAT_VERSION, "ecgmae_version": __version__, **meta}
+    meta = dataclasses.replace(header, ecgmae_version=__version__).to_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"ecgmae": json.dumps(full)})
+        save_file(tensors, str(tmp), metadata={"ecgmae": json.dumps(meta)})
     return path
 
 
@@ -58,39 +56,35 @@ def resolve(path: str | Path, kind: str | None = None) -> Path:
     return path
 
 
-def read_meta(path: str | Path) -> dict[str, Any]:
-    """The ecgmae header of a checkpoint, validated, without loading tensors."""
+def checkpoint_files(path: str | Path) -> list[Path]:
+    """Every file a command given checkpoint ``path`` may read (for refusing an output that would overwrite one)."""
+    path = Path(path)
+    return [path / name for name in RUN_FILES] if path.is_dir() else [path]
+
+
+def read_header(path: str | Path) -> RunHeader:
+    """The run header of a checkpoint, validated and migrated to the current format, without loading tensors."""
     from safetensors import safe_open
 
     path = resolve(path)
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+            stored = f.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for non-safetensors files
         raise CheckpointError(
             f"{path}: not a safetensors checkpoint ({type(exc).__name__}: {exc}); ecgmae never unpickles "
             "weight files"
         ) from None
-    if "ecgmae" not in header:
+    if "ecgmae" not in stored:
         raise CheckpointError(f"{path}: safetensors file without an ecgmae header (not written by ecgmae)")
     try:
-        meta = json.loads(header["ecgmae"])
+        meta = json.loads(stored["ecgmae"])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt ecgmae header ({exc})") from None
-    version = meta.get("format_version")
-    if not isinstance(version, int):
-        raise CheckpointError(f"{path}: header has no integer format_version")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {version} is newer than this ecgmae ({__version__}) reads "
-            f"(up to {FORMAT_VERSION}); upgrade ecgmae"
-        )
-    if meta.get("kind") not in KINDS:
-        raise CheckpointError(f"{path}: unknown checkpoint kind {meta.get('kind')!r}")
-    return meta
+    return RunHeader.from_dict(meta, where=str(path))
 
 
-def load_checkpoint(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], RunHeader]:
     """Tensors and header of a checkpoint (a file or a run directory).
 
     The header is checked against the tensors the file holds (names and shapes, from the safetensors
@@ -105,8 +99,31 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> tuple[dict[str
     from ecgmae.guards import check_checkpoint
 
     path = resolve(path, kind)
-    meta = read_meta(path)
-    if kind is not None and meta["kind"] != kind:
-        raise CheckpointError(f"{path}: holds {meta['kind']} weights, expected {kind}")
-    check_checkpoint(path, meta)
-    return load_file(str(path)), meta
+    header = read_header(path)
+    if kind is not None and header.kind != kind:
+        raise CheckpointError(f"{path}: holds {header.kind} weights, expected {kind}")
+    check_checkpoint(path, header)
+    return load_file(str(path)), header
+
+
+def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Module, RunHeader, Path]:
+    """The module a checkpoint holds, built from its header alone, weights loaded strictly, in eval mode.
+
+    Returns:
+        ``(module, header, weight file)``.
+
+    Raises:
+        CheckpointError: as :func:`load_checkpoint`, or weights that do not fit the module.
+    """
+    from ecgmae.models import build_model
+
+    file = resolve(path, kind)
+    state, header = load_checkpoint(file, kind)
+    net = build_model(header.model)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(f"{file}: weights do not fit the model described in its header "
+                              f"({' '.join(first[:3])[:400]})") from None
+    return net.eval(), header, file

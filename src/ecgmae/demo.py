@@ -7,18 +7,15 @@ as the demo's settings are unchanged; ``overwrite`` starts again.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ecgmae.config import to_dict
-from ecgmae.errors import DataError
+from ecgmae.engine.config import MODES
+from ecgmae.jobs import claim_out, epochs_for, stage_cost
 from ecgmae.utils import Stages, job_log, log, write_json_atomic, write_text_atomic
-
-MODES = ("finetune", "linprobe", "scratch")
-
 
 # A small time-tokenised model: 40 tokens per 10 s record, so pre-training fits in minutes on a CPU.
 DEMO_MODEL: dict[str, Any] = {
@@ -87,12 +84,12 @@ def _stage_weights(out: Path, cfg: DemoConfig) -> list[float]:
     n_train, n_eval = int(cfg.n_records * 0.8), int(cfg.n_records * 0.1)
     weights = [0.0, 0.0]  # synthesise, prepare
     done = (out / "pretrain" / "encoder.safetensors").exists()
-    weights.append(0.0 if done else cfg.pretrain_epochs * (n_train + n_eval / 3))
+    weights.append(0.0 if done else stage_cost(cfg.pretrain_epochs, n_train, n_eval, 0))
     for frac in cfg.fractions:
         for mode in MODES:
             done = (out / f"{mode}_{frac:g}" / "metrics.json").exists()
-            epochs = epochs_for(cfg.finetune_epochs, frac)
-            weights.append(0.0 if done else epochs * (max(1, round(n_train * frac)) + n_eval / 3) + n_eval / 3)
+            cost = stage_cost(epochs_for(cfg.finetune_epochs, frac), max(1, round(n_train * frac)), n_eval, n_eval)
+            weights.append(0.0 if done else cost)
     return weights
 
 
@@ -158,29 +155,6 @@ def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: St
     curves = [pre, *(out / f"{m}_1" for m in MODES)]
     plot_curves([c for c in curves if (c / "metrics.csv").exists()], out / "curves.png")
     return rows
-
-
-def claim_out(out: Path, settings: dict[str, Any], stamp_name: str, *, overwrite: bool = False) -> None:
-    """Make ``out`` the home of a multi-run job with these ``settings`` (JSON-able).
-
-    Re-running with the same settings continues (finished runs are reused); other settings are refused
-    unless ``overwrite``, which deletes ``out`` first.
-
-    Raises:
-        DataError: ``out`` holds a job with other settings.
-    """
-    stamp = out / stamp_name
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):
-        raise DataError(f"{out}: holds a run with other settings ({stamp}); use --overwrite or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(stamp, settings)
-
-
-def epochs_for(base: int, fraction: float) -> int:
-    """Downstream epochs at a label ``fraction``: x3 below 50 %, x6 below 5 % (few labels, few steps)."""
-    return base if fraction >= 0.5 else base * 3 if fraction >= 0.05 else base * 6
 
 
 def results_table(rows: list[dict]) -> str:

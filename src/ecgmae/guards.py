@@ -4,8 +4,8 @@
   shapes come from the safetensors header; no tensor data is read). Loop-driving sizes (depths, patch
   size, kernel count) are checked against the file first, then the model is built on the ``meta`` device
   (no memory) and its parameter names and shapes must equal the file's. Only then is a real module built,
-  so a header that claims a model of gigabytes is refused in milliseconds. The header's ``data`` section
-  (rate, window, stride) is checked too.
+  so a header that claims a model of gigabytes is refused in milliseconds. (The header's own fields, the
+  ``data`` section's rate, window and stride among them, are checked as it is read: :mod:`ecgmae.header`.)
 * :func:`check_resume` makes sure ``last.ckpt`` is a complete, uncorrupted archive before it is resumed.
 * :func:`check_device` turns a device name into a :class:`torch.device` that exists on this machine.
 * :func:`check_output_file` refuses an output path that is a directory or the file a command reads.
@@ -13,23 +13,20 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ecgmae.config import ConfigError
 from ecgmae.errors import CheckpointError
+from ecgmae.header import MAX_FS, MAX_WINDOW, RunHeader
+from ecgmae.models.config import EncoderConfig, MAEConfig, ModelSpec
 
-# Largest window or stride (samples) a checkpoint may ask for: 1e6 samples is 33 min at 500 Hz.
-MAX_WINDOW = 1_000_000
-# Highest sampling rate (Hz) a checkpoint may declare.
-MAX_FS = 1_000_000.0
+__all__ = ["MAX_FS", "MAX_WINDOW", "check_checkpoint", "check_device", "check_output_file", "check_resume"]
 # Memory the non-persistent buffers of a model may take beyond the size of its weight file.
 _BUFFER_SLACK = 64 * 2**20
 
@@ -44,20 +41,19 @@ def tensor_shapes(path: str | Path) -> Shapes:
         return {k: tuple(int(n) for n in f.get_slice(k).get_shape()) for k in f.keys()}
 
 
-def check_checkpoint(path: Path, meta: dict[str, Any]) -> None:
+def check_checkpoint(path: Path, header: RunHeader) -> None:
     """Refuse a checkpoint whose header does not describe its tensors, before any module is built.
 
     Raises:
         CheckpointError: naming the file and the header field that disagrees with the tensors.
     """
-    check_data_section(path, meta.get("data"))
+    from ecgmae.models import build_model
+
     shapes = tensor_shapes(path)
-    build = _planned_build(path, meta, shapes)
+    _check_sizes(path, header.model, shapes)
     with torch.device("meta"):  # parameters and buffers get shapes but no memory
         try:
-            net = build()
-        except KeyError as exc:
-            raise CheckpointError(f"{path}: header lacks model field {exc}") from None
+            net = build_model(header.model)
         except (ConfigError, ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{path}: header describes an invalid model ({exc})") from None
     expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
@@ -81,54 +77,20 @@ def check_checkpoint(path: Path, meta: dict[str, Any]) -> None:
                               f"more than its weight file holds; refusing (model sizes look forged)")
 
 
-def check_data_section(path: Path, data: Any) -> None:
-    """The header's ``data`` section: positive, bounded rate, window and stride (missing keys: the caller's)."""
-    if data is None:
+def _check_sizes(path: Path, spec: ModelSpec, shapes: Shapes) -> None:
+    """The header's loop-driving sizes (depths, patch size, kernel count) against the file, before the meta build.
+
+    A reference CNN's depth follows from its registered architecture, so its meta build is bounded already.
+    """
+    if spec.encoder is None:
         return
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: header field data must be a mapping, got {type(data).__name__}")
-    for key in ("window_samples", "eval_stride_samples"):
-        if key not in data or (key == "eval_stride_samples" and data[key] is None):
-            continue  # a missing window is reported by the caller; a missing stride means "the window"
-        value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WINDOW:
-            raise CheckpointError(f"{path}: header field data.{key} must be an integer in [1, {MAX_WINDOW}] "
-                                  f"samples, got {value!r}")
-    if "fs" in data:
-        fs = data["fs"]
-        if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not (math.isfinite(fs) and 0 < fs <= MAX_FS):
-            raise CheckpointError(f"{path}: header field data.fs must be a rate in (0, {MAX_FS:g}] Hz, got {fs!r}")
+    _check_encoder(path, spec.encoder, shapes, "" if spec.kind == "encoder" else "encoder.", "model.config.encoder")
+    if isinstance(spec.config, MAEConfig) and spec.kind == "mae":
+        _check_count(path, "model.config.decoder_depth", spec.config.decoder_depth, shapes, "decoder_blocks.",
+                     "decoder blocks")
 
 
-def _planned_build(path: Path, meta: dict[str, Any], shapes: Shapes) -> Callable[[], torch.nn.Module]:
-    """Parse the header's model section, check its loop-driving sizes against the file, return the builder."""
-    from ecgmae.config import from_dict
-    from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, MAEConfig, classifier_from_header
-
-    kind, m = meta["kind"], meta.get("model") or {}
-    try:
-        if kind == "encoder":
-            enc = from_dict(EncoderConfig, m["config"]["encoder"], where=f"{path}: model.config.encoder")
-            _check_encoder(path, enc, shapes, "", "model.config.encoder")
-            return lambda: ECGEncoder(enc)
-        if kind == "mae":
-            cfg = from_dict(MAEConfig, m["config"], where=f"{path}: model.config")
-            _check_encoder(path, cfg.encoder, shapes, "encoder.", "model.config.encoder")
-            _check_count(path, "model.config.decoder_depth", cfg.decoder_depth, shapes, "decoder_blocks.",
-                         "decoder blocks")
-            return lambda: ECGMAE(cfg)
-        if m.get("arch", "ecgmae") == "ecgmae":
-            enc = from_dict(EncoderConfig, m["encoder"], where=f"{path}: model.encoder")
-            _check_encoder(path, enc, shapes, "encoder.", "model.encoder")
-        # reference CNNs: their depth follows from the registered architecture, so the meta build is bounded
-        return lambda: classifier_from_header(m, where=f"{path}: model")
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: header lacks model field {exc}") from None
-    except (ConfigError, ValueError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: header describes an invalid model ({exc})") from None
-
-
-def _check_encoder(path: Path, enc: Any, shapes: Shapes, prefix: str, field: str) -> None:
+def _check_encoder(path: Path, enc: EncoderConfig, shapes: Shapes, prefix: str, field: str) -> None:
     _check_count(path, f"{field}.depth", enc.depth, shapes, f"{prefix}blocks.", "encoder blocks")
     norm = shapes.get(f"{prefix}norm.weight")
     if norm != (enc.embed_dim,):

@@ -19,7 +19,7 @@ import numpy as np
 from ecgmae.data.io import LEADS_12, Record, canonical_lead
 from ecgmae.data.safety import clip
 from ecgmae.data.signal import FS_TOL, PreprocessConfig, check_fs, map_leads, preprocess, resampled_length
-from ecgmae.errors import CheckpointError, DataError
+from ecgmae.errors import DataError
 from ecgmae.utils import log
 
 
@@ -78,37 +78,6 @@ def window_starts(valid: int, window: int, stride: int) -> list[int]:
     if starts[-1] + window < valid:
         starts.append(valid - window)
     return starts
-
-
-def load_classifier(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Rebuild a classifier (eval mode) and its header from the checkpoint alone.
-
-    An :class:`~ecgmae.models.ECGClassifier`, or the reference CNN named by the header's ``model.arch``.
-    """
-    from ecgmae.checkpoint import load_checkpoint
-    from ecgmae.config import ConfigError
-    from ecgmae.models import classifier_from_header
-
-    state, meta = load_checkpoint(path, kind="classifier")
-    try:
-        model = classifier_from_header(meta["model"], where=f"{path}: model")
-    except KeyError as exc:
-        raise CheckpointError(f"{path}: header lacks model field {exc}") from None
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: header describes an invalid model ({exc})") from None
-    load_state(model, state, path)
-    model.eval()
-    return model, meta
-
-
-def load_state(module: Any, state: dict[str, Any], path: str | Path) -> None:
-    """``module.load_state_dict(state)`` strictly, as a CheckpointError naming the file on mismatch."""
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise CheckpointError(f"{path}: weights do not fit the model described in its header "
-                              f"({' '.join(first[:3])[:400]})") from None
 
 
 # ----------------------------------------------------------------------------------------- inputs

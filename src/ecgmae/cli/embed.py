@@ -51,13 +51,12 @@ def add_input_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Tr
 
 def check_out(args: argparse.Namespace) -> None:
     """Refuse ``--out`` before any work: a directory, a path under a file, or a file this command reads."""
-    from ecgmae.checkpoint import RUN_FILES
+    from ecgmae.checkpoint import checkpoint_files
     from ecgmae.guards import check_output_file
 
     reads: list[Path | None] = [args.src, args.labels]
     if args.checkpoint:
-        ckpt = Path(args.checkpoint)
-        reads += [ckpt / name for name in RUN_FILES] if ckpt.is_dir() else [ckpt]
+        reads += checkpoint_files(args.checkpoint)
     check_output_file(args.out, reads)
 
 

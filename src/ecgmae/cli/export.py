@@ -28,12 +28,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ecgmae.checkpoint import RUN_FILES
+    from ecgmae.checkpoint import checkpoint_files
     from ecgmae.export import export_onnx
     from ecgmae.guards import check_output_file
 
-    ckpt = Path(args.checkpoint)
-    check_output_file(args.out, [ckpt / n for n in RUN_FILES] if ckpt.is_dir() else [ckpt])
+    check_output_file(args.out, checkpoint_files(args.checkpoint))
 
     rep = export_onnx(args.checkpoint, args.out, opset=args.opset, atol=args.atol)
     worst = max(rep["max_abs_diff"].values())

@@ -39,14 +39,13 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ecgmae.api import load
-    from ecgmae.checkpoint import RUN_FILES
+    from ecgmae.checkpoint import checkpoint_files
     from ecgmae.data.io import read_record
     from ecgmae.guards import check_output_file
     from ecgmae.utils import atomic_path
     from ecgmae.viz import plot_reconstruction
 
-    ckpt = Path(args.checkpoint)
-    reads = [args.record, *([ckpt / n for n in RUN_FILES] if ckpt.is_dir() else [ckpt])]
+    reads = [args.record, *checkpoint_files(args.checkpoint)]
     check_output_file(args.out, reads)
     if args.npz:
         check_output_file(args.npz, [*reads, args.out], flag="--npz")

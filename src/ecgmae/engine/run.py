@@ -7,6 +7,7 @@ directory: ``encoder.safetensors`` / ``mae.safetensors`` (pre-training) or ``cla
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from collections.abc import Callable
@@ -17,10 +18,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from ecgmae.checkpoint import load_checkpoint, save_checkpoint
-from ecgmae.config import from_dict, to_dict
+from ecgmae.checkpoint import load_checkpoint, load_model, save_checkpoint
+from ecgmae.config import to_dict
 from ecgmae.data.dataset import CropDataset, WindowDataset
-from ecgmae.data.io import LEADS_12
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
 from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, patient_groups, select_classes
@@ -30,17 +30,10 @@ from ecgmae.engine.trainer import build_trainer
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
 from ecgmae.guards import check_resume
-from ecgmae.inference import lead_positions, load_classifier
-from ecgmae.models import (
-    ECGMAE,
-    ECGClassifier,
-    ECGEncoder,
-    EncoderConfig,
-    MAEConfig,
-    create_xresnet1d,
-    get_config,
-    is_cnn,
-)
+from ecgmae.header import DataInfo, RunHeader, TrainInfo
+from ecgmae.inference import lead_positions
+from ecgmae.models import MAEConfig, ModelSpec, build_model, config_for_data, pretraining_config
+from ecgmae.models.config import ModelConfig
 from ecgmae.models.contrastive import ContrastiveModel
 from ecgmae.utils import log, seed_everything, write_json_atomic
 
@@ -101,16 +94,14 @@ def _epoch_steps(n_train: int, batch: int, accumulate: int) -> Callable[[int], i
     return lambda world: _steps(n_train, batch, world, accumulate, 1, -1)
 
 
-def model_config(name: str, overrides: dict[str, Any], store: Store) -> MAEConfig:
+def model_config(name: str, overrides: dict[str, Any], store: Store) -> ModelConfig:
     """The registered config adapted to the store's rate (patches keep their duration).
 
     Models know the 12 canonical leads and take any subset through ``lead_idx``; a store with other
     lead names gets a model with exactly its own leads.
     """
-    extra: dict[str, Any] = {"fs": float(store.fs)}
-    if lead_positions(store.leads) is None:
-        extra["n_leads"] = len(store.leads)
-    return get_config(name, **{**extra, **overrides})
+    n_leads = len(store.leads) if lead_positions(store.leads) is None else None
+    return config_for_data(name, overrides, store.fs, n_leads)
 
 
 def _window(store: Store, seconds: float | None, patch: int) -> int:
@@ -137,18 +128,14 @@ def _window(store: Store, seconds: float | None, patch: int) -> int:
     return n
 
 
-def _data_summary(store: Store, indices: np.ndarray, window: int) -> dict[str, Any]:
+def _data_info(store: Store, indices: np.ndarray, window: int, **evaluation: Any) -> DataInfo:
     idx = store.index.iloc[indices]
-    return {
-        "store": str(store.path),
-        "fs": store.fs,
-        "leads": list(store.leads),
-        "window_samples": window,
-        "preprocessing": store.meta.get("preprocessing", {}),
-        "records": len(idx),
-        "patients": int(idx["patient"].nunique()) if "patient" in idx else None,
-        "sources": sorted(map(str, idx["source"].unique())) if "source" in idx else [],
-    }
+    return DataInfo(
+        store=str(store.path), fs=store.fs, leads=tuple(store.leads), window_samples=window,
+        preprocessing=store.meta.get("preprocessing", {}), records=len(idx),
+        patients=int(idx["patient"].nunique()) if "patient" in idx else None,
+        sources=tuple(sorted(map(str, idx["source"].unique()))) if "source" in idx else (), **evaluation,
+    )
 
 
 def _guard_out(out: Path, product: str, resume: bool, overwrite: bool) -> None:
@@ -191,25 +178,22 @@ def pretrain(
     """
     store, out = Store.open(data), Path(out)
     _guard_out(out, "encoder.safetensors", resume, overwrite)
+    pretraining_config(cfg.model)  # refuses a supervised CNN: it has no encoder to pre-train
     mae_cfg = model_config(cfg.model, cfg.model_overrides, store)
+    assert isinstance(mae_cfg, MAEConfig)
+    spec = ModelSpec("encoder", cfg.model, mae_cfg)
     seed_everything(cfg.seed)
     contrastive = cfg.method != "mae"
-    model: torch.nn.Module = (ContrastiveModel(ECGEncoder(mae_cfg.encoder), cfg.proj_dim) if contrastive
-                              else ECGMAE(mae_cfg))
+    model: torch.nn.Module = (ContrastiveModel(build_model(spec), cfg.proj_dim) if contrastive
+                              else build_model(dataclasses.replace(spec, kind="mae")))
     seconds = cfg.window_seconds
     if seconds is None and contrastive:  # two views come from a span of two windows
         seconds = float(store.meta.get("seconds") or store.preprocess_config.seconds) / 2
-    window = _window(store, seconds, mae_cfg.encoder.patch_size)
+    window = _window(store, seconds, spec.data.window_multiple)
     train_idx = np.concatenate([store.split_indices(s) for s in cfg.splits])
     val_idx = store.split_indices("val") if "val" not in cfg.splits else np.array([], dtype=np.int64)
-    summary = _data_summary(store, train_idx, window)
-    meta: dict[str, Any] = {
-        "model": {"name": cfg.model, "config": to_dict(mae_cfg)},
-        "data": summary,
-        "train": {"config": to_dict(cfg), "method": cfg.method},
-        "label_names": [],
-    }
-    write_json_atomic(out / "config.json", meta)
+    header = RunHeader(spec, _data_info(store, train_idx, window), TrainInfo(to_dict(cfg), method=cfg.method))
+    write_json_atomic(out / "config.json", header.to_dict())
     if cfg.max_steps != 0:
         train_ds: Any = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
         val_ds: Any = CropDataset(store, val_idx, window, train=False, seed=cfg.seed) if len(val_idx) else None
@@ -235,16 +219,15 @@ def pretrain(
         trainer.fit(module, datamodule=loaders, ckpt_path="last" if resume else None)
         if not trainer.is_global_zero:
             return out
-        meta["train"]["steps"] = int(trainer.global_step)
-        meta["train"]["final_loss"] = _last_metric(trainer, "train/loss_epoch")
+        header = dataclasses.replace(header, train=dataclasses.replace(
+            header.train, steps=int(trainer.global_step), final_loss=_last_metric(trainer, "train/loss_epoch")))
         _finish_logs(out)
-    meta["train"].setdefault("steps", 0)
-    save_checkpoint(out / "encoder.safetensors", model.encoder.state_dict(), {**meta, "kind": "encoder"})
+    save_checkpoint(out / "encoder.safetensors", model.encoder.state_dict(), header)
     if not contrastive:
-        save_checkpoint(out / "mae.safetensors", model.state_dict(), {**meta, "kind": "mae"})
-    write_json_atomic(out / "model_card.json", _card(meta, "encoder"))
-    log.info("%s pre-training done: %s (%d steps)", cfg.method, out / "encoder.safetensors",
-             meta["train"]["steps"])
+        mae_spec = dataclasses.replace(spec, kind="mae")
+        save_checkpoint(out / "mae.safetensors", model.state_dict(), dataclasses.replace(header, model=mae_spec))
+    write_json_atomic(out / "model_card.json", _card(header))
+    log.info("%s pre-training done: %s (%d steps)", cfg.method, out / "encoder.safetensors", header.train.steps)
     return out
 
 
@@ -270,28 +253,30 @@ def _last_metric(trainer: L.Trainer, key: str) -> float | None:
     return None if v is None else float(v)
 
 
-def _card(meta: dict[str, Any], kind: str) -> dict[str, Any]:
+def _card(header: RunHeader) -> dict[str, Any]:
     from ecgmae import __version__
 
-    train = meta.get("train") or {}
-    card = {"kind": kind, "ecgmae_version": __version__, "seed": (train.get("config") or {}).get("seed"), **meta}
+    train = header.train
+    card = {**header.to_dict(), "ecgmae_version": __version__, "seed": train.config.get("seed")}
     # pre-training has no test metrics: its card reports where the training loss ended
-    card.setdefault("metrics", {"final_train_loss": train.get("final_loss"), "steps": train.get("steps")})
+    if header.metrics is None:
+        card["metrics"] = {"final_train_loss": train.final_loss, "steps": train.steps}
     return card
 
 
-def encoder_from_checkpoint(path: str | Path, store: Store) -> tuple[EncoderConfig, dict[str, torch.Tensor]]:
-    """Encoder config and weights from a pre-training run, checked against the store's preprocessing."""
-    state, meta = load_checkpoint(path, kind="encoder")
-    enc = from_dict(EncoderConfig, meta["model"]["config"]["encoder"], where=f"{path}: model.config.encoder")
-    want_fs, want_leads = meta["data"]["fs"], tuple(meta["data"]["leads"])
+def encoder_from_checkpoint(path: str | Path, store: Store) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+    """Model spec and encoder weights of a pre-training run, checked against the store's preprocessing."""
+    state, header = load_checkpoint(path, kind="encoder")
+    enc, want_fs, want_leads = header.model.encoder, header.data.fs, header.data.leads
+    if enc is None or want_fs is None:
+        raise CheckpointError(f"{path}: header lacks {'data.fs' if enc else 'an encoder config'}")
     if float(want_fs) != float(store.fs):
         raise DataError(f"{store.path}: store is at {store.fs} Hz but the encoder {path} expects {want_fs} Hz; "
                         f"prepare the data with --fs {want_fs}")
     if enc.tokenization != "lead" and tuple(store.leads) != want_leads:
         raise DataError(f"{store.path}: store leads {','.join(store.leads)} differ from the encoder's "
                         f"{','.join(want_leads)} (a time-tokenised model needs the same leads)")
-    return enc, state
+    return header.model, state
 
 
 def finetune(
@@ -315,8 +300,8 @@ def finetune(
         raise DataError(f"{store.path}: the store has no labelled record (no class with a positive); "
                         "fine-tuning needs labels: prepare it with --labels CSV or a labelled --source")
     names = [store.label_names[k] for k in class_idx]
-    model, enc_cfg, state = _build_classifier(cfg, store, encoder, len(class_idx))
-    window = _window(store, cfg.window_seconds, enc_cfg.patch_size if enc_cfg else 1)
+    model, spec = _build_classifier(cfg, store, encoder, len(class_idx))
+    window = _window(store, cfg.window_seconds, spec.data.window_multiple)
     stride = int(round((cfg.eval_stride_seconds or window / store.fs) * store.fs))
     train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), cfg.label_fraction, cfg.seed)
     val_idx, test_idx = store.split_indices("val"), store.split_indices("test")
@@ -342,18 +327,14 @@ def finetune(
     report = classification_report(y, probs, names, n_boot=cfg.n_boot, seed=cfg.seed)
     report.update(split="test", mode=cfg.mode, label_fraction=cfg.label_fraction,
                   train_records=len(train_idx), seed=cfg.seed, encoder=str(encoder) if encoder else None)
-    meta = {
-        "model": _model_header(model, cfg, enc_cfg, state is None),
-        "data": _data_summary(store, train_idx, window) | {"eval_stride_samples": stride,
-                                                           "aggregate": cfg.aggregate},
-        "train": {"config": to_dict(cfg), "steps": int(trainer.global_step),
-                  "best_val_auroc": _best_score(trainer)},
-        "label_names": names,
-        "metrics": report,
-    }
-    save_checkpoint(out / "classifier.safetensors", model.state_dict(), {**meta, "kind": "classifier"})
+    header = RunHeader(
+        spec, _data_info(store, train_idx, window, eval_stride_samples=stride, aggregate=cfg.aggregate),
+        TrainInfo(to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer)),
+        label_names=tuple(names), metrics=report,
+    )
+    save_checkpoint(out / "classifier.safetensors", model.state_dict(), header)
     write_json_atomic(out / "metrics.json", report)
-    write_json_atomic(out / "model_card.json", _card(meta, "classifier"))
+    write_json_atomic(out / "model_card.json", _card(header))
     (out / "best.ckpt").unlink(missing_ok=True)
     log.info("%s done: test macro AUROC %.4f -> %s", cfg.mode, report["macro_auroc"], out)
     return report
@@ -361,29 +342,19 @@ def finetune(
 
 def _build_classifier(
     cfg: FinetuneConfig, store: Store, encoder: str | Path | None, num_classes: int
-) -> tuple[torch.nn.Module, EncoderConfig | None, dict[str, torch.Tensor] | None]:
-    """The classifier to train: a reference CNN (scratch), or an ECGClassifier (loaded encoder or random)."""
-    if cfg.mode == "scratch" and is_cnn(cfg.model):
-        n_leads = len(store.leads) if lead_positions(store.leads) is None else len(LEADS_12)
-        return create_xresnet1d(cfg.model, n_leads, num_classes, **cfg.model_overrides), None, None
+) -> tuple[torch.nn.Module, ModelSpec]:
+    """The classifier to train and its spec: around a pre-trained encoder (its weights loaded), or from scratch."""
     if encoder is not None and cfg.mode != "scratch":
-        enc_cfg, state = encoder_from_checkpoint(encoder, store)
+        pre, state = encoder_from_checkpoint(encoder, store)
+        spec = ModelSpec("classifier", pre.name, pre.config, num_classes, cfg.head_dropout)
     else:
-        enc_cfg, state = model_config(cfg.model, cfg.model_overrides, store).encoder, None
-    model = ECGClassifier(enc_cfg, num_classes, head_dropout=cfg.head_dropout)
+        config, state = model_config(cfg.model, cfg.model_overrides, store), None
+        spec = ModelSpec("classifier", cfg.model, config, num_classes,
+                         cfg.head_dropout if isinstance(config, MAEConfig) else 0.0)  # a CNN's head is in its config
+    model = build_model(spec)
     if state is not None:
         model.load_encoder(state)
-    return model, enc_cfg, state
-
-
-def _model_header(model: torch.nn.Module, cfg: FinetuneConfig, enc_cfg: EncoderConfig | None,
-                  scratch: bool) -> dict[str, Any]:
-    """The checkpoint's ``model`` section: what ``classifier_from_header`` rebuilds the classifier from."""
-    if enc_cfg is None:  # a reference CNN
-        return {"name": cfg.model, "arch": cfg.model, "config": model.config_dict(),
-                "num_classes": model.num_classes}
-    return {"name": cfg.model if scratch else "encoder", "encoder": to_dict(enc_cfg),
-            "num_classes": model.num_classes, "head_dropout": cfg.head_dropout}
+    return model, spec
 
 
 def _best_score(trainer: L.Trainer) -> float | None:
@@ -407,18 +378,21 @@ def evaluate(
     n_boot: int = 1000, seed: int = 0, batch_size: int = 64, quiet: bool = True,
 ) -> dict[str, Any]:
     """Score a classifier run on a store split: macro/per-class AUROC, F1, Fmax with bootstrap CIs."""
-    model, meta = load_classifier(checkpoint)
+    model, header, file = load_model(checkpoint, kind="classifier")
     store = Store.open(data)
-    d = meta["data"]
-    if float(d["fs"]) != float(store.fs):
-        raise DataError(f"{store.path}: store is at {store.fs} Hz, the classifier expects {d['fs']} Hz")
-    names = meta["label_names"]
+    d = header.data
+    lacking = [k for k in ("fs", "window_samples", "eval_stride_samples") if getattr(d, k) is None]
+    if lacking:
+        raise CheckpointError(f"{file}: header lacks data.{', data.'.join(lacking)} (needed to evaluate)")
+    if float(d.fs) != float(store.fs):  # type: ignore[arg-type]
+        raise DataError(f"{store.path}: store is at {store.fs} Hz, the classifier expects {d.fs} Hz")
+    names = list(header.label_names)
     class_idx = select_classes(store.label_names, store.labels, names)
-    how = aggregate or d.get("aggregate", "mean")
+    how = aggregate or d.aggregate or "mean"
     idx = store.split_indices(split)
     if len(idx) == 0:
         raise DataError(f"{store.path}: split {split!r} is empty")
-    probs, y = predict_records(model, store, idx, int(d["window_samples"]), int(d["eval_stride_samples"]),
+    probs, y = predict_records(model, store, idx, d.window_samples, d.eval_stride_samples,  # type: ignore[arg-type]
                                aggregate=how, class_idx=class_idx, batch_size=batch_size,
                                lead_idx=lead_positions(store.leads), quiet=quiet)
     report = classification_report(y, probs, names, n_boot=n_boot, seed=seed)

@@ -1,39 +1,46 @@
-"""Models: multi-scale convolution + transformer encoder, its masked autoencoder and classifier.
+"""Models: multi-scale convolution + transformer encoder, its masked autoencoder and classifier, reference CNNs.
 
-Pure PyTorch; nothing here knows about data loading or Lightning.
+Pure PyTorch; nothing here knows about data loading or Lightning. Every model takes ``(B, L, T)`` and
+``lead_idx`` and has ``forward_features`` (the backbone's output before pooling) and
+``forward_head(features, pre_logits=False)`` (pooling, then the head unless ``pre_logits``).
 """
 
 from __future__ import annotations
 
 from ecgmae.models.classifier import ECGClassifier
-from ecgmae.models.config import EncoderConfig, MAEConfig
+from ecgmae.models.config import DataConfig, EncoderConfig, MAEConfig, ModelSpec, XResNetConfig, data_config
 from ecgmae.models.encoder import ECGEncoder
 from ecgmae.models.mae import ECGMAE, MAEOutput
 from ecgmae.models.registry import (
-    classifier_from_header,
-    create_classifier,
+    build_model,
+    config_for_data,
     create_model,
+    default_data_config,
     get_config,
-    is_cnn,
     list_models,
+    pretraining_config,
     register_model,
 )
-from ecgmae.models.xresnet1d import XResNet1d, create_xresnet1d
+from ecgmae.models.xresnet1d import XResNet1d
 
 __all__ = [
     "ECGMAE",
+    "DataConfig",
     "ECGClassifier",
     "ECGEncoder",
     "EncoderConfig",
     "MAEConfig",
     "MAEOutput",
+    "ModelSpec",
     "XResNet1d",
-    "classifier_from_header",
-    "create_classifier",
+    "XResNetConfig",
+    "build_model",
+    "config_for_data",
     "create_model",
-    "create_xresnet1d",
+    "data_config",
+    "default_data_config",
     "get_config",
-    "is_cnn",
     "list_models",
+    "pretraining_config",
     "register_model",
 ]

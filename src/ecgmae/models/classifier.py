@@ -2,82 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from ecgmae.config import ConfigError, from_dict, to_dict
+from ecgmae.config import ConfigError
 from ecgmae.errors import CheckpointError
-from ecgmae.models.config import POOLS, EncoderConfig
+from ecgmae.models.config import EncoderConfig
 from ecgmae.models.encoder import ECGEncoder, param_groups
 
 
 class ECGClassifier(nn.Module):
-    """Encoder + pooling + dropout + linear head; logits for multi-label (sigmoid) use by default.
+    """Encoder + the encoder's pooling + dropout + linear head; logits for multi-label (sigmoid) use.
 
     Args:
         encoder_cfg: shape of the encoder to build (the one it was pre-trained with).
         num_classes: K outputs.
         head_dropout: dropout on the pooled features before the head.
-        pool: ``"mean"``, ``"cls"``, ``"meanstd"`` or ``"stats"``; default the encoder's own ``pool``.
-        multi_label: True = independent sigmoid per class, False = softmax over classes
-            (only :meth:`predict_proba` uses it; logits are the same).
     """
 
-    def __init__(
-        self,
-        encoder_cfg: EncoderConfig,
-        num_classes: int,
-        *,
-        head_dropout: float = 0.0,
-        pool: str | None = None,
-        multi_label: bool = True,
-    ) -> None:
+    def __init__(self, encoder_cfg: EncoderConfig, num_classes: int, *, head_dropout: float = 0.0) -> None:
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes: must be >= 1, got {num_classes}")
-        if pool is not None and pool not in POOLS:
-            raise ConfigError(f"pool: {pool!r} is not one of {', '.join(POOLS)}")
-        if pool == "stats" and encoder_cfg.tokenization != "time":
-            raise ConfigError("pool='stats' needs an encoder with tokenization='time' (tokens in time order)")
-        if pool == "cls" and encoder_cfg.pool != "cls":
-            raise ConfigError("pool='cls' needs an encoder pre-trained with pool='cls' (it has no cls token)")
         self.encoder = ECGEncoder(encoder_cfg)
         self.num_classes = num_classes
-        self.head_dropout = head_dropout
-        self.pool_mode = pool or encoder_cfg.pool
-        self.multi_label = multi_label
         self.encoder_frozen = False
         self.drop = nn.Dropout(head_dropout)
-        self.head = nn.Linear(self.encoder.pooled_dim(self.pool_mode), num_classes)
+        self.head = nn.Linear(self.encoder.pooled_dim(), num_classes)
         nn.init.normal_(self.head.weight, std=0.01)
         nn.init.zeros_(self.head.bias)
-
-    @classmethod
-    def from_config_dict(cls, data: dict[str, Any]) -> ECGClassifier:
-        """Rebuild from :meth:`config_dict` output."""
-        data = dict(data)
-        try:
-            encoder_cfg = from_dict(EncoderConfig, data.pop("encoder"), "classifier.encoder")
-            return cls(encoder_cfg, **data)
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"classifier config: {exc}") from None
-
-    def config_dict(self) -> dict[str, Any]:
-        """Plain-data config: encoder config, classes, head dropout, pooling, label mode."""
-        return {
-            "encoder": to_dict(self.encoder.cfg),
-            "num_classes": self.num_classes,
-            "head_dropout": self.head_dropout,
-            "pool": self.pool_mode,
-            "multi_label": self.multi_label,
-        }
 
     def load_encoder(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load pre-trained encoder weights strictly (every key, every shape).
 
-        Accepts ``ECGMAE.encoder_state_dict()`` or a whole MAE state dict (``encoder.`` keys are taken).
+        Accepts an encoder's ``state_dict()`` or a whole MAE state dict (``encoder.`` keys are taken).
 
         Raises:
             CheckpointError: naming missing, unexpected or mis-shaped keys.
@@ -120,13 +78,12 @@ class ECGClassifier(nn.Module):
         return self
 
     def forward_features(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, T) -> (B, F)`` pooled encoder features."""
-        tokens = self.encoder.forward_features(x, lead_idx=lead_idx)  # (B, n(+1), D)
-        return self.encoder.pool(tokens, self.pool_mode)
+        """``(B, L, T) -> (B, n(+1), D)`` encoder tokens."""
+        return self.encoder.forward_features(x, lead_idx=lead_idx)
 
-    def forward_head(self, feats: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """``(B, D) -> (B, K)`` logits, or the dropped-out features when ``pre_logits``."""
-        feats = self.drop(feats)
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``(B, n(+1), D) -> (B, K)`` logits, or the pooled, dropped-out ``(B, F)`` features when ``pre_logits``."""
+        feats = self.drop(self.encoder.forward_head(tokens))  # (B, F)
         return feats if pre_logits else self.head(feats)
 
     def forward(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,9 +92,8 @@ class ECGClassifier(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, L, T) -> (B, K)`` probabilities (sigmoid if multi-label, else softmax)."""
-        logits = self.forward(x, lead_idx=lead_idx).float()
-        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
+        """``(B, L, T) -> (B, K)`` sigmoid probabilities."""
+        return torch.sigmoid(self.forward(x, lead_idx=lead_idx).float())
 
     def param_groups(self, weight_decay: float, layer_decay: float = 1.0) -> list[dict]:
         """Fine-tuning groups with layer-wise LR decay.

@@ -1,8 +1,9 @@
 """Model configuration: frozen dataclasses that round-trip through ``ecgmae.config.to_dict/from_dict``.
 
-A checkpoint stores ``to_dict(cfg)``; ``from_dict(MAEConfig, d)`` rebuilds the same model from that
-dict alone. Values are checked when a config is built, so a bad value fails with a ``ConfigError``
-naming the field, not as a shape error deep inside a forward pass.
+A checkpoint stores a :class:`ModelSpec` (which module, which registered variant, its config);
+:func:`ecgmae.models.build_model` rebuilds the same module from it alone. Values are checked when a
+config is built, so a bad value fails with a ``ConfigError`` naming the field, not as a shape error
+deep inside a forward pass.
 """
 
 from __future__ import annotations
@@ -153,6 +154,115 @@ class MAEConfig:
             )
 
 
+# Bottleneck blocks per stage of each reference CNN.
+CNN_LAYERS: dict[str, tuple[int, ...]] = {"xresnet1d50": (3, 4, 6, 3), "xresnet1d101": (3, 4, 23, 3)}
+
+
+@dataclass(frozen=True)
+class XResNetConfig:
+    """A reference CNN (``xresnet1d50``, ``xresnet1d101``); its depth follows from ``arch`` alone.
+
+    Attributes:
+        arch: the registered architecture (:data:`CNN_LAYERS` gives its blocks per stage).
+        n_leads: input channels (the 12 canonical leads, or a store's own leads).
+        kernel_size: of the stem and of the middle convolution of every block.
+        head_hidden: width of the head's hidden layer.
+        head_dropout: dropout in the head.
+    """
+
+    arch: str = "xresnet1d50"
+    n_leads: int = 12
+    kernel_size: int = 5
+    head_hidden: int = 128
+    head_dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        _choice("arch", self.arch, tuple(CNN_LAYERS))
+        for name in ("n_leads", "kernel_size", "head_hidden"):
+            _positive_int(name, getattr(self, name))
+        _probability("head_dropout", self.head_dropout)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Bottleneck blocks per stage."""
+        return CNN_LAYERS[self.arch]
+
+
+ModelConfig = MAEConfig | XResNetConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The input a registered variant is designed for (timm's default data config).
+
+    Attributes:
+        fs: sampling rate in Hz (runs adapt transformer variants to their store's rate).
+        n_leads: canonical leads the model knows.
+        window_multiple: a window is a whole number of these samples (the patch size; 1 for a CNN).
+    """
+
+    fs: float
+    n_leads: int
+    window_multiple: int
+
+
+def data_config(cfg: ModelConfig) -> DataConfig:
+    """The input ``cfg``'s model takes."""
+    if isinstance(cfg, XResNetConfig):
+        return DataConfig(fs=100.0, n_leads=cfg.n_leads, window_multiple=1)
+    return DataConfig(fs=cfg.encoder.fs, n_leads=cfg.encoder.n_leads, window_multiple=cfg.encoder.patch_size)
+
+
+KINDS = ("encoder", "mae", "classifier")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint's weights are: the ``model`` section of its run header.
+
+    Attributes:
+        kind: ``"encoder"`` (an :class:`ECGEncoder`), ``"mae"`` (an :class:`ECGMAE`) or
+            ``"classifier"`` (an :class:`ECGClassifier` or a reference CNN).
+        name: the registered variant the run was built from (provenance; ``config`` decides the shape).
+        config: an :class:`MAEConfig` for the transformer family (every encoder is at
+            ``config.encoder``; a classifier never uses the decoder fields), an :class:`XResNetConfig`
+            for a reference CNN.
+        num_classes: outputs of a classifier; 0 for pre-training runs.
+        head_dropout: dropout in front of an :class:`ECGClassifier`'s linear head (a CNN's head
+            settings are in its config).
+    """
+
+    kind: str
+    name: str
+    config: ModelConfig
+    num_classes: int = 0
+    head_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _choice("kind", self.kind, KINDS)
+        if (self.kind == "classifier") != (self.num_classes > 0):
+            raise ConfigError(f"model.num_classes: {self.num_classes} for {self.kind} weights (a classifier has "
+                              ">= 1 output, pre-training runs 0)")
+        if isinstance(self.config, XResNetConfig) and self.kind != "classifier":
+            raise ConfigError(f"model.config: a {self.config.arch} is a classifier, not {self.kind} weights")
+        _probability("head_dropout", self.head_dropout)
+
+    @property
+    def arch(self) -> str:
+        """``"ecgmae"`` for the transformer family, else the CNN's registered architecture."""
+        return self.config.arch if isinstance(self.config, XResNetConfig) else "ecgmae"
+
+    @property
+    def encoder(self) -> EncoderConfig | None:
+        """The transformer encoder's config (None for a CNN)."""
+        return None if isinstance(self.config, XResNetConfig) else self.config.encoder
+
+    @property
+    def data(self) -> DataConfig:
+        """The input the model takes (its rate, leads and window multiple)."""
+        return data_config(self.config)
+
+
 ENCODER_FIELDS = frozenset(f.name for f in dataclasses.fields(EncoderConfig))
 MAE_FIELDS = frozenset(f.name for f in dataclasses.fields(MAEConfig)) - {"encoder"}
 
@@ -165,3 +275,8 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"model.{name}: must be a positive integer, got {value!r}")
+
+
+def _probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:  # what nn.Dropout accepts
+        raise ConfigError(f"model.{name}: must be in [0, 1], got {value}")

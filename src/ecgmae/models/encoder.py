@@ -70,11 +70,6 @@ class ECGEncoder(nn.Module):
             return self.cfg.patch_size
         return (n_leads or self.cfg.n_leads) * self.cfg.patch_size
 
-    def num_patches(self, n_leads: int, n_samples: int) -> int:
-        """Tokens for an input of ``n_leads`` rows and ``n_samples`` samples (trailing remainder dropped)."""
-        n_time = n_samples // self.cfg.patch_size
-        return n_leads * n_time if self.cfg.tokenization == "lead" else n_time
-
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, L, T) -> (B, N, patch_len)``; samples past the last whole patch are dropped."""
         b, n_leads, t = x.shape
@@ -208,11 +203,14 @@ class ECGEncoder(nn.Module):
                               step.abs().mean(dim=1), step.std(dim=1, correction=0)], dim=-1)  # (B, 4D)
         return patches.mean(dim=1)
 
-    forward_head = pool
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``(B, n(+1), D) -> (B, F)`` pooled features as ``cfg.pool`` says (the encoder has no head, so
+        ``pre_logits`` changes nothing; it is there for the contract every model shares)."""
+        return self.pool(tokens)
 
     def forward(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, L, T) -> (B, F)`` pooled features (``F`` = :meth:`pooled_dim`)."""
-        return self.pool(self.forward_features(x, lead_idx=lead_idx))
+        return self.forward_head(self.forward_features(x, lead_idx=lead_idx))
 
     def layer_id(self, name: str) -> int:
         """Depth of a parameter (name relative to the encoder) for layer-wise LR decay: 0..depth+1."""

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from ecgmae.config import from_dict, to_dict
 from ecgmae.models.config import MAEConfig
 from ecgmae.models.encoder import ECGEncoder, param_groups
 from ecgmae.models.layers import Block, grid_positions, init_weights, sincos_1d
@@ -128,19 +127,6 @@ class ECGMAE(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
         if self.decoder_lead_embed is not None:
             nn.init.normal_(self.decoder_lead_embed, std=0.02)
-
-    @classmethod
-    def from_config_dict(cls, data: dict[str, Any]) -> ECGMAE:
-        """Rebuild from :meth:`config_dict` output (e.g. read back from a checkpoint)."""
-        return cls(from_dict(MAEConfig, data, "model"))
-
-    def config_dict(self) -> dict[str, Any]:
-        """Plain-data config that :meth:`from_config_dict` turns back into this architecture."""
-        return to_dict(self.cfg)
-
-    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
-        """The encoder's weights alone, for ``ECGClassifier.load_encoder``."""
-        return self.encoder.state_dict()
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         """Pre-training optimiser groups (no decay on biases, norms, positions and special tokens)."""
