@@ -184,8 +184,7 @@ function draw(tr) {
     for (const [lead, t0, t1] of parts) {
       const x0 = t0 * px;
       if (t0 > 0) { ctx.strokeStyle = "#4d4d4d"; ctx.lineWidth = 0.8; line(ctx, x0, y0 + 8, x0, y0 + ROW_H - 8); }
-      ctx.fillStyle = "#000"; ctx.font = "bold 12px system-ui, sans-serif";
-      ctx.fillText(lead, x0 + 5, y0 + 15);
+      label(ctx, lead, x0, y0);
       const i0 = Math.round(t0 * tr.fs), i1 = Math.min(Math.round(t1 * tr.fs), n);
       if (!has(lead) || i1 <= i0) {
         ctx.fillStyle = "#777"; ctx.font = "12px system-ui, sans-serif";
@@ -202,6 +201,7 @@ function draw(tr) {
       }
       trace(ctx, tr.x[i], i0, i1, X, (v) => Y(v - centre[i]), "#000", null);
       if (tr.rec) redPoints += trace(ctx, tr.rec[i], i0, i1, X, (v) => Y(v - centre[i]), "#d62728", tr.mask[i]);
+      label(ctx, lead, x0, y0); // again, over the traces
       panels.push({ lead, row: r, t0, t1 });
     }
   });
@@ -227,6 +227,14 @@ function paper(ctx, W, y0, px, py, lo, hi, dur) {
   grid(0.2, 0.5, "#f4a6a6");
   ctx.strokeStyle = "#c9ced3"; ctx.lineWidth = 1;
   ctx.strokeRect(0.5, y0 + 0.5, W - 1, ROW_H - 1);
+}
+
+function label(ctx, text, x0, y0) {
+  ctx.font = "bold 12px system-ui, sans-serif";
+  ctx.fillStyle = "rgba(255, 255, 255, 0.85)";
+  ctx.fillRect(x0 + 3, y0 + 3, ctx.measureText(text).width + 6, 16);
+  ctx.fillStyle = "#000";
+  ctx.fillText(text, x0 + 6, y0 + 15);
 }
 
 function line(ctx, x0, y0, x1, y1) {
