@@ -16,8 +16,7 @@ import pytest
 import ecgmae
 from conftest import shared_path
 from ecgmae.data.io import read_record
-from serve_util import need_serve, running
-from test_api import build_runs
+from serve_util import need_serve, running, tiny_runs
 
 need_serve()
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
@@ -51,7 +50,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    return build_runs(tmp_path_factory.mktemp("browser"))
+    return tiny_runs(tmp_path_factory)
 
 
 def _wait(driver, check, what: str, seconds: float = 120):

@@ -243,7 +243,7 @@ function line(ctx, x0, y0, x1, y1) {
 
 // Draw samples i0..i1 of one lead; with spans, only inside them (the reconstruction of masked samples).
 function trace(ctx, x, i0, i1, X, Y, colour, spans) {
-  ctx.strokeStyle = colour; ctx.lineWidth = 1.1; ctx.lineJoin = "round";
+  ctx.strokeStyle = colour; ctx.lineWidth = spans ? 1.4 : 1.1; ctx.lineJoin = "round";
   ctx.beginPath();
   let points = 0;
   const ranges = spans ? spans.map(([a, b]) => [Math.max(a, i0), Math.min(b, i1)]).filter(([a, b]) => b > a)
