@@ -21,25 +21,27 @@ def add_parser(sub: Any) -> None:
         "pip install 'ecgmae[serve]'. Listens on 127.0.0.1 unless --host says otherwise; there is no "
         "authentication, so put it behind your own proxy before opening it to a network.",
     )
-    p.add_argument("--checkpoint", required=True, help="run directory or .safetensors file")
+    p.add_argument("--checkpoint", required=True, metavar="RUN", help="run directory or .safetensors file")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8000,
                    help="port (default 8000)")
-    p.add_argument("--mae", help="pre-training run whose masked autoencoder answers /v1/reconstruct (default: the "
-                   "checkpoint itself when it is one), e.g. the run a classifier was fine-tuned from")
-    p.add_argument("--examples", type=Path, help="folder of WFDB records the viewer offers as examples")
+    p.add_argument("--mae", metavar="RUN",
+                   help="pre-training run whose masked autoencoder answers /v1/reconstruct (default: the checkpoint "
+                   "itself when it is one), e.g. the run a classifier was fine-tuned from")
+    p.add_argument("--examples", type=Path, metavar="DIR", help="folder of WFDB records the viewer offers as examples")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:1 ...")
     lim = p.add_argument_group("limits")
-    lim.add_argument("--max-upload-mb", type=positive_float, default=16.0,
+    lim.add_argument("--max-upload-mb", type=positive_float, metavar="MB", default=16.0,
                      help="largest request body in MiB (default 16; 413 beyond)")
-    lim.add_argument("--max-seconds", type=positive_float, default=300.0,
+    lim.add_argument("--max-seconds", type=positive_float, metavar="S", default=300.0,
                      help="longest record in seconds of signal (default 300; 413 beyond)")
-    lim.add_argument("--timeout", type=positive_float, default=30.0,
+    lim.add_argument("--timeout", type=positive_float, metavar="S", default=30.0,
                      help="seconds one request may take (default 30; 504 beyond)")
-    lim.add_argument("--max-concurrency", type=positive_int, default=32,
+    lim.add_argument("--max-concurrency", type=positive_int, metavar="N", default=32,
                      help="requests handled at once (default 32; 503 beyond)")
-    lim.add_argument("--batch-size", type=positive_int, default=32, help="most records per model call (default 32)")
-    lim.add_argument("--batch-wait-ms", type=number_in(0, 1000, "milliseconds"), default=5.0,
+    lim.add_argument("--batch-size", type=positive_int, metavar="N", default=32,
+                     help="most records per model call (default 32)")
+    lim.add_argument("--batch-wait-ms", type=number_in(0, 1000, "milliseconds"), metavar="MS", default=5.0,
                      help="how long a record waits for others to share its model call (default 5)")
 
 
