@@ -255,3 +255,5 @@ def test_bad_flags_are_one_line(capsys, runs):
     assert "must be a port 1-65535, got 70000" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(runs["ft"]), "--examples", str(runs["ft"] / "nope")]) == 2
     assert "ecgmae serve: error: --examples" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", str(runs["ft"]), "--mae", str(runs["ft"])]) == 2
+    assert "a classifier run; give the pre-training run" in capsys.readouterr().err

@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         raise ECGMAEError(f"--examples {args.examples}: not a folder")
     model = load(args.checkpoint, device=args.device)
     mae = load(args.mae, device=args.device) if args.mae else None
+    if mae is not None and mae.kind == "classifier":
+        raise ECGMAEError(f"--mae {args.mae}: a classifier run; give the pre-training run (its mae.safetensors)")
     print(f"serving {model.kind} {args.checkpoint} on http://{args.host}:{args.port}/ (viewer at /, API under /v1/; "
           "Ctrl-C stops)", flush=True)
     serve(model, args.host, args.port, limits, examples=args.examples, mae=mae,

@@ -125,8 +125,8 @@ class Service:
             m.predict_proba(_beats(m), fs=m.fs)
         try:
             self.mae.reconstruct(_beats(self.mae), fs=self.mae.fs, mask_ratio=0.5)
-        except CheckpointError as exc:
-            log.info("reconstruct is off: %s", exc)
+        except CheckpointError as exc:  # a warning when --mae named a run that cannot reconstruct
+            (log.info if self.mae is self.model else log.warning)("reconstruct is off: %s", exc)
             return False
         return True
 
