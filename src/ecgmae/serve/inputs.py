@@ -27,7 +27,7 @@ from ecgmae.data.safety import clip, safe_name
 from ecgmae.errors import ECGMAEError
 
 OPTIONS = ("mask_ratio", "seed", "include_signal")  # request options beside the record
-_JSON_KEYS = ("signal", "fs", "leads", "example", *OPTIONS)
+_JSON_KEYS = ("signal", "fs", "leads", *OPTIONS)  # examples are named by a form field
 _FORM_FIELDS = ("fs", "leads", "example", *OPTIONS)
 _SUFFIXES = (".hea", ".dat", ".mat", ".npy")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
