@@ -30,6 +30,9 @@ def add_parser(sub: Any) -> None:
                    "itself when it is one), e.g. the run a classifier was fine-tuned from")
     p.add_argument("--examples", type=Path, metavar="DIR", help="folder of WFDB records the viewer offers as examples")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:1 ...")
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="torch threads for the model on CPU (default: torch's choice, one per core); 1 avoids "
+                   "oversubscribing a machine that other work shares")
     lim = p.add_argument_group("limits")
     lim.add_argument("--max-upload-mb", type=positive_float, metavar="MB", default=16.0,
                      help="largest request body in MiB (default 16; 413 beyond)")
@@ -67,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
                     batch_wait_ms=args.batch_wait_ms)
     if args.examples is not None and not args.examples.is_dir():
         raise ECGMAEError(f"--examples {args.examples}: not a folder")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load(args.checkpoint, device=args.device)
     mae = load(args.mae, device=args.device) if args.mae else None
     if mae is not None and mae.kind == "classifier":

@@ -1,9 +1,10 @@
 """Request body -> one record: JSON ``{signal, fs, leads}``, an uploaded WFDB record or ``.npy``, or an example.
 
-Uploads are written into a private temporary folder under their own (checked) names and read with
-:func:`ecgmae.data.io.read_record`, which already refuses what a hostile file can try (oversized
-headers, signal files outside the folder, FIFOs, truncated data). Reading and decoding happen in a
-worker thread (:func:`load`); only receiving the body runs on the event loop (:func:`receive`).
+Uploads are written into a private temporary folder (``TMPDIR``; ``/dev/shm`` is fastest) under their
+own (checked) names and read with :func:`ecgmae.data.io.read_record`, which already refuses what a
+hostile file can try (oversized headers, signal files outside the folder, FIFOs, truncated data).
+Receiving the body runs on the event loop (:func:`receive`); writing, reading and decoding the files
+run in a worker thread (:func:`load`), since a disk's ``mkdir`` can take milliseconds.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,22 +50,15 @@ class Payload:
 
     Attributes:
         body: JSON bytes (None for multipart).
-        folder: private temporary folder holding the uploaded files (removed by :func:`load`).
-        files: uploaded file names inside ``folder``.
+        files: uploaded files by their (checked) names, in upload order.
         fields: multipart text fields.
         example: path of a server-side example record.
     """
 
     body: bytes | None = None
-    folder: Path | None = None
-    files: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)
     example: Path | None = None
-
-    def cleanup(self) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
 
 
 @dataclass
@@ -113,7 +106,7 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 async def receive(request: Request, max_bytes: int, examples: dict[str, Path]) -> Payload:
-    """Read and sort the body; uploaded files are written into a fresh private folder."""
+    """Read the body and sort it into JSON, checked file names with their bytes, and fields."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("application/json", "multipart/form-data"):
         raise RequestError(415, f"unsupported content type {clip(ctype or '(none)', 60)!r}: {_HOW}")
@@ -132,7 +125,7 @@ async def receive(request: Request, max_bytes: int, examples: dict[str, Path]) -
     try:
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
-                await _save(payload, value)
+                await _keep(payload, value)
             elif key in payload.fields:
                 raise RequestError(400, f"field {safe_name(key)!r} given twice")
             elif key not in _FORM_FIELDS:
@@ -140,18 +133,16 @@ async def receive(request: Request, max_bytes: int, examples: dict[str, Path]) -
                                    f"{', '.join(_FORM_FIELDS)}")
             else:
                 payload.fields[key] = str(value)
+    finally:
         await form.close()
-        if "example" in payload.fields:
-            payload.example = _example(payload.fields.pop("example"), examples, uploads=bool(payload.files))
-        elif not payload.files:
-            raise RequestError(400, f"no file uploaded: {_HOW}")
-        return payload
-    except BaseException:
-        payload.cleanup()
-        raise
+    if "example" in payload.fields:
+        payload.example = _example(payload.fields.pop("example"), examples, uploads=bool(payload.files))
+    elif not payload.files:
+        raise RequestError(400, f"no file uploaded: {_HOW}")
+    return payload
 
 
-async def _save(payload: Payload, upload: UploadFile) -> None:
+async def _keep(payload: Payload, upload: UploadFile) -> None:
     name = upload.filename or ""
     if not _NAME_RE.match(name) or ".." in name:
         raise RequestError(400, f"file name {clip(safe_name(name), 80)!r} is not a plain file name (letters, "
@@ -160,12 +151,7 @@ async def _save(payload: Payload, upload: UploadFile) -> None:
         raise RequestError(400, f"{name}: unsupported file type; upload .hea with its .dat/.mat, or one .npy")
     if name in payload.files:
         raise RequestError(400, f"{name}: uploaded twice")
-    if payload.folder is None:
-        payload.folder = Path(tempfile.mkdtemp(prefix="ecgmae-serve-"))  # mode 0700: private to the server
-    with open(payload.folder / name, "xb") as f:
-        while chunk := await upload.read(1 << 20):
-            f.write(chunk)
-    payload.files.append(name)
+    payload.files[name] = await upload.read()  # the body was bounded by max_upload_bytes
 
 
 def _example(name: str, examples: dict[str, Path], *, uploads: bool) -> Path:
@@ -179,14 +165,17 @@ def _example(name: str, examples: dict[str, Path], *, uploads: bool) -> Path:
 
 
 def load(payload: Payload, max_seconds: float) -> Sample:
-    """Read the record of a payload (blocking: run it in a worker thread) and remove the upload folder."""
-    try:
-        if payload.body is not None:
-            sample = _from_json(payload.body)
-        else:
-            sample = _from_files(payload)
-    finally:
-        payload.cleanup()
+    """Read the record of a payload (blocking: run it in a worker thread); uploads go through a temp folder."""
+    if payload.body is not None:
+        sample = _from_json(payload.body)
+    elif payload.example is not None:
+        sample = _from_example(payload)
+    else:
+        with tempfile.TemporaryDirectory(prefix="ecgmae-serve-") as tmp:  # mode 0700: private to the server
+            folder = Path(tmp)
+            for name, data in payload.files.items():
+                (folder / name).write_bytes(data)
+            sample = _from_files(payload, folder)
     _check_length(sample, max_seconds)
     return sample
 
@@ -220,15 +209,19 @@ def _from_json(body: bytes) -> Sample:
     return Sample("signal", x.astype(np.float32), float(fs), leads, options)
 
 
-def _from_files(payload: Payload) -> Sample:
+def _from_example(payload: Payload) -> Sample:
+    assert payload.example is not None
     fields = dict(payload.fields)
     options = {k: fields.pop(k) for k in OPTIONS if k in fields}
-    if payload.example is not None:
-        _no_fields(fields, "an example record")
-        rec = read_record(payload.example, root=payload.example.parent)
-        return Sample(rec.record, rec, None, None, options)
-    assert payload.folder is not None
-    names = payload.files
+    _no_fields(fields, "an example record")
+    rec = read_record(payload.example, root=payload.example.parent)
+    return Sample(rec.record, rec, None, None, options)
+
+
+def _from_files(payload: Payload, folder: Path) -> Sample:
+    fields = dict(payload.fields)
+    options = {k: fields.pop(k) for k in OPTIONS if k in fields}
+    names = list(payload.files)
     by_suffix: dict[str, list[str]] = {}
     for n in names:
         by_suffix.setdefault(Path(n).suffix.lower(), []).append(n)
@@ -237,7 +230,7 @@ def _from_files(payload: Payload) -> Sample:
             raise RequestError(400, f"upload one .npy alone, got {', '.join(names)}")
         fs = _number(fields.pop("fs", None), "fs")
         leads = fields.pop("leads", None)
-        rec = read_record(payload.folder / names[0], fs=fs,
+        rec = read_record(folder / names[0], fs=fs,
                           leads=tuple(n.strip() for n in leads.split(",")) if leads else None)
         return Sample(rec.record, rec, None, None, options)
     _no_fields(fields, "a WFDB record")
@@ -246,10 +239,10 @@ def _from_files(payload: Payload) -> Sample:
         raise RequestError(400, f"upload one record at a time, got headers {', '.join(heads)}")
     if not heads:
         if len(names) == 1 and by_suffix.get(".mat"):  # a CPSC 2018 MATLAB record carries its own header
-            rec = read_record(payload.folder / names[0])
+            rec = read_record(folder / names[0])
             return Sample(rec.record, rec, None, None, options)
         raise RequestError(400, f"{names[0]}: a WFDB signal file needs its .hea header (upload both)")
-    rec = read_record(payload.folder / heads[0])
+    rec = read_record(folder / heads[0])
     return Sample(rec.record, rec, None, None, options)
 
 
