@@ -124,7 +124,7 @@ def test_viewer_draws_a_real_record_with_labels_and_reconstruction(browser, runs
         assert browser.find_element(By.ID, "error").text == "E07500.hea: data file E07500.mat not found"
 
 
-def test_viewer_of_a_classifier_alone_draws_the_record_as_uploaded(browser, runs):
+def test_viewer_of_a_classifier_alone_draws_the_record_as_uploaded(browser, runs, tmp_path):
     folder = shared_path("cinc2021-sample")
     clf = ecgmae.load(runs["ft"])
     with running(clf) as url:
@@ -139,3 +139,18 @@ def test_viewer_of_a_classifier_alone_draws_the_record_as_uploaded(browser, runs
         assert "500 Hz" in browser.find_element(By.ID, "caption").text  # the record's own rate: as uploaded
         px = _pixels(browser)
         assert px["black"] > 2000 and px["red"] == 0, px
+
+        # an .npy upload: the rate and lead fields appear and go with it
+        rec = read_record(folder / "JS20001.hea")
+        np.save(tmp_path / "six_leads.npy", rec.signal[:6])
+        browser.find_element(By.ID, "files").clear()
+        browser.execute_script(f"document.getElementById('leads').value = '{','.join(rec.leads[:6])}'")
+        browser.find_element(By.ID, "files").send_keys(str(tmp_path / "six_leads.npy"))
+        _wait(browser, lambda d: d.execute_script("return window.ecgmaeViewer.drawn.record") == "six_leads", ".npy")
+        assert browser.find_element(By.ID, "npy-fields").is_displayed()
+        drawn = browser.execute_script("return window.ecgmaeViewer.drawn")
+        assert sorted(p["lead"] for p in drawn["panels"]) == sorted([*rec.leads[:6], "II"])  # V1-V6: "absent"
+        shown = {li.get_attribute("data-label"): float(li.get_attribute("data-prob"))
+                 for li in browser.find_elements(By.CSS_SELECTOR, "#labels li")}
+        expect = clf.predict_proba(rec.signal[:6], fs=500, leads=rec.leads[:6])
+        np.testing.assert_allclose([shown[k] for k in clf.label_names], expect, rtol=0, atol=1e-12)
