@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ecgmae-installed
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo demo-fast test test-all lint bench clean
+.PHONY: install demo demo-fast test test-all lint bench browser clean
 
 install: $(STAMP)
 
@@ -27,7 +27,17 @@ demo-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-test: $(STAMP) lint
+# The browser test (tests/test_serve_browser.py) drives Debian's chromium; install it when we can (root with
+# apt-get), otherwise say so and let the test skip with its reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium + chromium-driver for the browser test (apt-get)"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+			>/dev/null) || echo "make: could not install chromium; the browser test will be skipped"; \
+	else echo "make: chromium/chromedriver not found and not root; the browser test will be skipped"; fi
+
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -x -q
 
 bench: $(STAMP)

@@ -1,0 +1,315 @@
+"""The HTTP routes: ``/v1/predict``, ``/v1/embed``, ``/v1/reconstruct``, ``/v1/model``, ``/healthz``,
+``/metrics`` and the viewer page at ``/``.
+
+Every answer goes through the loaded :class:`ecgmae.api.Model`: ``Model.prepare`` then
+``predict_prepared`` / ``embed_prepared`` over a batch of requests, or ``Model.reconstruct``, so a
+request gets what ``ecgmae.load(path)`` gives in Python. Errors are JSON ``{"error": "one line"}``:
+400 bad input (the ``DataError`` text the CLI prints), 404 unknown route or example, 409 an endpoint
+the loaded checkpoint cannot serve, 413 too large, 415 wrong content type, 503 busy, 504 too slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ecgmae import __version__
+from ecgmae.api import Model
+from ecgmae.config import ConfigError
+from ecgmae.data.safety import clip
+from ecgmae.errors import CheckpointError, ECGMAEError
+from ecgmae.serve.batching import Batcher
+from ecgmae.serve.inputs import RequestError, Sample, flag, load, option, receive
+from ecgmae.serve.limits import Limits
+from ecgmae.serve.metrics import Metrics
+from ecgmae.utils import log
+
+STATIC = {"index.html": "text/html; charset=utf-8", "viewer.js": "text/javascript; charset=utf-8",
+          "viewer.css": "text/css; charset=utf-8"}
+# The page loads only its own files: no CDN, no inline script, nothing sent elsewhere.
+_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+MAX_EXAMPLES = 1000
+
+
+def create_app(model: Model, limits: Limits | None = None, *, examples: str | Path | None = None,
+               mae: Model | None = None) -> Starlette:
+    """The ASGI application serving ``model``; run it with uvicorn (see :mod:`ecgmae.serve.server`).
+
+    Args:
+        model: answers predict and embed (and reconstruct, when it is a pre-training run).
+        limits: what one request may cost.
+        examples: folder of WFDB records offered by ``GET /v1/examples`` and the viewer.
+        mae: a pre-training run that answers reconstruct instead (e.g. the one a classifier was
+            fine-tuned from), so one viewer shows predictions and reconstructions.
+    """
+    return Service(model, limits or Limits(), examples, mae).app
+
+
+class Service:
+    """Holds the model, its worker threads, the batchers and the metrics of one server."""
+
+    def __init__(self, model: Model, limits: Limits, examples: str | Path | None, mae: Model | None = None) -> None:
+        self.model, self.limits, self.metrics = model, limits, Metrics()
+        self.mae = mae or model  # who answers reconstruct
+        self.examples = find_examples(examples) if examples else {}
+        self.reconstructs = False  # found out at start-up
+        self._busy = 0
+        self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ecgmae-model")
+        self._prep_pool = concurrent.futures.ThreadPoolExecutor(limits.prep_threads, thread_name_prefix="ecgmae-prep")
+        wait = limits.batch_wait_ms / 1e3
+        self.batchers = {
+            # looked up at call time, so a wrapped model method (tests, tracing) is what runs
+            "predict": Batcher(lambda items: model.predict_prepared(items), self._model_pool,
+                               max_size=limits.batch_size, max_wait_s=wait,
+                               on_call=lambda n: self.metrics.model_call("predict", n)),
+            "embed": Batcher(lambda items: model.embed_prepared(items), self._model_pool,
+                             max_size=limits.batch_size, max_wait_s=wait,
+                             on_call=lambda n: self.metrics.model_call("embed", n)),
+        }
+        self.metrics.queues = {op: b.queued for op, b in self.batchers.items()}
+        self._static = {name: (resources.files("ecgmae.serve") / "static" / name).read_bytes() for name in STATIC}
+        post, get = ["POST"], ["GET"]
+        routes = [
+            Route("/", self._page("index.html"), methods=get),
+            *(Route(f"/static/{name}", self._page(name), methods=get) for name in STATIC),
+            Route("/healthz", self._plain("GET /healthz", self._health), methods=get),
+            Route("/metrics", self._plain("GET /metrics", self.metrics.snapshot), methods=get),
+            Route("/v1/model", self._plain("GET /v1/model", self.card), methods=get),
+            Route("/v1/examples", self._plain("GET /v1/examples", lambda: {"examples": list(self.examples)}),
+                  methods=get),
+            Route("/v1/predict", self._guarded("POST /v1/predict", self._predict), methods=post),
+            Route("/v1/embed", self._guarded("POST /v1/embed", self._embed), methods=post),
+            Route("/v1/reconstruct", self._guarded("POST /v1/reconstruct", self._reconstruct), methods=post),
+        ]
+        self.app = Starlette(routes=routes, lifespan=self._lifespan,
+                             exception_handlers={HTTPException: self._http_error})
+        self.app.state.service = self
+
+    # ------------------------------------------------------------------------------- life cycle
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.reconstructs = await asyncio.get_running_loop().run_in_executor(self._model_pool, self._warm_up)
+        for b in self.batchers.values():
+            b.start()
+        log.info("serving %r (%s)", self.model, "reconstructs" if self.reconstructs else "no reconstruction")
+        try:
+            yield
+        finally:
+            for b in self.batchers.values():
+                await b.stop()
+            self._model_pool.shutdown(wait=False, cancel_futures=True)
+            self._prep_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _warm_up(self) -> bool:
+        """Run each model path once (the first call is slow) and find out whether reconstruct works."""
+        m = self.model
+        m.embed(_beats(m), fs=m.fs)
+        if m.kind == "classifier":
+            m.predict_proba(_beats(m), fs=m.fs)
+        try:
+            self.mae.reconstruct(_beats(self.mae), fs=self.mae.fs, mask_ratio=0.5)
+        except CheckpointError as exc:  # a warning when --mae named a run that cannot reconstruct
+            (log.info if self.mae is self.model else log.warning)("reconstruct is off: %s", exc)
+            return False
+        return True
+
+    # --------------------------------------------------------------------------------- plumbing
+    def _page(self, name: str) -> Callable[[Request], Awaitable[Response]]:
+        async def page(request: Request) -> Response:
+            return Response(self._static[name], media_type=STATIC[name], headers=_HEADERS)
+
+        return page
+
+    def _plain(self, route: str, fn: Callable[[], dict[str, Any]]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            t0 = time.perf_counter()
+            response = _json(fn())
+            self.metrics.request(route, response.status_code, time.perf_counter() - t0)
+            return response
+
+        return endpoint
+
+    def _guarded(self, route: str, work: Callable[[Request], Awaitable[dict[str, Any]]]
+                 ) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint under the concurrency and time limits, answering errors as one JSON line."""
+
+        async def endpoint(request: Request) -> Response:
+            t0 = time.perf_counter()
+            try:
+                response = _json(await self._limited(work, request))
+            except Exception as exc:
+                response = self._error(route, exc)
+            self.metrics.request(route, response.status_code, time.perf_counter() - t0)
+            return response
+
+        return endpoint
+
+    async def _limited(self, work: Callable[[Request], Awaitable[dict[str, Any]]], request: Request) -> dict[str, Any]:
+        lim = self.limits
+        if self._busy >= lim.max_concurrency:
+            raise RequestError(503, f"server busy: {self._busy} requests in progress (--max-concurrency "
+                               f"{lim.max_concurrency}); retry shortly")
+        self._busy += 1
+        self.metrics.in_flight = self._busy
+        task = asyncio.ensure_future(work(request))
+        task.add_done_callback(self._release)  # the slot is held until the work really stops
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), lim.timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(504, f"no answer within {lim.timeout_s:g} s (--timeout)") from None
+
+    def _release(self, task: asyncio.Future[Any]) -> None:
+        self._busy -= 1
+        self.metrics.in_flight = self._busy
+        if not task.cancelled() and task.exception() is not None:  # retrieved, so asyncio does not warn
+            log.debug("request ended after its answer: %s", task.exception())
+
+    def _error(self, route: str, exc: Exception) -> Response:
+        if isinstance(exc, RequestError):
+            status = exc.status
+        elif isinstance(exc, CheckpointError):
+            status = 409  # the loaded checkpoint cannot do this (e.g. predict with an encoder)
+        elif isinstance(exc, (ECGMAEError, ConfigError)):
+            status = 400
+        else:
+            log.exception("%s: unexpected error", route)
+            return _json({"error": f"internal error ({type(exc).__name__}); the server log has the details"},
+                         500)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return _json({"error": clip(str(exc).replace("\n", " "), 1000)}, status, headers)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _json({"error": f"{request.method} {request.url.path}: {exc.detail}"}, exc.status_code, exc.headers)
+
+    async def _sample(self, request: Request) -> Sample:
+        payload = await receive(request, self.limits.max_upload_bytes, self.examples)
+        return await self._in(self._prep_pool, load, payload, self.limits.max_seconds)
+
+    async def _in(self, pool: concurrent.futures.Executor, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(*args, **kw))
+
+    def _with_signal(self, sample: Sample, out: dict[str, Any]) -> dict[str, Any]:
+        if flag(sample, "include_signal"):
+            out["signal"] = sample.data(self.model.leads)
+        return out
+
+    # -------------------------------------------------------------------------------- endpoints
+    def _health(self) -> dict[str, Any]:
+        return {"status": "ok", "kind": self.model.kind, "version": __version__}
+
+    async def _predict(self, request: Request) -> dict[str, Any]:
+        if self.model.kind != "classifier":
+            raise RequestError(409, f"this server holds {self.model.kind} weights; /v1/predict needs a classifier "
+                               "run (ecgmae finetune); use /v1/embed for features")
+        sample = await self._sample(request)
+        flag(sample, "include_signal")  # a bad option is refused before the model runs
+        preps, _ = await self._in(self._prep_pool, self.model.prepare, *sample.args)
+        probs = await self.batchers["predict"].submit(preps[0])
+        out = {"record": sample.name, "probabilities": dict(zip(self.model.label_names, map(float, probs),
+                                                                strict=True))}
+        return self._with_signal(sample, out)
+
+    async def _embed(self, request: Request) -> dict[str, Any]:
+        sample = await self._sample(request)
+        flag(sample, "include_signal")
+        preps, _ = await self._in(self._prep_pool, self.model.prepare, *sample.args)
+        z = await self.batchers["embed"].submit(preps[0])
+        return self._with_signal(sample, {"record": sample.name, "embedding": z.astype(float).tolist()})
+
+    async def _reconstruct(self, request: Request) -> dict[str, Any]:
+        if not self.reconstructs:
+            raise RequestError(409, f"this server holds {self.model.kind} weights without the masked autoencoder; "
+                               "/v1/reconstruct needs a pre-training run (its mae.safetensors; ecgmae serve --mae)")
+        sample = await self._sample(request)
+        ratio, seed = option(sample, "mask_ratio", 0.75), option(sample, "seed", 0, int)
+        if not 0 <= seed < 2**32:
+            raise RequestError(400, f"seed must be in 0..{2**32 - 1}, got {seed}")
+        show = flag(sample, "include_signal")
+
+        def run() -> Any:
+            self.metrics.model_call("reconstruct", 1)
+            return self.mae.reconstruct(*sample.args, mask_ratio=ratio, seed=seed)
+
+        r = await self._in(self._model_pool, run)
+        rmse = r.masked_rmse()
+        out = {"record": r.name, "fs": r.fs, "leads": list(r.leads), "mask_ratio": r.mask_ratio, "seed": seed,
+               "masked_rmse": None if math.isnan(rmse) else rmse, "present": r.present.tolist(),
+               "original": r.original.astype(float).tolist(),
+               "reconstruction": r.reconstruction.astype(float).tolist(),
+               "mask": [mask_spans(row) for row in r.mask]}
+        return self._with_signal(sample, out) if show else out
+
+    def card(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` returns: the model's kind, inputs, outputs, the run's model card, limits."""
+        m = self.model
+        card_file = m.path.parent / "model_card.json"
+        try:
+            card = json.loads(card_file.read_text()) if card_file.is_file() else None
+        except (OSError, ValueError):
+            card = None
+        try:
+            dim: int | None = m.embed_dim
+        except CheckpointError:
+            dim = None
+        endpoints = ["/v1/embed", *(["/v1/predict"] if m.kind == "classifier" else []),
+                     *(["/v1/reconstruct"] if self.reconstructs else [])]
+        data = m.info.get("data") or {}
+        return {"kind": m.kind, "checkpoint": _short(m.path), "version": __version__, "endpoints": endpoints,
+                "labels": m.label_names, "fs": m.fs, "leads": list(m.leads), "window_samples": m.window,
+                "window_seconds": m.window / m.fs, "stride_samples": m.stride, "aggregate": m.aggregate,
+                "embed_dim": dim, "preprocessing": data.get("preprocessing"), "model": m.info.get("model"),
+                "card": card, "limits": dataclasses.asdict(self.limits), "examples": len(self.examples),
+                "reconstruct_checkpoint": _short(self.mae.path) if self.reconstructs else None}
+
+
+def find_examples(folder: str | Path) -> dict[str, Path]:
+    """``{name: header}`` of the WFDB records under ``folder`` (names relative to it, without ``.hea``)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ECGMAEError(f"--examples {folder}: not a folder")
+    found = {}
+    for hea in sorted(root.rglob("*.hea"))[:MAX_EXAMPLES]:
+        found[hea.relative_to(root).with_suffix("").as_posix()] = hea
+    if not found:
+        raise ECGMAEError(f"--examples {folder}: no WFDB records (.hea) found")
+    return found
+
+
+def _short(path: Path) -> str:
+    """``run/file.safetensors``: names the run without telling clients the server's folders."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def _beats(m: Model) -> np.ndarray:
+    """One window of a spiky 72 bpm signal on every lead of ``m`` (warm-up input)."""
+    t = np.arange(m.window) / m.fs
+    return np.repeat((np.sin(np.pi * 1.2 * t) ** 16)[None], len(m.leads), axis=0).astype(np.float32)
+
+
+def mask_spans(row: np.ndarray) -> list[list[int]]:
+    """``[[start, stop], ...]`` sample ranges where a 1-D bool mask is True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
+    return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
+def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(content, allow_nan=False, separators=(",", ":"))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)

@@ -1,0 +1,41 @@
+"""What one request may cost the server: upload size, record length, time, concurrency, batching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ecgmae.errors import ECGMAEError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server limits; the defaults suit 12-lead records of minutes on a small machine.
+
+    Attributes:
+        max_upload_bytes: largest request body (413 beyond; refused from Content-Length before reading).
+        max_seconds: longest record, in seconds of signal (413 beyond).
+        timeout_s: wall-clock budget of one request (504 beyond).
+        max_concurrency: requests handled at once (503 with Retry-After beyond).
+        batch_size: most records one model call takes.
+        batch_wait_ms: how long the first record of a batch waits for others.
+        prep_threads: threads reading and preprocessing records.
+    """
+
+    max_upload_bytes: int = 16 << 20
+    max_seconds: float = 300.0
+    timeout_s: float = 30.0
+    max_concurrency: int = 32
+    batch_size: int = 32
+    batch_wait_ms: float = 5.0
+    prep_threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_concurrency", "batch_size", "prep_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ECGMAEError(f"serve limits: {name} must be an integer >= 1, got {value!r}")
+        for name in ("max_seconds", "timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ECGMAEError(f"serve limits: {name} must be > 0, got {getattr(self, name)!r}")
+        if not self.batch_wait_ms >= 0:
+            raise ECGMAEError(f"serve limits: batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")

@@ -1,0 +1,58 @@
+"""Run the service with uvicorn: in the foreground (``ecgmae serve``) or in a background thread."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+
+from ecgmae.api import Model
+from ecgmae.errors import ECGMAEError
+from ecgmae.serve.app import create_app
+from ecgmae.serve.limits import Limits
+
+
+def _config(model: Model, limits: Limits, examples: str | Path | None, mae: Model | None,
+            log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(create_app(model, limits, examples=examples, mae=mae), log_level=log_level, access_log=False,
+                          lifespan="on", timeout_graceful_shutdown=5, server_header=False)
+
+
+def serve(model: Model, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, *,
+          examples: str | Path | None = None, mae: Model | None = None, log_level: str = "info") -> None:
+    """Serve ``model`` on ``host:port`` until interrupted (Ctrl-C); arguments as :func:`create_app`'s."""
+    config = _config(model, limits or Limits(), examples, mae, log_level)
+    try:
+        sock = socket.create_server((host, port))
+    except OSError as exc:
+        raise ECGMAEError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+@contextlib.contextmanager
+def background(model: Model, limits: Limits | None = None, *, examples: str | Path | None = None,
+               mae: Model | None = None, host: str = "127.0.0.1", log_level: str = "warning") -> Iterator[str]:
+    """Serve ``model`` from a thread on a free port of ``host``; yields the base URL, stops on exit.
+
+    For notebooks and tests: ``with background(ecgmae.load("runs/ft")) as url: ...``.
+    """
+    server = uvicorn.Server(_config(model, limits or Limits(), examples, mae, log_level))
+    sock = socket.create_server((host, 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="ecgmae-serve", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise ECGMAEError("the server stopped while starting (see the log above)")
+            time.sleep(0.02)
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
