@@ -144,9 +144,9 @@ def test_time_tokenised_model_zero_fills_missing_leads_with_a_warning(runs, capl
 
 
 def test_predict_matches_the_engine_evaluation(runs):
+    from ecgmae.data.prepared import from_store
     from ecgmae.data.store import Store
     from ecgmae.engine.predict import predict_records
-    from ecgmae.inference import from_store
 
     model = ecgmae.load(runs["ft"])
     store = Store.open(runs["store"])

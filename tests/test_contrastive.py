@@ -13,16 +13,9 @@ from safetensors.torch import load_file
 from conftest import synth_store
 from ecgmae.cli import main
 from ecgmae.config import ConfigError
-from ecgmae.engine.config import OptimConfig, PretrainConfig, TrainerConfig
-from ecgmae.models.contrastive import (
-    AugmentConfig,
-    augment,
-    cmsc_loss,
-    lead_dropout,
-    nt_xent,
-    random_crop,
-    time_mask,
-)
+from ecgmae.engine.augment import augment, lead_dropout, random_crop, time_mask
+from ecgmae.engine.config import AugmentConfig, OptimConfig, PretrainConfig, TrainerConfig
+from ecgmae.models.contrastive import cmsc_loss, nt_xent
 
 CPU = TrainerConfig(accelerator="cpu", devices="1", precision="32", log_every=1)
 

@@ -110,7 +110,7 @@ def test_forged_decoder_and_classifier_headers(tmp_path):
     save_checkpoint(tmp_path / "mae.safetensors", ECGMAE(cfg).state_dict(), _meta("mae", {"config": mae}))
     with pytest.raises(CheckpointError, match=r"decoder_depth=1000000 but the file holds 1 decoder blocks"):
         load_checkpoint(tmp_path / "mae.safetensors")
-    from ecgmae.inference import load_classifier
+    from ecgmae.checkpoint import load_classifier
 
     head = {"name": "encoder", "encoder": to_dict(cfg.encoder) | {"depth": 10**6}, "num_classes": 3}
     save_checkpoint(tmp_path / "c.safetensors", ECGClassifier(cfg.encoder, 3).state_dict(), _meta("classifier", head))
@@ -147,7 +147,7 @@ def test_an_honest_checkpoint_still_loads_and_is_written_0644(tmp_path):
 
 ULIMIT_RUN = """
 import resource, sys
-import torch, ecgmae.api, ecgmae.cli, ecgmae.inference
+import torch, ecgmae.api, ecgmae.cli, ecgmae.data.corpus
 vm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + 2**31, vm + 2**31))
 sys.exit(ecgmae.cli.main(sys.argv[1:]))

@@ -46,8 +46,7 @@ def test_unknown_arch_is_refused():
 
 
 def test_save_then_load_gives_the_same_logits(tmp_path):
-    from ecgmae.checkpoint import save_checkpoint
-    from ecgmae.inference import load_classifier
+    from ecgmae.checkpoint import load_classifier, save_checkpoint
 
     torch.manual_seed(1)
     model = create_xresnet1d("xresnet1d50", 12, 4)
@@ -76,8 +75,8 @@ def store(tmp_path_factory) -> Path:
 
 def test_scratch_cli_trains_and_the_run_reloads(store, tmp_path, capsys):
     import ecgmae
+    from ecgmae.checkpoint import load_classifier
     from ecgmae.engine.run import evaluate
-    from ecgmae.inference import load_classifier
 
     torch.set_num_threads(1)
     run = tmp_path / "cnn"

@@ -15,28 +15,23 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ecgmae.checkpoint import load_checkpoint, resolve
+from ecgmae.checkpoint import load_checkpoint, load_state, resolve
 from ecgmae.config import ConfigError, from_dict, replace, to_dict
-from ecgmae.data.io import Record
+from ecgmae.data.prepared import Prepared, prepare_signal
+from ecgmae.data.record import Record, lead_positions
 from ecgmae.data.signal import PreprocessConfig
+from ecgmae.data.windows import cut_window, window_starts
 from ecgmae.errors import CheckpointError, DataError
+from ecgmae.eval.pooling import pool_windows
 from ecgmae.guards import check_device
-from ecgmae.inference import (
-    Prepared,
-    lead_positions,
-    load_state,
-    prepare_signal,
-    reconstruct_windows,
-    window_starts,
-)
 from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, MAEConfig, XResNet1d, classifier_from_header
+from ecgmae.reconstruction import Reconstruction, reconstruct_windows
 from ecgmae.utils import log
 
 __all__ = ["Model", "Reconstruction", "load"]
@@ -103,37 +98,6 @@ def _preprocessing(file: Path, meta: dict[str, Any]) -> tuple[PreprocessConfig, 
                               f"data.fs/leads ({d['fs']} Hz, {','.join(d['leads'])})")
     stride = d.get("eval_stride_samples")
     return cfg, int(d["window_samples"]), None if stride is None else int(stride), str(d.get("aggregate", "mean"))
-
-
-@dataclass
-class Reconstruction:
-    """What :meth:`Model.reconstruct` returns; arrays are ``(leads, samples)`` at ``fs``.
-
-    Attributes:
-        name: record id.
-        original: the model's input in mV (resampled and filtered as stored; zero rows for absent leads).
-        reconstruction: the decoder's output in mV, every sample (masked and visible).
-        mask: bool, True where the sample was hidden from the encoder (present leads only).
-        present: ``(leads,)`` bool, which leads the record has.
-        fs: sampling rate of the arrays (the model's).
-        leads: lead names of the rows (the model's).
-        mask_ratio: the fraction of patches hidden.
-    """
-
-    name: str
-    original: np.ndarray
-    reconstruction: np.ndarray
-    mask: np.ndarray
-    present: np.ndarray
-    fs: float
-    leads: tuple[str, ...]
-    mask_ratio: float
-
-    def masked_rmse(self) -> float:
-        """Root mean squared error in mV over the masked samples (NaN when nothing is masked)."""
-        if not self.mask.any():
-            return float("nan")
-        return float(np.sqrt(np.mean((self.reconstruction[self.mask] - self.original[self.mask]) ** 2)))
 
 
 class Model:
@@ -250,7 +214,8 @@ class Model:
 
     def prepare(self, signal: Any, fs: float | Sequence[float] | None = None,
                 leads: Sequence[str] | None = None) -> tuple[list[Prepared], bool]:
-        """Check and preprocess inputs: the :class:`~ecgmae.inference.Prepared` records and whether one was given."""
+        """Check and preprocess inputs: the :class:`~ecgmae.data.prepared.Prepared` records, and whether one was
+        given."""
         items, single = _split_inputs(signal, fs, leads)
         return [prepare_signal(x, f, names, self.preprocessing, name=n) for n, x, f, names in items], single
 
@@ -347,23 +312,22 @@ class Model:
         pooled: list[np.ndarray | None] = [None] * len(items)
         for rows, members in groups.items():
             li = torch.as_tensor(positions[list(rows)], dtype=torch.long, device=self.device)
-            outs: dict[int, list[np.ndarray]] = {i: [] for i in members}
+            ids: list[int] = []
+            outs: list[np.ndarray] = []
             windows = ((i, w) for i in members for w in self._windows(items[i], list(rows)))
             while chunk := list(itertools.islice(windows, batch_size)):
                 xb = torch.from_numpy(np.stack([w for _, w in chunk])).to(self.device)
-                for (o, _), r in zip(chunk, fn(xb, li).float().cpu().numpy(), strict=True):
-                    outs[o].append(r)
-            for i in members:
-                r = np.stack(outs[i]).astype(np.float64)
-                pooled[i] = r.max(axis=0) if how == "max" else r.mean(axis=0)
+                ids += [i for i, _ in chunk]
+                outs.append(fn(xb, li).float().cpu().numpy())
+            for i, row in zip(*pool_windows(np.asarray(ids), np.concatenate(outs), how), strict=True):
+                pooled[i] = row
         return np.stack(pooled)  # type: ignore[arg-type]
 
     def _windows(self, p: Prepared, rows: list[int]) -> Iterator[np.ndarray]:
         """Windows ``(len(rows), window)`` of one record, zero-padded past its end."""
-        x, w = p.x[rows], self.window
-        for s in window_starts(p.valid, w, self.stride):
-            win = x[:, s : s + w]
-            yield np.ascontiguousarray(win if win.shape[1] == w else np.pad(win, ((0, 0), (0, w - win.shape[1]))))
+        x = p.x[rows]
+        for s in window_starts(p.valid, self.window, self.stride):
+            yield cut_window(x, s, self.window)
 
     def _warn_short(self, items: Sequence[Prepared]) -> None:
         """Records with less than a second of signal: their windows are almost all zero padding."""

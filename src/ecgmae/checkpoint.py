@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ecgmae import __version__
+from ecgmae._version import __version__
 from ecgmae.errors import CheckpointError
 from ecgmae.utils import atomic_path
 
@@ -110,3 +110,34 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> tuple[dict[str
         raise CheckpointError(f"{path}: holds {meta['kind']} weights, expected {kind}")
     check_checkpoint(path, meta)
     return load_file(str(path)), meta
+
+
+# ------------------------------------------------------------------------- rebuilding models
+def load_classifier(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """Rebuild a classifier (eval mode) and its header from the checkpoint alone.
+
+    An :class:`~ecgmae.models.ECGClassifier`, or the reference CNN named by the header's ``model.arch``.
+    """
+    from ecgmae.config import ConfigError
+    from ecgmae.models import classifier_from_header
+
+    state, meta = load_checkpoint(path, kind="classifier")
+    try:
+        model = classifier_from_header(meta["model"], where=f"{path}: model")
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: header lacks model field {exc}") from None
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: header describes an invalid model ({exc})") from None
+    load_state(model, state, path)
+    model.eval()
+    return model, meta
+
+
+def load_state(module: Any, state: dict[str, Any], path: str | Path) -> None:
+    """``module.load_state_dict(state)`` strictly, as a CheckpointError naming the file on mismatch."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit the model described in its header "
+                              f"({' '.join(first[:3])[:400]})") from None

@@ -76,7 +76,7 @@ def collect(args: argparse.Namespace, fn: Callable[[Any, list[Any]], Any], *, cl
     import torch
 
     from ecgmae.api import load
-    from ecgmae.inference import iter_source
+    from ecgmae.data.corpus import iter_source
 
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(args.checkpoint, device=device)
@@ -147,7 +147,7 @@ def collect_features(args: argparse.Namespace) -> tuple[list[str], Any, list[str
     """
     import numpy as np
 
-    from ecgmae.data.io import LEADS_12
+    from ecgmae.data.record import LEADS_12
     from ecgmae.eval.features import feature_names
 
     if args.source == "store":

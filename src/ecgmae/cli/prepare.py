@@ -41,7 +41,7 @@ def _split(text: str) -> tuple[float, ...]:
 
 def _rate(text: str) -> float:
     """A sampling rate in Hz within the range a record may declare."""
-    from ecgmae.data.io import FS_RANGE
+    from ecgmae.data.record import FS_RANGE
 
     return number_in(*FS_RANGE, what="a sampling rate in Hz", unit=" Hz")(text)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgmae.data.io import Record, RecordError
+from ecgmae.data.record import Record, RecordError
 from ecgmae.data.safety import clip
 from ecgmae.data.signal import PreprocessConfig, fs_problem, preprocess, resampled_length
 from ecgmae.data.sources import Scan, get_source, read_items
@@ -195,7 +195,7 @@ class _SignalWriter:
 
 def fingerprint(source: str, src: Path, scan: Scan, cfg: PreprocessConfig, **options: Any) -> str:
     """SHA-256 over the options and the name, size and mtime of every input file."""
-    from ecgmae import __version__
+    from ecgmae._version import __version__
 
     files = []
     for p in scan.inputs:
@@ -217,7 +217,7 @@ def _versions() -> dict[str, str]:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    from ecgmae import __version__
+    from ecgmae._version import __version__
 
     out = {"ecgmae": __version__, "python": platform.python_version()}
     for pkg in ("numpy", "scipy", "wfdb", "pandas"):

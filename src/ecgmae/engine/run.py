@@ -17,10 +17,10 @@ import lightning as L
 import numpy as np
 import torch
 
-from ecgmae.checkpoint import load_checkpoint, save_checkpoint
+from ecgmae.checkpoint import load_checkpoint, load_classifier, save_checkpoint
 from ecgmae.config import from_dict, to_dict
 from ecgmae.data.dataset import CropDataset, WindowDataset
-from ecgmae.data.io import LEADS_12
+from ecgmae.data.record import LEADS_12, lead_positions
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
 from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, patient_groups, select_classes
@@ -30,7 +30,6 @@ from ecgmae.engine.trainer import build_trainer
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
 from ecgmae.guards import check_resume
-from ecgmae.inference import lead_positions, load_classifier
 from ecgmae.models import (
     ECGMAE,
     ECGClassifier,
@@ -271,7 +270,7 @@ def _last_metric(trainer: L.Trainer, key: str) -> float | None:
 
 
 def _card(meta: dict[str, Any], kind: str) -> dict[str, Any]:
-    from ecgmae import __version__
+    from ecgmae._version import __version__
 
     train = meta.get("train") or {}
     card = {"kind": kind, "ecgmae_version": __version__, "seed": (train.get("config") or {}).get("seed"), **meta}

@@ -4,7 +4,7 @@ Features (:func:`ecgmae.eval.features.ecg_features`) of every record of a store 
 the memory-mapped signals, over each record's real samples, absent leads as zero rows) and cached. For a
 label fraction and seed, a one-vs-rest logistic regression is fitted on standardised features of exactly
 the training records the linear probe of that fraction and seed trains on
-(:func:`ecgmae.engine.data.label_subset`), its ``C`` chosen on the validation split, and the test split is
+(:func:`ecgmae.data.splits.label_subset`), its ``C`` chosen on the validation split, and the test split is
 scored with the same report (macro AUROC with bootstrap CI) as every other run.
 """
 
@@ -108,8 +108,8 @@ def probe_features(data: str | Path, out: str | Path, *, fraction: float, seed: 
     Returns:
         The test report (:func:`ecgmae.eval.metrics.classification_report`) plus the run's settings.
     """
+    from ecgmae.data.splits import label_subset, select_classes
     from ecgmae.data.store import Store
-    from ecgmae.engine.data import label_subset, select_classes
     from ecgmae.errors import DataError
     from ecgmae.eval.metrics import classification_report, macro_auroc
 

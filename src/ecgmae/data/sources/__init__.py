@@ -206,7 +206,7 @@ def load_item(source: str, item: Item, options: dict[str, Any], *,
     Raises:
         RecordError: naming the file, e.g. ``E07500.hea: 11 leads, expected 12 (missing V6)``.
     """
-    from ecgmae.data.io import RecordError
+    from ecgmae.data.record import RecordError
 
     rec = get_source(source).load(item, options)
     if item.labels is not None:
@@ -241,8 +241,8 @@ class Loaded:
 
 def _load_one(source: str, scan_options: dict[str, Any], expected: tuple[str, ...] | None,
               classes: tuple[str, ...] | None, transform: Callable[[Any], Any], item: Item) -> Loaded:
-    from ecgmae.data.io import RecordError
-    from ecgmae.data.safety import clip
+    from ecgmae.data.record import RecordError
+    from ecgmae.errors import clip
 
     where = Path(item.path).name
     try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgmae.data.io import LEADS_12, Record, RecordError, make_record, unit_scale
+from ecgmae.data.record import LEADS_12, Record, RecordError, make_record, unit_scale
 from ecgmae.data.sources import Item, Scan, cinc, walk_files
 from ecgmae.errors import DataError
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgmae.data.io import LEADS_12, Record, make_record, unit_scale
+from ecgmae.data.record import LEADS_12, Record, make_record, unit_scale
 from ecgmae.data.safety import check_file, read_small_text
 from ecgmae.data.sources import Item, Scan, read_label_table
 from ecgmae.errors import DataError
