@@ -163,6 +163,71 @@ def test_predict_matches_the_engine_evaluation(runs):
     assert model.predict_proba(store.signal(1), fs=100) == pytest.approx(ref[1], abs=1e-5)
 
 
+@pytest.mark.parametrize(("window", "stride"), [(160, 70), (500, 500), (700, 300)])
+def test_the_api_scores_the_windows_the_dataset_yields(runs, window, stride):
+    """One windowing path: the evaluation dataset and the API cut the same windows (starts and samples)."""
+    from ecgmae.data.dataset import WindowDataset
+    from ecgmae.data.prepared import from_store
+    from ecgmae.data.store import Store
+    from ecgmae.data.windows import window_starts
+
+    model = ecgmae.load(runs["ft"])
+    model.window, model.stride = window, stride  # only the cutting is exercised, not the network
+    store = Store.open(runs["store"])
+    idx = np.arange(4)
+    ds = WindowDataset(store, idx, window, stride)
+    items = [ds[i] for i in range(len(ds))]
+    for p, rec in enumerate(idx):
+        prep = from_store(store, int(rec), model.leads)
+        mine = [it for it in items if it["record"] == p]
+        starts = window_starts(prep.valid, window, stride)
+        assert [it["start"] for it in mine] == starts
+        assert starts[-1] + window >= prep.valid  # nothing left out; the last window ends at the signal's end
+        api_windows = list(model._windows(prep, list(range(len(model.leads)))))
+        assert len(api_windows) == len(mine)
+        for it, w in zip(mine, api_windows, strict=True):
+            assert w.shape == (len(model.leads), window)
+            np.testing.assert_array_equal(it["x"].numpy(), w)
+
+
+def test_reconstruction_cuts_the_dataset_windows(runs, monkeypatch):
+    """Reconstruction uses the same window starts as the dataset (stride = window) on the same samples."""
+    import ecgmae.reconstruction as recon_mod
+    from ecgmae.data.dataset import WindowDataset
+    from ecgmae.data.store import Store
+    from ecgmae.models import ECGMAE
+
+    seen: list[tuple[tuple[int, int, int], list[int]]] = []
+    real_starts = recon_mod.window_starts
+
+    def spy(valid, window, stride):
+        out = real_starts(valid, window, stride)
+        seen.append(((valid, window, stride), out))
+        return out
+
+    fed: list[np.ndarray] = []
+    real_forward = ECGMAE.forward
+
+    def forward(self, x, *args, **kwargs):
+        fed.append(x.detach().cpu().numpy())
+        return real_forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(recon_mod, "window_starts", spy)
+    monkeypatch.setattr(ECGMAE, "forward", forward)
+    model = ecgmae.load(runs["mae"])
+    store = Store.open(runs["store"])
+    x = _ecg(4, n=1234)
+    r = model.reconstruct(x, fs=100)
+    assert seen == [((1234, model.window, model.window), [0, 500, 734])]
+    wins = np.concatenate(fed)
+    assert wins.shape == (3, 12, model.window)
+    for w, s in zip(wins, seen[0][1], strict=True):  # the stored preprocessing is resampling only: x itself
+        np.testing.assert_array_equal(w, r.original[:, s : s + model.window])
+    # the dataset gives the same starts for a record of that length
+    ds = WindowDataset(store, [0], model.window, model.window)
+    assert [ds[i]["start"] for i in range(len(ds))] == real_starts(store.valid_length(0), model.window, model.window)
+
+
 @pytest.mark.parametrize(("call", "match"), [
     (lambda m: m.embed(_ecg(0), fs=50), r"sampled at 50 Hz, below the model's 100 Hz"),
     (lambda m: m.embed(_ecg(0)[:, :0], fs=100), r"empty record"),
