@@ -163,6 +163,32 @@ def test_predict_matches_the_engine_evaluation(runs):
     assert model.predict_proba(store.signal(1), fs=100) == pytest.approx(ref[1], abs=1e-5)
 
 
+def test_run_source_streams_a_store_or_a_corpus_through_the_model(runs, tmp_path):
+    """What `embed`/`predict` run, offered by the API: same outputs as the in-memory calls, skip or fail."""
+    from ecgmae.data.prepared import from_store
+    from ecgmae.data.store import Store
+
+    model = ecgmae.load(runs["ft"])
+    store = Store.open(runs["store"])
+    test = store.split_indices("test")
+    ids, probs, skipped = model.run_source("store", runs["store"], predict=True, split="test", quiet=True)
+    assert ids == [str(store.index["record"].iloc[i]) for i in test] and skipped == []
+    np.testing.assert_array_equal(probs, model.predict_prepared([from_store(store, int(i), model.leads) for i in test]))
+    emb = model.run_source("folder", runs["src"], quiet=True)
+    assert emb.values.shape == (len(store), model.embed_dim) and emb.ids == sorted(emb.ids)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in sorted(runs["src"].glob("synth0000[01].*")):
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "broken.hea").write_text("broken 12 nonsense\n")
+    got = model.run_source("folder", bad, quiet=True)
+    assert len(got.ids) == 2 and [k.record for k in got.skipped] == ["broken"]
+    with pytest.raises(DataError, match="broken"):
+        model.run_source("folder", bad, on_error="fail", quiet=True)
+    with pytest.raises(CheckpointError, match="predict needs a classifier run"):
+        ecgmae.load(runs["mae"]).run_source("store", runs["store"], predict=True)
+
+
 @pytest.mark.parametrize(("window", "stride"), [(160, 70), (500, 500), (700, 300)])
 def test_the_api_scores_the_windows_the_dataset_yields(runs, window, stride):
     """One windowing path: the evaluation dataset and the API cut the same windows (starts and samples)."""

@@ -23,8 +23,9 @@ import torch
 
 from ecgmae.checkpoint import load_checkpoint, load_state, resolve
 from ecgmae.config import ConfigError, from_dict, replace, to_dict
-from ecgmae.data.prepared import Prepared, prepare_signal
-from ecgmae.data.record import Record, lead_positions
+from ecgmae.data.corpus import Gathered, gather, iter_source
+from ecgmae.data.prepared import Prepared, prepare_signal, split_inputs
+from ecgmae.data.record import lead_positions
 from ecgmae.data.signal import PreprocessConfig
 from ecgmae.data.windows import cut_window, window_starts
 from ecgmae.errors import CheckpointError, DataError
@@ -34,7 +35,7 @@ from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, MAEConfig, XResNet1
 from ecgmae.reconstruction import Reconstruction, reconstruct_windows
 from ecgmae.utils import log
 
-__all__ = ["Model", "Reconstruction", "load"]
+__all__ = ["Gathered", "Model", "Reconstruction", "load", "pick_device"]
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
@@ -60,6 +61,13 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
     state, meta = load_checkpoint(file)
     net = _build(file, meta, state)
     return Model(file, meta, net, dev)
+
+
+def pick_device(device: str | torch.device = "auto") -> str | torch.device:
+    """``"auto"``: ``"cuda"`` when a GPU is visible, else ``"cpu"``; any other value unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def _build(file: Path, meta: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -216,7 +224,7 @@ class Model:
                 leads: Sequence[str] | None = None) -> tuple[list[Prepared], bool]:
         """Check and preprocess inputs: the :class:`~ecgmae.data.prepared.Prepared` records, and whether one was
         given."""
-        items, single = _split_inputs(signal, fs, leads)
+        items, single = split_inputs(signal, fs, leads)
         return [prepare_signal(x, f, names, self.preprocessing, name=n) for n, x, f, names in items], single
 
     def embed_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
@@ -246,6 +254,34 @@ class Model:
 
         return self._per_record(items, fn, self.aggregate, batch_size)
 
+    def run_source(self, source: str, src: str | Path, *, predict: bool = False, labels: str | Path | None = None,
+                   task: str | None = None, options: dict[str, Any] | None = None, split: str | None = None,
+                   workers: int = 1, on_error: str = "skip", batch_size: int = 64, quiet: bool = False) -> Gathered:
+        """Embed (or with ``predict``, score) every record of a corpus or a store, in source order.
+
+        What ``ecgmae embed`` and ``ecgmae predict`` run: records stream through the stored preprocessing
+        in chunks (:func:`ecgmae.data.corpus.iter_source`); unusable ones are skipped with their reason
+        (``on_error="skip"``) or stop the run (``"fail"``).
+
+        Args:
+            source: ``store`` or a source name as for ``ecgmae prepare`` (``folder``, ``ptbxl``...).
+            src: corpus folder or file, or a store folder.
+            predict: probabilities (a classifier run only) instead of embeddings.
+            labels, task, options: as for ``ecgmae prepare`` (``options``: ``src_fs``, ``src_leads``...).
+            split: with a store, only this split.
+            workers: reader processes.
+
+        Returns:
+            ``(ids, values, skipped)``: used record ids, ``(len(ids), D or K)`` outputs, skipped records.
+        """
+        if predict and self.kind != "classifier":
+            raise CheckpointError(f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
+                                  "(ecgmae finetune); `ecgmae embed` gives features")
+        run = self.predict_prepared if predict else self.embed_prepared
+        stream = iter_source(source, src, self.preprocessing, labels=labels, task=task, options=options,
+                             split=split, workers=workers, quiet=quiet)
+        return gather(stream, lambda chunk: run(chunk, batch_size=batch_size), on_error=on_error, where=src)
+
     def reconstruct(self, signal: Any, fs: float | None = None, leads: Sequence[str] | None = None, *,
                     mask_ratio: float = 0.75, seed: int = 0) -> Reconstruction:
         """Mask ``mask_ratio`` of one record's patches and let the masked autoencoder fill them in.
@@ -260,7 +296,7 @@ class Model:
         """
         if not 0.0 <= float(mask_ratio) < 1.0:
             raise DataError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        items, single = _split_inputs(signal, fs, leads)
+        items, single = split_inputs(signal, fs, leads)
         if not single:
             raise DataError(f"reconstruct takes one record, got {len(items)}")
         name, x, rate, names = items[0]
@@ -346,50 +382,3 @@ class Model:
             log.warning("%d record(s) lack lead(s) %s: zero-filled and marked absent (this model "
                         "was trained on %s; results may be off)", len(lacking), ", ".join(missing),
                         ", ".join(self.leads))
-
-
-def _to_numpy(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.float32).numpy()
-    return x
-
-
-def _split_inputs(signal: Any, fs: Any, leads: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any, Any]], bool]:
-    """``[(name, array, fs, leads), ...]`` and whether a single record was given."""
-    if isinstance(signal, Record):
-        return [_from_record(signal, fs, leads)], True
-    if isinstance(signal, (list, tuple)):
-        if not signal:
-            raise DataError("no records given (empty list)")
-        if all(isinstance(s, Record) or np.ndim(_to_numpy(s)) == 2 for s in signal):
-            records = list(signal)
-        else:
-            records = None  # a nested list of numbers: one array
-    else:
-        signal = _to_numpy(signal)
-        records = list(signal) if isinstance(signal, np.ndarray) and signal.ndim == 3 else None
-    if records is None:
-        if fs is None:
-            raise DataError("fs is required: the sampling rate of the signal in Hz")
-        return [("signal", _to_numpy(signal), fs, leads)], True
-    n = len(records)
-    rates = list(fs) if isinstance(fs, (list, tuple, np.ndarray)) else [fs] * n
-    if len(rates) != n:
-        raise DataError(f"{n} records but {len(rates)} sampling rates")
-    out = []
-    for i, (rec, rate) in enumerate(zip(records, rates, strict=True)):
-        if isinstance(rec, Record):
-            out.append(_from_record(rec, rate, leads))
-        elif rate is None:
-            raise DataError("fs is required: the sampling rate of the signals in Hz")
-        else:
-            out.append((f"record {i}", _to_numpy(rec), rate, leads))
-    return out, False
-
-
-def _from_record(rec: Record, fs: Any, leads: Sequence[str] | None) -> tuple[str, Any, Any, Any]:
-    if fs is not None and abs(float(fs) - rec.fs) > 1e-6 * rec.fs:
-        raise DataError(f"{rec.record}: fs={fs} given but the record says {rec.fs:g} Hz")
-    if leads is not None:
-        raise DataError(f"{rec.record}: a Record names its own leads; do not pass leads=")
-    return rec.record, rec.signal, rec.fs, rec.leads

@@ -7,6 +7,7 @@ A raw record (an array, a :class:`~ecgmae.data.record.Record`, or a row of a pre
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,3 +122,53 @@ def from_store(store: Store, i: int, leads: Sequence[str]) -> Prepared:
     pres, _ = map_leads(store.present(i)[:, None].astype(np.float32), store.leads, leads)
     present = have & (pres[:, 0] > 0)
     return Prepared(str(store.index["record"].iloc[i]), mapped, present, store.valid_length(i))
+
+
+# ------------------------------------------------------------------------------ API arguments
+def _to_numpy(x: Any) -> Any:
+    torch = sys.modules.get("torch")  # a tensor means torch is loaded; this module never imports it
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float32).numpy()
+    return x
+
+
+def split_inputs(signal: Any, fs: Any, leads: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any, Any]], bool]:
+    """What the API's ``signal, fs, leads`` arguments hold: ``[(name, array, fs, leads), ...]``, and whether a
+    single record was given."""
+    if isinstance(signal, Record):
+        return [_from_record(signal, fs, leads)], True
+    if isinstance(signal, (list, tuple)):
+        if not signal:
+            raise DataError("no records given (empty list)")
+        if all(isinstance(s, Record) or np.ndim(_to_numpy(s)) == 2 for s in signal):
+            records = list(signal)
+        else:
+            records = None  # a nested list of numbers: one array
+    else:
+        signal = _to_numpy(signal)
+        records = list(signal) if isinstance(signal, np.ndarray) and signal.ndim == 3 else None
+    if records is None:
+        if fs is None:
+            raise DataError("fs is required: the sampling rate of the signal in Hz")
+        return [("signal", _to_numpy(signal), fs, leads)], True
+    n = len(records)
+    rates = list(fs) if isinstance(fs, (list, tuple, np.ndarray)) else [fs] * n
+    if len(rates) != n:
+        raise DataError(f"{n} records but {len(rates)} sampling rates")
+    out = []
+    for i, (rec, rate) in enumerate(zip(records, rates, strict=True)):
+        if isinstance(rec, Record):
+            out.append(_from_record(rec, rate, leads))
+        elif rate is None:
+            raise DataError("fs is required: the sampling rate of the signals in Hz")
+        else:
+            out.append((f"record {i}", _to_numpy(rec), rate, leads))
+    return out, False
+
+
+def _from_record(rec: Record, fs: Any, leads: Sequence[str] | None) -> tuple[str, Any, Any, Any]:
+    if fs is not None and abs(float(fs) - rec.fs) > 1e-6 * rec.fs:
+        raise DataError(f"{rec.record}: fs={fs} given but the record says {rec.fs:g} Hz")
+    if leads is not None:
+        raise DataError(f"{rec.record}: a Record names its own leads; do not pass leads=")
+    return rec.record, rec.signal, rec.fs, rec.leads
