@@ -18,7 +18,7 @@ import numpy as np
 
 from ecgmae.data.prepared import Prepared, from_store, prepare_record
 from ecgmae.data.signal import FS_TOL, PreprocessConfig
-from ecgmae.data.store import Store
+from ecgmae.data.store_reader import Store
 from ecgmae.errors import DataError, clip
 from ecgmae.utils import log, progress
 
@@ -57,7 +57,8 @@ def iter_records(source: str, src: str | Path, *, read: Callable[[Any], T], row:
         return
     if split:
         raise DataError(f"--split {split!r} needs --source store (raw corpora have no splits yet)")
-    from ecgmae.data.sources import get_source, read_items
+    from ecgmae.data.sources import get_source
+    from ecgmae.data.sources.reading import read_items
 
     src = Path(src)
     if not src.exists():

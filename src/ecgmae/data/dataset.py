@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from ecgmae.data.leakage import check_no_leakage, patient_split
 from ecgmae.data.record import canonical_lead
-from ecgmae.data.store import Store
+from ecgmae.data.store_reader import Store
 from ecgmae.data.windows import pad_window, window_starts
 from ecgmae.errors import DataError
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgmae.data.splits import SPLITS, assign_splits, group_keys
-from ecgmae.data.store import Store
+from ecgmae.data.store_reader import Store
 from ecgmae.errors import DataError
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from ecgmae.data.record import Record, canonical_lead
 from ecgmae.data.signal import PreprocessConfig, check_fs, map_leads, preprocess, resampled_length
-from ecgmae.data.store import Store
+from ecgmae.data.store_reader import Store
 from ecgmae.errors import DataError
 from ecgmae.utils import log
 
