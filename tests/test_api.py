@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ecgmae
-from conftest import shared_path, synth_store
+from conftest import shared_path, sklearn_macro_auroc, synth_store
 from ecgmae.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from ecgmae.cli import main
 from ecgmae.errors import CheckpointError, DataError, ECGMAEError
@@ -469,5 +469,6 @@ def test_model_cards_describe_the_runs(runs):
         assert card["data"]["preprocessing"]["fs"] == 100 and "metrics" in card and "label_names" in card
         assert card["model"]["name"]
     ft = json.loads((runs["ft"] / "model_card.json").read_text())
-    assert ft["label_names"] and 0 <= ft["metrics"]["macro_auroc"] <= 1
+    assert ft["label_names"] and ft["metrics"]["macro_auroc"] == pytest.approx(
+        sklearn_macro_auroc(runs["ft"], runs["store"])[0], abs=1e-6)
     assert json.loads((runs["mae"] / "model_card.json").read_text())["metrics"]["final_train_loss"] > 0

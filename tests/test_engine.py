@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import synth_store
+from conftest import sklearn_macro_auroc, synth_store
 from ecgmae.cli import main
 from ecgmae.config import ConfigError
 from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
@@ -80,7 +80,10 @@ def test_finetune_and_scratch_cli(store, mae_run, tmp_path, capsys):
                  *args]) == 0
     for run in ("ft", "sc"):
         metrics = json.loads((tmp_path / run / "metrics.json").read_text())
-        assert 0.0 <= metrics["macro_auroc"] <= 1.0
+        macro, per = sklearn_macro_auroc(tmp_path / run, store)  # the same numbers, computed independently
+        assert metrics["macro_auroc"] == pytest.approx(macro, abs=1e-6)
+        defined = {k: v for k, v in metrics["per_class_auroc"].items() if v is not None}  # None: no positive
+        assert defined == pytest.approx(per, abs=1e-6) and len(metrics["per_class_auroc"]) >= len(per)
         assert (tmp_path / run / "classifier.safetensors").exists()
         assert not (tmp_path / run / "best.ckpt").exists()
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["label_fraction"] == 0.1
