@@ -29,6 +29,7 @@ from ecgmae.data.record import (
     canonical_lead,
     lead_positions,
     make_record,
+    rate_out_of_range,
     unit_scale,
 )
 from ecgmae.data.safety import HEADER_MAX_BYTES, check_file, confine, read_small_text
@@ -176,9 +177,8 @@ def _read_wfdb(hea: Path, root: str | Path | None = None) -> Record:
     where = hea.name
     text = read_small_text(hea, where, "header")
     rec, sigs, comments = parse_header(text, where)
-    if not FS_RANGE[0] <= rec["fs"] <= FS_RANGE[1]:  # before any signal byte is read
-        raise RecordError(where, f"sampling rate {rec['fs']:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: "
-                          "not an ECG rate (wrong header?)", "rate")
+    if problem := rate_out_of_range(rec["fs"]):  # before any signal byte is read
+        raise RecordError(where, f"{problem} (wrong header?)", "rate")
     meta = _comment_meta(comments)
     meta["format"] = "wfdb"
     if rec["multi"] or any(s.fmt not in _BITS or s.spf != 1 or s.skew for s in sigs):

@@ -31,6 +31,13 @@ FS_RANGE: tuple[float, float] = (1.0, 20000.0)
 MAX_RECORD_VALUES = 1 << 28
 
 
+def rate_out_of_range(fs: float) -> str | None:
+    """The one ``FS_RANGE`` check: a message when ``fs`` (a finite positive number) is not an ECG rate, else None."""
+    if FS_RANGE[0] <= fs <= FS_RANGE[1]:
+        return None
+    return f"sampling rate {fs:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: not an ECG rate"
+
+
 class RecordError(DataError):
     """A record cannot be used. ``kind`` groups problems for the skip summary (``truncated``...)."""
 
@@ -112,9 +119,8 @@ def make_record(record: str, signal: Any, fs: float, names: Any, where: str, *,
         raise RecordError(where, f"sampling rate {fs!r} is not a number", "header") from None
     if not math.isfinite(fs) or fs <= 0:
         raise RecordError(where, f"sampling rate {fs} Hz is not positive", "header")
-    if not FS_RANGE[0] <= fs <= FS_RANGE[1]:
-        raise RecordError(where, f"sampling rate {fs:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: not an "
-                          "ECG rate (wrong header?)", "rate")
+    if problem := rate_out_of_range(fs):
+        raise RecordError(where, f"{problem} (wrong header?)", "rate")
     if arr.shape[1] == 0:
         raise RecordError(where, "no samples", "empty")
     keep, canon, dropped = [], [], []

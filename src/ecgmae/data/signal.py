@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ecgmae.config import ConfigError, from_dict, to_dict
-from ecgmae.data.record import FS_RANGE, LEADS_12, MAX_RECORD_VALUES, canonical_lead
+from ecgmae.data.record import FS_RANGE, LEADS_12, MAX_RECORD_VALUES, canonical_lead, rate_out_of_range
 from ecgmae.errors import DataError
 
 BASELINES = ("none", "highpass", "median")
@@ -47,8 +47,8 @@ def fs_problem(fs: Any, target_fs: float, whose: str = "the model's", hint: str 
         return f"sampling rate {fs!r} is not a number of Hz"
     if not math.isfinite(value) or value <= 0:
         return f"sampling rate {fs!r} Hz is not a positive number"
-    if not FS_RANGE[0] <= value <= FS_RANGE[1]:
-        return f"sampling rate {value:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: not an ECG rate"
+    if problem := rate_out_of_range(value):
+        return problem
     if value < target_fs * (1 - FS_TOL):
         hint = hint or f"use a model trained at <= {value:g} Hz"
         return (f"sampled at {value:g} Hz, below {whose} {target_fs:g} Hz; upsampling cannot restore the missing "

@@ -6,6 +6,7 @@ above this, in :mod:`ecgmae.data.leakage`.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -14,6 +15,12 @@ import numpy as np
 from ecgmae.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def valid_fractions(fractions: Sequence[float]) -> bool:
+    """Three finite train/val/test fractions >= 0 that sum to 1 (the one rule behind ``prepare --split``)."""
+    fr = [float(v) for v in fractions]
+    return len(fr) == 3 and all(math.isfinite(v) and v >= 0 for v in fr) and abs(sum(fr) - 1) <= 1e-6
 
 
 def assign_splits(groups: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,

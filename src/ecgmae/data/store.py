@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import secrets
 import shutil
 import struct
@@ -26,7 +25,7 @@ from ecgmae.data.record import Record, RecordError
 from ecgmae.data.signal import PreprocessConfig, fs_problem, preprocess, resampled_length
 from ecgmae.data.sources import Scan, get_source
 from ecgmae.data.sources.reading import read_items
-from ecgmae.data.splits import SPLITS, fill_splits
+from ecgmae.data.splits import SPLITS, fill_splits, valid_fractions
 from ecgmae.data.store_reader import _NPY_HEADER, INDEX, LABELS, META, SIGNALS, SKIPPED, STORE_FORMAT, Store
 from ecgmae.errors import DataError, clip
 from ecgmae.utils import log, swap_folder
@@ -134,10 +133,9 @@ def check_prepare_args(src: Path, out: Path, *, workers: int, split: Sequence[fl
         raise DataError(f"--on-error: must be 'skip' or 'fail', got {on_error!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise DataError(f"--workers: must be a whole number >= 1, got {workers!r}")
-    fr = [float(v) for v in split]
-    if len(fr) != 3 or not all(math.isfinite(v) and v >= 0 for v in fr) or abs(sum(fr) - 1) > 1e-6:
+    if not valid_fractions(split):
         raise DataError(f"--split: need three finite fractions >= 0 (train, val, test) summing to 1, got "
-                        f"{','.join(f'{v:g}' for v in fr)}")
+                        f"{','.join(f'{float(v):g}' for v in split)}")
     s, o = src.resolve(), out.resolve()
     if s == o or s.is_relative_to(o):
         raise DataError(f"--out {out}: holds the corpus --src {src}; write the store somewhere else")
