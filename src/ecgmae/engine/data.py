@@ -7,7 +7,7 @@ uninterrupted one would, on any number of workers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from ecgmae.data.splits import label_subset, select_classes
 from ecgmae.errors import DataError
 
 # label_subset and select_classes live in ecgmae.data.splits (array-only); the engine's callers import them here.
-__all__ = ["EpochKeyed", "EpochSampler", "PairSpanDataset", "label_subset", "make_loader", "patient_groups",
+__all__ = ["EpochKeyed", "EpochSampler", "PairSpanDataset", "label_subset", "make_loader",
            "select_classes"]
 
 
@@ -154,13 +154,6 @@ class PairSpanDataset(Dataset):
             b = base._item(other, crop_start(base.store.valid_length(other) - w, base.train, self._key(i, 5)))
         group = rec if self.groups is None else int(self.groups[i])
         return {**a, "x": torch.cat([a["x"], b["x"]], dim=-1), "valid": a["valid"] + b["valid"], "group": group}
-
-
-def patient_groups(patients: Sequence[str], records: Sequence[str]) -> np.ndarray:
-    """An integer group per record: shared by records of one patient; records without a patient stand alone."""
-    keys = [f"p:{p}" if isinstance(p, str) and p else f"r:{r}" for p, r in zip(patients, records, strict=True)]
-    _, codes = np.unique(np.array(keys, dtype=object), return_inverse=True)
-    return codes.astype(np.int64)
 
 
 def make_loader(

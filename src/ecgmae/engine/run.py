@@ -21,9 +21,10 @@ from ecgmae.checkpoint import load_checkpoint, load_classifier, save_checkpoint
 from ecgmae.config import from_dict, to_dict
 from ecgmae.data.dataset import CropDataset, WindowDataset
 from ecgmae.data.record import LEADS_12, lead_positions
+from ecgmae.data.splits import group_keys
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
-from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, patient_groups, select_classes
+from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, select_classes
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
 from ecgmae.engine.trainer import build_trainer
@@ -251,7 +252,9 @@ def _groups(store: Store, positives: str) -> np.ndarray | None:
     """Patient groups over the whole store for ``positives='patient'``; None for record positives."""
     if positives != "patient":
         return None
-    groups = patient_groups(store.index["patient"].tolist(), store.index["record"].tolist())
+    # an integer per record, shared by the records of one patient (records without one stand alone)
+    _, groups = np.unique(group_keys(store.index["patient"].tolist(), store.index["record"].tolist()),
+                          return_inverse=True)
     if len(np.unique(groups)) == len(groups):
         log.warning("positives='patient': the store names no patient with several records; "
                     "each record is its own positive pair (as with positives='record')")
