@@ -111,7 +111,7 @@ def prepare_signal(signal: Any, fs: Any, leads: Sequence[str] | None, cfg: Prepr
 
 
 def prepare_record(cfg: PreprocessConfig, rec: Record) -> Prepared:
-    """:func:`prepare_signal` of a :class:`~ecgmae.data.io.Record` (a picklable worker transform)."""
+    """:func:`prepare_signal` of a :class:`~ecgmae.data.record.Record` (a picklable worker transform)."""
     return prepare_signal(rec.signal, rec.fs, rec.leads, cfg, name=rec.record)
 
 

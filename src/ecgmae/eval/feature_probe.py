@@ -143,7 +143,7 @@ def probe_features(data: str | Path, out: str | Path, *, fraction: float, seed: 
 
 
 def source_record_features(leads: Sequence[str], rec: Any) -> tuple[str, np.ndarray]:
-    """``(record id, features)`` of a :class:`~ecgmae.data.io.Record` mapped onto ``leads`` (absent ones as
+    """``(record id, features)`` of a :class:`~ecgmae.data.record.Record` mapped onto ``leads`` (absent ones as
     zero rows), at its own sampling rate; picklable with ``functools.partial`` for reader processes."""
     from ecgmae.data.signal import map_leads
 
