@@ -6,6 +6,8 @@ dependency); imports under ``if TYPE_CHECKING:`` count too. The rules:
 * ``LAYERS``, highest first: a module may import its own group and any layer below it, never a layer
   above. Groups written in one layer are siblings and may not import one another.
 * No cycles between modules (a package's ``__init__`` counts as a module of its own).
+* Heavy third-party packages stay where they belong (``THIRD_PARTY``): Lightning in the engine, torch
+  nowhere in the data layer but the torch dataset and the GAN generator.
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ LAYERS: list[tuple[tuple[str, ...], ...]] = [
     (("ecgmae.models",), ("ecgmae.data",)),  # pure torch models | reading and preparing ECGs
     (("ecgmae.config", "ecgmae.errors", "ecgmae.utils", "ecgmae._version"),),  # the ground floor
 ]
+
+
+# package -> the only module prefixes that may import it (besides those, nobody).
+THIRD_PARTY: dict[str, tuple[str, ...]] = {
+    "lightning": ("ecgmae.engine", "ecgmae.utils"),  # utils: quieting Lightning's loggers, nothing else
+    "torch": ("ecgmae.api", "ecgmae.reconstruction", "ecgmae.engine", "ecgmae.checkpoint", "ecgmae.guards",
+              "ecgmae.export", "ecgmae.models", "ecgmae.data.dataset", "ecgmae.data.sources.deepfake",
+              "ecgmae.cli", "ecgmae.benchmark", "ecgmae.demo", "ecgmae.utils"),
+}
 
 
 def modules(src: Path = SRC) -> dict[str, Path]:
@@ -63,6 +74,24 @@ def import_edges(mods: dict[str, Path]) -> set[tuple[str, str]]:
                 if target in mods and target != name:
                     edges.add((name, target))
     return edges
+
+
+def third_party(mods: dict[str, Path]) -> set[tuple[str, str]]:
+    """``(module, top-level package)`` for every import of a package outside ecgmae."""
+    out = set()
+    for name, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                out |= {(name, a.name.split(".")[0]) for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                out.add((name, node.module.split(".")[0]))
+    return out
+
+
+def misplaced(imports: set[tuple[str, str]]) -> list[str]:
+    """One line per import of a ``THIRD_PARTY`` package from a module not allowed to import it."""
+    return [f"{m} imports {pkg}" for m, pkg in sorted(imports) if pkg in THIRD_PARTY
+            and not any(m == a or m.startswith(a + ".") for a in THIRD_PARTY[pkg])]
 
 
 def place(module: str) -> tuple[int, int]:
@@ -145,6 +174,14 @@ def test_imports_only_point_down(edges) -> None:
 
 def test_no_import_cycles(edges) -> None:
     assert cycles(edges) == []
+
+
+def test_heavy_packages_stay_in_their_layers() -> None:
+    found = third_party(modules())
+    assert ("ecgmae.engine.trainer", "lightning") in found and ("ecgmae.data.dataset", "torch") in found
+    assert misplaced(found) == []
+    assert misplaced(found | {("ecgmae.data.signal", "torch"), ("ecgmae.models.mae", "lightning")}) == [
+        "ecgmae.data.signal imports torch", "ecgmae.models.mae imports lightning"]
 
 
 def test_the_checks_catch_an_upward_import_and_a_cycle(edges) -> None:
