@@ -95,7 +95,7 @@ def _versions() -> dict[str, str]:
 
 
 def _public(options: dict[str, Any]) -> dict[str, Any]:
-    """Source options without the private ones (``_root``: where the corpus lies, not how it is read)."""
+    """Source options without private (``_``-prefixed) ones, as the fingerprint and meta.json keep them."""
     return {k: v for k, v in options.items() if not str(k).startswith("_")}
 
 

@@ -1,8 +1,8 @@
 """Corpus readers: one small module per corpus, all with the same two functions.
 
 ``scan(src, *, labels, task, options) -> Scan`` lists the records (cheap: file names, label tables)
-and ``load(item, options) -> Record`` reads one of them (run in worker processes, so items and
-options are plain picklable data). ``prepare`` does the rest (preprocessing, splits, the store).
+and ``load(item, options, root=None) -> Record`` reads one of them (run in worker processes, so items,
+options and the scan's ``root`` are plain picklable data). ``prepare`` does the rest (preprocessing, splits, the store).
 This module is the registry (``SOURCES``, :func:`get_source`) and the scan types; label tables are read in
 :mod:`.labels`, items in :mod:`.reading` (several processes if asked).
 """
@@ -52,6 +52,7 @@ class Scan:
     problems: list[tuple[str, str, str, str]] = field(default_factory=list)  # record, file, kind, message
     expected_leads: tuple[str, ...] | None = None  # the corpus promises these leads: fewer is an error
     options: dict[str, Any] = field(default_factory=dict)  # resolved options, passed on to load()
+    root: str | None = None  # the corpus folder: files a WFDB header names may lie anywhere inside it
 
 
 def get_source(name: str) -> ModuleType:

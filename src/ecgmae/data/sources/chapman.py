@@ -118,8 +118,8 @@ def read_csv_record(path: Path, units: str = "auto") -> Record:
                        meta={"format": "chapman-csv", "units": units})
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one record in either form."""
     if options.get("form") == "wfdb":
-        return cinc.load(item, options)
+        return cinc.load(item, options, root)
     return read_csv_record(Path(item.path), options.get("src_units") or "auto")

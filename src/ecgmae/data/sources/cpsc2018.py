@@ -56,7 +56,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     if task:
         raise DataError(f"--task {task!r}: the cpsc2018 source has a single task (the nine classes)")
     files = walk_files(src)
-    options = {**(options or {}), "_root": str(src)}
+    options = dict(options or {})
     mats = [f for f in files if f.suffix.lower() == ".mat"]
     if not mats:
         raise DataError(f"{src}: no .mat files found")
@@ -65,7 +65,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     if ref is None:
         log.warning("%s: no REFERENCE.csv: records are prepared without labels", src)
         return Scan([Item(m.stem, str(m), labels=()) for m in mats], (), files, expected_leads=LEADS_12,
-                    options=options)
+                    options=options, root=str(src))
     table, bad = read_reference(ref)
     for m in mats:
         if m.stem in bad:
@@ -76,9 +76,9 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     if missing:
         log.warning("%d record(s) are not in %s: kept without labels", missing, ref.name)
     inputs = files if ref in files else [*files, ref]
-    return Scan(items, CLASSES, inputs, problems, expected_leads=LEADS_12, options=options)
+    return Scan(items, CLASSES, inputs, problems, expected_leads=LEADS_12, options=options, root=str(src))
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one ``.mat`` record."""
-    return read_record(item.path, root=options.get("_root"))
+    return read_record(item.path, root=root)

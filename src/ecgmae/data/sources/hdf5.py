@@ -68,7 +68,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     return Scan(items, table.names if table else None, inputs, options=options)
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one exam."""
     return read_h5_record(item.path, int(item.key), fs=options.get("src_fs"), leads=options.get("src_leads"),
                           units=options.get("src_units"), record=item.record)

@@ -85,7 +85,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
                 options=options)
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one record (a row of the memory-mapped array)."""
     arr = _open(Path(item.path))
     where = f"{Path(item.path).name}[{item.key}]"

@@ -22,7 +22,7 @@ from ecgmae.errors import DataError, clip
 from ecgmae.utils import log
 
 
-def load_item(source: str, item: Item, options: dict[str, Any], *,
+def load_item(source: str, item: Item, options: dict[str, Any], *, root: str | None = None,
               expected_leads: tuple[str, ...] | None = None, classes: tuple[str, ...] | None = None) -> Any:
     """Read ``item`` with ``source`` and check what the corpus promises.
 
@@ -33,7 +33,7 @@ def load_item(source: str, item: Item, options: dict[str, Any], *,
     Raises:
         RecordError: naming the file, e.g. ``E07500.hea: 11 leads, expected 12 (missing V6)``.
     """
-    rec = get_source(source).load(item, options)
+    rec = get_source(source).load(item, options, root)
     if item.labels is not None:
         rec.labels = item.labels
     if item.patient is not None:
@@ -64,11 +64,11 @@ class Loaded:
     error: tuple[str, str] | None = None
 
 
-def _load_one(source: str, scan_options: dict[str, Any], expected: tuple[str, ...] | None,
+def _load_one(source: str, scan_options: dict[str, Any], root: str | None, expected: tuple[str, ...] | None,
               classes: tuple[str, ...] | None, transform: Callable[[Any], Any], item: Item) -> Loaded:
     where = Path(item.path).name
     try:
-        rec = load_item(source, item, scan_options, expected_leads=expected, classes=classes)
+        rec = load_item(source, item, scan_options, root=root, expected_leads=expected, classes=classes)
         rec.meta["file"] = where
         return Loaded(item, transform(rec))
     except RecordError as exc:
@@ -91,7 +91,7 @@ def read_items(source: str, scan: Scan, transform: Callable[[Any], Any], *, work
     from tqdm.auto import tqdm
 
     classes = tuple(scan.options.get("classes") or ()) or None
-    fn = functools.partial(_load_one, source, scan.options, scan.expected_leads, classes, transform)
+    fn = functools.partial(_load_one, source, scan.options, scan.root, scan.expected_leads, classes, transform)
     bar = tqdm(total=len(scan.items), disable=quiet, unit="rec", desc="prepare", dynamic_ncols=True)
     try:
         if workers <= 1:
