@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +71,22 @@ def save_raw_checkpoint(path: Path, state: dict, header: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata={"ecgmae": json.dumps(header)})
     return path
+
+
+def sklearn_macro_auroc(run: Path, store: Path, split: str = "test") -> tuple[float, dict[str, float]]:
+    """Macro and per-class AUROC of a classifier run on a store split, computed here from scratch: the
+    run's probabilities (through the public API) against the store's labels, scored by scikit-learn."""
+    from sklearn.metrics import roc_auc_score
+
+    import ecgmae
+    from ecgmae.data.store import Store
+
+    model = ecgmae.load(run)
+    st = Store.open(store)
+    ids, probs, skipped = model.run_source("store", store, predict=True, split=split, quiet=True)
+    assert not skipped
+    rows = {r: i for i, r in enumerate(st.index["record"])}
+    y = st.labels[[rows[r] for r in ids]][:, [st.label_names.index(n) for n in model.label_names]]
+    per = {n: float(roc_auc_score(y[:, k], probs[:, k])) for k, n in enumerate(model.label_names)
+           if 0 < y[:, k].sum() < len(y)}
+    return float(np.mean(list(per.values()))), per

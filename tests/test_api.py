@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import ecgmae
-from conftest import save_raw_checkpoint, shared_path, synth_store
+from conftest import save_raw_checkpoint, shared_path, sklearn_macro_auroc, synth_store
 from ecgmae.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from ecgmae.cli import main
 from ecgmae.errors import CheckpointError, DataError, ECGMAEError
@@ -147,9 +147,9 @@ def test_time_tokenised_model_zero_fills_missing_leads_with_a_warning(runs, capl
 
 
 def test_predict_matches_the_engine_evaluation(runs):
+    from ecgmae.data.prepared import from_store
     from ecgmae.data.store import Store
     from ecgmae.engine.predict import predict_records
-    from ecgmae.inference import from_store
 
     model = ecgmae.load(runs["ft"])
     store = Store.open(runs["store"])
@@ -164,6 +164,97 @@ def test_predict_matches_the_engine_evaluation(runs):
     many = model.predict(np.stack([store.signal(0), store.signal(1)]), fs=100)
     assert isinstance(many, list) and len(many) == 2
     assert model.predict_proba(store.signal(1), fs=100) == pytest.approx(ref[1], abs=1e-5)
+
+
+def test_run_source_streams_a_store_or_a_corpus_through_the_model(runs, tmp_path):
+    """What `embed`/`predict` run, offered by the API: same outputs as the in-memory calls, skip or fail."""
+    from ecgmae.data.prepared import from_store
+    from ecgmae.data.store import Store
+
+    model = ecgmae.load(runs["ft"])
+    store = Store.open(runs["store"])
+    test = store.split_indices("test")
+    ids, probs, skipped = model.run_source("store", runs["store"], predict=True, split="test", quiet=True)
+    assert ids == [str(store.index["record"].iloc[i]) for i in test] and skipped == []
+    np.testing.assert_array_equal(probs, model.predict_prepared([from_store(store, int(i), model.leads) for i in test]))
+    emb = model.run_source("folder", runs["src"], quiet=True)
+    assert emb.values.shape == (len(store), model.embed_dim) and emb.ids == sorted(emb.ids)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in sorted(runs["src"].glob("synth0000[01].*")):
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "broken.hea").write_text("broken 12 nonsense\n")
+    got = model.run_source("folder", bad, quiet=True)
+    assert len(got.ids) == 2 and [k.record for k in got.skipped] == ["broken"]
+    with pytest.raises(DataError, match="broken"):
+        model.run_source("folder", bad, on_error="fail", quiet=True)
+    with pytest.raises(CheckpointError, match="predict needs a classifier run"):
+        ecgmae.load(runs["mae"]).run_source("store", runs["store"], predict=True)
+
+
+@pytest.mark.parametrize(("window", "stride"), [(160, 70), (500, 500), (700, 300)])
+def test_the_api_scores_the_windows_the_dataset_yields(runs, window, stride):
+    """One windowing path: the evaluation dataset and the API cut the same windows (starts and samples)."""
+    from ecgmae.data.dataset import WindowDataset
+    from ecgmae.data.prepared import from_store
+    from ecgmae.data.store import Store
+    from ecgmae.data.windows import window_starts
+
+    model = ecgmae.load(runs["ft"])
+    model.window, model.stride = window, stride  # only the cutting is exercised, not the network
+    store = Store.open(runs["store"])
+    idx = np.arange(4)
+    ds = WindowDataset(store, idx, window, stride)
+    items = [ds[i] for i in range(len(ds))]
+    for p, rec in enumerate(idx):
+        prep = from_store(store, int(rec), model.leads)
+        mine = [it for it in items if it["record"] == p]
+        starts = window_starts(prep.valid, window, stride)
+        assert [it["start"] for it in mine] == starts
+        assert starts[-1] + window >= prep.valid  # nothing left out; the last window ends at the signal's end
+        api_windows = list(model._windows(prep, list(range(len(model.leads)))))
+        assert len(api_windows) == len(mine)
+        for it, w in zip(mine, api_windows, strict=True):
+            assert w.shape == (len(model.leads), window)
+            np.testing.assert_array_equal(it["x"].numpy(), w)
+
+
+def test_reconstruction_cuts_the_dataset_windows(runs, monkeypatch):
+    """Reconstruction uses the same window starts as the dataset (stride = window) on the same samples."""
+    import ecgmae.reconstruction as recon_mod
+    from ecgmae.data.dataset import WindowDataset
+    from ecgmae.data.store import Store
+    from ecgmae.models import ECGMAE
+
+    seen: list[tuple[tuple[int, int, int], list[int]]] = []
+    real_starts = recon_mod.window_starts
+
+    def spy(valid, window, stride):
+        out = real_starts(valid, window, stride)
+        seen.append(((valid, window, stride), out))
+        return out
+
+    fed: list[np.ndarray] = []
+    real_forward = ECGMAE.forward
+
+    def forward(self, x, *args, **kwargs):
+        fed.append(x.detach().cpu().numpy())
+        return real_forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(recon_mod, "window_starts", spy)
+    monkeypatch.setattr(ECGMAE, "forward", forward)
+    model = ecgmae.load(runs["mae"])
+    store = Store.open(runs["store"])
+    x = _ecg(4, n=1234)
+    r = model.reconstruct(x, fs=100)
+    assert seen == [((1234, model.window, model.window), [0, 500, 734])]
+    wins = np.concatenate(fed)
+    assert wins.shape == (3, 12, model.window)
+    for w, s in zip(wins, seen[0][1], strict=True):  # the stored preprocessing is resampling only: x itself
+        np.testing.assert_array_equal(w, r.original[:, s : s + model.window])
+    # the dataset gives the same starts for a record of that length
+    ds = WindowDataset(store, [0], model.window, model.window)
+    assert [ds[i]["start"] for i in range(len(ds))] == real_starts(store.valid_length(0), model.window, model.window)
 
 
 @pytest.mark.parametrize(("call", "match"), [
@@ -382,5 +473,6 @@ def test_model_cards_describe_the_runs(runs):
         assert card["data"]["preprocessing"]["fs"] == 100 and "metrics" in card and "label_names" in card
         assert card["model"]["name"]
     ft = json.loads((runs["ft"] / "model_card.json").read_text())
-    assert ft["label_names"] and 0 <= ft["metrics"]["macro_auroc"] <= 1
+    assert ft["label_names"] and ft["metrics"]["macro_auroc"] == pytest.approx(
+        sklearn_macro_auroc(runs["ft"], runs["store"])[0], abs=1e-6)
     assert json.loads((runs["mae"] / "model_card.json").read_text())["metrics"]["final_train_loss"] > 0

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import synth_store
+from conftest import sklearn_macro_auroc, synth_store
 from ecgmae.cli import main
 from ecgmae.config import ConfigError
 from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
@@ -80,7 +80,10 @@ def test_finetune_and_scratch_cli(store, mae_run, tmp_path, capsys):
                  *args]) == 0
     for run in ("ft", "sc"):
         metrics = json.loads((tmp_path / run / "metrics.json").read_text())
-        assert 0.0 <= metrics["macro_auroc"] <= 1.0
+        macro, per = sklearn_macro_auroc(tmp_path / run, store)  # the same numbers, computed independently
+        assert metrics["macro_auroc"] == pytest.approx(macro, abs=1e-6)
+        defined = {k: v for k, v in metrics["per_class_auroc"].items() if v is not None}  # None: no positive
+        assert defined == pytest.approx(per, abs=1e-6) and len(metrics["per_class_auroc"]) >= len(per)
         assert (tmp_path / run / "classifier.safetensors").exists()
         assert not (tmp_path / run / "best.ckpt").exists()
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["label_fraction"] == 0.1
@@ -145,18 +148,78 @@ def test_config_errors_are_clear(tmp_path, store, capsys):
     assert code == 2 and "--encoder" in capsys.readouterr().err
 
 
+DDP_SPY = """
+import os, sys, torch
+from ecgmae.engine import modules
+
+out, seen = os.environ["ECGMAE_DDP_SPY"], {"indices": [], "local": [], "synced": None}
+real_step = modules.MAEModule.training_step
+
+
+def training_step(self, batch, batch_idx):
+    seen["indices"].append(batch["index"].tolist())
+    if batch_idx == 0:  # the local gradient of one weight, before DDP's all-reduce replaces it
+        w = self.model.decoder_pred.weight
+        seen["hook"] = w.register_hook(lambda g: seen["local"].append(g.detach().clone()))
+    return real_step(self, batch, batch_idx)
+
+
+def on_after_backward(self):
+    if seen["synced"] is None:
+        seen["synced"] = self.model.decoder_pred.weight.grad.detach().clone()
+        seen.pop("hook").remove()
+
+
+def on_train_end(self):
+    seen["weights"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+    torch.save(seen, os.path.join(out, f"rank{self.global_rank}.pt"))
+
+
+modules.MAEModule.training_step = training_step
+modules.MAEModule.on_after_backward = on_after_backward
+modules.MAEModule.on_train_end = on_train_end
+from ecgmae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(store, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    cmd = [sys.executable, "-m", "ecgmae", "pretrain", "--data", str(store), "--out", str(tmp_path / "ddp"),
+    """Two ranks draw disjoint records, their gradients are averaged, and they end with the same weights."""
+    spy = tmp_path / "spy.py"
+    spy.write_text(DDP_SPY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
+           "ECGMAE_DDP_SPY": str(tmp_path)}
+    cmd = [sys.executable, str(spy), "pretrain", "--data", str(store), "--out", str(tmp_path / "ddp"),
            "--model", "ecgmae_tiny", "--max-steps", "3", "--batch-size", "8", "--accelerator", "cpu",
            "--devices", "2", "--precision", "32", "--quiet"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     meta = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert meta["model"]["name"] == "ecgmae_tiny"
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    # each rank takes its own batch of 8 per step, from its own shard of the training split
+    assert len(r0["indices"]) == len(r1["indices"]) == 3
+    for a, b in zip(r0["indices"], r1["indices"], strict=True):
+        assert len(a) == len(b) == 8 and not set(a) & set(b)
+    seen0, seen1 = ({i for step in r["indices"] for i in step} for r in (r0, r1))
+    assert not seen0 & seen1 and len(seen0) == len(seen1) == 24
+    from ecgmae.data.store import Store
+
+    assert seen0 | seen1 <= set(Store.open(store).split_indices("train").tolist())
+    # the step-0 gradient each rank applies is the mean of the two local gradients
+    (g0,), (g1,) = r0["local"], r1["local"]
+    assert not torch.allclose(g0, g1)  # different data, different local gradients
+    for r in (r0, r1):
+        torch.testing.assert_close(r["synced"], (g0 + g1) / 2, rtol=1e-5, atol=1e-7)
+    # so both ranks hold the same weights at the end, and rank 0 wrote them
+    assert r0["weights"].keys() == r1["weights"].keys()
+    for k in r0["weights"]:
+        torch.testing.assert_close(r0["weights"][k], r1["weights"][k], rtol=0, atol=0)
     w = load_file(tmp_path / "ddp" / "encoder.safetensors")
     assert all(np.isfinite(v.numpy()).all() for v in w.values())
+    for k, v in w.items():
+        torch.testing.assert_close(v, r0["weights"][f"encoder.{k}"], rtol=0, atol=0)
 
 
 def test_non_finite_loss_aborts_with_a_clear_message(store, tmp_path, monkeypatch):

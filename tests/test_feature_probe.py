@@ -37,7 +37,7 @@ def test_features_is_a_known_method():
 
 
 def test_benchmark_features_row_uses_the_linprobe_label_subset(store, tmp_path, monkeypatch, one_thread):
-    import ecgmae.engine.data as engine_data
+    import ecgmae.data.splits as data_splits
     import ecgmae.engine.run as engine_run
 
     calls: dict[str, list] = {"engine": [], "features": []}
@@ -50,7 +50,7 @@ def test_benchmark_features_row_uses_the_linprobe_label_subset(store, tmp_path, 
         return wrapped
 
     monkeypatch.setattr(engine_run, "label_subset", spy("engine", engine_run.label_subset))
-    monkeypatch.setattr(engine_data, "label_subset", spy("features", engine_data.label_subset))
+    monkeypatch.setattr(data_splits, "label_subset", spy("features", data_splits.label_subset))
     out = tmp_path / "bench"
     args = ["benchmark", "--data", str(store), "--out", str(out), "--methods", "features,mae",
             "--label-fractions", "0.3,1", "--seeds", "1", "--max-steps", "1", "--batch-size", "8", "--n-boot", "20",

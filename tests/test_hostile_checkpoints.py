@@ -171,7 +171,7 @@ def test_an_honest_checkpoint_still_loads_and_is_written_0644(tmp_path):
 
 ULIMIT_RUN = """
 import resource, sys
-import torch, ecgmae.api, ecgmae.cli, ecgmae.inference
+import torch, ecgmae.api, ecgmae.cli, ecgmae.data.corpus
 vm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + 2**31, vm + 2**31))
 sys.exit(ecgmae.cli.main(sys.argv[1:]))

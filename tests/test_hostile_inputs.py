@@ -256,11 +256,11 @@ def test_record_below_the_target_rate_is_refused_by_prepare_and_by_inference(tmp
     _one_line(skipped["message"][0], "low.hea: sampled at 50 Hz, below the store's 100 Hz",
               "prepare with --fs <= 50")
     # One rule for both: inference uses the same function.
-    from ecgmae import inference
+    from ecgmae.data import prepared
 
-    assert inference.check_fs is check_fs
+    assert prepared.check_fs is check_fs
     with pytest.raises(DataError, match=r"low: sampled at 50 Hz, below the model's 100 Hz"):
-        inference.prepare_signal(np.zeros((2, 500)), 50, ["I", "II"], CFG, name="low")
+        prepared.prepare_signal(np.zeros((2, 500)), 50, ["I", "II"], CFG, name="low")
     assert fs_problem(100 * (1 - 1e-9), 100) is None and fs_problem(500, 100) is None
     for bad in (0, -5, float("nan"), float("inf"), 0.5, 50000, "fast"):
         assert fs_problem(bad, 100)

@@ -79,21 +79,22 @@ def test_cli_augment_settings_reach_the_training_step(store, tmp_path, monkeypat
 
 
 # ----------------------------------------------------------------------------------- patient positives
-def test_patient_groups_share_a_code_only_within_a_named_patient():
-    from ecgmae.engine.data import patient_groups
+def test_group_keys_share_a_key_only_within_a_named_patient():
+    from ecgmae.data.splits import group_keys
 
-    g = patient_groups(["A", "A", "", "B", "", "A"], ["r0", "r1", "r2", "r3", "r4", "r5"])
+    g = group_keys(["A", "A", "", "B", "", "A"], ["r0", "r1", "r2", "r3", "r4", "r5"])
     assert g[0] == g[1] == g[5] and len({g[0], g[2], g[3], g[4]}) == 4
 
 
 def _pairs(patient_store, *, train: bool, epoch: int = 0):
     from ecgmae.data.dataset import CropDataset
+    from ecgmae.data.splits import group_keys
     from ecgmae.data.store import Store
-    from ecgmae.engine.data import PairSpanDataset, patient_groups
+    from ecgmae.engine.data import PairSpanDataset
 
     st = Store.open(patient_store)
     idx = np.arange(len(st))
-    groups = patient_groups(st.index["patient"].tolist(), st.index["record"].tolist())
+    _, groups = np.unique(group_keys(st.index["patient"].tolist(), st.index["record"].tolist()), return_inverse=True)
     ds = PairSpanDataset(CropDataset(st, idx, 100, train=train, seed=3), groups)
     ds.set_epoch(epoch)
     return st, ds, groups

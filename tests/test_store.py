@@ -16,8 +16,9 @@ from conftest import shared_path
 from ecgmae.cli import main
 from ecgmae.data import store as store_mod
 from ecgmae.data.io import LEADS_12, read_record
+from ecgmae.data.leakage import check_no_leakage, patient_split
 from ecgmae.data.signal import PreprocessConfig, preprocess, resampled_length
-from ecgmae.data.splits import assign_splits, check_no_leakage, patient_split
+from ecgmae.data.splits import assign_splits
 from ecgmae.data.store import Store, prepare_store
 from ecgmae.errors import DataError
 

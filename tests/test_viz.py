@@ -75,9 +75,72 @@ def test_plot_curves_command(tmp_path, capsys):
     assert "no metrics.csv" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("start", [0.0, 7.5])
-def test_reconstruction_figure_window(tmp_path, start):
-    from ecgmae.viz import plot_reconstruction
+def _drawn(monkeypatch, rec, tmp_path, **kw):
+    """Draw ``rec`` and return the figure as it was saved (and the file)."""
+    import ecgmae.viz as viz
 
-    out = plot_reconstruction(_reconstruction(10.0), tmp_path / "w.png", start=start, seconds=4)
-    assert out.exists()
+    figs = []
+    real = viz.save_figure
+
+    def keep(fig, path, dpi=120):
+        figs.append(fig)
+        return real(fig, path, dpi)
+
+    monkeypatch.setattr(viz, "save_figure", keep)
+    out = viz.plot_reconstruction(rec, tmp_path / "fig.png", **kw)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    return figs[0]
+
+
+def _spans(ax) -> list[tuple[float, float]]:
+    """x extents of the shaded (axvspan) patches of an axis."""
+    out = []
+    for p in ax.patches:
+        xy = p.get_xy() if hasattr(p, "get_xy") and not hasattr(p, "get_width") else None
+        if xy is None:
+            out.append((p.get_x(), p.get_x() + p.get_width()))
+        else:
+            xs = np.asarray(xy)[:, 0]
+            out.append((float(xs.min()), float(xs.max())))
+    return sorted(out)
+
+
+@pytest.mark.parametrize(("start", "seconds", "rhythm"), [(0.0, 10.0, "II"), (7.5, 4.0, "II"), (2.0, 4.0, None)])
+def test_reconstruction_figure_layout_span_and_shading(monkeypatch, tmp_path, start, seconds, rhythm):
+    """The figure shows exactly the asked window, in the clinical layout, shaded where the mask says."""
+    from ecgmae.viz import CLINICAL_LAYOUT
+
+    rec = _reconstruction(2.0, absent=("V6",))  # 10 s at 100 Hz, the first 2 s masked
+    fig = _drawn(monkeypatch, rec, tmp_path, start=start, seconds=seconds, rhythm=rhythm)
+    fs, a0 = rec.fs, int(round(start * rec.fs))
+    dur = min(seconds, 10.0 - start)
+    axes = [ax for ax in fig.axes if ax.lines or ax.texts]
+    assert len(axes) == len(CLINICAL_LAYOUT) + (rhythm is not None)
+    tops = [ax.get_position().y0 for ax in axes]
+    assert tops == sorted(tops, reverse=True)  # rows stacked top to bottom, full width each
+    assert len({round(ax.get_position().x0, 6) for ax in axes}) == 1
+    for ax in axes:
+        assert ax.get_xlim() == pytest.approx((0.0, dur))
+    for ax, row in zip(axes, CLINICAL_LAYOUT, strict=False):  # four leads a row, a quarter of the strip each
+        assert [t.get_text() for t in ax.texts if t.get_text() != "absent"] == list(row)
+        black = [ln for ln in ax.lines if ln.get_color() == "black"]
+        for lead, ln in zip([n for n in row if n != "V6"], black, strict=True):
+            i, c = LEADS_12.index(lead), row.index(lead)
+            i0 = a0 + round(c * dur / 4 * fs)
+            y = ln.get_ydata()
+            np.testing.assert_array_equal(y, rec.original[i, i0 : i0 + len(y)])
+            assert ln.get_xdata()[0] == pytest.approx(c * dur / 4)
+        assert ("V6" in row) == any(t.get_text() == "absent" for t in ax.texts)
+        # shaded: the masked first 2 s of the record, clipped to each lead's quarter of the strip
+        want = [(c * dur / 4, min((c + 1) * dur / 4, 2.0 - start)) for c, lead in enumerate(row)
+                if lead != "V6" and c * dur / 4 < 2.0 - start]
+        assert _spans(ax) == [pytest.approx(w) for w in want]
+    if rhythm is not None:  # the rhythm strip: lead II over the whole window, shaded on the masked 0-2 s
+        strip = axes[-1]
+        (line,) = [ln for ln in strip.lines if ln.get_color() == "black"]
+        np.testing.assert_array_equal(line.get_ydata(), rec.original[1, a0 : a0 + round(dur * fs)])
+        masked_end = max(0.0, 2.0 - start)
+        assert _spans(strip) == ([pytest.approx((0.0, masked_end))] if masked_end else [])
+        red = next(ln for ln in strip.lines if ln.get_color() == "#d62728").get_ydata()
+        hidden = rec.mask[1, a0 : a0 + round(dur * fs)]
+        assert np.isnan(red[~hidden]).all() and np.isfinite(red[hidden]).all()

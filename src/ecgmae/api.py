@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,20 @@ import torch
 
 from ecgmae.checkpoint import load_model
 from ecgmae.config import ConfigError, replace
-from ecgmae.data.io import Record
+from ecgmae.data.corpus import Gathered, gather, iter_source
+from ecgmae.data.prepared import Prepared, prepare_signal, split_inputs
+from ecgmae.data.record import lead_positions
 from ecgmae.data.signal import PreprocessConfig
+from ecgmae.data.windows import cut_window, window_starts
 from ecgmae.errors import CheckpointError, DataError
+from ecgmae.eval.pooling import pool_windows
 from ecgmae.guards import check_device
 from ecgmae.header import RunHeader
-from ecgmae.inference import (
-    Prepared,
-    lead_positions,
-    prepare_signal,
-    reconstruct_windows,
-    window_starts,
-)
 from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig
+from ecgmae.reconstruction import Reconstruction, reconstruct_windows
 from ecgmae.utils import log
 
-__all__ = ["Model", "Reconstruction", "load"]
+__all__ = ["Gathered", "Model", "Reconstruction", "load", "pick_device"]
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
@@ -65,6 +62,13 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
     return Model(file, header, net, dev)
 
 
+def pick_device(device: str | torch.device = "auto") -> str | torch.device:
+    """``"auto"``: ``"cuda"`` when a GPU is visible, else ``"cpu"``; any other value unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def _preprocessing(file: Path, header: RunHeader) -> tuple[PreprocessConfig, int, int | None, str]:
     """Stored preprocessing, window and evaluation stride (samples) and window aggregation."""
     d = header.data
@@ -83,37 +87,6 @@ def _preprocessing(file: Path, header: RunHeader) -> tuple[PreprocessConfig, int
         raise CheckpointError(f"{file}: data.preprocessing ({cfg.fs:g} Hz, {','.join(cfg.leads)}) disagrees with "
                               f"data.fs/leads ({d.fs} Hz, {','.join(d.leads)})")
     return cfg, d.window_samples, d.eval_stride_samples, d.aggregate or "mean"  # type: ignore[return-value]
-
-
-@dataclass
-class Reconstruction:
-    """What :meth:`Model.reconstruct` returns; arrays are ``(leads, samples)`` at ``fs``.
-
-    Attributes:
-        name: record id.
-        original: the model's input in mV (resampled and filtered as stored; zero rows for absent leads).
-        reconstruction: the decoder's output in mV, every sample (masked and visible).
-        mask: bool, True where the sample was hidden from the encoder (present leads only).
-        present: ``(leads,)`` bool, which leads the record has.
-        fs: sampling rate of the arrays (the model's).
-        leads: lead names of the rows (the model's).
-        mask_ratio: the fraction of patches hidden.
-    """
-
-    name: str
-    original: np.ndarray
-    reconstruction: np.ndarray
-    mask: np.ndarray
-    present: np.ndarray
-    fs: float
-    leads: tuple[str, ...]
-    mask_ratio: float
-
-    def masked_rmse(self) -> float:
-        """Root mean squared error in mV over the masked samples (NaN when nothing is masked)."""
-        if not self.mask.any():
-            return float("nan")
-        return float(np.sqrt(np.mean((self.reconstruction[self.mask] - self.original[self.mask]) ** 2)))
 
 
 class Model:
@@ -230,8 +203,9 @@ class Model:
 
     def prepare(self, signal: Any, fs: float | Sequence[float] | None = None,
                 leads: Sequence[str] | None = None) -> tuple[list[Prepared], bool]:
-        """Check and preprocess inputs: the :class:`~ecgmae.inference.Prepared` records and whether one was given."""
-        items, single = _split_inputs(signal, fs, leads)
+        """Check and preprocess inputs: the :class:`~ecgmae.data.prepared.Prepared` records, and whether one was
+        given."""
+        items, single = split_inputs(signal, fs, leads)
         return [prepare_signal(x, f, names, self.preprocessing, name=n) for n, x, f, names in items], single
 
     def embed_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
@@ -255,6 +229,34 @@ class Model:
 
         return self._per_record(items, fn, self.aggregate, batch_size)
 
+    def run_source(self, source: str, src: str | Path, *, predict: bool = False, labels: str | Path | None = None,
+                   task: str | None = None, options: dict[str, Any] | None = None, split: str | None = None,
+                   workers: int = 1, on_error: str = "skip", batch_size: int = 64, quiet: bool = False) -> Gathered:
+        """Embed (or with ``predict``, score) every record of a corpus or a store, in source order.
+
+        What ``ecgmae embed`` and ``ecgmae predict`` run: records stream through the stored preprocessing
+        in chunks (:func:`ecgmae.data.corpus.iter_source`); unusable ones are skipped with their reason
+        (``on_error="skip"``) or stop the run (``"fail"``).
+
+        Args:
+            source: ``store`` or a source name as for ``ecgmae prepare`` (``folder``, ``ptbxl``...).
+            src: corpus folder or file, or a store folder.
+            predict: probabilities (a classifier run only) instead of embeddings.
+            labels, task, options: as for ``ecgmae prepare`` (``options``: ``src_fs``, ``src_leads``...).
+            split: with a store, only this split.
+            workers: reader processes.
+
+        Returns:
+            ``(ids, values, skipped)``: used record ids, ``(len(ids), D or K)`` outputs, skipped records.
+        """
+        if predict and self.kind != "classifier":
+            raise CheckpointError(f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
+                                  "(ecgmae finetune); `ecgmae embed` gives features")
+        run = self.predict_prepared if predict else self.embed_prepared
+        stream = iter_source(source, src, self.preprocessing, labels=labels, task=task, options=options,
+                             split=split, workers=workers, quiet=quiet)
+        return gather(stream, lambda chunk: run(chunk, batch_size=batch_size), on_error=on_error, where=src)
+
     def reconstruct(self, signal: Any, fs: float | None = None, leads: Sequence[str] | None = None, *,
                     mask_ratio: float = 0.75, seed: int = 0) -> Reconstruction:
         """Mask ``mask_ratio`` of one record's patches and let the masked autoencoder fill them in.
@@ -269,7 +271,7 @@ class Model:
         """
         if not 0.0 <= float(mask_ratio) < 1.0:
             raise DataError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
-        items, single = _split_inputs(signal, fs, leads)
+        items, single = split_inputs(signal, fs, leads)
         if not single:
             raise DataError(f"reconstruct takes one record, got {len(items)}")
         name, x, rate, names = items[0]
@@ -320,23 +322,22 @@ class Model:
         pooled: list[np.ndarray | None] = [None] * len(items)
         for rows, members in groups.items():
             li = torch.as_tensor(positions[list(rows)], dtype=torch.long, device=self.device)
-            outs: dict[int, list[np.ndarray]] = {i: [] for i in members}
+            ids: list[int] = []
+            outs: list[np.ndarray] = []
             windows = ((i, w) for i in members for w in self._windows(items[i], list(rows)))
             while chunk := list(itertools.islice(windows, batch_size)):
                 xb = torch.from_numpy(np.stack([w for _, w in chunk])).to(self.device)
-                for (o, _), r in zip(chunk, fn(xb, li).float().cpu().numpy(), strict=True):
-                    outs[o].append(r)
-            for i in members:
-                r = np.stack(outs[i]).astype(np.float64)
-                pooled[i] = r.max(axis=0) if how == "max" else r.mean(axis=0)
+                ids += [i for i, _ in chunk]
+                outs.append(fn(xb, li).float().cpu().numpy())
+            for i, row in zip(*pool_windows(np.asarray(ids), np.concatenate(outs), how), strict=True):
+                pooled[i] = row
         return np.stack(pooled)  # type: ignore[arg-type]
 
     def _windows(self, p: Prepared, rows: list[int]) -> Iterator[np.ndarray]:
         """Windows ``(len(rows), window)`` of one record, zero-padded past its end."""
-        x, w = p.x[rows], self.window
-        for s in window_starts(p.valid, w, self.stride):
-            win = x[:, s : s + w]
-            yield np.ascontiguousarray(win if win.shape[1] == w else np.pad(win, ((0, 0), (0, w - win.shape[1]))))
+        x = p.x[rows]
+        for s in window_starts(p.valid, self.window, self.stride):
+            yield cut_window(x, s, self.window)
 
     def _warn_short(self, items: Sequence[Prepared]) -> None:
         """Records with less than a second of signal: their windows are almost all zero padding."""
@@ -355,50 +356,3 @@ class Model:
             log.warning("%d record(s) lack lead(s) %s: zero-filled and marked absent (this model "
                         "was trained on %s; results may be off)", len(lacking), ", ".join(missing),
                         ", ".join(self.leads))
-
-
-def _to_numpy(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.float32).numpy()
-    return x
-
-
-def _split_inputs(signal: Any, fs: Any, leads: Sequence[str] | None) -> tuple[list[tuple[str, Any, Any, Any]], bool]:
-    """``[(name, array, fs, leads), ...]`` and whether a single record was given."""
-    if isinstance(signal, Record):
-        return [_from_record(signal, fs, leads)], True
-    if isinstance(signal, (list, tuple)):
-        if not signal:
-            raise DataError("no records given (empty list)")
-        if all(isinstance(s, Record) or np.ndim(_to_numpy(s)) == 2 for s in signal):
-            records = list(signal)
-        else:
-            records = None  # a nested list of numbers: one array
-    else:
-        signal = _to_numpy(signal)
-        records = list(signal) if isinstance(signal, np.ndarray) and signal.ndim == 3 else None
-    if records is None:
-        if fs is None:
-            raise DataError("fs is required: the sampling rate of the signal in Hz")
-        return [("signal", _to_numpy(signal), fs, leads)], True
-    n = len(records)
-    rates = list(fs) if isinstance(fs, (list, tuple, np.ndarray)) else [fs] * n
-    if len(rates) != n:
-        raise DataError(f"{n} records but {len(rates)} sampling rates")
-    out = []
-    for i, (rec, rate) in enumerate(zip(records, rates, strict=True)):
-        if isinstance(rec, Record):
-            out.append(_from_record(rec, rate, leads))
-        elif rate is None:
-            raise DataError("fs is required: the sampling rate of the signals in Hz")
-        else:
-            out.append((f"record {i}", _to_numpy(rec), rate, leads))
-    return out, False
-
-
-def _from_record(rec: Record, fs: Any, leads: Sequence[str] | None) -> tuple[str, Any, Any, Any]:
-    if fs is not None and abs(float(fs) - rec.fs) > 1e-6 * rec.fs:
-        raise DataError(f"{rec.record}: fs={fs} given but the record says {rec.fs:g} Hz")
-    if leads is not None:
-        raise DataError(f"{rec.record}: a Record names its own leads; do not pass leads=")
-    return rec.record, rec.signal, rec.fs, rec.leads

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ecgmae import __version__
+from ecgmae._version import __version__
 from ecgmae.errors import CheckpointError
 from ecgmae.header import HEADER_VERSION, RunHeader
 from ecgmae.utils import atomic_path

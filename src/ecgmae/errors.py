@@ -1,4 +1,5 @@
-"""Exceptions that the command line turns into one clear line instead of a stack trace."""
+"""Exceptions that the command line turns into one clear line instead of a stack trace, and the two
+helpers (:func:`safe_name`, :func:`clip`) that keep text taken from a file on that one line."""
 
 from __future__ import annotations
 
@@ -13,3 +14,21 @@ class DataError(ECGMAEError):
 
 class CheckpointError(ECGMAEError):
     """A checkpoint is missing, unsafe, or from an incompatible format version."""
+
+
+# File-derived text kept in one message.
+TEXT_MAX = 200
+
+
+def safe_name(text: object) -> str:
+    """``text`` with every non-printable character (control codes, escape sequences, bidi overrides,
+    undecodable bytes) written as its Python escape, so it prints as what it is, on one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def clip(text: object, limit: int = TEXT_MAX) -> str:
+    """:func:`safe_name` of ``text``, cut to ``limit`` characters with a note of how much was left out."""
+    out = safe_name(text)
+    if len(out) <= limit:
+        return out
+    return f"{out[:limit]}... ({len(out) - limit} more characters)"

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecgmae import __version__
+from ecgmae._version import __version__
 from ecgmae.config import ConfigError, from_dict, to_dict
 from ecgmae.errors import CheckpointError
 from ecgmae.models.config import CNN_LAYERS, KINDS, MAEConfig, ModelSpec, XResNetConfig

@@ -7,12 +7,26 @@ import json
 import logging
 import os
 import random
+import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("ecgmae")
+
+
+def swap_folder(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` onto ``out``; an existing ``out`` is moved aside to
+    ``OUT.old-*`` first and deleted after, so ``out`` is always either the old or the new one whole."""
+    old = None
+    if out.exists():
+        old = out.parent / f"{out.name}.old-{secrets.token_hex(4)}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import errno
 import importlib
 import sys
 
-from ecgmae import __version__
+from ecgmae._version import __version__
 from ecgmae.config import ConfigError
 from ecgmae.errors import ECGMAEError
 from ecgmae.utils import setup_logging

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ecgmae.cli._common import add_command, positive_int, source_options
 
 SOURCES = ("folder", "ptbxl", "cpsc2018", "cinc", "chapman", "hdf5", "numpy", "store")
-_CHUNK = 256  # records preprocessed ahead of each model call
 
 
 @dataclass(frozen=True)
@@ -60,82 +58,22 @@ def check_out(args: argparse.Namespace) -> None:
     check_output_file(args.out, reads)
 
 
-def collect(args: argparse.Namespace, fn: Callable[[Any, list[Any]], Any], *, classifier: bool = False
-            ) -> tuple[Any, list[str], Any, list[str]]:
-    """Load the model, stream the records of ``--src`` through ``fn(model, prepared)`` in source order.
-
-    Args:
-        args: the parsed flags of :func:`add_input_args`.
-        fn: ``(model, list of Prepared) -> (n, F) array``.
-        classifier: refuse a checkpoint that is not a classifier before reading any record.
+def collect(args: argparse.Namespace, *, predict: bool = False) -> tuple[Any, list[str], Any, list[Any]]:
+    """Load ``--checkpoint`` and run :meth:`ecgmae.api.Model.run_source` over ``--src`` with the flags.
 
     Returns:
         ``(model, record ids, stacked outputs, skipped records)``.
     """
-    import torch
+    from ecgmae.api import load, pick_device
 
-    from ecgmae.api import load
-    from ecgmae.inference import iter_source
-
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.checkpoint, device=device)
-    if classifier and model.kind != "classifier":
-        from ecgmae.errors import CheckpointError
-
-        raise CheckpointError(f"{model.path}: holds {model.kind} weights; predict needs a classifier run "
-                              "(ecgmae finetune); `ecgmae embed` gives features")
-    options = source_options(args)
-    stream = iter_source(args.source, args.src, model.preprocessing, labels=args.labels, task=args.task,
-                         options=options, split=args.split, workers=args.workers, quiet=args.quiet)
-    ids, outs, skipped = _gather(args, stream, lambda buf: fn(model, buf))
+    model = load(args.checkpoint, device=pick_device(args.device))
+    ids, outs, skipped = model.run_source(
+        args.source, args.src, predict=predict, labels=args.labels, task=args.task, options=source_options(args),
+        split=args.split, workers=args.workers, on_error=args.on_error, batch_size=args.batch_size, quiet=args.quiet)
     return model, ids, outs, skipped
 
 
-class Skipped(NamedTuple):
-    """A record left out: its place in the source order (counting every record), id and the reason."""
-
-    position: int
-    record: str
-    reason: str
-
-
-def _gather(args: argparse.Namespace, stream: Any, fn: Callable[[list[Any]], Any]
-            ) -> tuple[list[str], Any, list[Skipped]]:
-    """Run ``fn`` over chunks of the usable items of ``stream`` (in order); skip or fail on the others."""
-    import numpy as np
-
-    from ecgmae.errors import DataError
-    from ecgmae.utils import log
-
-    ids: list[str] = []
-    outs: list[Any] = []
-    skipped: list[Skipped] = []
-    buf: list[Any] = []
-    for position, item in enumerate(stream):
-        if isinstance(item, tuple):
-            record, message = item
-            if args.on_error == "fail":
-                raise DataError(message)
-            skipped.append(Skipped(position, record, message))
-            if len(skipped) <= 10:
-                log.warning("skipped %s", message)
-            continue
-        buf.append(item)
-        if len(buf) >= _CHUNK:
-            outs.append(fn(buf))
-            ids.extend(p.name for p in buf)
-            buf = []
-    if buf:
-        outs.append(fn(buf))
-        ids.extend(p.name for p in buf)
-    if len(skipped) > 10:
-        log.warning("... and %d more skipped records (every reason is in the output)", len(skipped) - 10)
-    if not ids:
-        raise DataError(f"{args.src}: no usable record ({len(skipped)} skipped)")
-    return ids, np.concatenate(outs), skipped
-
-
-def collect_features(args: argparse.Namespace) -> tuple[list[str], Any, list[str], list[str]]:
+def collect_features(args: argparse.Namespace) -> tuple[list[str], Any, list[Any], list[str]]:
     """Hand-made features of every record of ``--src``, in source order, at each record's own rate.
 
     A store's records keep the store's leads (absent ones as zero rows); records of a corpus are mapped
@@ -146,50 +84,30 @@ def collect_features(args: argparse.Namespace) -> tuple[list[str], Any, list[str
     """
     import numpy as np
 
-    from ecgmae.data.io import LEADS_12
+    from ecgmae.data.corpus import gather, iter_records
+    from ecgmae.data.record import LEADS_12
+    from ecgmae.data.store import Store
+    from ecgmae.eval.feature_probe import record_features
     from ecgmae.eval.features import feature_names
 
-    if args.source == "store":
-        from ecgmae.data.store import Store
+    leads = Store.open(args.src).leads if args.source == "store" else LEADS_12
 
-        store = Store.open(args.src)
-        leads: tuple[str, ...] = store.leads
-        stream: Iterator[Any] = _store_rows(store, args.split, args.quiet)
-    else:
-        from ecgmae.data.sources import get_source, read_items
-        from ecgmae.errors import DataError
-        from ecgmae.eval.feature_probe import source_record_features
+    def store_row(store: Store, i: int) -> _Row:
+        return _Row(str(store.index["record"].iloc[i]), record_features(store, i))
 
-        if args.split:
-            raise DataError(f"--split {args.split!r} needs --source store (raw corpora have no splits yet)")
-        if not args.src.exists():
-            raise DataError(f"{args.src}: not found")
-        leads = LEADS_12
-        scan = get_source(args.source).scan(args.src, labels=args.labels, task=args.task,
-                                            options=source_options(args))
-        loaded = read_items(args.source, scan, functools.partial(source_record_features, leads),
-                            workers=args.workers, quiet=args.quiet)
-        stream = _raw_rows(scan.problems, loaded)
-    ids, feats, skipped = _gather(args, stream, lambda buf: np.stack([r.x for r in buf]))
+    stream = iter_records(args.source, args.src, read=functools.partial(_source_row, LEADS_12), row=store_row,
+                          labels=args.labels, task=args.task, options=source_options(args), split=args.split,
+                          workers=args.workers, quiet=args.quiet, desc="features")
+    ids, feats, skipped = gather(stream, lambda buf: np.stack([r.x for r in buf]), on_error=args.on_error,
+                                 where=args.src)
     return ids, feats, skipped, feature_names(leads)
 
 
-def _store_rows(store: Any, split: str | None, quiet: bool) -> Iterator[_Row]:
-    import numpy as np
+def _source_row(leads: tuple[str, ...], rec: Any) -> _Row:
+    """A raw record's features as a :class:`_Row` (picklable with ``functools.partial`` for reader processes)."""
+    from ecgmae.eval.feature_probe import source_record_features
 
-    from ecgmae.eval.feature_probe import record_features
-    from ecgmae.utils import progress
-
-    indices = store.split_indices(split) if split else np.arange(len(store))
-    for i in progress(indices, quiet=quiet, unit="rec", desc="features"):
-        yield _Row(str(store.index["record"].iloc[int(i)]), record_features(store, int(i)))
-
-
-def _raw_rows(problems: list[Any], loaded: Iterator[Any]) -> Iterator[_Row | tuple[str, str]]:
-    for record, _, _, message in problems:
-        yield record, message
-    for done in loaded:
-        yield _Row(*done.value) if done.error is None else (done.item.record, done.error[1])
+    return _Row(*source_record_features(leads, rec))
 
 
 def add_parser(sub: Any) -> None:
@@ -232,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     elif not args.checkpoint:
         raise ConfigError("--checkpoint is required (or --features for hand-made features)")
     else:
-        _, ids, z, skipped = collect(args, lambda m, b: m.embed_prepared(b, batch_size=args.batch_size))
+        _, ids, z, skipped = collect(args)
     with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
         np.savez(f, record=np.array(ids, dtype=str), embedding=z.astype(np.float32),
                  skipped=np.array([k.record for k in skipped], dtype=str),

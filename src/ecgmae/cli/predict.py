@@ -31,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.utils import write_text_atomic
 
     check_out(args)  # before the work: an existing directory or the model's own file is refused
-    model, ids, probs, skipped = collect(args, lambda m, b: m.predict_prepared(b, batch_size=args.batch_size),
-                                          classifier=True)
+    model, ids, probs, skipped = collect(args, predict=True)
     table = pd.DataFrame(probs, columns=model.label_names)
     table.insert(0, "record", ids)
     table["skipped"] = ""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +32,17 @@ def _floats(n: int) -> Any:
 
 def _split(text: str) -> tuple[float, ...]:
     """``TRAIN,VAL,TEST``: three finite fractions >= 0 that sum to 1."""
+    from ecgmae.data.splits import valid_fractions
+
     values = _floats(3)(text)
-    if not all(math.isfinite(v) and v >= 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+    if not valid_fractions(values):
         raise argparse.ArgumentTypeError(f"need three finite fractions >= 0 summing to 1, got {text!r}")
     return values  # type: ignore[no-any-return]
 
 
 def _rate(text: str) -> float:
     """A sampling rate in Hz within the range a record may declare."""
-    from ecgmae.data.io import FS_RANGE
+    from ecgmae.data.record import FS_RANGE
 
     return number_in(*FS_RANGE, what="a sampling rate in Hz", unit=" Hz")(text)
 

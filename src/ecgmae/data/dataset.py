@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ecgmae.data.io import canonical_lead
-from ecgmae.data.splits import check_no_leakage, patient_split
-from ecgmae.data.store import Store
+from ecgmae.data.leakage import check_no_leakage, patient_split
+from ecgmae.data.record import canonical_lead
+from ecgmae.data.store_reader import Store
+from ecgmae.data.windows import pad_window, window_starts
 from ecgmae.errors import DataError
 
 __all__ = ["CropDataset", "WindowDataset", "check_no_leakage", "patient_split"]
@@ -59,8 +60,7 @@ class _Base(Dataset):
         if self.lead_idx is not None:
             x, present = x[self.lead_idx], present[self.lead_idx]
         valid = max(0, min(self.store.valid_length(rec) - start, self.window))
-        if x.shape[1] < self.window:  # window longer than the stored record: pad after it
-            x = np.pad(x, ((0, 0), (0, self.window - x.shape[1])))
+        x = pad_window(x, self.window)  # window longer than the stored record: zeros after it
         return {"x": torch.from_numpy(x), "y": self._labels[rec].clone(), "present": torch.from_numpy(present),
                 "index": rec, "valid": valid}
 
@@ -114,8 +114,9 @@ class CropDataset(_Base):
 class WindowDataset(_Base):
     """Deterministic sliding windows covering each record, for evaluation and prediction.
 
-    Windows start every ``stride`` samples; a last window is aligned to the end of the real signal so
-    that nothing is left out. A record shorter than ``window`` gives one zero-padded window. Each item
+    The windows are :func:`ecgmae.data.windows.window_starts` (the API's and reconstruction's too): every
+    ``stride`` samples, a last one aligned to the end of the real signal so that nothing is left out; a
+    record shorter than ``window`` gives one zero-padded window. Each item
     carries ``record`` (its position in ``indices``) to aggregate window predictions per record.
     """
 
@@ -127,10 +128,7 @@ class WindowDataset(_Base):
         self.stride = int(stride)
         pos, starts = [], []
         for p, rec in enumerate(self.indices):
-            valid = store.valid_length(int(rec))
-            s = list(range(0, max(valid - self.window, 0) + 1, self.stride))
-            if s[-1] + self.window < valid:
-                s.append(valid - self.window)
+            s = window_starts(store.valid_length(int(rec)), self.window, self.stride)
             pos.extend([p] * len(s))
             starts.extend(s)
         self._pos = np.asarray(pos, dtype=np.int64)

@@ -13,151 +13,31 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ecgmae.data.safety import HEADER_MAX_BYTES, check_file, check_wfdb_files, clip, confine, read_small_text, safe_name
-from ecgmae.errors import DataError
+from ecgmae.data.formats import read_h5_record, read_mat
+from ecgmae.data.record import (
+    FS_RANGE,
+    LEADS_12,
+    MAX_RECORD_VALUES,
+    Record,
+    RecordError,
+    canonical_lead,
+    lead_positions,
+    make_record,
+    rate_out_of_range,
+    unit_scale,
+)
+from ecgmae.data.safety import HEADER_MAX_BYTES, check_file, confine, read_small_text
+from ecgmae.errors import DataError, clip
 
-LEADS_12: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
-_CANON = {name.lower(): name for name in LEADS_12}
-# Holter/monitoring names (MIT-BIH "MLII") and the Brazilian/European "DI, DII, DIII" convention.
-_ALIASES = {"mli": "I", "mlii": "II", "mliii": "III", "di": "I", "dii": "II", "diii": "III",
-            "d1": "I", "d2": "II", "d3": "III", "ml1": "I", "ml2": "II", "ml3": "III"}
-# Physical unit -> factor to mV. A missing unit means mV (the WFDB default).
-_UNITS = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0}
-# Sampling rates a record may declare, in Hz: below 1 Hz or above 20 kHz a header is wrong, not an ECG.
-FS_RANGE: tuple[float, float] = (1.0, 20000.0)
-# Most values (samples x leads) one record may hold once read: 2^28 float32 values are 1 GiB.
-MAX_RECORD_VALUES = 1 << 28
-
-
-class RecordError(DataError):
-    """A record cannot be used. ``kind`` groups problems for the skip summary (``truncated``...)."""
-
-    def __init__(self, where: str, problem: str, kind: str = "unreadable") -> None:
-        # One line whatever the file holds: the name escaped, text from the file cut short.
-        super().__init__(f"{safe_name(where)}: {clip(problem, 600)}")
-        self.where, self.problem, self.kind = where, problem, kind
-
-    def __reduce__(self) -> tuple[Any, ...]:  # survive the trip back from a worker process
-        return (RecordError, (self.where, self.problem, self.kind))
-
-
-@dataclass
-class Record:
-    """One ECG: ``signal`` is float32 ``(L, T)`` in mV with ``leads`` canonical names, sampled at ``fs`` Hz."""
-
-    record: str
-    signal: np.ndarray
-    fs: float
-    leads: tuple[str, ...]
-    labels: tuple[str, ...] = ()
-    patient: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def canonical_lead(name: str) -> str:
-    """Canonical name of an ECG lead (``avr`` -> ``aVR``, ``MLII`` -> ``II``, ``" V1 "`` -> ``V1``).
-
-    Raises:
-        DataError: the name is not one of the 12 standard leads or a known alias.
-    """
-    key = re.sub(r"\s+", "", str(name)).lower()
-    key = re.sub(r"^(ecg)?(lead)?", "", key) or key
-    if key in _CANON:
-        return _CANON[key]
-    if key in _ALIASES:
-        return _ALIASES[key]
-    raise DataError(f"unknown lead name {name!r}; expected one of {', '.join(LEADS_12)} "
-                    "(any case) or MLI/MLII/MLIII/DI/DII/DIII")
-
-
-def unit_scale(unit: str, where: str) -> float:
-    """Factor that turns values in ``unit`` into mV; raises RecordError for non-voltage units."""
-    key = unit.strip().lower()
-    if key not in _UNITS:
-        raise RecordError(where, f"unit {unit!r} is not a voltage (expected mV, uV or V)", "units")
-    return _UNITS[key]
-
-
-def make_record(record: str, signal: Any, fs: float, names: Any, where: str, *,
-                scale: float | np.ndarray = 1.0, meta: dict[str, Any] | None = None,
-                labels: tuple[str, ...] = (), patient: str | None = None) -> Record:
-    """Validate a raw ``(L, T)`` array and wrap it in a :class:`Record` with canonical lead names.
-
-    Args:
-        record: record id.
-        signal: array ``(L, T)`` in any float/int dtype.
-        fs: sampling rate in Hz.
-        names: lead names as written in the file (any case, aliases allowed).
-        where: file name for error messages.
-        scale: factor (or per-lead factors) to mV.
-        meta: extra information kept on the record.
-        labels: label names.
-        patient: patient id, when known.
-
-    Raises:
-        RecordError: no standard lead, duplicate leads, no samples, bad ``fs`` or partial NaNs.
-    """
-    meta = dict(meta or {})
-    arr = np.asarray(signal)
-    if arr.ndim != 2:
-        raise RecordError(where, f"expected a 2-D (leads, samples) array, got shape {arr.shape}", "shape")
-    names = [str(n) for n in names]
-    if len(names) != arr.shape[0]:
-        raise RecordError(where, f"{arr.shape[0]} signal rows but {len(names)} lead names", "shape")
-    try:
-        fs = float(fs)
-    except (TypeError, ValueError):
-        raise RecordError(where, f"sampling rate {fs!r} is not a number", "header") from None
-    if not math.isfinite(fs) or fs <= 0:
-        raise RecordError(where, f"sampling rate {fs} Hz is not positive", "header")
-    if not FS_RANGE[0] <= fs <= FS_RANGE[1]:
-        raise RecordError(where, f"sampling rate {fs:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: not an "
-                          "ECG rate (wrong header?)", "rate")
-    if arr.shape[1] == 0:
-        raise RecordError(where, "no samples", "empty")
-    keep, canon, dropped = [], [], []
-    for i, name in enumerate(names):
-        try:
-            lead = canonical_lead(name)
-        except DataError:
-            dropped.append(name)
-            continue
-        if lead in canon:
-            raise RecordError(where, f"lead {lead} appears twice ({names[keep[canon.index(lead)]]!r} and "
-                              f"{name!r})", "leads")
-        keep.append(i)
-        canon.append(lead)
-    if not keep:
-        raise RecordError(where, f"no standard ECG lead among {', '.join(map(repr, names)) or 'none'}",
-                          "leads")
-    scale_arr = np.broadcast_to(np.asarray(scale, dtype=np.float64), (arr.shape[0],))
-    out = np.asarray(arr[keep], dtype=np.float32)
-    if not np.all(scale_arr[keep] == 1.0):
-        out = out * scale_arr[keep].astype(np.float32)[:, None]
-    finite = np.isfinite(out)
-    if not finite.all():
-        bad_per_lead = (~finite).sum(axis=1)
-        empty = bad_per_lead == out.shape[1]
-        partial = (bad_per_lead > 0) & ~empty
-        if partial.any():
-            bad = ", ".join(f"{canon[i]} ({bad_per_lead[i]})" for i in np.flatnonzero(partial))
-            raise RecordError(where, f"{int(bad_per_lead[partial].sum())} NaN/inf samples in lead(s) {bad}",
-                              "nan")
-        if empty.all():
-            raise RecordError(where, "every lead is entirely NaN", "nan")
-        meta["nan_leads"] = tuple(canon[i] for i in np.flatnonzero(empty))
-        out = out[~empty]
-        canon = [c for c, e in zip(canon, empty, strict=True) if not e]
-    if dropped:
-        meta["dropped_leads"] = tuple(dropped)
-    return Record(record, np.ascontiguousarray(out), fs, tuple(canon), tuple(labels), patient, meta)
-
+# Record and friends live in ecgmae.data.record; they stay importable from here.
+__all__ = ["FS_RANGE", "LEADS_12", "MAX_RECORD_VALUES", "Record", "RecordError", "canonical_lead", "lead_positions",
+           "make_record", "parse_header", "read_record", "unit_scale"]
 
 # ----------------------------------------------------------------------------------------- WFDB
 @dataclass(frozen=True)
@@ -264,13 +144,41 @@ def _decode(raw: np.ndarray, fmt: str, n: int) -> np.ndarray:
     return out[:n]
 
 
+def check_wfdb_files(hea: Path, rec: dict[str, Any], sigs: list[Any], text: str, root: str | Path | None) -> None:
+    """Before the wfdb package reads a record: every file it would open is confined, regular and sized
+    for what the header declares (segments of a multi-segment record included)."""
+    where = hea.name
+    sizes: list[int] = []
+    if rec["multi"]:
+        lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        for tok in lines[1:]:
+            if not tok or tok[0] == "~":
+                continue
+            seg = confine(hea, f"{tok[0]}.hea", root)
+            seg_rec, seg_sigs, _ = parse_header(read_small_text(seg, where, f"segment header {tok[0]}.hea"),
+                                                seg.name)
+            if seg_rec["multi"]:
+                raise RecordError(where, f"segment {clip(tok[0])} is itself multi-segment", "header")
+            sizes += [check_file(confine(seg, f, root), where, f"data file {f}")
+                      for f in dict.fromkeys(s.file for s in seg_sigs) if f != "~"]
+    else:
+        sizes += [check_file(confine(hea, f, root), where, f"data file {f}")
+                  for f in dict.fromkeys(s.file for s in sigs) if f != "~"]
+    nsamp, nsig = rec["nsamp"] or 0, max(rec["nsig"], 1)
+    values = nsamp * nsig
+    # 64 values per stored byte is far beyond any WFDB encoding (FLAC of a flat line included).
+    limit = min(MAX_RECORD_VALUES, max(1 << 20, 64 * sum(sizes)))
+    if values > limit:
+        raise RecordError(where, f"header declares {nsamp} samples x {nsig} signals, more than its "
+                          f"data files ({sum(sizes)} bytes) can hold", "length")
+
+
 def _read_wfdb(hea: Path, root: str | Path | None = None) -> Record:
     where = hea.name
     text = read_small_text(hea, where, "header")
     rec, sigs, comments = parse_header(text, where)
-    if not FS_RANGE[0] <= rec["fs"] <= FS_RANGE[1]:  # before any signal byte is read
-        raise RecordError(where, f"sampling rate {rec['fs']:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: "
-                          "not an ECG rate (wrong header?)", "rate")
+    if problem := rate_out_of_range(rec["fs"]):  # before any signal byte is read
+        raise RecordError(where, f"{problem} (wrong header?)", "rate")
     meta = _comment_meta(comments)
     meta["format"] = "wfdb"
     if rec["multi"] or any(s.fmt not in _BITS or s.spf != 1 or s.skew for s in sigs):
@@ -399,8 +307,6 @@ def read_record(path: str | Path, *, fs: float | None = None, leads: Any = None,
         if suffix == ".mat":
             if path.with_suffix(".hea").exists():  # CinC-style .mat holding a WFDB signal
                 return _read_wfdb(path.with_suffix(".hea"), root)
-            from ecgmae.data.sources.cpsc2018 import read_mat
-
             check_file(path, path.name, "file")
             return read_mat(path)
         if suffix == ".npy":
@@ -415,8 +321,6 @@ def read_record(path: str | Path, *, fs: float | None = None, leads: Any = None,
                 arr = arr[index]
             return _read_array(path, np.asarray(arr), fs=fs, leads=leads, units=units, layout="LT")
         if suffix in (".h5", ".hdf5"):
-            from ecgmae.data.sources.hdf5 import read_h5_record
-
             return read_h5_record(path, index or 0, fs=fs, leads=leads, units=units)
     except DataError:
         raise

@@ -7,7 +7,7 @@
 * :func:`safe_name` and :func:`clip`: text taken from a file (a name, a header line) is escaped and
   shortened before it reaches a terminal, a log or ``skipped.csv``.
 
-Every refusal is a one-line :class:`~ecgmae.data.io.RecordError` naming the file and the problem.
+Every refusal is a one-line :class:`~ecgmae.data.record.RecordError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -15,28 +15,14 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
+
+from ecgmae.data.record import RecordError
+from ecgmae.errors import TEXT_MAX, clip, safe_name
+
+__all__ = ["HEADER_MAX_BYTES", "TEXT_MAX", "check_file", "clip", "confine", "read_small_text", "safe_name"]
 
 # A WFDB header is a few hundred bytes (a 12-lead one with comments about 1 kB); a sidecar JSON no more.
 HEADER_MAX_BYTES = 1 << 20
-# File-derived text kept in one message.
-TEXT_MAX = 200
-
-
-def safe_name(text: object) -> str:
-    """``text`` with every non-printable character (control codes, escape sequences, bidi overrides,
-    undecodable bytes) written as its Python escape, so it prints as what it is, on one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
-
-
-def clip(text: object, limit: int = TEXT_MAX) -> str:
-    """:func:`safe_name` of ``text``, cut to ``limit`` characters with a note of how much was left out."""
-    out = safe_name(text)
-    if len(out) <= limit:
-        return out
-    return f"{out[:limit]}... ({len(out) - limit} more characters)"
-
-
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -59,8 +45,6 @@ def check_file(path: str | Path, where: str, label: str, *, max_bytes: int | Non
         RecordError: kind ``missing_file`` when it does not exist, ``unreadable`` when it is not a regular
             file, ``size`` when it is too large.
     """
-    from ecgmae.data.io import RecordError
-
     try:
         st = os.stat(path)  # follows links: a link to /dev/zero is a character device
     except FileNotFoundError:
@@ -79,8 +63,6 @@ def check_file(path: str | Path, where: str, label: str, *, max_bytes: int | Non
 def read_small_text(path: str | Path, where: str, label: str, max_bytes: int = HEADER_MAX_BYTES) -> str:
     """The text of a small file (a header, a sidecar), checked by :func:`check_file` and read with a bound
     (a file that grows, or a ``/proc`` file that claims 0 bytes, is cut off rather than read forever)."""
-    from ecgmae.data.io import RecordError
-
     check_file(path, where, label, max_bytes=max_bytes)
     try:
         # Non-blocking open and a second look at what was opened: a file swapped for a FIFO after the
@@ -112,8 +94,6 @@ def confine(header: Path, name: str, root: str | Path | None = None) -> Path:
         RecordError: kind ``outside``, e.g. ``x.hea: signal file '../../etc/hostname' is outside the corpus
             folder``.
     """
-    from ecgmae.data.io import RecordError
-
     folder, where = header.parent, header.name
     path = folder / name
     try:
@@ -130,34 +110,3 @@ def confine(header: Path, name: str, root: str | Path | None = None) -> Path:
         raise RecordError(where, f"signal file '{clip(name)}' links to {clip(real)}, outside the corpus folder",
                           "outside")
     return path
-
-
-def check_wfdb_files(hea: Path, rec: dict[str, Any], sigs: list[Any], text: str, root: str | Path | None) -> None:
-    """Before the wfdb package reads a record: every file it would open is confined, regular and sized
-    for what the header declares (segments of a multi-segment record included)."""
-    from ecgmae.data.io import MAX_RECORD_VALUES, RecordError, parse_header
-
-    where = hea.name
-    sizes: list[int] = []
-    if rec["multi"]:
-        lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-        for tok in lines[1:]:
-            if not tok or tok[0] == "~":
-                continue
-            seg = confine(hea, f"{tok[0]}.hea", root)
-            seg_rec, seg_sigs, _ = parse_header(read_small_text(seg, where, f"segment header {tok[0]}.hea"),
-                                                seg.name)
-            if seg_rec["multi"]:
-                raise RecordError(where, f"segment {clip(tok[0])} is itself multi-segment", "header")
-            sizes += [check_file(confine(seg, f, root), where, f"data file {f}")
-                      for f in dict.fromkeys(s.file for s in seg_sigs) if f != "~"]
-    else:
-        sizes += [check_file(confine(hea, f, root), where, f"data file {f}")
-                  for f in dict.fromkeys(s.file for s in sigs) if f != "~"]
-    nsamp, nsig = rec["nsamp"] or 0, max(rec["nsig"], 1)
-    values = nsamp * nsig
-    # 64 values per stored byte is far beyond any WFDB encoding (FLAC of a flat line included).
-    limit = min(MAX_RECORD_VALUES, max(1 << 20, 64 * sum(sizes)))
-    if values > limit:
-        raise RecordError(where, f"header declares {nsamp} samples x {nsig} signals, more than its "
-                          f"data files ({sum(sizes)} bytes) can hold", "length")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ecgmae.config import ConfigError, from_dict, to_dict
-from ecgmae.data.io import FS_RANGE, LEADS_12, MAX_RECORD_VALUES, canonical_lead
+from ecgmae.data.record import FS_RANGE, LEADS_12, MAX_RECORD_VALUES, canonical_lead, rate_out_of_range
 from ecgmae.errors import DataError
 
 BASELINES = ("none", "highpass", "median")
@@ -47,8 +47,8 @@ def fs_problem(fs: Any, target_fs: float, whose: str = "the model's", hint: str 
         return f"sampling rate {fs!r} is not a number of Hz"
     if not math.isfinite(value) or value <= 0:
         return f"sampling rate {fs!r} Hz is not a positive number"
-    if not FS_RANGE[0] <= value <= FS_RANGE[1]:
-        return f"sampling rate {value:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: not an ECG rate"
+    if problem := rate_out_of_range(value):
+        return problem
     if value < target_fs * (1 - FS_TOL):
         hint = hint or f"use a model trained at <= {value:g} Hz"
         return (f"sampled at {value:g} Hz, below {whose} {target_fs:g} Hz; upsampling cannot restore the missing "
@@ -317,3 +317,22 @@ def preprocess(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: Preproc
     out = np.zeros((len(cfg.leads), max(rows.shape[1], cfg.n_samples)), np.float32)
     out[present, : rows.shape[1]] = rows
     return out, present
+
+
+def norm_stats(x: np.ndarray, present: np.ndarray, method: str, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Per-lead ``(centre, spread)`` ``(L, 1)`` that :func:`ecgmae.data.signal.standardise` divides by.
+
+    ``(x - centre) / spread`` is what the model saw; absent leads get ``(0, 1)``.
+    """
+    centre = np.zeros((x.shape[0], 1), np.float32)
+    spread = np.ones((x.shape[0], 1), np.float32)
+    if method == "none" or x.shape[1] == 0:
+        return centre, spread
+    rows = x[present]
+    if method == "record":
+        c, s = rows.mean(axis=-1, keepdims=True), rows.std(axis=-1, keepdims=True)
+    else:  # robust
+        c = np.median(rows, axis=-1, keepdims=True)
+        s = 1.4826 * np.median(np.abs(rows - c), axis=-1, keepdims=True)
+    centre[present], spread[present] = c, np.where(s > eps, s, 1.0)
+    return centre, spread

@@ -1,23 +1,26 @@
-"""Patient-aware splits and the leakage check between a pre-training store and a downstream test split.
+"""Patient-aware splits and label subsets of plain arrays (ids, labels, indices): no store, no torch.
 
-No torch here: ``dataset.py`` re-exports these for training code.
+The checks that open stores (a fresh split of a store, the leakage check between two stores) sit
+above this, in :mod:`ecgmae.data.leakage`.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ecgmae.errors import DataError
 
-if TYPE_CHECKING:
-    from ecgmae.data.store import Store
-
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def valid_fractions(fractions: Sequence[float]) -> bool:
+    """Three finite train/val/test fractions >= 0 that sum to 1 (the one rule behind ``prepare --split``)."""
+    fr = [float(v) for v in fractions]
+    return len(fr) == 3 and all(math.isfinite(v) and v >= 0 for v in fr) and abs(sum(fr) - 1) <= 1e-6
 
 
 def assign_splits(groups: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
@@ -82,37 +85,38 @@ def fill_splits(patients: Sequence[str | None], records: Sequence[str], splits: 
     return [str(s) for s in splits], [int(f) if f is not None else 0 for f in folds]
 
 
-def patient_split(store: Store, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-                  ) -> dict[str, np.ndarray]:
-    """A fresh patient-aware split of a whole store: ``{"train": idx, "val": idx, "test": idx}``."""
-    keys = group_keys(store.index["patient"].tolist(), store.index["record"].tolist())
-    splits, _ = assign_splits(keys, fractions, seed)
-    return {s: np.flatnonzero(splits == s) for s in SPLITS}
+def label_subset(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded ``fraction`` of ``indices``, topped up so every class present keeps one positive.
 
+    Args:
+        labels: (N, K) multi-hot labels of the whole store.
+        indices: candidate record indices (the training split).
+        fraction: in (0, 1]; 1 returns ``indices`` unchanged.
+        seed: subset seed (different seeds give different subsets).
 
-def _open(store: Store | str | Path) -> Store:
-    from ecgmae.data.store import Store
-
-    return store if isinstance(store, Store) else Store.open(store)
-
-
-def check_no_leakage(store_a: Store | str | Path, store_b: Store | str | Path, split_b: str = "test",
-                     split_a: str | None = None) -> None:
-    """Raise if a patient of ``store_b``'s ``split_b`` also appears in ``store_a`` (or its ``split_a``).
-
-    Use it before fine-tuning on ``store_b`` an encoder pre-trained on ``store_a``. Records without a
-    patient id are compared by record id.
-
-    Raises:
-        DataError: listing (up to 10 of) the shared patients.
+    Returns:
+        Sorted record indices.
     """
-    a, b = _open(store_a), _open(store_b)
-    idx_a = np.arange(len(a)) if split_a is None else a.split_indices(split_a)
-    idx_b = b.split_indices(split_b)
-    keys_a = set(group_keys(a.index["patient"].iloc[idx_a].tolist(), a.index["record"].iloc[idx_a].tolist()))
-    keys_b = set(group_keys(b.index["patient"].iloc[idx_b].tolist(), b.index["record"].iloc[idx_b].tolist()))
-    shared = sorted(keys_a & keys_b)
-    if shared:
-        where_a = a.path.name + (f" split '{split_a}'" if split_a else "")
-        raise DataError(f"{len(shared)} patient(s) of {b.path.name} split '{split_b}' also appear in {where_a}: "
-                        f"{', '.join(shared[:10])}{' ...' if len(shared) > 10 else ''}")
+    indices = np.asarray(indices)
+    if fraction >= 1.0:
+        return indices
+    rng = np.random.default_rng([seed, 7919])
+    n = max(1, int(round(fraction * len(indices))))
+    chosen = set(rng.choice(indices, size=n, replace=False).tolist())
+    sub = labels[indices]
+    for k in range(labels.shape[1]):
+        pos = indices[sub[:, k] > 0]
+        if len(pos) and not any(i in chosen for i in pos.tolist()):
+            chosen.add(int(rng.choice(pos)))
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+def select_classes(all_names: Sequence[str], labels: np.ndarray, wanted: Sequence[str]) -> list[int]:
+    """Column indices of ``wanted`` classes (all classes with a positive when empty)."""
+    if not wanted:
+        return [k for k in range(len(all_names)) if labels[:, k].any()]
+    lookup = {n.lower(): i for i, n in enumerate(all_names)}
+    missing = [w for w in wanted if w.lower() not in lookup]
+    if missing:
+        raise DataError(f"unknown class(es) {', '.join(missing)}; the store has {', '.join(all_names)}")
+    return [lookup[w.lower()] for w in wanted]

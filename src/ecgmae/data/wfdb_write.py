@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import operator
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgmae.errors import DataError, ECGMAEError
-from ecgmae.utils import atomic_path, log
+from ecgmae.utils import atomic_path, log, swap_folder
 
 __all__ = ["DIGITAL_MAX", "DIGITAL_NAN", "SYNTH_MARKERS", "staged_folder", "write_wfdb16"]
 
@@ -140,17 +139,6 @@ def _check_target(out: Path, overwrite: bool, markers: Sequence[str]) -> None:
                               "refusing to replace it")
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished temp folder onto ``out`` (an old one is moved aside first, then deleted)."""
-    if out.is_dir() and any(out.iterdir()):
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)  # POSIX rename replaces an empty folder
-
-
 @contextlib.contextmanager
 def staged_folder(out: Path | str, *, overwrite: bool = False,
                   markers: Sequence[str] = SYNTH_MARKERS) -> Iterator[Path]:
@@ -173,7 +161,7 @@ def staged_folder(out: Path | str, *, overwrite: bool = False,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         yield tmp
-        _swap_in(tmp, out)
+        swap_folder(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

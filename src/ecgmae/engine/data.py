@@ -1,4 +1,4 @@
-"""Data loading for the engine: seeded per-epoch order, rank sharding, label-fraction subsets.
+"""Data loading for the engine: seeded per-epoch order, rank sharding (label-fraction subsets: data.splits).
 
 Order and crops are pure functions of (seed, epoch, rank), so a resumed run sees exactly the batches an
 uninterrupted one would, on any number of workers.
@@ -7,7 +7,7 @@ uninterrupted one would, on any number of workers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ecgmae.data.dataset import crop_start
+from ecgmae.data.splits import label_subset, select_classes
 from ecgmae.errors import DataError
+
+# label_subset and select_classes live in ecgmae.data.splits (array-only); the engine's callers import them here.
+__all__ = ["EpochKeyed", "EpochSampler", "PairSpanDataset", "label_subset", "make_loader",
+           "select_classes"]
 
 
 class EpochSampler(Sampler):
@@ -151,13 +156,6 @@ class PairSpanDataset(Dataset):
         return {**a, "x": torch.cat([a["x"], b["x"]], dim=-1), "valid": a["valid"] + b["valid"], "group": group}
 
 
-def patient_groups(patients: Sequence[str], records: Sequence[str]) -> np.ndarray:
-    """An integer group per record: shared by records of one patient; records without a patient stand alone."""
-    keys = [f"p:{p}" if isinstance(p, str) and p else f"r:{r}" for p, r in zip(patients, records, strict=True)]
-    _, codes = np.unique(np.array(keys, dtype=object), return_inverse=True)
-    return codes.astype(np.int64)
-
-
 def make_loader(
     dataset: Dataset,
     *,
@@ -198,40 +196,3 @@ def make_loader(
 def _worker_init(worker_id: int) -> None:
     # Workers share the two cores with the main process; one thread each avoids oversubscription.
     torch.set_num_threads(1)
-
-
-def label_subset(labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A seeded ``fraction`` of ``indices``, topped up so every class present keeps one positive.
-
-    Args:
-        labels: (N, K) multi-hot labels of the whole store.
-        indices: candidate record indices (the training split).
-        fraction: in (0, 1]; 1 returns ``indices`` unchanged.
-        seed: subset seed (different seeds give different subsets).
-
-    Returns:
-        Sorted record indices.
-    """
-    indices = np.asarray(indices)
-    if fraction >= 1.0:
-        return indices
-    rng = np.random.default_rng([seed, 7919])
-    n = max(1, int(round(fraction * len(indices))))
-    chosen = set(rng.choice(indices, size=n, replace=False).tolist())
-    sub = labels[indices]
-    for k in range(labels.shape[1]):
-        pos = indices[sub[:, k] > 0]
-        if len(pos) and not any(i in chosen for i in pos.tolist()):
-            chosen.add(int(rng.choice(pos)))
-    return np.array(sorted(chosen), dtype=np.int64)
-
-
-def select_classes(all_names: Sequence[str], labels: np.ndarray, wanted: Sequence[str]) -> list[int]:
-    """Column indices of ``wanted`` classes (all classes with a positive when empty)."""
-    if not wanted:
-        return [k for k in range(len(all_names)) if labels[:, k].any()]
-    lookup = {n.lower(): i for i, n in enumerate(all_names)}
-    missing = [w for w in wanted if w.lower() not in lookup]
-    if missing:
-        raise DataError(f"unknown class(es) {', '.join(missing)}; the store has {', '.join(all_names)}")
-    return [lookup[w.lower()] for w in wanted]

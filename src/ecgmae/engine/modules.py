@@ -14,11 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ecgmae.engine.config import OptimConfig
+from ecgmae.engine.augment import augment, random_crop
+from ecgmae.engine.config import AugmentConfig, OptimConfig
 from ecgmae.engine.optim import build_optimizer
 from ecgmae.eval.metrics import macro_auroc
-from ecgmae.inference import aggregate_records
-from ecgmae.models.contrastive import AugmentConfig, augment, cmsc_loss, nt_xent, random_crop
+from ecgmae.eval.pooling import aggregate_records
+from ecgmae.models.contrastive import cmsc_loss, nt_xent
 
 
 class _Base(L.LightningModule):

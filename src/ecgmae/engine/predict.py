@@ -8,7 +8,7 @@ from torch import nn
 
 from ecgmae.data.dataset import WindowDataset
 from ecgmae.data.store import Store
-from ecgmae.inference import aggregate_records
+from ecgmae.eval.pooling import aggregate_records
 from ecgmae.utils import progress
 
 

@@ -21,9 +21,11 @@ import torch
 from ecgmae.checkpoint import load_checkpoint, load_model, save_checkpoint
 from ecgmae.config import to_dict
 from ecgmae.data.dataset import CropDataset, WindowDataset
+from ecgmae.data.record import lead_positions
+from ecgmae.data.splits import group_keys
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
-from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, patient_groups, select_classes
+from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, select_classes
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
 from ecgmae.engine.trainer import build_trainer
@@ -31,7 +33,6 @@ from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
 from ecgmae.guards import check_resume
 from ecgmae.header import DataInfo, RunHeader, TrainInfo
-from ecgmae.inference import lead_positions
 from ecgmae.models import MAEConfig, ModelSpec, build_model, config_for_data, pretraining_config
 from ecgmae.models.config import ModelConfig
 from ecgmae.models.contrastive import ContrastiveModel
@@ -235,7 +236,9 @@ def _groups(store: Store, positives: str) -> np.ndarray | None:
     """Patient groups over the whole store for ``positives='patient'``; None for record positives."""
     if positives != "patient":
         return None
-    groups = patient_groups(store.index["patient"].tolist(), store.index["record"].tolist())
+    # an integer per record, shared by the records of one patient (records without one stand alone)
+    _, groups = np.unique(group_keys(store.index["patient"].tolist(), store.index["record"].tolist()),
+                          return_inverse=True)
     if len(np.unique(groups)) == len(groups):
         log.warning("positives='patient': the store names no patient with several records; "
                     "each record is its own positive pair (as with positives='record')")
@@ -254,7 +257,7 @@ def _last_metric(trainer: L.Trainer, key: str) -> float | None:
 
 
 def _card(header: RunHeader) -> dict[str, Any]:
-    from ecgmae import __version__
+    from ecgmae._version import __version__
 
     train = header.train
     card = {**header.to_dict(), "ecgmae_version": __version__, "seed": train.config.get("seed")}

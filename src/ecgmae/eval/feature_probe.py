@@ -4,14 +4,13 @@ Features (:func:`ecgmae.eval.features.ecg_features`) of every record of a store 
 the memory-mapped signals, over each record's real samples, absent leads as zero rows) and cached. For a
 label fraction and seed, a one-vs-rest logistic regression is fitted on standardised features of exactly
 the training records the linear probe of that fraction and seed trains on
-(:func:`ecgmae.engine.data.label_subset`), its ``C`` chosen on the validation split, and the test split is
+(:func:`ecgmae.data.splits.label_subset`), its ``C`` chosen on the validation split, and the test split is
 scored with the same report (macro AUROC with bootstrap CI) as every other run.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,12 +65,10 @@ def store_features(store: Any, cache: str | Path | None = None, *, quiet: bool =
     return feats
 
 
-def fit_predict(x_train: np.ndarray, y_train: np.ndarray, xs: Sequence[np.ndarray], c: float, seed: int
-                ) -> list[np.ndarray]:
+def fit_predict(x_train: np.ndarray, y_train: np.ndarray, xs: Sequence[np.ndarray], c: float) -> list[np.ndarray]:
     """One L2 logistic regression per class (``C = c``) on ``x_train``; positive-class probabilities of each
     array of ``xs``. A class without both outcomes in training predicts its constant training rate."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+    from ecgmae.eval.probe import fit_logistic
 
     outs = [np.zeros((len(x), y_train.shape[1])) for x in xs]
     for k in range(y_train.shape[1]):
@@ -80,9 +77,7 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, xs: Sequence[np.ndarra
             for o in outs:
                 o[:, k] = float(col[0])
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x_train, col)
+        model = fit_logistic(x_train, col, c)
         for o, x in zip(outs, xs, strict=True):
             o[:, k] = model.predict_proba(x)[:, 1]
     return outs
@@ -108,8 +103,8 @@ def probe_features(data: str | Path, out: str | Path, *, fraction: float, seed: 
     Returns:
         The test report (:func:`ecgmae.eval.metrics.classification_report`) plus the run's settings.
     """
+    from ecgmae.data.splits import label_subset, select_classes
     from ecgmae.data.store import Store
-    from ecgmae.engine.data import label_subset, select_classes
     from ecgmae.errors import DataError
     from ecgmae.eval.metrics import classification_report, macro_auroc
 
@@ -129,12 +124,12 @@ def probe_features(data: str | Path, out: str | Path, *, fraction: float, seed: 
     for c in c_grid:
         if len(val_idx) == 0:
             break
-        (p_val,) = fit_predict(z[train_idx], y[train_idx], [z[val_idx]], c, seed)
+        (p_val,) = fit_predict(z[train_idx], y[train_idx], [z[val_idx]], c)
         auc = macro_auroc(y[val_idx], p_val)
         val_auroc[f"{c:g}"] = auc if np.isfinite(auc) else None
     scored = {float(c): a for c, a in val_auroc.items() if a is not None}
     best = max(scored, key=lambda c: (scored[c], -c)) if scored else FALLBACK_C
-    (p_test,) = fit_predict(z[train_idx], y[train_idx], [z[test_idx]], best, seed)
+    (p_test,) = fit_predict(z[train_idx], y[train_idx], [z[test_idx]], best)
     report = classification_report(y[test_idx], p_test, names, n_boot=n_boot, seed=seed)
     report.update(split="test", mode="linprobe", method="features", label_fraction=fraction,
                   train_records=len(train_idx), seed=seed, encoder=None, C=best, val_macro_auroc=val_auroc,
@@ -148,7 +143,7 @@ def probe_features(data: str | Path, out: str | Path, *, fraction: float, seed: 
 
 
 def source_record_features(leads: Sequence[str], rec: Any) -> tuple[str, np.ndarray]:
-    """``(record id, features)`` of a :class:`~ecgmae.data.io.Record` mapped onto ``leads`` (absent ones as
+    """``(record id, features)`` of a :class:`~ecgmae.data.record.Record` mapped onto ``leads`` (absent ones as
     zero rows), at its own sampling rate; picklable with ``functools.partial`` for reader processes."""
     from ecgmae.data.signal import map_leads
 

@@ -48,7 +48,8 @@ def select_classes(Y: np.ndarray, names: Sequence[str], min_count: int) -> list[
     return [k for k in range(Y.shape[1]) if pos[k] >= min_count and len(Y) - pos[k] >= min_count]
 
 
-def _fit(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
+def fit_logistic(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
+    """L2 logistic regression with ``C = c`` on binary ``y`` (lbfgs: deterministic, no seed to set)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return LogisticRegression(C=c, max_iter=MAX_ITER).fit(x, y)
@@ -62,7 +63,7 @@ def _choose_c(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], inner_folds: in
     splits = list(StratifiedKFold(n_inner, shuffle=True, random_state=seed).split(x, y))
     scores = {}
     for c in sorted(Cs):
-        scores[c] = float(np.mean([roc_auc_score(y[te], _fit(x[tr], y[tr], c).decision_function(x[te]))
+        scores[c] = float(np.mean([roc_auc_score(y[te], fit_logistic(x[tr], y[tr], c).decision_function(x[te]))
                                    for tr, te in splits]))
     return float(max(scores, key=lambda c: (scores[c], -c)))
 
@@ -84,7 +85,7 @@ def oof_scores(X: np.ndarray, y: np.ndarray, splits: Iterable[tuple[np.ndarray, 
         scaler = StandardScaler().fit(X[tr])
         x_tr = scaler.transform(X[tr])
         c = _choose_c(x_tr, y[tr], Cs, inner_folds, seed)
-        out[te] = _fit(x_tr, y[tr], c).decision_function(scaler.transform(X[te]))
+        out[te] = fit_logistic(x_tr, y[tr], c).decision_function(scaler.transform(X[te]))
         chosen.append(c)
     return out, chosen
 

@@ -199,17 +199,63 @@ class ECGMAE(nn.Module):
             h = blk(h)
         return self.decoder_pred(self.decoder_norm(h)[:, k:])
 
+    def to_samples(self, x: torch.Tensor, present: torch.Tensor, lead_idx: torch.Tensor, pred: torch.Tensor,
+                   token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder tokens ``(B, N, patch_len)`` and token mask ``(B, N)`` -> ``(B, L, T)`` samples (input units).
+
+        With ``norm_target`` the predicted patch shapes are put back with the TRUE mean and spread of the
+        input patches. Returns the reconstruction and the bool mask (True = hidden), both ``(B, L, T)``.
+        """
+        enc, li, p_size = self.encoder, lead_idx, self.encoder.cfg.patch_size
+        b, n_rows, t = x.shape
+        n_time = t // p_size
+        if enc.cfg.tokenization == "time":
+            full = torch.zeros(b, enc.cfg.n_leads, dtype=torch.bool, device=x.device)
+            full[:, li] = present.bool()
+            x_full, rows = enc.expand_leads(x, li), li
+            elem_w = full.repeat_interleave(p_size, dim=1)[:, None, :].float()
+        else:
+            x_full, rows, elem_w = x, torch.arange(n_rows, device=x.device), None
+        if self.cfg.norm_target:  # the decoder predicts normalised patches: back to input units
+            mean, std = patch_stats(enc.patchify(x_full), elem_w)
+            pred = pred * std + mean
+        rec = enc.unpatchify(pred, x_full.shape[1])[:, rows]  # (B, L, n_time * P)
+        if enc.cfg.tokenization == "time":
+            mask = token_mask.bool().repeat_interleave(p_size, dim=1)[:, None, :].expand(b, n_rows, -1)
+        else:
+            mask = token_mask.bool().reshape(b, n_rows, n_time).repeat_interleave(p_size, dim=2)
+        pad = t - n_time * p_size  # a window that is not a whole number of patches: the tail is not predicted
+        if pad:
+            rec = torch.nn.functional.pad(rec, (0, pad))
+            mask = torch.nn.functional.pad(mask, (0, pad))
+        return rec, mask
+
+
+def patch_stats(patches: torch.Tensor, elem_w: torch.Tensor | None = None, eps: float = 1e-6
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and ``sqrt(var + eps)`` of each patch, the one definition (the normalised target, and
+    putting predicted patches back in input units).
+
+    Args:
+        patches: ``(B, N, p)`` tensor of raw samples.
+        elem_w: ``(B, 1 or N, p)`` 0/1 weights (absent leads of a time token) or None.
+    """
+    if elem_w is None:
+        mean = patches.mean(dim=-1, keepdim=True)
+        var = patches.var(dim=-1, keepdim=True, unbiased=False)
+    else:
+        count = elem_w.sum(dim=-1, keepdim=True).clamp_min(1.0)
+        mean = (patches * elem_w).sum(dim=-1, keepdim=True) / count
+        var = (((patches - mean) * elem_w) ** 2).sum(dim=-1, keepdim=True) / count
+    return mean, (var + eps).sqrt()
+
 
 def normalise_patches(target: torch.Tensor, elem_w: torch.Tensor | None = None) -> torch.Tensor:
     """Each patch to zero mean, unit variance over its (present) samples; absent samples become 0."""
+    mean, std = patch_stats(target, elem_w)
     if elem_w is None:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True, unbiased=False)
-        return (target - mean) / (var + 1e-6).sqrt()
-    count = elem_w.sum(dim=-1, keepdim=True).clamp_min(1.0)
-    mean = (target * elem_w).sum(dim=-1, keepdim=True) / count
-    var = (((target - mean) * elem_w) ** 2).sum(dim=-1, keepdim=True) / count
-    return (target - mean) / (var + 1e-6).sqrt() * elem_w
+        return (target - mean) / std
+    return (target - mean) / std * elem_w
 
 
 def masked_mse(

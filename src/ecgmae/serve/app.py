@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ecgmae import __version__
+from ecgmae._version import __version__
 from ecgmae.api import Model
 from ecgmae.config import ConfigError
 from ecgmae.data.safety import clip

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgmae.data.io import LEADS_12, Record, RecordError, make_record, unit_scale
+from ecgmae.data.record import LEADS_12, Record, RecordError, make_record, unit_scale
 from ecgmae.data.sources import Item, Scan, cinc, walk_files
 from ecgmae.errors import DataError
 
@@ -118,8 +118,8 @@ def read_csv_record(path: Path, units: str = "auto") -> Record:
                        meta={"format": "chapman-csv", "units": units})
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one record in either form."""
     if options.get("form") == "wfdb":
-        return cinc.load(item, options)
+        return cinc.load(item, options, root)
     return read_csv_record(Path(item.path), options.get("src_units") or "auto")

@@ -45,7 +45,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     task = task or "all"
     if task not in TASKS:
         raise DataError(f"--task {task!r}: the cinc source has tasks {', '.join(TASKS)}")
-    options = {**(options or {}), "task": task, "_root": str(src)}
+    options = {**(options or {}), "task": task}
     files = walk_files(src)
     heads = [f for f in files if f.suffix.lower() == ".hea"]
     if not heads:
@@ -54,11 +54,11 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     items = items_with_labels(src, heads, table, default=None)
     names = table.names if table else (scored_labels() if task == "scored" else None)
     return Scan(items, names, files + ([Path(labels)] if labels else []), expected_leads=LEADS_12,
-                options=options)
+                options=options, root=str(src))
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one record; its labels come from the ``# Dx:`` line."""
-    rec = read_record(item.path, root=options.get("_root"))
+    rec = read_record(item.path, root=root)
     rec.labels = code_labels(dx_codes(rec.meta.get("comments", ())), options.get("task", "all"))
     return rec

@@ -11,42 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ecgmae.data.io import LEADS_12, Record, RecordError, make_record, read_record
+from ecgmae.data.io import read_record
+from ecgmae.data.record import LEADS_12, Record
 from ecgmae.data.sources import Item, Scan, walk_files
 from ecgmae.errors import DataError
 from ecgmae.utils import log
 
 CLASSES: tuple[str, ...] = ("Normal", "AF", "I-AVB", "LBBB", "RBBB", "PAC", "PVC", "STD", "STE")
-
-
-def read_mat(path: Path) -> Record:
-    """One CPSC 2018 ``.mat``: struct ``ECG`` with ``data`` (12, N) in mV, ``sex``, ``age``; 500 Hz."""
-    import scipy.io
-
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises ValueError, TypeError, MatReadError... for bad files
-        raise RecordError(path.name, f"unreadable MATLAB file ({type(exc).__name__}: {exc})") from None
-    if "ECG" not in mat:
-        raise RecordError(path.name, "no 'ECG' struct and no .hea header beside it: sampling rate and "
-                          f"leads unknown (variables: {', '.join(k for k in mat if not k.startswith('__'))})")
-    try:
-        ecg = mat["ECG"][0, 0]
-        data = np.asarray(ecg["data"], dtype=np.float64)
-        meta: dict[str, Any] = {"format": "cpsc2018"}
-        if "sex" in ecg.dtype.names and np.size(ecg["sex"]):
-            meta["sex"] = str(np.ravel(ecg["sex"])[0])[:1].upper()
-        if "age" in ecg.dtype.names and np.size(ecg["age"]):
-            meta["age"] = float(np.ravel(ecg["age"])[0])
-    except (ValueError, TypeError, IndexError, KeyError) as exc:
-        raise RecordError(path.name, f"malformed ECG struct ({exc})") from None
-    if data.ndim == 2 and data.shape[0] != 12 and data.shape[1] == 12:
-        data = data.T
-    if data.ndim != 2 or data.shape[0] != 12:
-        raise RecordError(path.name, f"ECG.data has shape {data.shape}, expected (12, samples)", "leads")
-    return make_record(path.stem, data, 500.0, LEADS_12, path.name, meta=meta)
 
 
 def read_reference(path: Path) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
@@ -85,7 +56,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     if task:
         raise DataError(f"--task {task!r}: the cpsc2018 source has a single task (the nine classes)")
     files = walk_files(src)
-    options = {**(options or {}), "_root": str(src)}
+    options = dict(options or {})
     mats = [f for f in files if f.suffix.lower() == ".mat"]
     if not mats:
         raise DataError(f"{src}: no .mat files found")
@@ -94,7 +65,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     if ref is None:
         log.warning("%s: no REFERENCE.csv: records are prepared without labels", src)
         return Scan([Item(m.stem, str(m), labels=()) for m in mats], (), files, expected_leads=LEADS_12,
-                    options=options)
+                    options=options, root=str(src))
     table, bad = read_reference(ref)
     for m in mats:
         if m.stem in bad:
@@ -105,9 +76,9 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     if missing:
         log.warning("%d record(s) are not in %s: kept without labels", missing, ref.name)
     inputs = files if ref in files else [*files, ref]
-    return Scan(items, CLASSES, inputs, problems, expected_leads=LEADS_12, options=options)
+    return Scan(items, CLASSES, inputs, problems, expected_leads=LEADS_12, options=options, root=str(src))
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one ``.mat`` record."""
-    return read_record(item.path, root=options.get("_root"))
+    return read_record(item.path, root=root)

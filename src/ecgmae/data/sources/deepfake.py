@@ -278,7 +278,7 @@ def write_wfdb_folder(out: Path | str, n: int, *, fs: float = FS, seed: int = 0,
         ConfigError: on bad arguments. ECGMAEError: when ``deepfake-ecg`` is missing or ``out``
             cannot be (re)placed. CheckpointError: on an unsafe or unfit checkpoint.
     """
-    from ecgmae import __version__
+    from ecgmae._version import __version__
     from ecgmae.data.wfdb_write import staged_folder, write_wfdb16
     from ecgmae.utils import progress, write_json_atomic
 

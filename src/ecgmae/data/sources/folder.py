@@ -60,7 +60,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     """List the WFDB records under ``src`` with their labels."""
     if task:
         raise DataError(f"--task {task!r}: the folder source has no label tasks (labels come from the CSV)")
-    options = {**(options or {}), "_root": str(src)}  # header-named files may lie anywhere under src
+    options = dict(options or {})
     files = walk_files(src)
     heads = [f for f in files if f.suffix.lower() == ".hea"]
     if not heads:
@@ -69,9 +69,10 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     table = read_label_table(label_path, options.get("classes")) if label_path else None
     items = items_with_labels(src, heads, table)
     inputs = files + ([label_path] if label_path and label_path not in files else [])
-    return Scan(items, table.names if table else None, inputs, options=options)
+    # header-named files may lie anywhere under src
+    return Scan(items, table.names if table else None, inputs, options=options, root=str(src))
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
-    """Read one record."""
-    return read_record(item.path, root=options.get("_root"))
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
+    """Read one record (files its header names may lie anywhere under ``root``)."""
+    return read_record(item.path, root=root)

@@ -14,63 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ecgmae.data.io import Record, RecordError, make_record, unit_scale
+from ecgmae.data.formats import import_h5py, read_h5_record, tracings
+from ecgmae.data.record import Record, unit_scale
 from ecgmae.data.safety import check_file
 from ecgmae.data.sources import Item, Scan, read_label_table
 from ecgmae.errors import DataError
 from ecgmae.utils import log
 
-CODE_LEADS: tuple[str, ...] = ("I", "II", "III", "aVL", "aVF", "aVR", "V1", "V2", "V3", "V4", "V5", "V6")
 CODE_CLASSES: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
-CODE_FS = 400.0
-
-
-def _h5py() -> Any:
-    try:
-        import h5py
-    except ImportError:
-        raise DataError("reading HDF5 needs h5py: pip install 'ecgmae[hdf5]'") from None
-    return h5py
-
-
-def _tracings(f: Any, where: str) -> Any:
-    if "tracings" in f:
-        return f["tracings"]
-    arrays = [k for k in f if getattr(f[k], "ndim", 0) == 3]
-    if len(arrays) != 1:
-        raise RecordError(where, f"no 'tracings' dataset (datasets: {', '.join(f)})", "shape")
-    return f[arrays[0]]
-
-
-def read_h5_record(path: str | Path, index: int, *, fs: float | None = None, leads: Any = None,
-                   units: str | None = None, record: str | None = None) -> Record:
-    """Exam ``index`` of a CODE-style file as a :class:`Record` (zero padding at both ends removed)."""
-    h5py = _h5py()
-    path = Path(path)
-    where = f"{path.name}[{index}]"
-    check_file(path, path.name, "file")  # a FIFO would block the reader forever
-    try:
-        with h5py.File(path, "r") as f:
-            ds = _tracings(f, path.name)
-            if ds.ndim != 3 or not 0 <= index < ds.shape[0]:
-                raise RecordError(where, f"no exam {index} in tracings of shape {ds.shape}", "shape")
-            x = np.asarray(ds[index], dtype=np.float32)  # (samples, leads)
-            if record is None and "exam_id" in f:
-                record = str(int(f["exam_id"][index]))
-    except OSError as exc:
-        raise RecordError(path.name, f"unreadable HDF5 file ({exc})") from None
-    nonzero = np.flatnonzero(np.any(x != 0, axis=1))
-    if nonzero.size == 0:
-        raise RecordError(where, "all samples are zero (padding, no tracing)", "empty")
-    trimmed = x[nonzero[0]: nonzero[-1] + 1]
-    leads = tuple(leads) if leads else (CODE_LEADS if x.shape[1] == 12 else None)
-    if leads is None:
-        raise RecordError(where, f"{x.shape[1]} leads but no lead names: pass --src-leads", "leads")
-    meta = {"format": "hdf5", "trimmed": (int(nonzero[0]), int(x.shape[0] - nonzero[-1] - 1))}
-    return make_record(record or str(index), trimmed.T, fs or CODE_FS, leads, where,
-                       scale=unit_scale(units or "mV", where), meta=meta)
 
 
 def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
@@ -78,7 +29,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     """List the exams of every file, with labels and patients from the exams table."""
     if task:
         raise DataError(f"--task {task!r}: the hdf5 source takes its classes from the labels CSV")
-    h5py = _h5py()
+    h5py = import_h5py()
     options = dict(options or {})
     unit_scale(options.get("src_units") or "mV", str(src))
     files = [src] if src.is_file() else sorted(p for p in src.iterdir() if p.suffix.lower() in (".h5", ".hdf5"))
@@ -100,7 +51,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         check_file(path, path.name, "file")
         try:
             with h5py.File(path, "r") as f:
-                n = _tracings(f, path.name).shape[0]
+                n = tracings(f, path.name).shape[0]
                 ids = [str(int(v)) for v in f["exam_id"][:]] if "exam_id" in f else None
         except OSError as exc:
             raise DataError(f"{path}: unreadable HDF5 file ({exc})") from None
@@ -117,7 +68,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     return Scan(items, table.names if table else None, inputs, options=options)
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one exam."""
     return read_h5_record(item.path, int(item.key), fs=options.get("src_fs"), leads=options.get("src_leads"),
                           units=options.get("src_units"), record=item.record)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ecgmae.data.io import LEADS_12, Record, make_record, unit_scale
+from ecgmae.data.record import LEADS_12, Record, make_record, unit_scale
 from ecgmae.data.safety import check_file, read_small_text
 from ecgmae.data.sources import Item, Scan, read_label_table
 from ecgmae.errors import DataError
@@ -85,7 +85,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
                 options=options)
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one record (a row of the memory-mapped array)."""
     arr = _open(Path(item.path))
     where = f"{Path(item.path).name}[{item.key}]"

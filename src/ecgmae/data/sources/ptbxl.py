@@ -80,7 +80,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         raise DataError(f"--task {task!r}: PTB-XL tasks are {', '.join(TASKS)}")
     if labels:
         raise DataError("--labels: PTB-XL labels come from ptbxl_database.csv and scp_statements.csv")
-    options = {**(options or {}), "task": task, "_root": str(src)}
+    options = {**(options or {}), "task": task}
     db_path, st_path = src / "ptbxl_database.csv", src / "scp_statements.csv"
     for p in (db_path, st_path):
         if not p.is_file():
@@ -134,9 +134,9 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     names = tuple(sorted({n for it in items for n in it.labels or ()}))
     folder = src / ("records100" if column == "filename_lr" else "records500")
     inputs = [db_path, st_path, *(walk_files(folder) if folder.is_dir() else [])]
-    return Scan(items, names, inputs, problems, expected_leads=LEADS_12, options=options)
+    return Scan(items, names, inputs, problems, expected_leads=LEADS_12, options=options, root=str(src))
 
 
-def load(item: Item, options: dict[str, Any]) -> Record:
+def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one record (WFDB)."""
-    return read_record(item.path, root=options.get("_root"))
+    return read_record(item.path, root=root)

@@ -316,7 +316,7 @@ def generate(n: int, seed: int = 0, fs: float = 500, seconds: float = 10,
 
 
 def _write_record(folder: Path, rec: SynthRecord, seed: int, noise: str) -> None:
-    from ecgmae import __version__
+    from ecgmae._version import __version__
     from ecgmae.data.wfdb_write import write_wfdb16
 
     comments = [
@@ -353,7 +353,7 @@ def write_wfdb_folder(out: Path, n: int, *, fs: float = 500, seconds: float = 10
     Raises:
         ConfigError: on bad arguments. ECGMAEError: when ``out`` cannot be (re)placed.
     """
-    from ecgmae import __version__
+    from ecgmae._version import __version__
     from ecgmae.data.wfdb_write import staged_folder
     from ecgmae.utils import progress, write_json_atomic
 

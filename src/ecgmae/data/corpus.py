@@ -1,0 +1,159 @@
+"""Every record of a corpus or a prepared store, in source order, and the loop that consumes them.
+
+:func:`iter_records` is the one streaming path: raw corpora are read by their source
+(:mod:`ecgmae.data.sources`, several processes if asked), stores row by row; each record goes through a
+caller's transform. :func:`iter_source` is it with the model's preprocessing (what ``embed``/``predict``
+and :meth:`ecgmae.api.Model.run_source` score); ``embed --features`` uses it with hand-made features.
+:func:`gather` runs a function over chunks of the usable records and decides skip or fail for the others.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import numpy as np
+
+from ecgmae.data.prepared import Prepared, from_store, prepare_record
+from ecgmae.data.signal import FS_TOL, PreprocessConfig
+from ecgmae.data.store_reader import Store
+from ecgmae.errors import DataError, clip
+from ecgmae.utils import log, progress
+
+T = TypeVar("T")
+CHUNK = 256  # usable records handed to the consumer at once
+
+
+def iter_records(source: str, src: str | Path, *, read: Callable[[Any], T], row: Callable[[Store, int], T],
+                 labels: str | Path | None = None, task: str | None = None, options: dict[str, Any] | None = None,
+                 split: str | None = None, workers: int = 1, quiet: bool = False, desc: str = "store",
+                 check_store: Callable[[Store], None] | None = None) -> Iterator[T | tuple[str, str]]:
+    """Every record of a corpus (or a store, ``source="store"``) through ``read`` (or ``row``), in source order.
+
+    Records that cannot be used come as ``(record, message)`` instead, so the caller decides between
+    skipping and failing.
+
+    Args:
+        source: ``store`` or one of :data:`ecgmae.data.sources.SOURCES`.
+        src: corpus folder or file, or a store folder.
+        read: a raw :class:`~ecgmae.data.record.Record` -> item (picklable: it runs in reader processes).
+        row: ``(store, index)`` -> item, for a store.
+        labels, task, options: as for ``ecgmae prepare``.
+        split: with a store, only this split (train, val, test).
+        workers: reader processes (sources only).
+        quiet: no progress bar.
+        desc: the store progress bar's label.
+        check_store: called with the opened store before its first record.
+    """
+    if source == "store":
+        store = Store.open(src)
+        if check_store is not None:
+            check_store(store)
+        indices = store.split_indices(split) if split else np.arange(len(store))
+        for i in progress(indices, quiet=quiet, unit="rec", desc=desc):
+            yield row(store, int(i))
+        return
+    if split:
+        raise DataError(f"--split {split!r} needs --source store (raw corpora have no splits yet)")
+    from ecgmae.data.sources import get_source
+    from ecgmae.data.sources.reading import read_items
+
+    src = Path(src)
+    if not src.exists():
+        raise DataError(f"{src}: not found")
+    scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=options or {})
+    for record, _, _, message in scan.problems:
+        yield record, clip(message, 800)
+    for done in read_items(source, scan, read, workers=workers, quiet=quiet):
+        yield done.value if done.error is None else (done.item.record, done.error[1])
+
+
+def iter_source(source: str, src: str | Path, cfg: PreprocessConfig, *, labels: str | Path | None = None,
+                task: str | None = None, options: dict[str, Any] | None = None, split: str | None = None,
+                workers: int = 1, quiet: bool = False) -> Iterator[Prepared | tuple[str, str]]:
+    """:func:`iter_records` with the model's preprocessing ``cfg``: each record as a :class:`Prepared`.
+
+    A store must be at the model's rate (a warning when its filters or normalisation differ); raw
+    records are resampled, filtered and mapped onto ``cfg.leads``.
+    """
+    return iter_records(source, src, read=functools.partial(prepare_record, cfg),
+                        row=functools.partial(_store_row, cfg), labels=labels, task=task,
+                        options={**(options or {}), "target_fs": cfg.fs}, split=split, workers=workers,
+                        quiet=quiet, check_store=functools.partial(_check_store, cfg))
+
+
+def _store_row(cfg: PreprocessConfig, store: Store, i: int) -> Prepared:
+    return from_store(store, i, cfg.leads)
+
+
+def _check_store(cfg: PreprocessConfig, store: Store) -> None:
+    if abs(store.fs - cfg.fs) > FS_TOL * cfg.fs:
+        raise DataError(f"{store.path}: store is at {store.fs:g} Hz but the model expects {cfg.fs:g} Hz; "
+                        f"prepare it with --fs {cfg.fs:g} (or pass the raw corpus with --source)")
+    theirs = store.preprocess_config
+    differ = [k for k in ("bandpass", "baseline", "normalise") if getattr(theirs, k) != getattr(cfg, k)]
+    if differ:
+        log.warning("%s: preprocessing differs from the model's (%s); results may be off", store.path,
+                    ", ".join(f"{k} {getattr(theirs, k)!r} vs {getattr(cfg, k)!r}" for k in differ))
+
+
+class Skipped(NamedTuple):
+    """A record left out: its place in the source order (counting every record), id and the reason."""
+
+    position: int
+    record: str
+    reason: str
+
+
+class Gathered(NamedTuple):
+    """What :func:`gather` returns: ids of the used records, their stacked outputs, the skipped ones."""
+
+    ids: list[str]
+    values: np.ndarray
+    skipped: list[Skipped]
+
+
+def gather(stream: Iterator[Any], fn: Callable[[list[Any]], np.ndarray], *, on_error: str = "skip",
+           where: str | Path = "input", chunk: int = CHUNK) -> Gathered:
+    """Run ``fn`` over chunks of the usable items of ``stream`` (each with a ``name``), in order.
+
+    Args:
+        stream: items and ``(record, message)`` pairs for unusable records (as :func:`iter_records` yields).
+        fn: a list of items -> ``(len, F)`` array.
+        on_error: ``skip`` (warn for the first ten, keep the reasons) or ``fail`` (raise the first).
+        where: named when no record is usable.
+        chunk: items per call of ``fn``.
+
+    Raises:
+        DataError: an unusable record with ``on_error="fail"``, or no usable record at all.
+    """
+    if on_error not in ("skip", "fail"):
+        raise DataError(f"on_error must be skip or fail, got {on_error!r}")
+    ids: list[str] = []
+    outs: list[np.ndarray] = []
+    skipped: list[Skipped] = []
+    buf: list[Any] = []
+    for position, item in enumerate(stream):
+        if isinstance(item, tuple):
+            record, message = item
+            if on_error == "fail":
+                raise DataError(message)
+            skipped.append(Skipped(position, record, message))
+            if len(skipped) <= 10:
+                log.warning("skipped %s", message)
+            continue
+        buf.append(item)
+        if len(buf) >= chunk:
+            outs.append(fn(buf))
+            ids.extend(p.name for p in buf)
+            buf = []
+    if buf:
+        outs.append(fn(buf))
+        ids.extend(p.name for p in buf)
+    if len(skipped) > 10:
+        log.warning("... and %d more skipped records (every reason is in the output)", len(skipped) - 10)
+    if not ids:
+        raise DataError(f"{where}: no usable record ({len(skipped)} skipped)")
+    return Gathered(ids, np.concatenate(outs), skipped)
