@@ -18,6 +18,7 @@ from ecgmae.cli import main
 from ecgmae.config import ConfigError
 from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
 from ecgmae.engine.run import evaluate, finetune, pretrain
+from ecgmae.errors import DataError
 
 CPU = TrainerConfig(accelerator="cpu", devices="1", precision="32", log_every=1)
 
@@ -294,3 +295,53 @@ def test_finetuning_an_unlabelled_store_says_so(tmp_path):
     cfg = FinetuneConfig(mode="scratch", model="ecgmae_tiny", epochs=1, batch_size=4, trainer=CPU)
     with pytest.raises(DataError, match="no labelled record"):
         finetune(bare, tmp_path / "ft", cfg, quiet=True)
+
+
+def test_leakage_test_patients_checked_against_the_encoders_pretraining_data(store, mae_run, tmp_path, caplog):
+    from ecgmae.data.store import Store
+
+    st = Store.open(store)
+    test = st.index.iloc[st.split_indices("test")]
+    # the synthetic store has no patient ids: each record is its own patient, compared by record id
+    assert (test["patient"].fillna("") == "").all()
+    expected = {f"record:{r}" for r in test["record"]}
+    n_test_patients = len(expected)
+    ft = FinetuneConfig(mode="linprobe", max_steps=1, batch_size=16, trainer=CPU, n_boot=5)
+    # pre-trained on the train split only (the default): checked, nothing shared
+    clean = finetune(store, tmp_path / "clean", ft, encoder=mae_run, quiet=True)
+    assert clean["leakage"]["checked"] and clean["leakage"]["shared_patients"] == 0
+    assert clean["leakage"]["pretrain_splits"] == ["train"]
+    # pre-trained on every split: each test patient is shared; warned and recorded in metrics.json
+    leaky = pretrain(store, tmp_path / "all", _pre(max_steps=0, splits=("train", "val", "test")), quiet=True)
+    caplog.clear()
+    rep = finetune(store, tmp_path / "leaky", ft, encoder=leaky, quiet=True)
+    assert rep["leakage"]["shared_patients"] == n_test_patients > 0
+    assert set(rep["leakage"]["examples"]) <= expected and len(rep["leakage"]["examples"]) == 10
+    assert any("patient(s) of the test split were in the encoder's pre-training data" in r.getMessage()
+               for r in caplog.records if r.levelname == "WARNING")
+    saved = json.loads((tmp_path / "leaky" / "metrics.json").read_text())["leakage"]
+    assert saved["shared_patients"] == n_test_patients
+    # --leakage refuse stops before any training
+    with pytest.raises(DataError, match=r"test split were in the encoder's pre-training data .*refuse"):
+        finetune(store, tmp_path / "refused", FinetuneConfig(**{**ft.__dict__, "leakage": "refuse"}), encoder=leaky,
+                 quiet=True)
+    assert not (tmp_path / "refused" / "classifier.safetensors").exists()
+    # the pre-training store gone: said, not checked, not an error
+    import shutil
+
+    moved = tmp_path / "store_copy"
+    shutil.copytree(store, moved)
+    gone = pretrain(moved, tmp_path / "gone", _pre(max_steps=0, splits=("train", "val", "test")), quiet=True)
+    shutil.rmtree(moved)
+    rep = finetune(store, tmp_path / "unchecked", ft, encoder=gone, quiet=True)
+    assert rep["leakage"]["checked"] is False and rep["leakage"]["shared_patients"] is None
+
+
+def test_leakage_flag_on_the_command_line(store, tmp_path, capsys):
+    leaky = pretrain(store, tmp_path / "all", _pre(max_steps=0, splits=("train", "val", "test")), quiet=True)
+    args = ["finetune", "--data", str(store), "--out", str(tmp_path / "ft"), "--mode", "linprobe", "--encoder",
+            str(leaky), "--max-steps", "1", "--batch-size", "16", "--accelerator", "cpu", "--quiet",
+            "--leakage", "refuse"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--leakage refuse" in err[0] and "Traceback" not in err[0]

@@ -8,7 +8,7 @@ from typing import Any
 from ecgmae.cli._common import add_command
 from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, print_config, resolve
 
-FLAGS = ("mode", "model", "label_fraction", "optim.layer_decay", "aggregate", "classes", *LOOP_FLAGS)
+FLAGS = ("mode", "model", "label_fraction", "optim.layer_decay", "aggregate", "classes", "leakage", *LOOP_FLAGS)
 
 
 def add_parser(sub: Any) -> None:
@@ -33,6 +33,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--layer-decay", dest="optim.layer_decay", metavar="F", type=float,
                    help="layer-wise LR decay (0.75)")
     p.add_argument("--aggregate", choices=("mean", "max"), help="window -> record score (default mean)")
+    p.add_argument("--leakage", choices=("warn", "refuse"),
+                   help="test-split patients among the encoder's pre-training records: warn (default, and "
+                        "recorded in metrics.json) or refuse to train")
     add_loop_args(p, max_steps_help="optimiser steps instead of epochs",
                   seed_help="seed for the label subset, order, crops and head (default 0)")
     add_config_args(p)

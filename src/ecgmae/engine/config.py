@@ -209,6 +209,9 @@ class FinetuneConfig:
         aggregate: how window scores combine into a record score: "mean" or "max".
         head_dropout: dropout before the linear head.
         n_boot: bootstrap resamples for the confidence intervals.
+        leakage: what to do when patients of the test split were among the encoder's pre-training
+            records (compared through the pre-training store named in its header): "warn" (log it and
+            record it in metrics.json) or "refuse" (stop before training).
         optim: optimiser and schedule.
         trainer: hardware and loop settings.
         seed: seeds the label subset, data order, crops and head initialisation.
@@ -227,6 +230,7 @@ class FinetuneConfig:
     aggregate: str = "mean"
     head_dropout: float = 0.0
     n_boot: int = 1000
+    leakage: str = "warn"
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, layer_decay=0.75))
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
@@ -238,6 +242,8 @@ class FinetuneConfig:
             raise ConfigError(f"label_fraction must be in (0, 1], got {self.label_fraction}")
         if self.aggregate not in ("mean", "max"):
             raise ConfigError(f"aggregate must be 'mean' or 'max', got {self.aggregate!r}")
+        if self.leakage not in ("warn", "refuse"):
+            raise ConfigError(f"leakage must be 'warn' or 'refuse', got {self.leakage!r}")
         _check_loop(self.epochs, self.max_steps, self.batch_size)
         _check_seconds("window_seconds", self.window_seconds)
         _check_seconds("eval_stride_seconds", self.eval_stride_seconds)

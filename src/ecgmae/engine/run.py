@@ -18,7 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ecgmae.checkpoint import load_checkpoint, load_model, save_checkpoint
+from ecgmae.checkpoint import load_model, save_checkpoint
 from ecgmae.config import to_dict
 from ecgmae.data.dataset import CropDataset, WindowDataset
 from ecgmae.data.record import lead_positions
@@ -28,13 +28,13 @@ from ecgmae.engine.config import FinetuneConfig, PretrainConfig
 from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, select_classes
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
+from ecgmae.engine.setup import build_classifier, check_leakage, data_info, model_config, window_for
 from ecgmae.engine.trainer import build_trainer
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
 from ecgmae.guards import check_resume
-from ecgmae.header import DataInfo, RunHeader, TrainInfo
-from ecgmae.models import MAEConfig, ModelSpec, build_model, config_for_data, pretraining_config
-from ecgmae.models.config import ModelConfig
+from ecgmae.header import RunHeader, TrainInfo
+from ecgmae.models import MAEConfig, ModelSpec, build_model, pretraining_config
 from ecgmae.models.contrastive import ContrastiveModel
 from ecgmae.utils import log, seed_everything, write_json_atomic
 
@@ -95,50 +95,6 @@ def _epoch_steps(n_train: int, batch: int, accumulate: int) -> Callable[[int], i
     return lambda world: _steps(n_train, batch, world, accumulate, 1, -1)
 
 
-def model_config(name: str, overrides: dict[str, Any], store: Store) -> ModelConfig:
-    """The registered config adapted to the store's rate (patches keep their duration).
-
-    Models know the 12 canonical leads and take any subset through ``lead_idx``; a store with other
-    lead names gets a model with exactly its own leads.
-    """
-    n_leads = len(store.leads) if lead_positions(store.leads) is None else None
-    return config_for_data(name, overrides, store.fs, n_leads)
-
-
-def _window(store: Store, seconds: float | None, patch: int) -> int:
-    """Crop length in samples, a whole number of patches, checked against the records' lengths.
-
-    A window longer than every stored record is refused (it would only be zero padding, and memory grows
-    with it); one longer than most records' real signal is allowed with a warning that says how much of
-    each crop is padding.
-    """
-    seconds = seconds or float(store.meta.get("seconds") or store.preprocess_config.seconds)
-    n = int(round(seconds * store.fs)) // patch * patch
-    if n <= 0:
-        raise DataError(f"{store.path}: a {seconds} s window at {store.fs} Hz holds no whole {patch}-sample patch")
-    lengths = store.index["length"].to_numpy()
-    if len(lengths) and n > lengths.max():
-        raise DataError(f"{store.path}: a {seconds:g} s window is longer than every record of the store "
-                        f"(longest {lengths.max() / store.fs:g} s); use --window-seconds "
-                        f"{lengths.max() / store.fs:g} or less")
-    valid = store.index["valid"].to_numpy()
-    padding = 1.0 - float(np.minimum(valid, n).mean()) / n if len(valid) else 0.0
-    if padding > 0.25:
-        log.warning("%s: a %g s window is %.0f %% zero padding on average (median record %g s of signal)",
-                    store.path, seconds, 100 * padding, float(np.median(valid)) / store.fs)
-    return n
-
-
-def _data_info(store: Store, indices: np.ndarray, window: int, **evaluation: Any) -> DataInfo:
-    idx = store.index.iloc[indices]
-    return DataInfo(
-        store=str(store.path), fs=store.fs, leads=tuple(store.leads), window_samples=window,
-        preprocessing=store.meta.get("preprocessing", {}), records=len(idx),
-        patients=int(idx["patient"].nunique()) if "patient" in idx else None,
-        sources=tuple(sorted(map(str, idx["source"].unique()))) if "source" in idx else (), **evaluation,
-    )
-
-
 def _guard_out(out: Path, product: str, resume: bool, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a directory; --out names the run directory to write")
@@ -190,10 +146,10 @@ def pretrain(
     seconds = cfg.window_seconds
     if seconds is None and contrastive:  # two views come from a span of two windows
         seconds = float(store.meta.get("seconds") or store.preprocess_config.seconds) / 2
-    window = _window(store, seconds, spec.data.window_multiple)
+    window = window_for(store, seconds, spec.data.window_multiple)
     train_idx = np.concatenate([store.split_indices(s) for s in cfg.splits])
     val_idx = store.split_indices("val") if "val" not in cfg.splits else np.array([], dtype=np.int64)
-    header = RunHeader(spec, _data_info(store, train_idx, window), TrainInfo(to_dict(cfg), method=cfg.method))
+    header = RunHeader(spec, data_info(store, train_idx, window), TrainInfo(to_dict(cfg), method=cfg.method))
     write_json_atomic(out / "config.json", header.to_dict())
     if cfg.max_steps != 0:
         train_ds: Any = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
@@ -267,21 +223,6 @@ def _card(header: RunHeader) -> dict[str, Any]:
     return card
 
 
-def encoder_from_checkpoint(path: str | Path, store: Store) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    """Model spec and encoder weights of a pre-training run, checked against the store's preprocessing."""
-    state, header = load_checkpoint(path, kind="encoder")
-    enc, want_fs, want_leads = header.model.encoder, header.data.fs, header.data.leads
-    if enc is None or want_fs is None:
-        raise CheckpointError(f"{path}: header lacks {'data.fs' if enc else 'an encoder config'}")
-    if float(want_fs) != float(store.fs):
-        raise DataError(f"{store.path}: store is at {store.fs} Hz but the encoder {path} expects {want_fs} Hz; "
-                        f"prepare the data with --fs {want_fs}")
-    if enc.tokenization != "lead" and tuple(store.leads) != want_leads:
-        raise DataError(f"{store.path}: store leads {','.join(store.leads)} differ from the encoder's "
-                        f"{','.join(want_leads)} (a time-tokenised model needs the same leads)")
-    return header.model, state
-
-
 def finetune(
     data: str | Path,
     out: str | Path,
@@ -303,8 +244,9 @@ def finetune(
         raise DataError(f"{store.path}: the store has no labelled record (no class with a positive); "
                         "fine-tuning needs labels: prepare it with --labels CSV or a labelled --source")
     names = [store.label_names[k] for k in class_idx]
-    model, spec = _build_classifier(cfg, store, encoder, len(class_idx))
-    window = _window(store, cfg.window_seconds, spec.data.window_multiple)
+    model, spec = build_classifier(cfg, store, encoder, len(class_idx))
+    leakage = check_leakage(encoder, store, cfg.leakage) if encoder is not None and cfg.mode != "scratch" else None
+    window = window_for(store, cfg.window_seconds, spec.data.window_multiple)
     stride = int(round((cfg.eval_stride_seconds or window / store.fs) * store.fs))
     train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), cfg.label_fraction, cfg.seed)
     val_idx, test_idx = store.split_indices("val"), store.split_indices("test")
@@ -329,9 +271,10 @@ def finetune(
                                class_idx=class_idx, batch_size=cfg.batch_size, lead_idx=lead_positions(store.leads))
     report = classification_report(y, probs, names, n_boot=cfg.n_boot, seed=cfg.seed)
     report.update(split="test", mode=cfg.mode, label_fraction=cfg.label_fraction,
-                  train_records=len(train_idx), seed=cfg.seed, encoder=str(encoder) if encoder else None)
+                  train_records=len(train_idx), seed=cfg.seed, encoder=str(encoder) if encoder else None,
+                  leakage=leakage)
     header = RunHeader(
-        spec, _data_info(store, train_idx, window, eval_stride_samples=stride, aggregate=cfg.aggregate),
+        spec, data_info(store, train_idx, window, eval_stride_samples=stride, aggregate=cfg.aggregate),
         TrainInfo(to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer)),
         label_names=tuple(names), metrics=report,
     )
@@ -341,23 +284,6 @@ def finetune(
     (out / "best.ckpt").unlink(missing_ok=True)
     log.info("%s done: test macro AUROC %.4f -> %s", cfg.mode, report["macro_auroc"], out)
     return report
-
-
-def _build_classifier(
-    cfg: FinetuneConfig, store: Store, encoder: str | Path | None, num_classes: int
-) -> tuple[torch.nn.Module, ModelSpec]:
-    """The classifier to train and its spec: around a pre-trained encoder (its weights loaded), or from scratch."""
-    if encoder is not None and cfg.mode != "scratch":
-        pre, state = encoder_from_checkpoint(encoder, store)
-        spec = ModelSpec("classifier", pre.name, pre.config, num_classes, cfg.head_dropout)
-    else:
-        config, state = model_config(cfg.model, cfg.model_overrides, store), None
-        spec = ModelSpec("classifier", cfg.model, config, num_classes,
-                         cfg.head_dropout if isinstance(config, MAEConfig) else 0.0)  # a CNN's head is in its config
-    model = build_model(spec)
-    if state is not None:
-        model.load_encoder(state)
-    return model, spec
 
 
 def _best_score(trainer: L.Trainer) -> float | None:
