@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import synth_store
+from conftest import sklearn_macro_auroc, synth_store
 from ecgmae.benchmark import BenchmarkConfig, summarise
 from ecgmae.cli import main
 from ecgmae.config import ConfigError
@@ -78,7 +78,14 @@ def test_micro_benchmark_runs_every_combination_and_reuses_runs(store, tmp_path,
     want = {(m, p, f) for m in ("mae", "simclr", "cmsc") for p in ("linprobe", "finetune") for f in (0.5, 1.0)}
     scratch = {(m, "scratch", f) for m in ("scratch", "scratch:ecgmae_tiny") for f in (0.5, 1.0)}
     assert combos == want | scratch
-    assert len(res["summary"]) == 16 and all(0 <= s["mean"] <= 1 for s in res["summary"])
+    assert len(res["summary"]) == 16
+    by_key = {(r["method"], r["protocol"], r["label_fraction"]): r for r in res["runs"]}
+    for s in res["summary"]:  # one seed: the summary is its run, and the run's score is the run re-scored
+        run = by_key[(s["method"], s["protocol"], s["label_fraction"])]
+        assert s["mean"] == run["macro_auroc"] and s["std"] == 0.0
+    for name in ("mae_finetune_0.5_s0", "cmsc_linprobe_1_s0", "scratch_scratch_1_s0"):
+        r = next(r for r in res["runs"] if f"{r['method']}_{r['protocol']}_{r['label_fraction']:g}_s0" == name)
+        assert r["macro_auroc"] == pytest.approx(sklearn_macro_auroc(out / "runs" / name, store)[0], abs=1e-6)
     table = (out / "results.md").read_text()
     assert "| cmsc | linprobe |" in table and "| scratch | scratch |" in table
     assert table.index("| scratch | scratch |") < table.index("| scratch:ecgmae_tiny | scratch |")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conftest import sklearn_macro_auroc
 from ecgmae.demo import DemoConfig, results_table, run_demo
 from ecgmae.errors import DataError
 
@@ -16,7 +17,10 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     rows = run_demo(tmp_path / "d", cfg, quiet=True)
     assert {(r["mode"], r["label_fraction"]) for r in rows} == {
         (m, f) for m in ("finetune", "linprobe", "scratch") for f in (0.1, 1.0)}
-    assert all(0 <= r["macro_auroc"] <= 1 for r in rows)
+    for r in rows:  # each row is its run re-scored from scratch (public API + scikit-learn) on the test split
+        run = tmp_path / "d" / f"{r['mode']}_{r['label_fraction']:g}"
+        macro, _ = sklearn_macro_auroc(run, tmp_path / "d" / "store")
+        assert r["macro_auroc"] == pytest.approx(macro, abs=1e-6), r
     for name in ("results.md", "results.json", "curves.png", "pretrain/encoder.safetensors"):
         assert (tmp_path / "d" / name).exists(), name
     table = (tmp_path / "d" / "results.md").read_text()
