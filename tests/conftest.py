@@ -11,6 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ECGMAE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+# The serve tests' module-scoped fixtures (runs, clf, enc, clf_url, enc_url) live in serve_util.py.
+pytest_plugins = ("serve_util",)
+
 # Two cores: keep torch from oversubscribing when pytest and numpy both use threads.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 

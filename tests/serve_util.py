@@ -107,3 +107,35 @@ class Gate:
 
     def open(self) -> None:
         self.event.set()
+
+
+# Module-scoped fixtures shared by the serve test modules (import them by name into a test module).
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return tiny_runs(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def clf(runs: dict[str, Path]) -> Any:
+    import ecgmae
+
+    return ecgmae.load(runs["ft"])
+
+
+@pytest.fixture(scope="module")
+def enc(runs: dict[str, Path]) -> Any:
+    import ecgmae
+
+    return ecgmae.load(runs["mae"])
+
+
+@pytest.fixture(scope="module")
+def clf_url(clf: Any, runs: dict[str, Path]) -> Iterator[str]:
+    with running(clf, examples=runs["src"]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def enc_url(enc: Any) -> Iterator[str]:
+    with running(enc) as url:
+        yield url

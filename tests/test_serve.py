@@ -15,39 +15,22 @@ import pytest
 
 import ecgmae
 from ecgmae.data.io import read_record
-from serve_util import client, ecg, get_metrics, need_serve, npy, records, refused, running, tiny_runs, wfdb
+from serve_util import (
+    client,
+    ecg,
+    get_metrics,
+    need_serve,
+    npy,
+    records,
+    refused,
+    running,
+    wfdb,
+)
 
 need_serve()
 import httpx  # noqa: E402
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    return tiny_runs(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def clf(runs) -> ecgmae.api.Model:
-    return ecgmae.load(runs["ft"])
-
-
-@pytest.fixture(scope="module")
-def enc(runs) -> ecgmae.api.Model:
-    return ecgmae.load(runs["mae"])
-
-
-@pytest.fixture(scope="module")
-def clf_url(clf, runs):
-    with running(clf, examples=runs["src"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def enc_url(enc):
-    with running(enc) as url:
-        yield url
 
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,42 +23,12 @@ from serve_util import (
     records,
     refused,
     running,
-    tiny_runs,
     until,
     wfdb,
 )
 
 need_serve()
 import httpx  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    return tiny_runs(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def clf(runs) -> ecgmae.api.Model:
-    return ecgmae.load(runs["ft"])
-
-
-@pytest.fixture(scope="module")
-def enc(runs) -> ecgmae.api.Model:
-    return ecgmae.load(runs["mae"])
-
-
-@pytest.fixture(scope="module")
-def clf_url(clf, runs):
-    with running(clf, examples=runs["src"]) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def enc_url(enc):
-    with running(enc) as url:
-        yield url
-
-
 
 # ---------------------------------------------------------------------------------------- bad input
 BAD_JSON = [
