@@ -342,6 +342,7 @@ def test_leakage_flag_on_the_command_line(store, tmp_path, capsys):
     args = ["finetune", "--data", str(store), "--out", str(tmp_path / "ft"), "--mode", "linprobe", "--encoder",
             str(leaky), "--max-steps", "1", "--batch-size", "16", "--accelerator", "cpu", "--quiet",
             "--leakage", "refuse"]
+    capsys.readouterr()  # what pre-training logged
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--leakage refuse" in err[0] and "Traceback" not in err[0]

@@ -79,3 +79,19 @@ def test_stage_eta_extrapolates_the_measured_stages(caplog):
         "[1/3] data | 0 s elapsed", "[2/3] first run | 5 s elapsed", "[3/3] second run | 25 s elapsed, ETA ~1m00s",
         "done in 1m25s"]
     assert fmt_seconds(7300) == "2h01m"
+
+
+def test_the_terminal_handler_follows_stderr_when_it_is_replaced(monkeypatch):
+    import io
+    import sys
+
+    from ecgmae.utils import log, setup_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    setup_logging()
+    log.warning("one")
+    monkeypatch.setattr(sys, "stderr", second)
+    first.close()  # a closed earlier stream (a finished test's capture) is never written again
+    log.warning("two")
+    assert second.getvalue() == "two\n"

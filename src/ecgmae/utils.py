@@ -9,6 +9,7 @@ import os
 import random
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,10 +103,26 @@ _PROGRESS: dict[str, bool] = {"lightning_bars": False, "in_stages": False}
 LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes to ``sys.stderr`` as it is when a record is emitted, so a handler set up
+    by one command keeps working after stderr is replaced (a notebook, a test's captured stream)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ and setStream assign it: always stderr
+        pass
+
+
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     """Configure the ``ecgmae`` logger for command-line use; ``verbose`` also brings back Lightning's bars."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = logging.StreamHandler()
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler.setLevel(level)
     root = logging.getLogger("ecgmae")
@@ -186,7 +203,7 @@ def job_log(path: str | Path) -> Iterator[Path]:
     warn_log = loggers[-1]
     extra: logging.Handler | None = None
     if warn_log.handlers == [handler] and not logging.getLogger().handlers:
-        extra = logging.StreamHandler()  # warnings still reach the terminal, as before
+        extra = StderrHandler()  # warnings still reach the terminal, as before
         if not lightning_bars():
             extra.addFilter(console)
         warn_log.addHandler(extra)
