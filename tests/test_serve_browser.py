@@ -16,7 +16,7 @@ import pytest
 import ecgmae
 from conftest import shared_path
 from ecgmae.data.io import read_record
-from serve_util import need_serve, running, tiny_runs
+from serve_util import need_serve, running
 
 need_serve()
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
@@ -46,11 +46,6 @@ def browser(tmp_path_factory):
     driver.set_page_load_timeout(120)
     yield driver
     driver.quit()
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    return tiny_runs(tmp_path_factory)
 
 
 def _wait(driver, check, what: str, seconds: float = 120):
