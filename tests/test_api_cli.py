@@ -17,8 +17,6 @@ from ecgmae.cli import main
 from ecgmae.errors import CheckpointError, DataError
 from test_api import _ecg, build_runs
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
