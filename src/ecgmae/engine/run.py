@@ -28,7 +28,7 @@ from ecgmae.engine.config import FinetuneConfig, PretrainConfig
 from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, select_classes
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
-from ecgmae.engine.setup import build_classifier, check_leakage, data_info, model_config, window_for
+from ecgmae.engine.setup import build_classifier, data_info, model_config, window_for
 from ecgmae.engine.trainer import build_trainer
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
@@ -244,8 +244,7 @@ def finetune(
         raise DataError(f"{store.path}: the store has no labelled record (no class with a positive); "
                         "fine-tuning needs labels: prepare it with --labels CSV or a labelled --source")
     names = [store.label_names[k] for k in class_idx]
-    model, spec = build_classifier(cfg, store, encoder, len(class_idx))
-    leakage = check_leakage(encoder, store, cfg.leakage) if encoder is not None and cfg.mode != "scratch" else None
+    model, spec, leakage = build_classifier(cfg, store, encoder, len(class_idx))
     window = window_for(store, cfg.window_seconds, spec.data.window_multiple)
     stride = int(round((cfg.eval_stride_seconds or window / store.fs) * store.fs))
     train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), cfg.label_fraction, cfg.seed)

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ecgmae.checkpoint import load_checkpoint, read_header, resolve
+from ecgmae.checkpoint import load_checkpoint
 from ecgmae.data.leakage import pretraining_leakage
 from ecgmae.data.record import lead_positions
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig
 from ecgmae.errors import CheckpointError, DataError
-from ecgmae.header import DataInfo
+from ecgmae.header import DataInfo, RunHeader
 from ecgmae.models import MAEConfig, ModelSpec, build_model, config_for_data
 from ecgmae.models.config import ModelConfig
 from ecgmae.utils import log
@@ -66,8 +66,10 @@ def data_info(store: Store, indices: np.ndarray, window: int, **evaluation: Any)
     )
 
 
-def encoder_from_checkpoint(path: str | Path, store: Store) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
-    """Model spec and encoder weights of a pre-training run, checked against the store's preprocessing."""
+def encoder_from_checkpoint(path: str | Path, store: Store, leakage: str = "warn"
+                            ) -> tuple[ModelSpec, dict[str, torch.Tensor], dict[str, Any]]:
+    """Model spec and encoder weights of a pre-training run, checked against the store: its rate and leads, and
+    (:func:`check_leakage`, with policy ``leakage``) the test patients among its pre-training records."""
     state, header = load_checkpoint(path, kind="encoder")
     enc, want_fs, want_leads = header.model.encoder, header.data.fs, header.data.leads
     if enc is None or want_fs is None:
@@ -78,15 +80,17 @@ def encoder_from_checkpoint(path: str | Path, store: Store) -> tuple[ModelSpec, 
     if enc.tokenization != "lead" and tuple(store.leads) != want_leads:
         raise DataError(f"{store.path}: store leads {','.join(store.leads)} differ from the encoder's "
                         f"{','.join(want_leads)} (a time-tokenised model needs the same leads)")
-    return header.model, state
+    return header.model, state, check_leakage(header, store, leakage)
 
 
 def build_classifier(
     cfg: FinetuneConfig, store: Store, encoder: str | Path | None, num_classes: int
-) -> tuple[torch.nn.Module, ModelSpec]:
-    """The classifier to train and its spec: around a pre-trained encoder (its weights loaded), or from scratch."""
+) -> tuple[torch.nn.Module, ModelSpec, dict[str, Any] | None]:
+    """The classifier to train, its spec and the encoder's leakage record (None from scratch): around a
+    pre-trained encoder (its weights loaded), or from scratch."""
+    leakage = None
     if encoder is not None and cfg.mode != "scratch":
-        pre, state = encoder_from_checkpoint(encoder, store)
+        pre, state, leakage = encoder_from_checkpoint(encoder, store, cfg.leakage)
         spec = ModelSpec("classifier", pre.name, pre.config, num_classes, cfg.head_dropout)
     else:
         config, state = model_config(cfg.model, cfg.model_overrides, store), None
@@ -95,12 +99,12 @@ def build_classifier(
     model = build_model(spec)
     if state is not None:
         model.load_encoder(state)
-    return model, spec
+    return model, spec, leakage
 
 
-def check_leakage(encoder: str | Path, store: Store, policy: str) -> dict[str, Any]:
-    """Patients of the test split among the encoder's pre-training records: logged, refused or recorded."""
-    pre = read_header(resolve(encoder, "encoder"))
+def check_leakage(pre: RunHeader, store: Store, policy: str) -> dict[str, Any]:
+    """Patients of the test split among the pre-training records of the encoder with header ``pre``: logged,
+    refused or recorded."""
     res = pretraining_leakage(pre.data.store, pre.train.config.get("splits"), store)
     where = f"{pre.data.store}" + (f" (splits {','.join(res['pretrain_splits'])})" if res["pretrain_splits"] else "")
     if not res["checked"]:
