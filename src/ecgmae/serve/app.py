@@ -74,14 +74,11 @@ class Service:
         self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ecgmae-model")
         self._prep_pool = concurrent.futures.ThreadPoolExecutor(limits.prep_threads, thread_name_prefix="ecgmae-prep")
         wait = limits.batch_wait_ms / 1e3
-        self.batchers = {
-            # looked up at call time, so a wrapped model method (tests, tracing) is what runs
-            "predict": Batcher(lambda items: model.predict_prepared(items), self._model_pool,
-                               max_size=limits.batch_size, max_wait_s=wait,
-                               on_call=lambda n: self.metrics.model_call("predict", n)),
-            "embed": Batcher(lambda items: model.embed_prepared(items), self._model_pool,
-                             max_size=limits.batch_size, max_wait_s=wait,
-                             on_call=lambda n: self.metrics.model_call("embed", n)),
+        self.batchers = {  # the model method is looked up at call time: a wrapped one (tests, tracing) runs
+            op: Batcher(lambda items, op=op: getattr(model, f"{op}_prepared")(items), self._model_pool,
+                        max_size=limits.batch_size, max_wait_s=wait,
+                        on_call=lambda n, op=op: self.metrics.model_call(op, n))
+            for op in ("predict", "embed")
         }
         self.metrics.queues = {op: b.queued for op, b in self.batchers.items()}
         self._static = {name: (resources.files("ecgmae.serve") / "static" / name).read_bytes() for name in STATIC}

@@ -211,16 +211,14 @@ def _from_json(body: bytes) -> Sample:
 
 def _from_example(payload: Payload) -> Sample:
     assert payload.example is not None
-    fields = dict(payload.fields)
-    options = {k: fields.pop(k) for k in OPTIONS if k in fields}
+    fields, options = _split_options(payload.fields)
     _no_fields(fields, "an example record")
     rec = read_record(payload.example, root=payload.example.parent)
     return Sample(rec.record, rec, None, None, options)
 
 
 def _from_files(payload: Payload, folder: Path) -> Sample:
-    fields = dict(payload.fields)
-    options = {k: fields.pop(k) for k in OPTIONS if k in fields}
+    fields, options = _split_options(payload.fields)
     names = list(payload.files)
     by_suffix: dict[str, list[str]] = {}
     for n in names:
@@ -230,8 +228,7 @@ def _from_files(payload: Payload, folder: Path) -> Sample:
             raise RequestError(400, f"upload one .npy alone, got {', '.join(names)}")
         fs = _number(fields.pop("fs", None), "fs")
         leads = fields.pop("leads", None)
-        rec = read_record(folder / names[0], fs=fs,
-                          leads=tuple(n.strip() for n in leads.split(",")) if leads else None)
+        rec = read_record(folder / names[0], fs=fs, leads=tuple(_lead_list(leads)) if leads else None)
         return Sample(rec.record, rec, None, None, options)
     _no_fields(fields, "a WFDB record")
     heads = by_suffix.get(".hea", [])
@@ -244,6 +241,12 @@ def _from_files(payload: Payload, folder: Path) -> Sample:
         raise RequestError(400, f"{names[0]}: a WFDB signal file needs its .hea header (upload both)")
     rec = read_record(folder / heads[0])
     return Sample(rec.record, rec, None, None, options)
+
+
+def _split_options(fields: dict[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """A form's fields apart from the request options, and the options."""
+    rest = dict(fields)
+    return rest, {k: rest.pop(k) for k in OPTIONS if k in rest}
 
 
 def _no_fields(fields: dict[str, str], what: str) -> None:
