@@ -14,7 +14,9 @@ Steps, each skipped when its output exists (a re-run resumes; delete a folder to
    (``ecgmae.eval.features``) of the raw records, in a repeated stratified k-fold logistic regression
    (``ecgmae.eval.probe.cv_probe``; classes with at least ``--min-count`` positives and negatives). All rows
    share the same folds, so the difference to random init is paired per repeat.
-5. held-out check (``--beats``, default MIT-BIH record 100 from ../shared/data/wfdb-sample): its 30 min cut
+5. fewer leads (``--leads``, default lead II alone): the same CinC probe with only those leads given to every
+   run and to the features, the others absent, as from a Holter monitor or a wearable.
+6. held-out check (``--beats``, default MIT-BIH record 100 from ../shared/data/wfdb-sample): its 30 min cut
    into 10 s segments, label "holds an atrial premature beat" from the reference annotations, probed the same
    way. One patient, two leads (the others absent): a different task from the CinC classes, not used to
    choose any default.
@@ -154,7 +156,9 @@ def paired(a: list[float], b: list[float]) -> dict[str, float]:
 
 
 def table(rows: list[dict[str, Any]], classes: list[str]) -> str:
-    head = ["what", "seed", "steps", "wall min", "macro AUROC", "vs random", *classes]
+    few = next((r["fewer_leads"]["leads"] for r in rows if "fewer_leads" in r), None)
+    head = ["what", "seed", "steps", "wall min", "macro AUROC", "vs random",
+            *([f"{'+'.join(few)} only"] if few else []), *classes]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         d = r.get("vs_random")
@@ -163,6 +167,7 @@ def table(rows: list[dict[str, Any]], classes: list[str]) -> str:
                  "" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}",
                  f"{r['macro']:.3f} ± {r['macro_std']:.3f}",
                  "" if d is None else f"{d['mean']:+.3f} ± {d['std']:.3f}",
+                 *([f"{r['fewer_leads']['macro']:.3f} ± {r['fewer_leads']['macro_std']:.3f}"] if few else []),
                  *(f"{r['per_class'][c]:.3f}" for c in classes)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -182,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "cinc2021-sample")
     ap.add_argument("--beats", type=Path, default=REPO.parent / "shared" / "data" / "wfdb-sample" / "100",
                     help="held-out check: an MIT-BIH record with .atr beat annotations (skipped when absent)")
+    ap.add_argument("--leads", default="II",
+                    help="fewer-leads check: CinC probed again with only these leads (comma list; '' skips)")
     ap.add_argument("--min-count", type=int, default=7, help="keep classes with this many positives and negatives")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
@@ -243,15 +250,31 @@ def main(argv: list[str] | None = None) -> None:
         settings.update({k: res.pop(k) for k in keys})
         return res
 
+    subset = [n.strip() for n in args.leads.split(",") if n.strip()]
+    lacking = [r for r in recs if not set(subset) <= set(r.leads)]
+    if lacking:
+        raise SystemExit(f"quality_real: --leads {args.leads}: a record of {args.real} has only "
+                         f"{', '.join(lacking[0].leads)}")
+    sub_sigs = [r.signal[[list(r.leads).index(n) for n in subset]] for r in recs] if subset else []
+    sub_kw = {"fs": [r.fs for r in recs], "leads": subset}
+
+    def fewer(X: np.ndarray) -> dict[str, Any]:  # the same probe on the fewer-leads embeddings
+        res = cv_probe(X, Y, **probe_kw)
+        return {"leads": subset, "macro": res["macro"], "macro_std": res["macro_std"], "per_class": res["per_class"]}
+
     rows: list[dict[str, Any]] = []
     for run in runs:
         run["steps"] = read_header(Path(run["path"]) / "encoder.safetensors").train.steps  # what it really had
-        X = ecgmae.load(run["path"]).embed(recs)
-        rows.append({**run, **probe(X)})
+        model = ecgmae.load(run["path"])
+        rows.append({**run, **probe(model.embed(recs))})
+        if subset:
+            rows[-1]["fewer_leads"] = fewer(model.embed(sub_sigs, **sub_kw))
         say(f"probe {run['name']}: macro AUROC {rows[-1]['macro']:.3f} ± {rows[-1]['macro_std']:.3f}")
     X = np.stack([ecg_features(r.signal, r.fs) for r in recs])
     rows.append({"what": "features", "name": "features", "seed": None, "steps": None, "wall_s": None,
                  **probe(X)})
+    if subset:
+        rows[-1]["fewer_leads"] = fewer(np.stack([ecg_features(x, r.fs) for x, r in zip(sub_sigs, recs, strict=True)]))
     say(f"probe features: macro AUROC {rows[-1]['macro']:.3f} ± {rows[-1]['macro_std']:.3f}")
     rand = {r["seed"]: r["macro_by_repeat"] for r in rows if r["what"] == "random"}
     rand_mean = np.mean(list(rand.values()), axis=0).tolist()
@@ -270,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{k} {v['macro_mean']:.3f} ± {v['macro_std_over_seeds']:.3f}" for k, v in by_method.items())
     md += (f"\n\nmacro AUROC ± std over {args.repeats} repeats of {args.folds}-fold CV on {len(recs)} real "
            f"records; 'vs random': paired difference to the untrained encoder of the same seed "
-           "(features: to the mean of the random seeds).\n")
+           "(features: to the mean of the random seeds)"
+           + (f"; '{'+'.join(subset)} only': the same probe with only lead(s) {', '.join(subset)} given "
+              "(the others absent)" if subset else "") + ".\n")
     if beats:
         md += (f"\nHeld-out check, not used to choose defaults: {beats['segments']} segments of 10 s of "
                f"{args.beats.name} ({beats['positives']} with an atrial premature beat), same probe:\n\n"
@@ -282,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
                     "python": platform.python_version(), "ecgmae": ecgmae.__version__},
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "steps": steps, "commands": stages.commands,
-        "real": {"path": str(args.real), "records": len(recs), "classes": classes,
+        "real": {"path": str(args.real), "records": len(recs), "classes": classes, "fewer_leads": subset,
                  "positives": {c: int(p) for c, p in zip(classes, Y.sum(axis=0), strict=True)}},
         "probe": settings,
         "rows": rows, "by_method": by_method, "beats": beats,

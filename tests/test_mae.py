@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from conftest import ecg_like
+from ecgmae.config import ConfigError
 from ecgmae.models import create_model
-from ecgmae.models.mae import masked_mse, normalise_patches, random_masking
+from ecgmae.models.mae import masked_mse, normalise_patches, random_masking, subset_leads
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -189,3 +190,52 @@ def test_tiny_model_overfits_one_batch():
         losses.append(loss.item())
     last = sum(losses[-10:]) / 10
     assert last < 0.1 * first, f"loss {first:.4f} -> {last:.4f}"
+
+
+def test_subset_leads_keeps_one_to_all_but_one_present_lead():
+    torch.manual_seed(0)
+    present = torch.ones(4000, 12, dtype=torch.bool)
+    present[:1000, 5:] = False  # records with 5 leads
+    present[1000:1100] = False
+    present[1000:1100, 7] = True  # records with a single lead
+    assert torch.equal(subset_leads(present, 0.0), present)
+    out = subset_leads(present, 1.0)
+    assert not (out & ~present).any()  # never invents a lead
+    kept, had = out.sum(1), present.sum(1)
+    assert (kept >= 1).all() and (kept[had > 1] < had[had > 1]).all()
+    assert torch.equal(out[1000:1100], present[1000:1100])  # a single lead is always kept
+    assert set(kept[:1000].tolist()) == {1, 2, 3, 4} and set(kept[1100:].tolist()) == set(range(1, 12))
+    half = subset_leads(present[1100:], 0.5).sum(1) < 12
+    assert 0.45 < half.float().mean() < 0.55
+
+
+def test_lead_drop_hides_dropped_leads_in_training_only():
+    torch.manual_seed(0)
+    model = create_model("ecgmae_tiny", tokenization="time", lead_drop=1.0, norm_target=True).train()
+    x = ecg_like(3, 12, 500)
+    torch.manual_seed(7)
+    out = model(x)
+    target = out.target.view(3, 10, 12, 50)
+    dropped = (target == 0).all(dim=3).all(dim=1)  # (B, 12): leads with an all-zero (unscored) target
+    assert dropped.any(dim=1).all() and not dropped.all(dim=1).any()
+    x2 = x.clone()
+    x2[dropped] = 3.0  # garbage in the dropped leads: same prediction and loss under the same draws
+    torch.manual_seed(7)
+    again = model(x2)
+    assert torch.equal(again.pred, out.pred) and torch.equal(again.loss, out.loss)
+    # eval mode (validation, reconstruction) sees every lead, exactly like the same weights without lead_drop
+    plain = create_model("ecgmae_tiny", tokenization="time", norm_target=True)
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()
+    torch.manual_seed(7)
+    a = model(x)
+    torch.manual_seed(7)
+    b = plain(x)
+    assert torch.equal(a.pred, b.pred) and not (a.target.view(3, 10, 12, 50) == 0).all(dim=3).all(dim=1).any()
+
+
+@pytest.mark.parametrize(("overrides", "msg"), [({"lead_drop": 1.5}, "in [0, 1]"),
+                                                ({"lead_drop": 0.5, "tokenization": "lead"}, "tokenization='time'")])
+def test_lead_drop_config_errors(overrides, msg):
+    with pytest.raises(ConfigError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        create_model("ecgmae_tiny", **overrides)

@@ -203,3 +203,22 @@ def test_engine_passes_presence_only_when_a_lead_is_missing(store, tmp_path, mon
     torch.set_num_threads(1)
     pretrain(store, tmp_path / "m", PretrainConfig(max_steps=1, **TINY), quiet=True)
     assert seen and all(s is not drop_lead for s in seen)
+
+
+def test_cli_lead_drop_reaches_the_model_and_is_checked(store, tmp_path, monkeypatch, capsys):
+    import ecgmae.models.mae as mae
+    from ecgmae.cli import main
+
+    calls: list[float] = []
+    real = mae.subset_leads
+    monkeypatch.setattr(mae, "subset_leads", lambda present, p: calls.append(p) or real(present, p))
+    torch.set_num_threads(1)
+    args = ["pretrain", "--data", str(store), "--model", "ecgmae_tiny", "--max-steps", "2", "--batch-size", "8",
+            "--accelerator", "cpu", "--devices", "1", "--precision", "32", "--quiet", "--lead-drop", "0.5"]
+    assert main([*args, "--out", str(tmp_path / "r"), "--set", "model_overrides.tokenization=time"]) == 0
+    assert calls == [0.5, 0.5]  # one draw per training step
+    header = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert header["model"]["config"]["lead_drop"] == 0.5
+    assert main([*args, "--out", str(tmp_path / "bad")]) != 0  # ecgmae_tiny has lead tokens
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lead_drop" in err[0] and "tokenization='time'" in err[0]

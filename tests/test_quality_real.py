@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, shared_path
+from ecgmae.eval.features import ecg_features
+from ecgmae.eval.probe import cv_probe
 
 
 def _script() -> ModuleType:
@@ -58,9 +60,14 @@ def test_toy_pipeline_end_to_end(tmp_path: Path) -> None:
     res = json.loads((out / "results.json").read_text())
     assert [r["what"] for r in res["rows"]] == ["random", "mae", "features"]
     assert [r["steps"] for r in res["rows"]] == [0, 1, None]
+    assert all(r["fewer_leads"]["leads"] == ["II"] for r in res["rows"])
+    recs, classes, Y = _script().load_real(real, 12)  # the features' fewer-leads score, re-scored here
+    F = np.stack([ecg_features(r.signal[[r.leads.index("II")]], r.fs) for r in recs])
+    again = cv_probe(F, Y, names=classes, folds=2, repeats=1, seed=0)["macro"]
+    assert res["rows"][2]["fewer_leads"]["macro"] == pytest.approx(again) != res["rows"][2]["macro"]
     assert res["rows"][1]["vs_random"]["mean"] == pytest.approx(res["rows"][1]["macro"] - res["rows"][0]["macro"])
     assert res["real"]["records"] == 50 and res["real"]["classes"]
-    assert "| mae | 0 | 1 |" in (out / "results.md").read_text()
+    assert "| mae | 0 | 1 |" in (out / "results.md").read_text() and "II only" in (out / "results.md").read_text()
     assert [r["name"] for r in res["beats"]["rows"]] == ["features", "random", "mae"]
     stamp = (out / "mae" / "encoder.safetensors").stat().st_mtime_ns
     _script().main(argv)  # resumes: nothing is pre-trained again

@@ -8,7 +8,7 @@ from typing import Any
 from ecgmae.cli._common import add_command
 from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, print_config, resolve
 
-FLAGS = ("method", "model", "model_overrides.mask_ratio", "temperature", *LOOP_FLAGS)
+FLAGS = ("method", "model", "model_overrides.mask_ratio", "model_overrides.lead_drop", "temperature", *LOOP_FLAGS)
 
 
 def add_parser(sub: Any) -> None:
@@ -32,6 +32,9 @@ def add_parser(sub: Any) -> None:
                                     "ecgmae_base); default ecgmae_small")
     p.add_argument("--mask-ratio", dest="model_overrides.mask_ratio", metavar="F", type=float,
                    help="fraction of tokens hidden (default: the model's, 0.5 for ecgmae_small)")
+    p.add_argument("--lead-drop", dest="model_overrides.lead_drop", metavar="P", type=float,
+                   help="mae: share of examples shown only a random subset of their leads, so recordings with "
+                        "fewer leads embed well (default: the model's, 0 for ecgmae_small)")
     add_loop_args(p, max_steps_help="optimiser steps instead of epochs; 0 writes the untrained encoder (a baseline)",
                   seed_help="seed for init, data order, crops and masks (default 0)")
     add_config_args(p)

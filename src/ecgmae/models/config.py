@@ -121,6 +121,10 @@ class MAEConfig:
             ``"time"`` masks whole time patches across all leads, ``"lead"`` masks whole leads
             (lead tokenisation only).
         norm_target: reconstruct each patch normalised to zero mean and unit variance.
+        lead_drop: probability that a pre-training example shows the encoder only a random subset of its
+            leads (1 to all but one, uniformly; the others zero, as absent leads are, and not scored), so
+            recordings with fewer leads (Holter, wearables, MIT-BIH) embed well. Training only; time
+            tokenisation only (lead tokens take any lead subset as it is).
     """
 
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -130,6 +134,7 @@ class MAEConfig:
     mask_ratio: float = 0.75
     mask_mode: str = "patch"
     norm_target: bool = False
+    lead_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.encoder, EncoderConfig):
@@ -147,6 +152,11 @@ class MAEConfig:
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ConfigError(f"model.mask_ratio: must be in [0, 1), got {self.mask_ratio}")
         _choice("mask_mode", self.mask_mode, MASK_MODES)
+        if not 0.0 <= self.lead_drop <= 1.0:
+            raise ConfigError(f"model.lead_drop: must be in [0, 1], got {self.lead_drop}")
+        if self.lead_drop and self.encoder.tokenization != "time":
+            raise ConfigError("model.lead_drop: needs tokenization='time' (lead tokens already take any lead "
+                              f"subset); got tokenization={self.encoder.tokenization!r}")
         if self.mask_mode == "lead" and self.encoder.tokenization != "lead":
             raise ConfigError(
                 "model.mask_mode: 'lead' masking needs tokenization='lead' "

@@ -94,6 +94,20 @@ def random_masking(
     return Masking(ids_shuffle[:, :n_keep], torch.gather(mask, 1, ids_restore), ids_restore)
 
 
+def subset_leads(present: torch.Tensor, p: float) -> torch.Tensor:
+    """``present (B, L)`` bool -> the same with, for each example with probability ``p``, only a random
+    subset of its present leads kept (1 to all but one of them, uniformly; all when it has one)."""
+    b, n = present.shape
+    present = present.bool()
+    chosen = torch.rand(b, device=present.device) < p
+    n_have = present.sum(dim=1)
+    k = 1 + (torch.rand(b, device=present.device) * (n_have - 1).clamp_min(0)).floor().long()  # (B,)
+    score = torch.rand(b, n, device=present.device) + (~present).float() * 2.0  # present leads rank first
+    rank = score.argsort(dim=1).argsort(dim=1)
+    keep = (rank < k[:, None]) & present
+    return torch.where(chosen[:, None], keep, present)
+
+
 def _floor(value: float) -> int:
     return math.floor(value + 1e-6)  # 10 * (1 - 0.9) must give 1, not 0
 
@@ -155,11 +169,15 @@ class ECGMAE(nn.Module):
             raise ValueError(f"present: shape {tuple(present.shape)}, expected {tuple(x.shape[:2])}")
         lead_idx = enc.check_input(x, lead_idx)
         if enc.cfg.tokenization == "time":
-            if present is not None or x.shape[1] != enc.cfg.n_leads:  # rows the input lacks are absent
+            drop = self.training and cfg.lead_drop > 0
+            if present is not None or x.shape[1] != enc.cfg.n_leads or drop:  # rows the input lacks are absent
                 full = torch.zeros(x.shape[0], enc.cfg.n_leads, dtype=torch.bool, device=x.device)
                 full[:, lead_idx] = True if present is None else present.bool()
                 present = full
             x = enc.expand_leads(x, lead_idx)
+            if drop:
+                present = subset_leads(present, cfg.lead_drop)
+                x = x * present[:, :, None].to(x.dtype)
             lead_idx = enc.check_input(x, None)
         b, n_leads, t = x.shape
         n_time = t // enc.cfg.patch_size
