@@ -48,7 +48,7 @@ def test_registry_lists_the_sizes_and_fields_do_not_collide():
     # the default chosen on real ECGs (RESULTS.md): time tokens of 0.25 s, 128 x 4, mask 0.5, normalised targets
     assert (small.encoder.tokenization, small.encoder.patch_size, small.encoder.embed_dim, small.encoder.depth) == (
         "time", 25, 128, 4)
-    assert (small.mask_ratio, small.norm_target, small.encoder.pool) == (0.5, True, "stats")
+    assert (small.mask_ratio, small.norm_target, small.encoder.pool, small.lead_drop) == (0.5, True, "stats", 0.25)
     assert (lead.encoder.tokenization, lead.encoder.embed_dim, lead.encoder.depth) == ("lead", 256, 8)
     assert (base.encoder.embed_dim, base.encoder.depth) == (768, 12)
 

@@ -21,7 +21,7 @@ from ecgmae.utils import Stages, job_log, log, write_json_atomic, write_text_ato
 DEMO_MODEL: dict[str, Any] = {
     "tokenization": "time", "embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 25,
     "conv_channels": 16, "conv_bottleneck": 16, "decoder_dim": 64, "decoder_depth": 2, "norm_target": True,
-    "mask_ratio": 0.75, "pool": "mean",
+    "mask_ratio": 0.75, "pool": "mean", "lead_drop": 0.0,
 }
 
 

@@ -34,7 +34,7 @@ def add_parser(sub: Any) -> None:
                    help="fraction of tokens hidden (default: the model's, 0.5 for ecgmae_small)")
     p.add_argument("--lead-drop", dest="model_overrides.lead_drop", metavar="P", type=float,
                    help="mae: share of examples shown only a random subset of their leads, so recordings with "
-                        "fewer leads embed well (default: the model's, 0 for ecgmae_small)")
+                        "fewer leads embed well (default: the model's, 0.25 for ecgmae_small)")
     add_loop_args(p, max_steps_help="optimiser steps instead of epochs; 0 writes the untrained encoder (a baseline)",
                   seed_help="seed for init, data order, crops and masks (default 0)")
     add_config_args(p)

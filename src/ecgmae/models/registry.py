@@ -144,12 +144,13 @@ def ecgmae_tiny() -> MAEConfig:
 def ecgmae_small() -> MAEConfig:
     """The default, chosen on real ECGs for a CPU budget (benchmarks/RESULTS.md): one token per 0.25 s
     across all leads (time tokens), width 128, depth 4, 4 heads; decoder 64 x 2; per-patch normalised
-    targets, mask 0.5; "stats" pooling (mean, std and change between consecutive tokens: 512 features).
-    About 0.9 M parameters."""
+    targets, mask 0.5; "stats" pooling (mean, std and change between consecutive tokens: 512 features);
+    a quarter of pre-training examples show only a random subset of their leads (``lead_drop=0.25``), so
+    recordings with fewer leads embed well. About 0.9 M parameters."""
     enc = EncoderConfig(tokenization="time", patch_size=25, embed_dim=128, depth=4, num_heads=4,
                         conv_channels=16, conv_bottleneck=16, pool="stats")
     return MAEConfig(encoder=enc, decoder_dim=64, decoder_depth=2, decoder_heads=2, mask_ratio=0.5,
-                     norm_target=True)
+                     norm_target=True, lead_drop=0.25)
 
 
 @register_model
