@@ -144,6 +144,20 @@ def test_time_tokenised_model_zero_fills_missing_leads_with_a_warning(runs, capl
     np.testing.assert_allclose(sub, model.embed(full, fs=100), atol=1e-6)
 
 
+def test_an_encoder_pre_trained_on_lead_subsets_takes_missing_leads_quietly(runs, tmp_path, caplog):
+    from ecgmae.engine.config import PretrainConfig, TrainerConfig
+    from ecgmae.engine.run import pretrain
+
+    cpu = TrainerConfig(accelerator="cpu", devices="1", precision="32")
+    run = pretrain(runs["store"], tmp_path / "ld", PretrainConfig(model="ecgmae_tiny", max_steps=0, trainer=cpu,
+                   model_overrides={"tokenization": "time", "lead_drop": 0.5}), quiet=True)
+    x = _ecg(7)
+    with caplog.at_level("INFO", logger="ecgmae"):
+        ecgmae.load(run).embed(x[[0, 1, 6]], fs=100, leads=["I", "II", "V1"])
+    absent = [r for r in caplog.records if "lack lead(s) III, aVR" in r.getMessage()]
+    assert [r.levelname for r in absent] == ["INFO"] and "as in pre-training" in absent[0].getMessage()
+
+
 def test_predict_matches_the_engine_evaluation(runs):
     from ecgmae.data.prepared import from_store
     from ecgmae.data.store import Store

@@ -353,6 +353,12 @@ class Model:
         lacking = [p for p in items if not p.present.all()]
         if lacking:
             missing = [lead for j, lead in enumerate(self.leads) if any(not p.present[j] for p in lacking)]
+            drop = getattr(self.header.model.config, "lead_drop", 0.0)
+            if self.kind == "encoder" and self.header.train.method == "mae" and drop > 0:
+                log.info("%d record(s) lack lead(s) %s: zero-filled and marked absent, as in pre-training (a "
+                         "share %g of its examples showed a random lead subset)", len(lacking), ", ".join(missing),
+                         drop)
+                return
             log.warning("%d record(s) lack lead(s) %s: zero-filled and marked absent (this model "
                         "was trained on %s; results may be off)", len(lacking), ", ".join(missing),
                         ", ".join(self.leads))
