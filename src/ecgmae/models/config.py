@@ -155,8 +155,9 @@ class MAEConfig:
         if not 0.0 <= self.lead_drop <= 1.0:
             raise ConfigError(f"model.lead_drop: must be in [0, 1], got {self.lead_drop}")
         if self.lead_drop and self.encoder.tokenization != "time":
-            raise ConfigError("model.lead_drop: needs tokenization='time' (lead tokens already take any lead "
-                              f"subset); got tokenization={self.encoder.tokenization!r}")
+            raise ConfigError(f"model.lead_drop: {self.lead_drop} needs tokenization='time' (lead tokens take "
+                              "any lead subset as they are); with tokenization='lead' set lead_drop=0 "
+                              "(pretrain --lead-drop 0)")
         if self.mask_mode == "lead" and self.encoder.tokenization != "lead":
             raise ConfigError(
                 "model.mask_mode: 'lead' masking needs tokenization='lead' "
