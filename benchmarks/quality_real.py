@@ -255,12 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     if lacking:
         raise SystemExit(f"quality_real: --leads {args.leads}: a record of {args.real} has only "
                          f"{', '.join(lacking[0].leads)}")
-    sub_sigs = [r.signal[[list(r.leads).index(n) for n in subset]] for r in recs] if subset else []
+    sub_sigs = [r.signal[[r.leads.index(n) for n in subset]] for r in recs] if subset else []
     sub_kw = {"fs": [r.fs for r in recs], "leads": subset}
 
     def fewer(X: np.ndarray) -> dict[str, Any]:  # the same probe on the fewer-leads embeddings
-        res = cv_probe(X, Y, **probe_kw)
-        return {"leads": subset, "macro": res["macro"], "macro_std": res["macro_std"], "per_class": res["per_class"]}
+        res = probe(X)
+        return {"leads": subset, **{k: res[k] for k in ("macro", "macro_std", "per_class")}}
 
     rows: list[dict[str, Any]] = []
     for run in runs:
