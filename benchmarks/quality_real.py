@@ -34,23 +34,20 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from ecgmae.utils import write_json_atomic, write_text_atomic
+from real_checks import load_beats, load_real
+from stages import Stages, say
 
 STEPS: dict[str, int] = {"mae": 4500, "simclr": 3250, "cmsc": 2900}  # about 8-9 minutes each on 2 idle cores (measured)
 REPO = Path(__file__).resolve().parents[1]
-T0 = time.perf_counter()
-
-
-def say(msg: str) -> None:
-    print(f"[{(time.perf_counter() - T0) / 60:6.1f} min] {msg}", flush=True)
 
 
 def parse_steps(text: str | None, methods: list[str]) -> dict[str, int]:
@@ -64,67 +61,6 @@ def parse_steps(text: str | None, methods: list[str]) -> dict[str, int]:
     if missing:
         raise SystemExit(f"quality_real: no step count for {', '.join(missing)}; pass --steps {missing[0]}=N")
     return {m: steps[m] for m in methods}
-
-
-class Stages:
-    """Commands of the pipeline and their wall times, kept in OUT/stages.json across resumed runs."""
-
-    def __init__(self, out: Path) -> None:
-        self.file = out / "stages.json"
-        self.done: dict[str, Any] = json.loads(self.file.read_text()) if self.file.exists() else {}
-        self.commands: list[dict[str, Any]] = []
-
-    def run(self, name: str, args: list[str], product: Path) -> dict[str, Any]:
-        """Run ``ecgmae ARGS`` unless ``product`` exists; returns the stage's record (command, wall_s)."""
-        cmd = [sys.executable, "-m", "ecgmae", *args]
-        if product.exists():
-            rec = self.done.get(name, {"command": None, "wall_s": None})
-            self.commands.append({**rec, "stage": name, "ran_now": False})
-            same = rec["command"] == shlex.join(cmd)
-            say(f"{name}: done already ({product})" + ("" if same else f"; NOTE: made by {rec['command']}, "
-                                                        f"not {shlex.join(cmd)} (delete it to redo)"))
-            return rec
-        say(f"{name}: {shlex.join(args)}")
-        t = time.perf_counter()
-        rc = subprocess.run(cmd, check=False).returncode
-        if rc:
-            raise SystemExit(f"quality_real: stage {name} failed (exit {rc}): {shlex.join(cmd)}")
-        rec = {"command": shlex.join(cmd), "wall_s": round(time.perf_counter() - t, 1),
-               "date": dt.datetime.now().isoformat(timespec="seconds")}
-        self.done[name] = rec
-        write_json_atomic(self.file, self.done)
-        self.commands.append({**rec, "stage": name, "ran_now": True})
-        say(f"{name}: {rec['wall_s'] / 60:.1f} min")
-        return rec
-
-
-def load_real(folder: Path, min_count: int) -> tuple[list[Any], list[str], np.ndarray]:
-    """Records of the CinC folder, the classes kept and their 0/1 label matrix."""
-    from ecgmae.data.io import read_record
-    from ecgmae.data.sources.cinc import code_labels, dx_codes
-    from ecgmae.eval.probe import select_classes
-
-    recs = [read_record(p) for p in sorted(folder.glob("*.hea"))]
-    labels = [set(code_labels(dx_codes(r.meta.get("comments", ())), "all")) for r in recs]
-    names = sorted(set().union(*labels))
-    Y = np.array([[n in s for n in names] for s in labels], dtype=np.int64).reshape(len(recs), len(names))
-    keep = select_classes(Y, names, min_count)
-    return recs, [names[k] for k in keep], Y[:, keep]
-
-
-def load_beats(record: Path, seconds: float = 10.0) -> tuple[list[np.ndarray], float, tuple[str, ...], np.ndarray]:
-    """10 s segments of an annotated WFDB record and whether each holds an atrial premature beat ('A')."""
-    import wfdb
-
-    from ecgmae.data.io import read_record
-
-    rec = read_record(record.with_suffix(".hea"))
-    ann = wfdb.rdann(str(record.with_suffix("")), "atr")
-    seg = int(round(seconds * rec.fs))
-    starts = range(0, rec.signal.shape[1] - seg + 1, seg)
-    pac = np.array([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym == "A"], dtype=np.int64)
-    y = np.array([[bool(((pac >= a) & (pac < a + seg)).any())] for a in starts], dtype=np.int64)
-    return [rec.signal[:, a : a + seg] for a in starts], rec.fs, tuple(rec.leads), y
 
 
 def beat_task(record: Path, runs: list[dict[str, Any]], probe_kw: dict[str, Any]) -> dict[str, Any] | None:

@@ -25,7 +25,8 @@ LAYERS: list[tuple[tuple[str, ...], ...]] = [
     (("ecgmae.demo", "ecgmae.benchmark", "ecgmae.jobs"),),  # recipes that run the engine end to end
     (("ecgmae.export",), ("ecgmae.viz",), ("ecgmae.serve",)),  # users of a loaded model
     (("ecgmae.api", "ecgmae.reconstruction"), ("ecgmae.engine",)),  # the Python face | training
-    (("ecgmae.checkpoint", "ecgmae.guards", "ecgmae.header"),),  # run files: typed header, read, check, rebuild
+    # run files: typed header, read, check, rebuild; the shipped weights found by name
+    (("ecgmae.checkpoint", "ecgmae.guards", "ecgmae.header", "ecgmae.pretrained"),),
     (("ecgmae.eval",),),  # metrics, probes, pooling of window outputs
     (("ecgmae.models",), ("ecgmae.data",)),  # pure torch models | reading and preparing ECGs
     (("ecgmae.config", "ecgmae.errors", "ecgmae.utils", "ecgmae._version"),),  # the ground floor

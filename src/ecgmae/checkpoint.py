@@ -17,6 +17,7 @@ import torch
 from ecgmae._version import __version__
 from ecgmae.errors import CheckpointError
 from ecgmae.header import HEADER_VERSION, RunHeader
+from ecgmae.pretrained import locate, unknown_hint
 from ecgmae.utils import atomic_path
 
 FORMAT_VERSION = HEADER_VERSION
@@ -43,8 +44,9 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], heade
 
 
 def resolve(path: str | Path, kind: str | None = None) -> Path:
-    """The weight file for ``path``: the file itself, or the first of :data:`RUN_FILES` in a run dir."""
-    path = Path(path)
+    """The weight file for ``path``: the file itself, or the first of :data:`RUN_FILES` in a run dir (a shipped
+    model's name counts as its run dir: :func:`ecgmae.pretrained.locate`)."""
+    path = locate(path)
     if path.is_dir():
         names = RUN_FILES if kind is None else (f"{kind}.safetensors",)
         for name in names:
@@ -52,13 +54,13 @@ def resolve(path: str | Path, kind: str | None = None) -> Path:
                 return path / name
         raise CheckpointError(f"{path}: no {' or '.join(names)} in this run directory")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file or run directory")
+        raise CheckpointError(f"{path}: no such checkpoint file or run directory{unknown_hint(path)}")
     return path
 
 
 def checkpoint_files(path: str | Path) -> list[Path]:
     """Every file a command given checkpoint ``path`` may read (for refusing an output that would overwrite one)."""
-    path = Path(path)
+    path = locate(path)
     return [path / name for name in RUN_FILES] if path.is_dir() else [path]
 
 

@@ -21,7 +21,7 @@ _ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.
 
 # Order is the order shown in `ecgmae --help`.
 COMMANDS: tuple[str, ...] = ("synth", "prepare", "pretrain", "finetune", "evaluate", "demo", "benchmark", "embed",
-                             "predict", "reconstruct", "plot-curves", "export", "serve")
+                             "predict", "reconstruct", "plot-curves", "export", "serve", "pretrained")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,166 @@
+"""The real-recording checks an encoder is judged by: linear probes of its embeddings, beside hand-made features.
+
+Used by ``quality_real.py`` (choosing defaults) and ``release_weights.py`` (the shipped model's card). Each
+task is a small real labelled set from ``../shared/data``; a task whose files are absent is skipped with a
+line. ``chooses`` says whether defaults may be chosen on it (only the CinC 2021 sample with 12 leads); the
+others are checks that choose nothing.
+
+- ``cinc``: the 50 CinC 2021 records (Georgia, PTB-XL, Ningbo), 12 leads, every class with at least 7
+  positives and 7 negatives (NSIVCB, NSR, PAC, SB, STach, TAb), 5 x 5 repeated stratified CV.
+- ``cinc_II``: the same records and classes with lead II alone (the other 11 absent), as from a Holter or a
+  wearable.
+- ``mitbih_pac``: MIT-BIH record 100 cut into 10 s segments, "holds an atrial premature beat" from the
+  reference beat annotations; one patient, two leads (MLII, V5).
+- ``cpsc2020``: the 10 CinC 2020 CPSC records, AF (4) and RBBB (3) against the rest, 3-fold CV repeated 10
+  times: tiny, so its spread is wide.
+
+The probe is :func:`ecgmae.eval.probe.cv_probe` (per class, standardised L2 logistic regression, C chosen by
+an inner CV on the training folds); every embedding of a task shares the same folds, so rows are paired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One probe task: signals (each ``(leads, samples)`` in mV), their rate and lead names, 0/1 labels."""
+
+    name: str
+    what: str
+    signals: list[np.ndarray]
+    fs: list[float]
+    leads: list[tuple[str, ...]]
+    Y: np.ndarray
+    classes: list[str]
+    folds: int
+    repeats: int
+    chooses: bool
+
+
+def load_real(folder: Path, min_count: int) -> tuple[list[Any], list[str], np.ndarray]:
+    """Records of a CinC folder (SNOMED ``# Dx:`` header lines), the classes kept and their 0/1 label matrix."""
+    from ecgmae.data.io import read_record
+    from ecgmae.data.sources.cinc import code_labels, dx_codes
+    from ecgmae.eval.probe import select_classes
+
+    recs = [read_record(p) for p in sorted(folder.glob("*.hea"))]
+    labels = [set(code_labels(dx_codes(r.meta.get("comments", ())), "all")) for r in recs]
+    names = sorted(set().union(*labels))
+    Y = np.array([[n in s for n in names] for s in labels], dtype=np.int64).reshape(len(recs), len(names))
+    keep = select_classes(Y, names, min_count)
+    return recs, [names[k] for k in keep], Y[:, keep]
+
+
+def load_beats(record: Path, seconds: float = 10.0) -> tuple[list[np.ndarray], float, tuple[str, ...], np.ndarray]:
+    """10 s segments of an annotated WFDB record and whether each holds an atrial premature beat ('A')."""
+    import wfdb
+
+    from ecgmae.data.io import read_record
+
+    rec = read_record(record.with_suffix(".hea"))
+    ann = wfdb.rdann(str(record.with_suffix("")), "atr")
+    seg = int(round(seconds * rec.fs))
+    starts = range(0, rec.signal.shape[1] - seg + 1, seg)
+    pac = np.array([s for s, sym in zip(ann.sample, ann.symbol, strict=True) if sym == "A"], dtype=np.int64)
+    y = np.array([[bool(((pac >= a) & (pac < a + seg)).any())] for a in starts], dtype=np.int64)
+    return [rec.signal[:, a : a + seg] for a in starts], rec.fs, tuple(rec.leads), y
+
+
+def _cinc_task(name: str, what: str, folder: Path, min_count: int, folds: int, repeats: int, chooses: bool,
+               subset: Sequence[str] = ()) -> Task | None:
+    if not any(folder.glob("*.hea")):
+        return None
+    recs, classes, Y = load_real(folder, min_count)
+    if subset:
+        lacking = [r for r in recs if not set(subset) <= set(r.leads)]
+        if lacking:
+            raise SystemExit(f"real_checks: {lacking[0].path}: has only {', '.join(lacking[0].leads)}, "
+                             f"not {', '.join(subset)}")
+        sigs = [r.signal[[r.leads.index(n) for n in subset]] for r in recs]
+        leads = [tuple(subset)] * len(recs)
+    else:
+        sigs, leads = [r.signal for r in recs], [tuple(r.leads) for r in recs]
+    return Task(name, what, sigs, [float(r.fs) for r in recs], leads, Y, classes, folds, repeats, chooses)
+
+
+def load_tasks(shared: Path = SHARED, *, leads: Sequence[str] = ("II",), folds: int = 5, repeats: int = 5,
+               say: Callable[[str], None] = print) -> list[Task]:
+    """Every task whose files are in ``shared`` (absent ones are skipped with a line), in a fixed order."""
+    cinc, beats, cpsc = shared / "cinc2021-sample", shared / "wfdb-sample" / "100", shared / "cinc2020-cpsc-sample"
+    tasks: list[Task | None] = [
+        _cinc_task("cinc", "CinC 2021 sample, 12 leads (chooses)", cinc, 7, folds, repeats, True),
+        _cinc_task(f"cinc_{'+'.join(leads)}", f"CinC 2021 sample, lead {'+'.join(leads)} alone (check)", cinc, 7,
+                   folds, repeats, False, leads) if leads else None,
+        None, _cinc_task("cpsc2020", "CinC 2020 CPSC sample, AF and RBBB (check)", cpsc, 3, 3, 10, False),
+    ]
+    if beats.with_suffix(".atr").exists():
+        segs, fs, names, y = load_beats(beats)
+        tasks[2] = Task("mitbih_pac", "MIT-BIH 100, atrial premature beat in 10 s (check)", segs,
+                        [fs] * len(segs), [names] * len(segs), y, ["PAC"], folds, repeats, False)
+    for name, t in zip(("cinc", "cinc_leads", "mitbih_pac", "cpsc2020"), tasks, strict=True):
+        if t is None:
+            say(f"real_checks: {name}: its files are not in {shared}; skipped")
+    return [t for t in tasks if t is not None]
+
+
+def probe(task: Task, X: np.ndarray) -> dict[str, Any]:
+    """``cv_probe`` of the task's labels from features ``X``: macro, its spread over repeats, per class."""
+    from ecgmae.eval.probe import cv_probe
+
+    res = cv_probe(X, task.Y, names=task.classes, folds=task.folds, repeats=task.repeats, seed=0)
+    return {k: res[k] for k in ("macro", "macro_std", "macro_by_repeat", "per_class")}
+
+
+def embed(model: Any, task: Task, batch_size: int = 64) -> np.ndarray:
+    """Embeddings of the task's signals by a loaded ``ecgmae`` model (its own preprocessing)."""
+    out = [model.embed(task.signals[i : i + 1], fs=task.fs[i], leads=task.leads[i], batch_size=batch_size)[0]
+           for i in range(len(task.signals))]
+    return np.stack(out)
+
+
+def features(task: Task) -> np.ndarray:
+    """The project's hand-made features (``ecgmae.eval.features.ecg_features``) of the task's signals."""
+    from ecgmae.eval.features import ecg_features
+
+    return np.stack([ecg_features(x, fs) for x, fs in zip(task.signals, task.fs, strict=True)])
+
+
+def check(models: dict[str, str | Path], tasks: list[Task], *, with_features: bool = True,
+          say: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """``{task: {row: probe result}}`` for every model (by name) and, with ``with_features``, the features."""
+    import ecgmae
+
+    loaded = {name: ecgmae.load(path) for name, path in models.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        rows: dict[str, Any] = {}
+        for name, model in loaded.items():
+            rows[name] = probe(task, embed(model, task))
+        if with_features:
+            rows["features"] = probe(task, features(task))
+        out[task.name] = rows
+        say(f"{task.name}: " + ", ".join(f"{k} {v['macro']:.3f}" for k, v in rows.items()))
+    return out
+
+
+def table(results: dict[str, dict[str, Any]], tasks: list[Task]) -> str:
+    """A markdown table: one row per embedding, one column per task (macro AUROC ± spread over repeats)."""
+    names = list(dict.fromkeys(r for t in tasks for r in results.get(t.name, {})))
+    head = ["embedding", *(t.name for t in tasks)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in names:
+        cells = [n]
+        for t in tasks:
+            r = results.get(t.name, {}).get(n)
+            cells.append("" if r is None else f"{r['macro']:.3f} ± {r['macro_std']:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
