@@ -164,3 +164,26 @@ def table(results: dict[str, dict[str, Any]], tasks: list[Task]) -> str:
             cells.append("" if r is None else f"{r['macro']:.3f} ± {r['macro_std']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python benchmarks/real_checks.py RUN [RUN ...]``: every check for each run (a path or a shipped name)."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run directories, checkpoint files or shipped model names")
+    ap.add_argument("--shared", type=Path, default=SHARED, help="folder of the real samples (default %(default)s)")
+    ap.add_argument("--leads", default="II", help="the fewer-leads check's leads, comma-separated ('' skips it)")
+    ap.add_argument("--no-features", action="store_true", help="leave out the hand-made features' row")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+    tasks = load_tasks(args.shared, leads=[n for n in args.leads.split(",") if n])
+    res = check({r: r for r in args.runs}, tasks, with_features=not args.no_features)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    print(table(res, tasks))
+
+
+if __name__ == "__main__":
+    main()

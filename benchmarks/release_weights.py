@@ -47,8 +47,9 @@ from stages import Stages, say
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "src" / "ecgmae" / "weights"
 # The recipe of the shipped model; every value is a flag of this script.
-RECIPE: dict[str, Any] = {"name": "ecgmae-small-v1", "aliases": "ecgmae-small", "n": 24000, "corpus_fs": 250.0,
-                          "seed": 0, "model": "ecgmae_small", "steps": 30000, "set": [], "threads": 1}
+RECIPE: dict[str, Any] = {"name": "ecgmae-small-v1", "aliases": "ecgmae-small", "engine": "deepfake", "n": 24000,
+                          "corpus_fs": 250.0, "seed": 0, "model": "ecgmae_small", "steps": 30000, "set": [],
+                          "threads": 1}
 
 
 def tensor_sha256(file: Path) -> str:
@@ -66,21 +67,32 @@ def file_sha256(file: Path) -> str:
     return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
+def corpus_recipe(corpus: Path) -> tuple[str, int, float, int] | None:
+    """(engine, n, fs, seed) of a folder written by ``ecgmae synth``; None for anything else."""
+    if (corpus / "source.json").is_file():
+        d = json.loads((corpus / "source.json").read_text())
+        return ("deepfake", d.get("n"), d.get("fs"), d.get("seed"))
+    if (corpus / "classes.json").is_file():
+        g = json.loads((corpus / "classes.json").read_text()).get("generator", {})
+        return ("builtin", g.get("n"), g.get("fs"), g.get("seed"))
+    return None
+
+
 def pipeline(args: argparse.Namespace) -> tuple[dict[str, Any], Path, Path]:
     """Stages 1-4; returns the stages' records and the pre-training and untrained run directories."""
     out = args.out
     corpus, store, run, untrained = out / "corpus", out / "store", out / "pretrain", out / "untrained"
     if corpus.exists():
-        src = json.loads((corpus / "source.json").read_text()) if (corpus / "source.json").exists() else {}
-        if (src.get("n"), src.get("fs"), src.get("seed")) != (args.n, args.corpus_fs, args.seed):
-            raise SystemExit(f"release_weights: {corpus} holds n={src.get('n')} fs={src.get('fs')} "
-                             f"seed={src.get('seed')}, not this recipe's; use another --out or delete it")
-    elif importlib.util.find_spec("deepfakeecg") is None:
+        got = corpus_recipe(corpus)
+        if got != (args.engine, args.n, args.corpus_fs, args.seed):
+            raise SystemExit(f"release_weights: {corpus} holds (engine, n, fs, seed) = {got}, not this recipe's; "
+                             "use another --out or delete it")
+    elif args.engine == "deepfake" and importlib.util.find_spec("deepfakeecg") is None:
         raise SystemExit("release_weights: the corpus needs the deepfake-ecg GAN: pip install 'ecgmae[deepfake]'")
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out)
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    stages.run("corpus", ["synth", "--engine", "deepfake", "--n", str(args.n), "--fs", f"{args.corpus_fs:g}",
+    stages.run("corpus", ["synth", "--engine", args.engine, "--n", str(args.n), "--fs", f"{args.corpus_fs:g}",
                           "--seed", str(args.seed), "--out", str(corpus), "--quiet"], corpus, env=env)
     stages.run("store", ["prepare", "--source", "folder", "--src", str(corpus), "--out", str(store), "--quiet"],
                store / "meta.json", env=env)
@@ -96,17 +108,17 @@ def pipeline(args: argparse.Namespace) -> tuple[dict[str, Any], Path, Path]:
     return stages.done, run, untrained
 
 
-def checks(out: Path, run: Path, untrained: Path, name: str) -> dict[str, Any]:
+def checks(out: Path, run: Path, untrained: Path, name: str, only: list[str]) -> dict[str, Any]:
     """Stage 5: the real-recording checks (re-used from OUT/checks.json when its runs are unchanged)."""
     file = out / "checks.json"
     key = {"pretrain": tensor_sha256(run / "encoder.safetensors"),
-           "untrained": tensor_sha256(untrained / "encoder.safetensors")}
+           "untrained": tensor_sha256(untrained / "encoder.safetensors"), "tasks": only}
     if file.exists():
         old = json.loads(file.read_text())
         if old.get("weights") == key:
             say(f"checks: done already ({file})")
             return old
-    tasks = real_checks.load_tasks(say=say)
+    tasks = [t for t in real_checks.load_tasks(say=say) if not only or t.name in only]
     res = real_checks.check({name: run, "untrained": untrained}, tasks, say=say)
     doc = {"weights": key, "tasks": {t.name: {"what": t.what, "records": len(t.signals), "classes": t.classes,
                                               "positives": t.Y.sum(axis=0).tolist(), "folds": t.folds,
@@ -132,8 +144,9 @@ def card(args: argparse.Namespace, done: dict[str, Any], run: Path, doc: dict[st
     n_params = sum(int(v.size) for v in load_file(str(run / "encoder.safetensors")).values())
     base["release"] = {
         "name": args.name, "aliases": [a for a in args.aliases.split(",") if a],
-        "trained_on": f"{args.n:,} DeepFake ECGs (deepfake-ecg GAN trained on real 12-lead ECGs; seed {args.seed}), "
-                      f"prepared at {header.data.fs:g} Hz with prepare's defaults",
+        "trained_on": (f"{args.n:,} DeepFake ECGs (deepfake-ecg GAN trained on real 12-lead ECGs; seed {args.seed})"
+                       if args.engine == "deepfake" else f"{args.n:,} built-in synthetic ECGs (seed {args.seed})")
+                      + f", prepared at {header.data.fs:g} Hz with prepare's defaults",
         "parameters": f"{n_params / 1e6:.2f} M (encoder)",
         "recipe": {k: getattr(args, k) for k in RECIPE},
         "steps": header.train.steps, "batch_size": header.train.config.get("batch_size"),
@@ -186,6 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/release"))
     ap.add_argument("--name", default=RECIPE["name"], help="shipped name (default %(default)s)")
     ap.add_argument("--aliases", default=RECIPE["aliases"], help="other names, comma-separated (default %(default)s)")
+    ap.add_argument("--engine", choices=("deepfake", "builtin"), default=RECIPE["engine"],
+                    help="corpus generator of ecgmae synth (default %(default)s)")
     ap.add_argument("--n", type=int, default=RECIPE["n"], help="DeepFake ECGs to synthesise (default %(default)s)")
     ap.add_argument("--corpus-fs", type=float, default=RECIPE["corpus_fs"], help="corpus rate (default %(default)s)")
     ap.add_argument("--seed", type=int, default=RECIPE["seed"], help="corpus and pre-training seed")
@@ -195,11 +210,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="pretrain --set override, repeatable (e.g. model_overrides.depth=6)")
     ap.add_argument("--threads", type=int, default=RECIPE["threads"],
                     help="OMP_NUM_THREADS for every stage (default %(default)s: bit-repeatable on CPU)")
+    ap.add_argument("--tasks", default="", help="only these real checks, comma-separated (default: all)")
     ap.add_argument("--install", action="store_true", help="copy the finished run into src/ecgmae/weights/")
     ap.add_argument("--verify", action="store_true", help="compare the finished run's weights with the installed card")
     args = ap.parse_args(argv)
     done, run, untrained = pipeline(args)
-    doc = checks(args.out, run, untrained, args.name)
+    doc = checks(args.out, run, untrained, args.name, [t for t in args.tasks.split(",") if t])
     card_doc = card(args, done, run, doc)
     write_json_atomic(args.out / "model_card.json", card_doc)
     say("checks (linear-probe macro AUROC):\n" + (args.out / "checks.md").read_text())
