@@ -28,7 +28,7 @@ from ecgmae.cli import main
 from ecgmae.config import ConfigError, to_dict
 from ecgmae.data.io import LEADS_12
 from ecgmae.data.signal import PreprocessConfig
-from ecgmae.errors import CheckpointError, DataError
+from ecgmae.errors import CheckpointError, DataError, ECGMAEError
 from ecgmae.guards import MAX_WINDOW, check_device, check_resume
 from ecgmae.header import DataInfo, RunHeader
 from ecgmae.models import ECGMAE, ECGClassifier, ECGEncoder, ModelSpec, get_config
@@ -233,6 +233,8 @@ def test_check_device_names_what_is_wrong():
     assert check_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="not a device name"):
         check_device("gpu:zero")
+    with pytest.raises(ECGMAEError, match="not a device name"):  # one base class catches every user error
+        ecgmae.load("nowhere", device="gpu:zero")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             check_device("cuda")

@@ -16,11 +16,14 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ecgmae.errors import ECGMAEError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A configuration value or key is wrong; the message says which and where."""
+class ConfigError(ECGMAEError, ValueError):
+    """A configuration value or key is wrong; the message says which and where. An :class:`ECGMAEError` like
+    every error a user can act on (and a ``ValueError``, as it always was)."""
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
