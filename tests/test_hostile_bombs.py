@@ -2,7 +2,7 @@
 
 Covers: a compressed MATLAB variable that inflates to a gigabyte (declared, or hidden behind a small
 declaration), a struct whose declared shape alone needs gigabytes, and the same files through
-``prepare --source cpsc2018``.
+``prepare --source cpsc2018``; a WFDB header whose skew or byte offset asks for more than its data file.
 """
 
 from __future__ import annotations
@@ -174,3 +174,37 @@ def test_bounded_mat_reading_gives_what_scipy_gives(tmp_path: Path, compress: bo
     value, names = load_variable(path, "ECG")
     assert names == ["before", "ECG", "after"]
     assert _same(value, scipy.io.loadmat(str(path))["ECG"])
+
+
+# ------------------------------------------------------------------------------- WFDB skew and offset
+def _wfdb(folder: Path, name: str, signal_lines: list[str], nsamp: int = 1000) -> Path:
+    """A header for ``nsamp`` samples over a 4000-byte format-16 data file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.dat").write_bytes(np.random.default_rng(0).integers(-500, 500, 2000).astype("<i2")
+                                         .tobytes())
+    (folder / f"{name}.hea").write_text(f"{name} {len(signal_lines)} 100 {nsamp}\n" + "\n".join(signal_lines) + "\n")
+    return folder / f"{name}.hea"
+
+
+@pytest.mark.parametrize("skew", [400_000_000, 1_000_000_000])
+def test_wfdb_skew_bomb_is_refused_in_bounded_memory(tmp_path: Path, skew: int) -> None:
+    # A 2 KB data file; the wfdb package allocates record length + skew samples (2 GB at skew 1e9).
+    hea = _wfdb(tmp_path / "c", "r", [f"r.dat 16:{skew} 200 16 0 0 0 0 II"])
+    _refused_in_bounded_memory(hea, tmp_path, "skew", str(skew))
+
+
+def test_wfdb_skew_within_the_record_passes_the_checks(tmp_path: Path) -> None:
+    from ecgmae.data.io import check_wfdb_files, parse_header
+
+    hea = _wfdb(tmp_path / "c", "r", ["r.dat 16:3 200 16 0 0 0 0 I", "r.dat 16 200 16 0 0 0 0 II"], nsamp=500)
+    rec, sigs, _ = parse_header(hea.read_text(), hea.name)
+    check_wfdb_files(hea, rec, sigs, hea.read_text(), None)  # no error: the wfdb package reads it
+
+
+@pytest.mark.parametrize("lines", [["r.dat 16+4000000000 200 16 0 0 0 0 II", "r.dat 16+4000000001 200 16 0 0 0 0 I"],
+                                   ["r.dat 16+4000000000 200 16 0 0 0 0 II", "r.dat 16+4000000000 200 16 0 0 0 0 I"]])
+def test_wfdb_byte_offset_beyond_the_file_is_refused(tmp_path: Path, lines: list[str]) -> None:
+    hea = _wfdb(tmp_path / "c", "r", lines, nsamp=500)
+    with pytest.raises(RecordError) as err:
+        read_record(hea)
+    _one_line(str(err.value), "r.hea: signal II: byte offset 4000000000 is beyond the end of data file r.dat")
