@@ -208,3 +208,91 @@ def test_wfdb_byte_offset_beyond_the_file_is_refused(tmp_path: Path, lines: list
     with pytest.raises(RecordError) as err:
         read_record(hea)
     _one_line(str(err.value), "r.hea: signal II: byte offset 4000000000 is beyond the end of data file r.dat")
+
+
+# ------------------------------------------------------------------------------------- label tables
+def _corpus_with_labels(tmp_path: Path, labels: str | bytes) -> tuple[Path, Path]:
+    from test_hostile_inputs import _record
+
+    corpus = tmp_path / "c"
+    _record(corpus, "r0")
+    _record(corpus, "r1")
+    path = tmp_path / "labels.csv"
+    path.write_bytes(labels.encode() if isinstance(labels, str) else labels)
+    return corpus, path
+
+
+def test_a_huge_labels_cell_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    # One 100 MB cell of 33 million labels: splitting it takes gigabytes (a 200 MB one took 4.9 GB and 20 s).
+    corpus, path = _corpus_with_labels(tmp_path, b"record,labels\nr0,A\nr1," + b"xy;" * 33_000_000 + b"\n")
+    res = _limited(f"""
+        import sys
+        from ecgmae.cli import main
+        sys.exit(main(["prepare", "--source", "folder", "--src", {str(corpus)!r}, "--labels", {str(path)!r},
+                       "--out", "s", "--quiet"]))
+        """, tmp_path, mem=MEM)
+    assert res.returncode == 2, (res.stdout + res.stderr)[-2000:]
+    line = res.stderr.strip().splitlines()[-1]
+    _one_line(line, "labels.csv", "65536")
+    assert "Traceback" not in res.stderr and "MemoryError" not in res.stderr, res.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("record,labels\nr0,A\nr1,\"" + "x\n" * 40_000 + "\"\n", "a cell of more than 65536 bytes"),  # quoted newlines
+    ("record,labels\nr0,A\nr1," + ";".join(f"L{i}" for i in range(200_000)) + "\n", "a cell of more than 65536"),
+    ("record,labels\n" + "".join(f"r{i},L{i}\n" for i in range(1001)), "1001 distinct labels, more than 1000"),
+    ("record," + ",".join(f"c{i}" for i in range(1001)) + "\nr0," + ",".join("0" * 1001) + "\n",
+     "1001 class columns, more than 1000"),
+])
+def test_labels_tables_with_absurd_cells_or_label_counts_are_refused(tmp_path: Path, text: str,
+                                                                    fragment: str) -> None:
+    from ecgmae.data.sources import read_label_table
+    from ecgmae.errors import DataError
+
+    _, path = _corpus_with_labels(tmp_path, text)
+    with pytest.raises(DataError) as err:
+        read_label_table(path)
+    _one_line(str(err.value), "labels.csv", fragment)
+
+
+def test_a_labels_file_over_the_size_bound_is_refused_before_reading(tmp_path: Path) -> None:
+    from ecgmae.data.safety import TABLE_MAX_BYTES
+    from ecgmae.data.sources import read_label_table
+    from ecgmae.errors import DataError
+
+    _, path = _corpus_with_labels(tmp_path, "record,labels\nr0,A\n")
+    with path.open("r+b") as f:
+        f.truncate(TABLE_MAX_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(DataError) as err:
+        read_label_table(path)
+    _one_line(str(err.value), "labels.csv", f"is {TABLE_MAX_BYTES + 1} bytes, more than the {TABLE_MAX_BYTES}")
+
+
+def test_labels_with_quoted_commas_and_many_rows_are_read(tmp_path: Path) -> None:
+    from ecgmae.data.sources import read_label_table
+
+    rows = "".join(f'r{i},"A;B",x\n' for i in range(50_000))
+    _, path = _corpus_with_labels(tmp_path, 'record,labels,note\nr_,"A, B;C","a ""quoted"" note, with a comma"\n'
+                                  + rows)
+    table = read_label_table(path)
+    assert table.labels["r_"] == ("A, B", "C") and table.labels["r49999"] == ("A", "B")
+
+
+def test_a_store_of_more_distinct_labels_than_the_bound_is_refused(tmp_path: Path) -> None:
+    """Labels from headers are bounded too: 1200 distinct SNOMED codes in two headers' Dx lines."""
+    from ecgmae.data.record import LEADS_12
+    from ecgmae.data.signal import PreprocessConfig
+    from ecgmae.data.sources.labels import MAX_LABELS
+    from ecgmae.data.store import prepare_store
+    from ecgmae.data.wfdb_write import write_wfdb16
+    from ecgmae.errors import DataError
+
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    for r in range(2):
+        codes = ",".join(str(10_000_000 + r * 600 + i) for i in range(600))
+        write_wfdb16(corpus / f"r{r}", np.zeros((12, 1000), np.float32), 500, LEADS_12, [f"Dx: {codes}"], 1000.0)
+    with pytest.raises(DataError) as err:
+        prepare_store("cinc", corpus, tmp_path / "s", PreprocessConfig(fs=100, seconds=2), quiet=True)
+    _one_line(str(err.value), f"1200 distinct labels, more than {MAX_LABELS}")
+    assert not (tmp_path / "s").exists()

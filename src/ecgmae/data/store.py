@@ -24,6 +24,7 @@ import numpy as np
 from ecgmae.data.record import Record, RecordError
 from ecgmae.data.signal import PreprocessConfig, fs_problem, preprocess, resampled_length
 from ecgmae.data.sources import Scan, get_source
+from ecgmae.data.sources.labels import MAX_LABELS
 from ecgmae.data.sources.reading import read_items
 from ecgmae.data.splits import SPLITS, fill_splits, valid_fractions
 from ecgmae.data.store_reader import _NPY_HEADER, INDEX, LABELS, META, SIGNALS, SKIPPED, STORE_FORMAT, Store
@@ -314,6 +315,9 @@ def _build(tmp: Path, source: str, src: Path, scan: Scan, cfg: PreprocessConfig,
         names = tuple(scan.label_names)
     else:
         names = tuple(sorted({n for r in rows for n in r["labels"]}))
+    if len(names) > MAX_LABELS:  # before a records x labels matrix is allocated
+        raise DataError(f"{src}: {len(names)} distinct labels, more than {MAX_LABELS}: pick the ones to keep "
+                        "with --classes")
     counts = _write_tables(tmp, rows, names, skipped, cfg, seed, split)
     log.info("prepared %d records (%d skipped%s) into %d samples x %d leads at %g Hz",
              counts["records"], len(skipped), f": {reasons}" if reasons else "", counts["samples"],
