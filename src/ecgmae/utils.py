@@ -65,6 +65,36 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+# A spreadsheet runs a cell starting with = + - @, a tab or a CR as a formula (CSV injection): a leading
+# apostrophe makes it text. A cell that already starts with one gets another, so that unescape_cell
+# undoes escape_cell exactly (the store's index.csv is read back).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def escape_cell(value: Any) -> Any:
+    """``value`` safe to open in a spreadsheet: text starting with ``= + - @``, a tab, a CR or ``'`` gets a
+    leading ``'``; numbers and other text are returned unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def unescape_cell(value: Any) -> Any:
+    """The text :func:`escape_cell` was given (one leading ``'`` removed)."""
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
+
+
+def escape_table(table: Any) -> Any:
+    """A copy of the DataFrame ``table`` with :func:`escape_cell` applied to its column names and the cells
+    of its text columns (numeric columns keep their dtype, and so their float format)."""
+    import pandas as pd
+
+    out = table.copy()
+    for name in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[name]):
+            out[name] = out[name].map(escape_cell)
+    out.columns = [escape_cell(str(c)) for c in table.columns]
+    return out
+
+
 def _json_default(obj: Any) -> Any:
     try:
         import numpy as np

@@ -28,7 +28,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ecgmae.utils import write_text_atomic
+    from ecgmae.utils import escape_table, write_text_atomic
 
     check_out(args)  # before the work: an existing directory or the model's own file is refused
     model, ids, probs, skipped = collect(args, predict=True)
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         rows = pd.DataFrame({"record": [k.record for k in skipped], "skipped": [k.reason for k in skipped]},
                             index=[k.position for k in skipped])
         table = pd.concat([table, rows]).sort_index()
-    write_text_atomic(args.out, table.to_csv(index=False, float_format="%.6f"))
+    # record names, label names and reasons as text if the table is opened in a spreadsheet
+    write_text_atomic(args.out, escape_table(table).to_csv(index=False, float_format="%.6f"))
     print(f"{args.out}: {len(ids)} records x {len(model.label_names)} labels"
           + (f" ({len(skipped)} skipped)" if skipped else ""))
     return 0

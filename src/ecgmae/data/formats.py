@@ -12,24 +12,22 @@ from typing import Any
 
 import numpy as np
 
+from ecgmae.data.matfile import load_variable
 from ecgmae.data.record import LEADS_12, Record, RecordError, make_record, unit_scale
 from ecgmae.data.safety import check_file
-from ecgmae.errors import DataError
+from ecgmae.errors import DataError, clip
 
 
 def read_mat(path: Path) -> Record:
-    """One CPSC 2018 ``.mat``: struct ``ECG`` with ``data`` (12, N) in mV, ``sex``, ``age``; 500 Hz."""
-    import scipy.io
+    """One CPSC 2018 ``.mat``: struct ``ECG`` with ``data`` (12, N) in mV, ``sex``, ``age``; 500 Hz.
 
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises ValueError, TypeError, MatReadError... for bad files
-        raise RecordError(path.name, f"unreadable MATLAB file ({type(exc).__name__}: {exc})") from None
-    if "ECG" not in mat:
+    Only ``ECG`` is read, after :func:`~ecgmae.data.matfile.load_variable` has bounded its size."""
+    value, names = load_variable(path, "ECG")
+    if value is None:
         raise RecordError(path.name, "no 'ECG' struct and no .hea header beside it: sampling rate and "
-                          f"leads unknown (variables: {', '.join(k for k in mat if not k.startswith('__'))})")
+                          f"leads unknown (variables: {clip(', '.join(names))})")
     try:
-        ecg = mat["ECG"][0, 0]
+        ecg = value[0, 0]
         data = np.asarray(ecg["data"], dtype=np.float64)
         meta: dict[str, Any] = {"format": "cpsc2018"}
         if "sex" in ecg.dtype.names and np.size(ecg["sex"]):

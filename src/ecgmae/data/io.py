@@ -144,11 +144,29 @@ def _decode(raw: np.ndarray, fmt: str, n: int) -> np.ndarray:
     return out[:n]
 
 
+def _check_layout(where: str, sigs: list[Any], sizes: dict[str, int], max_skew: int) -> None:
+    """Each signal's byte offset lies inside its data file and its skew within ``max_skew`` samples."""
+    for s in sigs:
+        what = f"signal {clip(s.name)}" if s.name else f"a signal of {clip(s.file)}"
+        if s.file in sizes and s.offset > sizes[s.file]:
+            raise RecordError(where, f"{what}: byte offset {s.offset} is beyond the end of data file "
+                              f"{clip(s.file)} ({sizes[s.file]} bytes)", "header")
+        if s.skew > max_skew:
+            raise RecordError(where, f"{what}: skew of {s.skew} samples is more than the {max_skew} the record "
+                              "can hold", "header")
+
+
+def _file_sizes(hea: Path, sigs: list[Any], where: str, root: str | Path | None) -> dict[str, int]:
+    return {f: check_file(confine(hea, f, root), where, f"data file {f}")
+            for f in dict.fromkeys(s.file for s in sigs) if f != "~"}
+
+
 def check_wfdb_files(hea: Path, rec: dict[str, Any], sigs: list[Any], text: str, root: str | Path | None) -> None:
     """Before the wfdb package reads a record: every file it would open is confined, regular and sized
-    for what the header declares (segments of a multi-segment record included)."""
+    for what the header declares (segments of a multi-segment record included), every byte offset lies
+    inside its file and every skew (which the package reads as extra samples) within the record."""
     where = hea.name
-    sizes: list[int] = []
+    headers: list[tuple[int, list[Any], dict[str, int]]] = []  # (samples, signals, data file sizes)
     if rec["multi"]:
         lines = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
         for tok in lines[1:]:
@@ -159,18 +177,19 @@ def check_wfdb_files(hea: Path, rec: dict[str, Any], sigs: list[Any], text: str,
                                                 seg.name)
             if seg_rec["multi"]:
                 raise RecordError(where, f"segment {clip(tok[0])} is itself multi-segment", "header")
-            sizes += [check_file(confine(seg, f, root), where, f"data file {f}")
-                      for f in dict.fromkeys(s.file for s in seg_sigs) if f != "~"]
+            headers.append((seg_rec["nsamp"] or 0, seg_sigs, _file_sizes(seg, seg_sigs, where, root)))
     else:
-        sizes += [check_file(confine(hea, f, root), where, f"data file {f}")
-                  for f in dict.fromkeys(s.file for s in sigs) if f != "~"]
+        headers.append((rec["nsamp"] or 0, sigs, _file_sizes(hea, sigs, where, root)))
+    total = sum(size for _, _, sizes in headers for size in sizes.values())
     nsamp, nsig = rec["nsamp"] or 0, max(rec["nsig"], 1)
-    values = nsamp * nsig
     # 64 values per stored byte is far beyond any WFDB encoding (FLAC of a flat line included).
-    limit = min(MAX_RECORD_VALUES, max(1 << 20, 64 * sum(sizes)))
-    if values > limit:
-        raise RecordError(where, f"header declares {nsamp} samples x {nsig} signals, more than its "
-                          f"data files ({sum(sizes)} bytes) can hold", "length")
+    limit = min(MAX_RECORD_VALUES, max(1 << 20, 64 * total))
+    for samples, seg_sigs, sizes in headers:
+        _check_layout(where, seg_sigs, sizes, samples or limit // nsig)
+    skew = max((s.skew for _, seg_sigs, _ in headers for s in seg_sigs), default=0)
+    if (nsamp + skew) * nsig > limit:
+        raise RecordError(where, f"header declares {nsamp} samples{f' (+{skew} of skew)' if skew else ''} x {nsig} "
+                          f"signals, more than its data files ({total} bytes) can hold", "length")
 
 
 def _read_wfdb(hea: Path, root: str | Path | None = None) -> Record:
@@ -198,7 +217,9 @@ def _read_wfdb(hea: Path, root: str | Path | None = None) -> Record:
             return _read_wfdb_fallback(hea, meta)
         bits, invalid = _BITS[first.fmt]
         path = confine(hea, fname, root)
-        size = check_file(path, where, f"data file {fname}") - first.offset
+        file_size = check_file(path, where, f"data file {fname}")
+        _check_layout(where, [sigs[i] for i in idx], {fname: file_size}, 0)
+        size = file_size - first.offset
         k = len(idx)
         avail = max(size, 0) * 8 // (bits * k)
         n = avail if nsamp is None or nsamp == 0 else nsamp

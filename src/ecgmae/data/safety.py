@@ -4,6 +4,9 @@
   small, before a byte of it is read; a FIFO, a device (``/dev/zero``) or a folder is refused by name.
 * :func:`confine`: a file a header names must stay inside the header's folder or the corpus root; an
   absolute name, a ``..`` that climbs out, or a link pointing elsewhere is refused.
+* :func:`check_table`: a CSV table read whole (labels, a reference list) is at most
+  ``TABLE_MAX_BYTES`` and no cell of it longer than ``CELL_MAX_BYTES``, checked in bounded memory
+  before pandas reads it.
 * :func:`safe_name` and :func:`clip`: text taken from a file (a name, a header line) is escaped and
   shortened before it reaches a terminal, a log or ``skipped.csv``.
 
@@ -16,13 +19,20 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
+
 from ecgmae.data.record import RecordError
 from ecgmae.errors import TEXT_MAX, clip, safe_name
 
-__all__ = ["HEADER_MAX_BYTES", "TEXT_MAX", "check_file", "clip", "confine", "read_small_text", "safe_name"]
+__all__ = ["CELL_MAX_BYTES", "HEADER_MAX_BYTES", "TABLE_MAX_BYTES", "TEXT_MAX", "check_file", "check_table", "clip",
+           "confine", "read_small_text", "safe_name"]
 
 # A WFDB header is a few hundred bytes (a 12-lead one with comments about 1 kB); a sidecar JSON no more.
 HEADER_MAX_BYTES = 1 << 20
+# A label table read whole: CODE-15's exams.csv is 35 MB, PTB-XL's database 6 MB; a cell (a record's
+# labels, a report) a few hundred bytes. pandas holds a table in about 10-25 times its size.
+TABLE_MAX_BYTES = 256 << 20
+CELL_MAX_BYTES = 1 << 16
 def _kind(mode: int) -> str:
     for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -58,6 +68,32 @@ def check_file(path: str | Path, where: str, label: str, *, max_bytes: int | Non
         raise RecordError(where, f"{label} is {st.st_size} bytes, more than the {max_bytes} any {label} needs",
                           "size")
     return int(st.st_size)
+
+
+def check_table(path: str | Path, label: str = "labels CSV") -> None:
+    """Before pandas reads the CSV ``path`` whole: a regular file of at most ``TABLE_MAX_BYTES`` whose
+    cells are at most ``CELL_MAX_BYTES`` each (quoted commas and newlines stay inside their cell), read in
+    1 MiB chunks.
+
+    Raises:
+        RecordError: naming the file and, for a long cell, the byte where it starts.
+    """
+    where = str(path)
+    check_file(path, where, label, max_bytes=TABLE_MAX_BYTES)
+    quoted, run, done = False, 0, 0  # inside quotes; bytes of the cell so far; bytes before this chunk
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            b = np.frombuffer(chunk, np.uint8)
+            inside = ((np.cumsum(b == ord('"')) + quoted) & 1).astype(bool)  # a quote byte itself never ends a cell
+            ends = np.flatnonzero(np.isin(b, (ord(","), ord("\n"), ord("\r"))) & ~inside)
+            starts = np.concatenate(([-run - 1], ends))  # where each cell of this chunk begins (minus one)
+            lengths = np.diff(np.concatenate((starts, [len(b)]))) - 1
+            longest = int(lengths.argmax())
+            if lengths[longest] > CELL_MAX_BYTES:
+                raise RecordError(where, f"a cell of more than {CELL_MAX_BYTES} bytes (from byte "
+                                  f"{done + int(starts[longest]) + 1}): not a {label}", "size")
+            run = int(lengths[-1])
+            quoted, done = bool(inside[-1]), done + len(b)
 
 
 def read_small_text(path: str | Path, where: str, label: str, max_bytes: int = HEADER_MAX_BYTES) -> str:

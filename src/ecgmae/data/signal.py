@@ -33,6 +33,10 @@ DTYPES = ("float16", "int16", "float32")
 FS_TOL = 1e-6
 # Largest resampling factor up: the policy never upsamples, this only bounds direct calls.
 MAX_UPSAMPLE = 16
+# Largest |amplitude| a record may have, in mV. An ECG is a few mV; one in uV labelled mV stays within a
+# 16-bit ADC's +-32768; beyond this the gain or unit is wrong, and float32 arithmetic on it overflows
+# (1e20 gave NaN). Below the 60000 that float16 stores hold, so prepare and inference share this rule.
+MAX_AMPLITUDE_MV = 50000.0
 
 
 def fs_problem(fs: Any, target_fs: float, whose: str = "the model's", hint: str | None = None) -> str | None:
@@ -287,7 +291,8 @@ def preprocess(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: Preproc
         ``T' = resampled_length(T, fs, cfg.fs)``; padding is zeros after the record.
 
     Raises:
-        DataError: wrong shape, non-finite values or no lead of ``cfg.leads`` present.
+        DataError: wrong shape, non-finite values, no lead of ``cfg.leads`` present, or an amplitude
+            beyond ``MAX_AMPLITUDE_MV`` in a lead it uses.
     """
     x = np.asarray(signal, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] != len(leads):
@@ -300,6 +305,10 @@ def preprocess(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: Preproc
     if not present.any():
         raise DataError(f"none of the leads {', '.join(cfg.leads)} in ({', '.join(map(str, leads))})")
     rows = mapped[present]
+    peak = float(np.abs(rows).max())
+    if peak > MAX_AMPLITUDE_MV:  # the one amplitude rule: prepare, the API, embed/predict and serve
+        raise DataError(f"peak amplitude {peak:.3g} mV is more than any ECG (at most {MAX_AMPLITUDE_MV:g} mV): "
+                        "wrong gain or units?")
     n_out = resampled_length(rows.shape[1], fs, cfg.fs)
     if n_out * len(cfg.leads) > MAX_RECORD_VALUES:  # checked before anything that size is allocated
         raise DataError(f"{x.shape[1]} samples at {fs:g} Hz become {n_out} at {cfg.fs:g} Hz x {len(cfg.leads)} "

@@ -24,11 +24,12 @@ import numpy as np
 from ecgmae.data.record import Record, RecordError
 from ecgmae.data.signal import PreprocessConfig, fs_problem, preprocess, resampled_length
 from ecgmae.data.sources import Scan, get_source
+from ecgmae.data.sources.labels import MAX_LABELS
 from ecgmae.data.sources.reading import read_items
 from ecgmae.data.splits import SPLITS, fill_splits, valid_fractions
 from ecgmae.data.store_reader import _NPY_HEADER, INDEX, LABELS, META, SIGNALS, SKIPPED, STORE_FORMAT, Store
 from ecgmae.errors import DataError, clip
-from ecgmae.utils import log, swap_folder
+from ecgmae.utils import escape_table, log, swap_folder
 
 __all__ = ["INDEX", "LABELS", "META", "SIGNALS", "SKIPPED", "STORE_FORMAT", "Store", "check_prepare_args", "encode",
            "fingerprint", "prepare_store"]
@@ -236,9 +237,10 @@ def _write_tables(tmp: Path, rows: list[dict[str, Any]], label_names: tuple[str,
         r.update(labels=";".join(r["labels"]), split=splits[i], fold=folds[i], patient=r["patient"] or "")
     index = pd.DataFrame(rows, columns=["record", "patient", "source", "split", "fold", "offset", "length",
                                         "valid", "scale", "labels", "present", "age", "sex", "file"])
-    index.to_csv(tmp / INDEX, index=False)
+    escape_table(index).to_csv(tmp / INDEX, index=False)  # names as text in a spreadsheet; Store.open undoes it
     np.save(tmp / LABELS, matrix)
-    pd.DataFrame(skipped, columns=["record", "file", "kind", "message"]).to_csv(tmp / SKIPPED, index=False)
+    escape_table(pd.DataFrame(skipped, columns=["record", "file", "kind", "message"])).to_csv(tmp / SKIPPED,
+                                                                                             index=False)
     present = np.array([[c == "1" for c in r["present"]] for r in rows], bool)
     return {
         "records": len(rows),
@@ -314,6 +316,9 @@ def _build(tmp: Path, source: str, src: Path, scan: Scan, cfg: PreprocessConfig,
         names = tuple(scan.label_names)
     else:
         names = tuple(sorted({n for r in rows for n in r["labels"]}))
+    if len(names) > MAX_LABELS:  # before a records x labels matrix is allocated
+        raise DataError(f"{src}: {len(names)} distinct labels, more than {MAX_LABELS}: pick the ones to keep "
+                        "with --classes")
     counts = _write_tables(tmp, rows, names, skipped, cfg, seed, split)
     log.info("prepared %d records (%d skipped%s) into %d samples x %d leads at %g Hz",
              counts["records"], len(skipped), f": {reasons}" if reasons else "", counts["samples"],

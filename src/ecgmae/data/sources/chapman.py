@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ecgmae.data.record import LEADS_12, Record, RecordError, make_record, unit_scale
+from ecgmae.data.safety import check_table
 from ecgmae.data.sources import Item, Scan, cinc, walk_files
 from ecgmae.errors import DataError
 
@@ -35,6 +36,7 @@ def _diagnostics(folder: Path) -> Any:
     csv, xlsx = folder / "Diagnostics.csv", folder / "Diagnostics.xlsx"
     try:
         if csv.is_file():
+            check_table(csv, "diagnostics CSV")
             return pd.read_csv(csv, dtype=str, keep_default_na=False), csv
         if xlsx.is_file():
             try:

@@ -24,9 +24,9 @@ def read_reference(path: Path) -> tuple[dict[str, tuple[str, ...]], dict[str, st
     """Labels per recording from REFERENCE.csv, and the problems (recording -> message) found."""
     import pandas as pd
 
-    from ecgmae.data.safety import check_file
+    from ecgmae.data.safety import check_table
 
-    check_file(path, str(path), "reference CSV")
+    check_table(path, "reference CSV")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError) as exc:

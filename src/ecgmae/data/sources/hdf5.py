@@ -16,7 +16,7 @@ from typing import Any
 
 from ecgmae.data.formats import import_h5py, read_h5_record, tracings
 from ecgmae.data.record import Record, unit_scale
-from ecgmae.data.safety import check_file
+from ecgmae.data.safety import check_file, check_table
 from ecgmae.data.sources import Item, Scan, read_label_table
 from ecgmae.errors import DataError
 from ecgmae.utils import log
@@ -43,6 +43,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         if not classes:
             import pandas as pd
 
+            check_table(label_path)
             header = set(pd.read_csv(label_path, nrows=0).columns)
             classes = CODE_CLASSES if set(CODE_CLASSES) <= header else None
         table = read_label_table(label_path, tuple(classes) if classes else None)

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ecgmae.errors import DataError
+from ecgmae.errors import DataError, clip
 
+# Distinct labels a table (and a store) may have: CinC's SNOMED codes are about 130, PTB-XL's statements 71.
+MAX_LABELS = 1000
 # Columns of a label table that describe the record rather than label it.
 ID_COLUMNS = ("record", "ecg_id", "exam_id", "filename", "file", "id", "recording")
 META_COLUMNS = {"patient", "patient_id", "split", "fold", "strat_fold", "age", "sex", "is_male", "labels",
@@ -51,13 +53,14 @@ def read_label_table(path: Path, classes: tuple[str, ...] | None = None, *, row_
     0/1/true/false (minus known non-label columns such as ``is_male``).
 
     Raises:
-        DataError: unreadable file, duplicate ids, or a class column with values other than 0/1.
+        DataError: unreadable file, duplicate ids, a class column with values other than 0/1, or a table
+            beyond the bounds: ``TABLE_MAX_BYTES``, ``CELL_MAX_BYTES`` a cell, ``MAX_LABELS`` labels.
     """
     import pandas as pd
 
-    from ecgmae.data.safety import check_file
+    from ecgmae.data.safety import check_table
 
-    check_file(path, str(path), "labels CSV")  # a FIFO would block the reader forever
+    check_table(path)  # a regular file (a FIFO would block the reader forever) of bounded size and cells
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -75,6 +78,10 @@ def read_label_table(path: Path, classes: tuple[str, ...] | None = None, *, row_
     if "labels" in lower:
         for rid, value in zip(ids, df[lower["labels"]], strict=True):
             table.labels[rid] = tuple(dict.fromkeys(n.strip() for n in value.split(";") if n.strip()))
+        distinct = len({n for names in table.labels.values() for n in names})
+        if distinct > MAX_LABELS:
+            raise DataError(f"{path}: {distinct} distinct labels, more than {MAX_LABELS}: is the 'labels' column "
+                            "really labels?")
     else:
         skip = {id_col} | {c for c in df.columns if c.lower() in META_COLUMNS}
         if classes:
@@ -87,7 +94,9 @@ def read_label_table(path: Path, classes: tuple[str, ...] | None = None, *, row_
                     and df[c].str.strip().str.lower().isin(_TRUE | _FALSE).all()]
         if not cols:
             raise DataError(f"{path}: no 'labels' column and no 0/1 class columns (columns: "
-                            f"{', '.join(df.columns)})")
+                            f"{clip(', '.join(df.columns))})")
+        if len(cols) > MAX_LABELS:
+            raise DataError(f"{path}: {len(cols)} class columns, more than {MAX_LABELS}")
         values = {}
         for c in cols:
             v = df[c].str.strip().str.lower()

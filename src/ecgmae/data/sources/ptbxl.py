@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgmae.data.io import LEADS_12, Record, read_record
-from ecgmae.data.safety import clip
+from ecgmae.data.safety import check_table, clip
 from ecgmae.data.sources import Item, Scan, walk_files
 from ecgmae.errors import DataError
 
@@ -35,6 +35,7 @@ def read_statements(path: Path) -> Any:
     """``scp_statements.csv`` as a DataFrame indexed by statement code."""
     import pandas as pd
 
+    check_table(path, "statements CSV")
     try:
         df = pd.read_csv(path, index_col=0)
     except (OSError, ValueError) as exc:
@@ -86,6 +87,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         if not p.is_file():
             raise DataError(f"{p}: not found (expected the official PTB-XL release layout)")
     statements = read_statements(st_path)
+    check_table(db_path, "database CSV")
     try:
         db = pd.read_csv(db_path)
     except (OSError, ValueError) as exc:
