@@ -52,7 +52,8 @@ class Stages:
                                                         f"; NOTE: made by {rec['command']}"))
             return rec
         say(f"{name}: {shlex.join(args)}")
-        attempt = {"command": shlex.join(cmd), "env": env or {}, "started": dt.datetime.now().isoformat(timespec="seconds")}
+        now = dt.datetime.now().isoformat(timespec="seconds")
+        attempt = {"command": shlex.join(cmd), "env": env or {}, "started": now}
         rec.setdefault("attempts", []).append(attempt)
         self.done[name] = rec
         write_json_atomic(self.file, self.done)
