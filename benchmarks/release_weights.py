@@ -47,8 +47,8 @@ from stages import Stages, say
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "src" / "ecgmae" / "weights"
 # The recipe of the shipped model; every value is a flag of this script.
-RECIPE: dict[str, Any] = {"name": "ecgmae-small-v1", "aliases": "ecgmae-small", "engine": "deepfake", "n": 24000,
-                          "corpus_fs": 250.0, "seed": 0, "model": "ecgmae_small", "steps": 30000, "set": [],
+RECIPE: dict[str, Any] = {"name": "ecgmae-small-v1", "aliases": "ecgmae-small", "engine": "deepfake", "n": 48000,
+                          "corpus_fs": 250.0, "seed": 0, "model": "ecgmae_small", "steps": 24000, "set": [],
                           "threads": 1}
 
 
