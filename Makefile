@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ecgmae-installed
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo demo-fast test test-all lint bench browser clean
+.PHONY: install demo demo-fast test test-fast lint bench browser clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ browser:
 
 test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -x -q
+
+# The edit loop: lint + every test not marked slow (the end-to-end runs, subprocess training, the browser).
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest -x -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
