@@ -134,19 +134,27 @@ def features(task: Task) -> np.ndarray:
     return np.stack([ecg_features(x, fs) for x, fs in zip(task.signals, task.fs, strict=True)])
 
 
-def check(models: dict[str, str | Path], tasks: list[Task], *, with_features: bool = True,
+def check(models: dict[str, str | Path], tasks: list[Task], *, with_features: bool = True, hybrid: Sequence[str] = (),
           say: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
-    """``{task: {row: probe result}}`` for every model (by name) and, with ``with_features``, the features."""
+    """``{task: {row: probe result}}`` for every model (by name) and, with ``with_features``, the features.
+
+    ``hybrid`` names models that get a second row ``NAME + features``: the embedding and the features side by
+    side, the explicit hybrid read-out (beside the embedding's own row, never in place of it).
+    """
     import ecgmae
 
     loaded = {name: ecgmae.load(path) for name, path in models.items()}
     out: dict[str, dict[str, Any]] = {}
     for task in tasks:
         rows: dict[str, Any] = {}
+        F = features(task) if with_features or hybrid else None
         for name, model in loaded.items():
-            rows[name] = probe(task, embed(model, task))
-        if with_features:
-            rows["features"] = probe(task, features(task))
+            E = embed(model, task)
+            rows[name] = probe(task, E)
+            if name in hybrid and F is not None:
+                rows[f"{name} + features"] = probe(task, np.hstack([E, F]))
+        if with_features and F is not None:
+            rows["features"] = probe(task, F)
         out[task.name] = rows
         say(f"{task.name}: " + ", ".join(f"{k} {v['macro']:.3f}" for k, v in rows.items()))
     return out

@@ -112,14 +112,14 @@ def checks(out: Path, run: Path, untrained: Path, name: str, only: list[str]) ->
     """Stage 5: the real-recording checks (re-used from OUT/checks.json when its runs are unchanged)."""
     file = out / "checks.json"
     key = {"pretrain": tensor_sha256(run / "encoder.safetensors"),
-           "untrained": tensor_sha256(untrained / "encoder.safetensors"), "tasks": only}
+           "untrained": tensor_sha256(untrained / "encoder.safetensors"), "tasks": only, "hybrid": True}
     if file.exists():
         old = json.loads(file.read_text())
         if old.get("weights") == key:
             say(f"checks: done already ({file})")
             return old
     tasks = [t for t in real_checks.load_tasks(say=say) if not only or t.name in only]
-    res = real_checks.check({name: run, "untrained": untrained}, tasks, say=say)
+    res = real_checks.check({name: run, "untrained": untrained}, tasks, hybrid=[name], say=say)
     doc = {"weights": key, "tasks": {t.name: {"what": t.what, "records": len(t.signals), "classes": t.classes,
                                               "positives": t.Y.sum(axis=0).tolist(), "folds": t.folds,
                                               "repeats": t.repeats, "chooses": t.chooses} for t in tasks},
@@ -160,6 +160,7 @@ def card(args: argparse.Namespace, done: dict[str, Any], run: Path, doc: dict[st
         "checks_macro_auroc": {t: round(r[args.name]["macro"], 3) for t, r in res.items()},
         "features_macro_auroc": {t: round(r["features"]["macro"], 3) for t, r in res.items() if "features" in r},
         "untrained_macro_auroc": {t: round(r["untrained"]["macro"], 3) for t, r in res.items()},
+        "hybrid_macro_auroc": {t: round(r[f"{args.name} + features"]["macro"], 3) for t, r in res.items()},
         "how_to_reproduce": "python benchmarks/release_weights.py --out runs/release "
                             + " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in
                                        {k: getattr(args, k) for k in RECIPE}.items() if k != "set")

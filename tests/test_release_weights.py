@@ -42,7 +42,7 @@ def test_toy_release_reproduces_installs_and_verifies(tmp_path, monkeypatch):
     model = ecgmae.load("toy")
     assert model.path == weights / "toy-v1" / "encoder.safetensors" and model.header.data.store is None
     rows = pretrained.list_pretrained()[0].release["checks"]["results"]["cpsc2020"]
-    assert set(rows) == {"toy-v1", "untrained", "features"}
+    assert set(rows) == {"toy-v1", "untrained", "features", "toy-v1 + features"}  # the hybrid in its own row
     rw.main(["--out", str(tmp_path / "b"), *recipe, "--verify"])  # b's weights are a's
     with pytest.raises(SystemExit):
         rw.main(["--out", str(tmp_path / "c"), *recipe[:-4], "--steps", "5", "--tasks", "cpsc2020", "--name",
