@@ -38,8 +38,11 @@ def add_parser(sub: Any) -> None:
                      help="largest request body in MiB (default 16; 413 beyond)")
     lim.add_argument("--max-seconds", type=positive_float, metavar="S", default=300.0,
                      help="longest record in seconds of signal (default 300; 413 beyond)")
+    lim.add_argument("--body-timeout", type=positive_float, metavar="S", default=30.0,
+                     help="seconds a request body may take to arrive (default 30; 408 and the connection closed "
+                     "beyond); bodies are received before a request slot is taken")
     lim.add_argument("--timeout", type=positive_float, metavar="S", default=30.0,
-                     help="seconds one request may take (default 30; 504 beyond)")
+                     help="seconds one request may take once its body has arrived (default 30; 504 beyond)")
     lim.add_argument("--max-concurrency", type=positive_int, metavar="N", default=32,
                      help="requests handled at once (default 32; 503 beyond)")
     lim.add_argument("--batch-size", type=positive_int, metavar="N", default=32,
@@ -66,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.serve.server import serve
 
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_seconds=args.max_seconds,
-                    timeout_s=args.timeout, max_concurrency=args.max_concurrency, batch_size=args.batch_size,
-                    batch_wait_ms=args.batch_wait_ms)
+                    body_timeout_s=args.body_timeout, timeout_s=args.timeout, max_concurrency=args.max_concurrency,
+                    batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms)
     if args.examples is not None and not args.examples.is_dir():
         raise ECGMAEError(f"--examples {args.examples}: not a folder")
     if args.threads:

@@ -4,8 +4,10 @@
 Every answer goes through the loaded :class:`ecgmae.api.Model`: ``Model.prepare`` then
 ``predict_prepared`` / ``embed_prepared`` over a batch of requests, or ``Model.reconstruct``, so a
 request gets what ``ecgmae.load(path)`` gives in Python. Errors are JSON ``{"error": "one line"}``:
-400 bad input (the ``DataError`` text the CLI prints), 404 unknown route or example, 409 an endpoint
-the loaded checkpoint cannot serve, 413 too large, 415 wrong content type, 503 busy, 504 too slow.
+400 bad input (the ``DataError`` text the CLI prints), 404 unknown route or example, 408 a body too slow
+to arrive, 409 an endpoint the loaded checkpoint cannot serve, 413 too large, 415 wrong content type,
+503 busy, 504 too slow. A request's body is received before it takes one of the ``max_concurrency``
+slots, so clients that send slowly hold no slot.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from ecgmae.config import ConfigError
 from ecgmae.data.safety import clip
 from ecgmae.errors import CheckpointError, ECGMAEError
 from ecgmae.serve.batching import Batcher
-from ecgmae.serve.inputs import RequestError, Sample, flag, load, option, receive
+from ecgmae.serve.inputs import Intake, Received, RequestError, Sample, flag, load, option, parse, receive
 from ecgmae.serve.limits import Limits
 from ecgmae.serve.metrics import Metrics
 from ecgmae.utils import log
@@ -71,6 +73,8 @@ class Service:
         self.examples = find_examples(examples) if examples else {}
         self.reconstructs = False  # found out at start-up
         self._busy = 0
+        self.intake = Intake(limits.upload_buffer)  # bodies being received, before they take a slot
+        self.metrics.intake = self.intake
         self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ecgmae-model")
         self._prep_pool = concurrent.futures.ThreadPoolExecutor(limits.prep_threads, thread_name_prefix="ecgmae-prep")
         wait = limits.batch_wait_ms / 1e3
@@ -91,9 +95,10 @@ class Service:
             Route("/v1/model", self._plain("GET /v1/model", self.card), methods=get),
             Route("/v1/examples", self._plain("GET /v1/examples", lambda: {"examples": list(self.examples)}),
                   methods=get),
-            Route("/v1/predict", self._guarded("POST /v1/predict", self._predict), methods=post),
+            Route("/v1/predict", self._guarded("POST /v1/predict", self._predict, self._can_predict), methods=post),
             Route("/v1/embed", self._guarded("POST /v1/embed", self._embed), methods=post),
-            Route("/v1/reconstruct", self._guarded("POST /v1/reconstruct", self._reconstruct), methods=post),
+            Route("/v1/reconstruct", self._guarded("POST /v1/reconstruct", self._reconstruct, self._can_reconstruct),
+                  methods=post),
         ]
         self.app = Starlette(routes=routes, lifespan=self._lifespan,
                              exception_handlers={HTTPException: self._http_error})
@@ -143,14 +148,22 @@ class Service:
 
         return endpoint
 
-    def _guarded(self, route: str, work: Callable[[Request], Awaitable[dict[str, Any]]]
-                 ) -> Callable[[Request], Awaitable[Response]]:
-        """An endpoint under the concurrency and time limits, answering errors as one JSON line."""
+    def _guarded(self, route: str, work: Callable[[Received], Awaitable[dict[str, Any]]],
+                 check: Callable[[], None] | None = None) -> Callable[[Request], Awaitable[Response]]:
+        """An endpoint under the body, concurrency and time limits, answering errors as one JSON line.
+
+        ``check`` refuses what the loaded checkpoint cannot do before the body is read; the body is
+        received (under ``body_timeout_s`` and the upload buffer) before a request slot is taken.
+        """
 
         async def endpoint(request: Request) -> Response:
             t0 = time.perf_counter()
             try:
-                response = _json(await self._limited(work, request))
+                if check is not None:
+                    check()
+                lim = self.limits
+                received = await receive(request, lim.max_upload_bytes, lim.body_timeout_s, self.intake)
+                response = _json(await self._limited(work, received))
             except Exception as exc:
                 response = self._error(route, exc)
             self.metrics.request(route, response.status_code, time.perf_counter() - t0)
@@ -158,14 +171,15 @@ class Service:
 
         return endpoint
 
-    async def _limited(self, work: Callable[[Request], Awaitable[dict[str, Any]]], request: Request) -> dict[str, Any]:
+    async def _limited(self, work: Callable[[Received], Awaitable[dict[str, Any]]], received: Received
+                       ) -> dict[str, Any]:
         lim = self.limits
         if self._busy >= lim.max_concurrency:
             raise RequestError(503, f"server busy: {self._busy} requests in progress (--max-concurrency "
                                f"{lim.max_concurrency}); retry shortly")
         self._busy += 1
         self.metrics.in_flight = self._busy
-        task = asyncio.ensure_future(work(request))
+        task = asyncio.ensure_future(work(received))
         task.add_done_callback(self._release)  # the slot is held until the work really stops
         try:
             return await asyncio.wait_for(asyncio.shield(task), lim.timeout_s)
@@ -189,15 +203,16 @@ class Service:
             log.exception("%s: unexpected error", route)
             return _json({"error": f"internal error ({type(exc).__name__}); the server log has the details"},
                          500)
-        headers = {"Retry-After": "1"} if status == 503 else None
+        # 408: the rest of the body may still be trickling in; the connection is closed after the answer
+        headers = {"Retry-After": "1"} if status == 503 else {"Connection": "close"} if status == 408 else None
         return _json({"error": clip(str(exc).replace("\n", " "), 1000)}, status, headers)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return _json({"error": f"{request.method} {request.url.path}: {exc.detail}"}, exc.status_code, exc.headers)
 
-    async def _sample(self, request: Request) -> Sample:
-        payload = await receive(request, self.limits.max_upload_bytes, self.examples)
+    async def _sample(self, received: Received) -> Sample:
+        payload = await parse(received, self.examples)
         return await self._in(self._prep_pool, load, payload, self.limits.max_seconds)
 
     async def _in(self, pool: concurrent.futures.Executor, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -212,11 +227,18 @@ class Service:
     def _health(self) -> dict[str, Any]:
         return {"status": "ok", "kind": self.model.kind, "version": __version__}
 
-    async def _predict(self, request: Request) -> dict[str, Any]:
+    def _can_predict(self) -> None:
         if self.model.kind != "classifier":
             raise RequestError(409, f"this server holds {self.model.kind} weights; /v1/predict needs a classifier "
                                "run (ecgmae finetune); use /v1/embed for features")
-        sample = await self._sample(request)
+
+    def _can_reconstruct(self) -> None:
+        if not self.reconstructs:
+            raise RequestError(409, f"this server holds {self.model.kind} weights without the masked autoencoder; "
+                               "/v1/reconstruct needs a pre-training run (its mae.safetensors; ecgmae serve --mae)")
+
+    async def _predict(self, received: Received) -> dict[str, Any]:
+        sample = await self._sample(received)
         flag(sample, "include_signal")  # a bad option is refused before the model runs
         preps, _ = await self._in(self._prep_pool, self.model.prepare, *sample.args)
         probs = await self.batchers["predict"].submit(preps[0])
@@ -224,18 +246,15 @@ class Service:
                                                                 strict=True))}
         return self._with_signal(sample, out)
 
-    async def _embed(self, request: Request) -> dict[str, Any]:
-        sample = await self._sample(request)
+    async def _embed(self, received: Received) -> dict[str, Any]:
+        sample = await self._sample(received)
         flag(sample, "include_signal")
         preps, _ = await self._in(self._prep_pool, self.model.prepare, *sample.args)
         z = await self.batchers["embed"].submit(preps[0])
         return self._with_signal(sample, {"record": sample.name, "embedding": z.astype(float).tolist()})
 
-    async def _reconstruct(self, request: Request) -> dict[str, Any]:
-        if not self.reconstructs:
-            raise RequestError(409, f"this server holds {self.model.kind} weights without the masked autoencoder; "
-                               "/v1/reconstruct needs a pre-training run (its mae.safetensors; ecgmae serve --mae)")
-        sample = await self._sample(request)
+    async def _reconstruct(self, received: Received) -> dict[str, Any]:
+        sample = await self._sample(received)
         ratio, seed = option(sample, "mask_ratio", 0.75), option(sample, "seed", 0, int)
         if not 0 <= seed < 2**32:
             raise RequestError(400, f"seed must be in 0..{2**32 - 1}, got {seed}")

@@ -3,12 +3,15 @@
 Uploads are written into a private temporary folder (``TMPDIR``; ``/dev/shm`` is fastest) under their
 own (checked) names and read with :func:`ecgmae.data.io.read_record`, which already refuses what a
 hostile file can try (oversized headers, signal files outside the folder, FIFOs, truncated data).
-Receiving the body runs on the event loop (:func:`receive`); writing, reading and decoding the files
-run in a worker thread (:func:`load`), since a disk's ``mkdir`` can take milliseconds.
+Receiving the body runs on the event loop, before the request takes a slot (:func:`receive`, under a
+deadline and a byte budget shared by all connections); parsing it follows (:func:`parse`); writing,
+reading and decoding the files run in a worker thread (:func:`load`), since a disk's ``mkdir`` can take
+milliseconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ecgmae.data.io import Record, read_record
 from ecgmae.data.safety import clip, safe_name
@@ -87,7 +90,33 @@ class Sample:
         return {"fs": fs, "leads": list(leads), "data": np.round(x.astype(np.float64), 4).tolist()}
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+class Intake:
+    """Request bodies being received (before a request slot is taken) and their bytes, all connections together.
+
+    Args:
+        max_bytes: most bytes held by bodies being received at once (503 for the one that would pass it).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.bodies, self.bytes = max_bytes, 0, 0
+
+    def take(self, n: int) -> None:
+        if self.bytes + n > self.max_bytes:
+            raise RequestError(503, f"server busy: {self.bytes} bytes of uploads being received from {self.bodies} "
+                               f"client(s), at most {self.max_bytes} at once; retry shortly")
+        self.bytes += n
+
+
+@dataclass
+class Received:
+    """A request whose body has arrived, not yet parsed: ``kind`` is its content type."""
+
+    request: Request
+    kind: str
+    body: bytes
+
+
+async def read_body(request: Request, max_bytes: int, intake: Intake | None = None) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed ``max_bytes``."""
     length = request.headers.get("content-length")
     if length is not None:
@@ -96,29 +125,49 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         if int(length) > max_bytes:
             raise RequestError(413, f"request body is {int(length)} bytes; this server takes at most {max_bytes} "
                                "(--max-upload-mb)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise RequestError(413, f"request body exceeds {max_bytes} bytes (--max-upload-mb)")
-        chunks.append(chunk)
+    intake = intake or Intake(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    intake.bodies += 1
+    try:
+        async for chunk in request.stream():
+            if size + len(chunk) > max_bytes:
+                raise RequestError(413, f"request body exceeds {max_bytes} bytes (--max-upload-mb)")
+            intake.take(len(chunk))
+            size += len(chunk)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError(400, "the client closed the connection before sending the whole body") from None
+    finally:
+        intake.bodies -= 1
+        intake.bytes -= size
     return b"".join(chunks)
 
 
-async def receive(request: Request, max_bytes: int, examples: dict[str, Path]) -> Payload:
-    """Read the body and sort it into JSON, checked file names with their bytes, and fields."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "multipart/form-data"):
-        raise RequestError(415, f"unsupported content type {clip(ctype or '(none)', 60)!r}: {_HOW}")
-    body = await read_body(request, max_bytes)
-    if ctype == "application/json":
+async def receive(request: Request, max_bytes: int, timeout_s: float, intake: Intake | None = None) -> Received:
+    """Check the content type and read the body within ``timeout_s`` (408 beyond)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/json", "multipart/form-data"):
+        raise RequestError(415, f"unsupported content type {clip(kind or '(none)', 60)!r}: {_HOW}")
+    try:
+        body = await asyncio.wait_for(read_body(request, max_bytes, intake), timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestError(408, f"request body not received within {timeout_s:g} s (--body-timeout)") from None
+    return Received(request, kind, body)
+
+
+async def parse(received: Received, examples: dict[str, Path]) -> Payload:
+    """Sort a received body into JSON, checked file names with their bytes, and fields."""
+    body = received.body
+    if received.kind == "application/json":
         return Payload(body=body)
 
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=len(_FORM_FIELDS))
+        form = await Request(received.request.scope, replay).form(max_files=MAX_FILES,
+                                                                  max_fields=len(_FORM_FIELDS))
     except Exception as exc:  # python-multipart and Starlette raise several types for a bad body
         raise RequestError(400, f"unreadable multipart body ({clip(getattr(exc, 'detail', exc), 200)})") from None
     payload = Payload()

@@ -1,0 +1,97 @@
+"""``ecgmae serve`` against slow and hostile clients on raw loopback sockets: slow bodies, slow or silent
+headers, too many connections, oversized headers. Waits are for states (``until``) or end of stream under
+generous socket timeouts; nothing asserts a duration."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+from serve_util import client, ecg, get_metrics, need_serve, running, until
+
+need_serve()
+
+WAIT = 30.0  # socket timeout: far above every limit the tests set
+
+
+def _connect(url: str) -> socket.socket:
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=WAIT)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+def _slow_body(url: str, path: str = "/v1/predict", length: int = 100_000, method: str = "POST") -> socket.socket:
+    """A request whose headers promise ``length`` bytes of body, of which one arrives."""
+    s = _connect(url)
+    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: {_host(url)}\r\nContent-Type: application/json\r\n"
+              f"Content-Length: {length}\r\n\r\n{{".encode())
+    return s
+
+
+def _until_closed(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset counts as closed)."""
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out
+
+
+def _still_open(s: socket.socket) -> bool:
+    """True when the server has neither answered nor closed ``s``."""
+    s.setblocking(False)
+    try:
+        s.recv(1)  # data or end of stream: answered or closed
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        s.settimeout(WAIT)
+
+
+# ----------------------------------------------------------------------------------------- slow bodies
+def test_slow_bodies_do_not_hold_the_request_slots(clf):
+    """Eight sockets trickling bodies, two request slots: a normal client is still served."""
+    with running(clf, max_concurrency=2, body_timeout_s=120) as url, client(url) as c:
+        slow = [_slow_body(url) for _ in range(8)]
+        try:
+            until(c, lambda m: m["receiving"] == 8, "eight bodies being received")
+            ok = c.post("/v1/predict", json={"signal": ecg(1).tolist(), "fs": 100})
+            assert ok.status_code == 200, ok.text
+            assert all(_still_open(s) for s in slow)  # served while they are connected
+        finally:
+            for s in slow:
+                s.close()
+        until(c, lambda m: m["receiving"] == 0, "the closed sockets to be let go")
+
+
+def test_a_slow_body_is_cut_off_with_408(clf):
+    with running(clf, body_timeout_s=1) as url, client(url) as c:
+        with _slow_body(url) as s:
+            reply = _until_closed(s)  # the server answers, then closes the connection
+        assert reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+        assert b'{"error":"request body not received within 1 s (--body-timeout)"}' in reply
+        m = get_metrics(c)
+        assert m["receiving"] == 0 and m["requests"]["POST /v1/predict"] == {"408": 1}
+        assert c.post("/v1/predict", json={"signal": ecg(1).tolist(), "fs": 100}).status_code == 200
+
+
+def test_upload_buffer_bounds_bodies_in_memory(clf):
+    """Bodies being received share one byte budget: the one that would pass it is refused with 503."""
+    with running(clf, max_upload_bytes=1000, upload_buffer_bytes=1500, body_timeout_s=120) as url, \
+            client(url) as c:
+        with _slow_body(url, length=1000) as first:
+            first.sendall(b" " * 900)  # 901 bytes of the first body held by the server
+            until(c, lambda m: m["receiving_bytes"] == 901, "the first body's bytes to arrive")
+            with _slow_body(url, length=1000) as second:
+                second.sendall(b" " * 900)
+                reply = _until_closed(second)
+            assert reply.startswith(b"HTTP/1.1 503 "), reply[:200]
+            assert b"bytes of uploads being received" in reply
+            assert _still_open(first)
+        until(c, lambda m: m["receiving_bytes"] == 0, "the budget to be given back")
