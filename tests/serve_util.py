@@ -18,8 +18,8 @@ _RUNS: dict[str, dict[str, Path]] = {}
 
 
 def need_serve() -> None:
-    """Skip the module when Starlette, uvicorn, python-multipart or httpx is missing."""
-    for module in ("starlette", "uvicorn", "python_multipart", "httpx"):
+    """Skip the module when Starlette, uvicorn, httptools, python-multipart or httpx is missing."""
+    for module in ("starlette", "uvicorn", "httptools", "python_multipart", "httpx"):
         pytest.importorskip(module, reason=SERVE_MISSING + (" (tests also need httpx)" if module == "httpx" else ""))
 
 

@@ -42,6 +42,23 @@ def _until_closed(s: socket.socket) -> bytes:
     return out
 
 
+def _response(s: socket.socket) -> bytes:
+    """One whole response (headers and its Content-Length body) from a kept-alive connection."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before a whole response: {data[:200]!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before a whole response: {data[:200]!r}"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def _still_open(s: socket.socket) -> bool:
     """True when the server has neither answered nor closed ``s``."""
     s.setblocking(False)
@@ -95,3 +112,73 @@ def test_upload_buffer_bounds_bodies_in_memory(clf):
             assert b"bytes of uploads being received" in reply
             assert _still_open(first)
         until(c, lambda m: m["receiving_bytes"] == 0, "the budget to be given back")
+
+
+# ------------------------------------------------------------------------------- headers and connections
+def _head(url: str, path: str = "/healthz") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {_host(url)}\r\n".encode()
+
+
+def test_slow_and_silent_headers_are_closed(clf):
+    with running(clf, header_timeout_s=1, idle_timeout_s=60) as url:
+        silent = [_connect(url) for _ in range(10)]
+        slow = [_connect(url) for _ in range(10)]
+        for s in slow:
+            s.sendall(_head(url) + b"X-Slow: ")
+        kept = _connect(url)  # a kept-alive connection that starts a second request and stalls
+        kept.sendall(_head(url) + b"\r\n")
+        assert _response(kept).startswith(b"HTTP/1.1 200 ")
+        kept.sendall(_head(url))
+        for s in [*silent, *slow, kept]:
+            with s:
+                reply = _until_closed(s)
+            assert reply == b"" or reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+            if reply:
+                assert b'{"error":"request headers not received within 1 s (--header-timeout)"}' in reply
+        with client(url) as c:
+            assert c.get("/healthz").status_code == 200
+            assert get_metrics(c)["connections"]["timed_out"] == 21
+
+
+def test_a_body_nobody_reads_is_cut_off(clf):
+    """A route that answers without reading the body: the rest may not trickle in for ever."""
+    with running(clf, body_timeout_s=1, idle_timeout_s=60) as url:
+        with _slow_body(url, path="/healthz", method="GET") as s:
+            reply = _until_closed(s)
+        assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+
+
+def test_connection_cap_and_many_silent_sockets(clf):
+    """Beyond max_connections a connection gets a 503 and is closed at once; silent ones go at the deadline."""
+    with running(clf, max_connections=16, header_timeout_s=3) as url:
+        sockets = [_connect(url) for _ in range(200)]
+        replies = []
+        for s in sockets:
+            with s:
+                replies.append(_until_closed(s))
+        busy = [r for r in replies if r.startswith(b"HTTP/1.1 503 ")]
+        assert len(busy) == 184 and all(r == b"" or r.startswith(b"HTTP/1.1 408 ") for r in replies[:16])
+        assert b'"server busy: 16 connections open (--max-connections 16); retry shortly"' in busy[0]
+        with client(url) as c:
+            assert c.get("/healthz").status_code == 200
+            assert get_metrics(c)["connections"] == {"open": 1, "refused": 184, "timed_out": 16}
+
+
+def test_connection_cap_serves_again_when_one_leaves(clf):
+    with running(clf, max_connections=2, header_timeout_s=60, idle_timeout_s=60) as url:
+        held = [_connect(url) for _ in range(2)]
+        for s in held:  # both served and kept alive: the server has counted them
+            s.sendall(_head(url) + b"\r\n")
+            assert _response(s).startswith(b"HTTP/1.1 200 ")
+        with _connect(url) as extra:
+            extra.sendall(_head(url) + b"\r\n")
+            assert _until_closed(extra).startswith(b"HTTP/1.1 503 ")
+        held.pop().close()
+        for _ in range(3000):  # a state wait: until the server has let the closed one go
+            with _connect(url) as again:
+                again.sendall(_head(url) + b"Connection: close\r\n\r\n")
+                if _until_closed(again).startswith(b"HTTP/1.1 200 "):
+                    break
+        else:
+            raise AssertionError("the server never served again after a connection closed")
+        held[0].close()

@@ -41,6 +41,13 @@ def add_parser(sub: Any) -> None:
     lim.add_argument("--body-timeout", type=positive_float, metavar="S", default=30.0,
                      help="seconds a request body may take to arrive (default 30; 408 and the connection closed "
                      "beyond); bodies are received before a request slot is taken")
+    lim.add_argument("--header-timeout", type=positive_float, metavar="S", default=10.0,
+                     help="seconds a request's headers may take, silent connections included (default 10; 408 "
+                     "and the connection closed beyond)")
+    lim.add_argument("--idle-timeout", type=positive_float, metavar="S", default=5.0,
+                     help="seconds a connection may stay idle between requests (default 5)")
+    lim.add_argument("--max-connections", type=positive_int, metavar="N", default=256,
+                     help="connections open at once (default 256; one beyond gets a 503 and is closed)")
     lim.add_argument("--timeout", type=positive_float, metavar="S", default=30.0,
                      help="seconds one request may take once its body has arrived (default 30; 504 beyond)")
     lim.add_argument("--max-concurrency", type=positive_int, metavar="N", default=32,
@@ -69,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.serve.server import serve
 
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_seconds=args.max_seconds,
-                    body_timeout_s=args.body_timeout, timeout_s=args.timeout, max_concurrency=args.max_concurrency,
-                    batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms)
+                    body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout,
+                    idle_timeout_s=args.idle_timeout, max_connections=args.max_connections, timeout_s=args.timeout,
+                    max_concurrency=args.max_concurrency, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms)
     if args.examples is not None and not args.examples.is_dir():
         raise ECGMAEError(f"--examples {args.examples}: not a folder")
     if args.threads:

@@ -18,6 +18,10 @@ class Limits:
             bodies are received before a request slot is taken, so slow senders hold none.
         upload_buffer_bytes: bytes of request bodies being received at once, all connections together
             (503 for the body that would pass it); None: 16 x ``max_upload_bytes`` (256 MiB by default).
+        header_timeout_s: seconds a request's headers may take, from the connection opening or the first
+            byte of a later request on it (408 and the connection closed beyond; silent sockets too).
+        idle_timeout_s: seconds a connection may stay idle between requests (uvicorn's keep-alive timeout).
+        max_connections: connections open at once; one beyond gets a 503 and is closed at once.
         timeout_s: wall-clock budget of one request once its body has arrived (504 beyond).
         max_concurrency: requests handled at once (503 with Retry-After beyond).
         batch_size: most records one model call takes.
@@ -29,6 +33,9 @@ class Limits:
     max_seconds: float = 300.0
     body_timeout_s: float = 30.0
     upload_buffer_bytes: int | None = None
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 5.0
+    max_connections: int = 256
     timeout_s: float = 30.0
     max_concurrency: int = 32
     batch_size: int = 32
@@ -36,11 +43,11 @@ class Limits:
     prep_threads: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_concurrency", "batch_size", "prep_threads"):
+        for name in ("max_upload_bytes", "max_connections", "max_concurrency", "batch_size", "prep_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ECGMAEError(f"serve limits: {name} must be an integer >= 1, got {value!r}")
-        for name in ("max_seconds", "body_timeout_s", "timeout_s"):
+        for name in ("max_seconds", "body_timeout_s", "header_timeout_s", "idle_timeout_s", "timeout_s"):
             if not getattr(self, name) > 0:
                 raise ECGMAEError(f"serve limits: {name} must be > 0, got {getattr(self, name)!r}")
         if not self.batch_wait_ms >= 0:

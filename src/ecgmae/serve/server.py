@@ -15,12 +15,19 @@ from ecgmae.api import Model
 from ecgmae.errors import ECGMAEError
 from ecgmae.serve.app import create_app
 from ecgmae.serve.limits import Limits
+from ecgmae.serve.protocol import ConnectionGuard
 
 
 def _config(model: Model, limits: Limits, examples: str | Path | None, mae: Model | None,
             log_level: str) -> uvicorn.Config:
-    return uvicorn.Config(create_app(model, limits, examples=examples, mae=mae), log_level=log_level, access_log=False,
-                          lifespan="on", timeout_graceful_shutdown=5, server_header=False)
+    """uvicorn's settings: its keep-alive timeout is ``idle_timeout_s``; the HTTP protocol is its httptools
+    one under :class:`ConnectionGuard` (connection cap, header and body deadlines); no WebSocket."""
+    app = create_app(model, limits, examples=examples, mae=mae)
+    guard = ConnectionGuard(limits)
+    app.state.service.metrics.connections = guard.snapshot
+    return uvicorn.Config(app, http=guard.protocol, ws="none", timeout_keep_alive=limits.idle_timeout_s,
+                          log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                          server_header=False)
 
 
 def serve(model: Model, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, *,
