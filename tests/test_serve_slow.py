@@ -182,3 +182,35 @@ def test_connection_cap_serves_again_when_one_leaves(clf):
         else:
             raise AssertionError("the server never served again after a connection closed")
         held[0].close()
+
+
+# ------------------------------------------------------------------------------------------- header size
+def _send(s: socket.socket, head: bytes, pad: int) -> int:
+    """Send ``head`` then ``pad`` bytes of one header value in 64 KiB pieces; how many went out before the
+    server closed the connection."""
+    sent = 0
+    try:
+        s.sendall(head)
+        while sent < pad:
+            s.sendall(b"a" * min(65536, pad - sent))
+            sent += min(65536, pad - sent)
+        s.sendall(b"\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent
+
+
+def test_oversized_headers_get_431_and_are_not_read(clf):
+    with running(clf, max_header_bytes=32768) as url:
+        with _connect(url) as s:  # a whole head over the limit
+            _send(s, _head(url) + b"X-Pad: ", 40_000)
+            reply = _until_closed(s)
+        assert reply.startswith(b"HTTP/1.1 431 "), reply[:200]
+        assert b"request headers exceed 32768 bytes" in reply
+        with _connect(url) as s:  # 96 MiB of one header: the server stops reading soon after the limit
+            sent = _send(s, _head(url) + b"X-Pad: ", 96 << 20)
+            reply = _until_closed(s)
+        assert sent < 24 << 20, sent  # what socket buffers hold, not what the header asked for
+        assert reply == b"" or reply.startswith(b"HTTP/1.1 431 "), reply[:200]
+        with client(url) as c:
+            assert c.get("/healthz", headers={"X-Pad": "a" * 30_000}).status_code == 200  # under the limit

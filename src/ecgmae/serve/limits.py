@@ -21,6 +21,8 @@ class Limits:
         header_timeout_s: seconds a request's headers may take, from the connection opening or the first
             byte of a later request on it (408 and the connection closed beyond; silent sockets too).
         idle_timeout_s: seconds a connection may stay idle between requests (uvicorn's keep-alive timeout).
+        max_header_bytes: request line and headers (431 and the connection closed beyond, without reading
+            the rest).
         max_connections: connections open at once; one beyond gets a 503 and is closed at once.
         timeout_s: wall-clock budget of one request once its body has arrived (504 beyond).
         max_concurrency: requests handled at once (503 with Retry-After beyond).
@@ -35,6 +37,7 @@ class Limits:
     upload_buffer_bytes: int | None = None
     header_timeout_s: float = 10.0
     idle_timeout_s: float = 5.0
+    max_header_bytes: int = 32 << 10
     max_connections: int = 256
     timeout_s: float = 30.0
     max_concurrency: int = 32
@@ -43,7 +46,8 @@ class Limits:
     prep_threads: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_connections", "max_concurrency", "batch_size", "prep_threads"):
+        for name in ("max_upload_bytes", "max_header_bytes", "max_connections", "max_concurrency", "batch_size",
+                     "prep_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ECGMAEError(f"serve limits: {name} must be an integer >= 1, got {value!r}")

@@ -10,7 +10,9 @@ httptools protocol that ``server.py`` hands to uvicorn:
 - a request's headers must arrive within ``header_timeout_s`` of the connection opening (or of the
   first byte of a later request on it): 408 and closed beyond, silent sockets included;
 - its body within ``body_timeout_s`` (plus a second, so that the endpoint reading it answers its own
-  408 first) of the headers, also when no endpoint reads it: closed beyond.
+  408 first) of the headers, also when no endpoint reads it: closed beyond;
+- its request line and headers at most ``max_header_bytes``: 431 and closed as soon as more has
+  arrived, so a huge header is never read to its end.
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ class _Guarded(HttpToolsProtocol):  # type: ignore[misc]
         super().__init__(*args, **kw)
         self._timer: asyncio.TimerHandle | None = None
         self._in_head = True  # between requests or inside a request's headers
+        self._head_bytes = 0  # bytes received while in the headers (counted by whole reads)
         self._counted = False
+        self._too_large = False
 
     # ---------------------------------------------------------------------------------- connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -92,10 +96,30 @@ class _Guarded(HttpToolsProtocol):  # type: ignore[misc]
             return
         if self._timer is None and self._in_head and (self.cycle is None or self.cycle.response_complete):
             self._arm(self.guard.limits.header_timeout_s, self._head_late)  # a later request begins
+        if self._in_head:
+            self._head_bytes += len(data)
         super().data_received(data)
+        if self._in_head and self._head_bytes > self.guard.limits.max_header_bytes:  # still no end of headers
+            self._refuse_head()  # a no-op when the parser already refused them
+
+    def send_400_response(self, msg: str) -> None:  # uvicorn's answer to a parser error
+        if self._too_large:
+            self._refuse_head()
+        else:
+            super().send_400_response(msg)
+
+    def _refuse_head(self) -> None:
+        if not self.transport.is_closing():
+            self._cancel()
+            self.transport.write(answer(431, f"request headers exceed {self.guard.limits.max_header_bytes} bytes"))
+            self.transport.close()
 
     # ------------------------------------------------------------------------------ parser callbacks
     def on_headers_complete(self) -> None:
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.guard.limits.max_header_bytes:  # exact, when the whole head came in one read
+            self._too_large = True
+            raise ValueError("headers too large")  # stops the parser; uvicorn calls send_400_response
         super().on_headers_complete()
         self._in_head = False
         self._cancel()
@@ -105,6 +129,7 @@ class _Guarded(HttpToolsProtocol):  # type: ignore[misc]
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True
+        self._head_bytes = 0
         self._cancel()
 
     def on_response_complete(self) -> None:
