@@ -240,3 +240,24 @@ def test_bad_flags_are_one_line(capsys, runs):
     assert "ecgmae serve: error: --examples" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(runs["ft"]), "--mae", str(runs["ft"])]) == 2
     assert "a classifier run; give the pre-training run" in capsys.readouterr().err
+
+
+def test_a_non_loopback_bind_warns(monkeypatch, capsys, runs):
+    """L1: an unauthenticated server reachable from other machines says so, in one line; loopback is quiet."""
+    import uvicorn
+
+    from ecgmae.cli import main
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # bind, then return at once
+    for host in ("0.0.0.0", "127.0.0.1"):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        assert main(["serve", "--checkpoint", str(runs["ft"]), "--host", host, "--port", str(port)]) == 0
+        err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+        if host == "0.0.0.0":
+            assert err == [f"warning: listening on 0.0.0.0:{port}, which other machines can reach, with no "
+                           "authentication: anyone who can connect can use the model; put it behind your own "
+                           "proxy (TLS, authentication) or listen on 127.0.0.1"], err
+        else:
+            assert err == []

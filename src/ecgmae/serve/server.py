@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ from ecgmae.errors import ECGMAEError
 from ecgmae.serve.app import create_app
 from ecgmae.serve.limits import Limits
 from ecgmae.serve.protocol import ConnectionGuard
+from ecgmae.utils import log
 
 
 def _config(model: Model, limits: Limits, examples: str | Path | None, mae: Model | None,
@@ -39,7 +41,24 @@ def serve(model: Model, host: str = "127.0.0.1", port: int = 8000, limits: Limit
     except OSError as exc:
         raise ECGMAEError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from None
     with sock:
+        _warn_if_reachable(sock)
         uvicorn.Server(config).run(sockets=[sock])
+
+
+def reachable_warning(address: str, port: int) -> str | None:
+    """The warning for a listening address that other machines can reach (None for loopback)."""
+    if ipaddress.ip_address(address.split("%")[0]).is_loopback:
+        return None
+    where = f"[{address}]" if ":" in address else address
+    return (f"warning: listening on {where}:{port}, which other machines can reach, with no authentication: anyone "
+            "who can connect can use the model; put it behind your own proxy (TLS, authentication) or listen on "
+            "127.0.0.1")
+
+
+def _warn_if_reachable(sock: socket.socket) -> None:
+    address, port = sock.getsockname()[:2]
+    if (line := reachable_warning(address, port)) is not None:
+        log.warning("%s", line)
 
 
 @contextlib.contextmanager
@@ -51,6 +70,7 @@ def background(model: Model, limits: Limits | None = None, *, examples: str | Pa
     """
     server = uvicorn.Server(_config(model, limits or Limits(), examples, mae, log_level))
     sock = socket.create_server((host, 0))
+    _warn_if_reachable(sock)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="ecgmae-serve", daemon=True)
     thread.start()
     try:
