@@ -33,12 +33,14 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def running(model: Any, mae: Any = None, examples: Path | None = None, **limits: Any) -> Iterator[str]:
-    """Base URL of ``model`` served on 127.0.0.1 with ``limits`` (:class:`ecgmae.serve.limits.Limits` fields)."""
+def running(model: Any, mae: Any = None, examples: Path | None = None, hosts: tuple[str, ...] = (),
+            **limits: Any) -> Iterator[str]:
+    """Base URL of ``model`` served on 127.0.0.1 with ``limits`` (:class:`ecgmae.serve.limits.Limits` fields),
+    answering the ``Host`` names ``hosts`` besides the loopback ones."""
     from ecgmae.serve.limits import Limits
     from ecgmae.serve.server import background
 
-    with background(model, Limits(**limits), mae=mae, examples=examples) as url:
+    with background(model, Limits(**limits), mae=mae, examples=examples, allowed=hosts) as url:
         yield url
 
 

@@ -178,6 +178,22 @@ def test_classifier_with_its_pretraining_run_does_both(clf, enc):
                               enc.reconstruct(x, fs=100, seed=2).reconstruction)
 
 
+def test_host_header_is_checked(clf):
+    """L2: a DNS-rebinding page names its own host; only loopback names, the bound host and added ones pass."""
+    with running(clf, hosts=("ecg.lab.example", "*.ward.example")) as url, client(url) as c:
+        port = url.rsplit(":", 1)[1]
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.", "[::1",
+                     "ward.example", "a b"):
+            text = refused(c.get("/v1/model", headers={"Host": host}), 400, "this server answers localhost, "
+                           "127.0.0.1, [::1], ecg.lab.example, *.ward.example (ecgmae serve --allowed-hosts adds")
+            assert text.startswith(f"Host {host!r}: "), text
+        refused(c.post("/v1/predict", headers={"Host": "evil.example"}, json={"signal": ecg(1).tolist(), "fs": 100}),
+                400, "Host 'evil.example'")
+        for host in ("localhost", f"localhost:{port}", "LOCALHOST", f"127.0.0.1:{port}", f"[::1]:{port}", "[::1]",
+                     "ecg.lab.example", "bed3.ward.example:80"):
+            assert c.get("/healthz", headers={"Host": host}).status_code == 200, host
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli_help_and_missing_extra(monkeypatch, capsys, runs):
     from ecgmae.cli import main
@@ -208,8 +224,8 @@ def test_the_command_serves_on_a_real_socket(runs, clf):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "ecgmae", "serve", "--checkpoint", str(runs["ft"]), "--port",
-                             str(port), "--quiet"], env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin",
-                                                          "OMP_NUM_THREADS": "1"},
+                             str(port), "--quiet", "--allowed-hosts", "ecg.lab.example"],
+                            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with client(f"http://127.0.0.1:{port}") as c:
@@ -223,6 +239,8 @@ def test_the_command_serves_on_a_real_socket(runs, clf):
             x = ecg(3)
             r = c.post("/v1/predict", json={"signal": x.tolist(), "fs": 100})
             assert np.array_equal(np.array(list(r.json()["probabilities"].values())), clf.predict_proba(x, fs=100))
+            assert c.get("/healthz", headers={"Host": "ecg.lab.example"}).status_code == 200  # --allowed-hosts
+            refused(c.get("/healthz", headers={"Host": "evil.example"}), 400, "Host 'evil.example'")
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: uvicorn shuts down, then the command reports the interrupt
         out, err = proc.communicate(timeout=60)

@@ -25,6 +25,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8000,
                    help="port (default 8000)")
+    p.add_argument("--allowed-hosts", metavar="NAMES", default="",
+                   help="comma-separated Host names answered besides localhost, 127.0.0.1, [::1] and --host (e.g. "
+                   "ecg.lab.example,10.0.0.5; *.lab.example for every name under it; * for any); requests naming "
+                   "another host get 400, which keeps web pages on other sites out through DNS rebinding")
     p.add_argument("--mae", metavar="RUN",
                    help="pre-training run whose masked autoencoder answers /v1/reconstruct (default: the checkpoint "
                    "itself when it is one), e.g. the run a classifier was fine-tuned from")
@@ -92,5 +96,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving {model.kind} {args.checkpoint} on http://{args.host}:{args.port}/ (viewer at /, API under /v1/; "
           "Ctrl-C stops)", flush=True)
     serve(model, args.host, args.port, limits, examples=args.examples, mae=mae,
+          allowed=[n for n in args.allowed_hosts.split(",") if n.strip()],
           log_level="warning" if args.quiet else "debug" if args.verbose else "info")
     return 0

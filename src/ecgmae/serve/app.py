@@ -19,7 +19,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -37,6 +38,7 @@ from ecgmae.config import ConfigError
 from ecgmae.data.safety import clip
 from ecgmae.errors import CheckpointError, ECGMAEError
 from ecgmae.serve.batching import Batcher
+from ecgmae.serve.hosts import LOOPBACK_HOSTS, HostCheck
 from ecgmae.serve.inputs import Intake, Received, RequestError, Sample, flag, load, option, parse, receive
 from ecgmae.serve.limits import Limits
 from ecgmae.serve.metrics import Metrics
@@ -51,7 +53,7 @@ MAX_EXAMPLES = 1000
 
 
 def create_app(model: Model, limits: Limits | None = None, *, examples: str | Path | None = None,
-               mae: Model | None = None) -> Starlette:
+               mae: Model | None = None, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> Starlette:
     """The ASGI application serving ``model``; run it with uvicorn (see :mod:`ecgmae.serve.server`).
 
     Args:
@@ -60,14 +62,16 @@ def create_app(model: Model, limits: Limits | None = None, *, examples: str | Pa
         examples: folder of WFDB records offered by ``GET /v1/examples`` and the viewer.
         mae: a pre-training run that answers reconstruct instead (e.g. the one a classifier was
             fine-tuned from), so one viewer shows predictions and reconstructions.
+        allowed_hosts: ``Host`` names answered (:func:`ecgmae.serve.hosts.allowed_hosts`); others get 400.
     """
-    return Service(model, limits or Limits(), examples, mae).app
+    return Service(model, limits or Limits(), examples, mae, allowed_hosts).app
 
 
 class Service:
     """Holds the model, its worker threads, the batchers and the metrics of one server."""
 
-    def __init__(self, model: Model, limits: Limits, examples: str | Path | None, mae: Model | None = None) -> None:
+    def __init__(self, model: Model, limits: Limits, examples: str | Path | None, mae: Model | None = None,
+                 allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> None:
         self.model, self.limits, self.metrics = model, limits, Metrics()
         self.mae = mae or model  # who answers reconstruct
         self.examples = find_examples(examples) if examples else {}
@@ -101,6 +105,7 @@ class Service:
                   methods=post),
         ]
         self.app = Starlette(routes=routes, lifespan=self._lifespan,
+                             middleware=[Middleware(HostCheck, allowed=allowed_hosts)],
                              exception_handlers={HTTPException: self._http_error})
         self.app.state.service = self
 
