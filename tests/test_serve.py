@@ -194,6 +194,21 @@ def test_host_header_is_checked(clf):
             assert c.get("/healthz", headers={"Host": host}).status_code == 200, host
 
 
+def test_answers_name_no_server_folder_nor_object(clf_url, runs):
+    """L3: the run's card names runs and stores by their last two parts; errors carry no reprs or temp paths."""
+    with client(clf_url) as c:
+        r = c.get("/v1/model")
+        card = r.json()["card"]
+        assert card["data"]["store"] == f"{runs['store'].parent.name}/store"
+        assert card["metrics"]["encoder"] == f"{runs['mae'].parent.name}/mae"
+        assert card["metrics"]["leakage"]["pretrain_store"] == f"{runs['store'].parent.name}/store"
+        assert str(runs["store"].parent) not in r.text
+        hea = ("files", ("r.hea", b"r 1 500 1000\nr.dat 516 200 16 0 0 0 0 II\n"))  # FLAC-compressed WFDB
+        for dat in (b"fLaC" + bytes(100), b"not flac at all" * 10):
+            text = refused(c.post("/v1/predict", files=[hea, ("files", ("r.dat", dat))]), 400, "r.hea: unreadable")
+            assert " at 0x" not in text and "/" not in text.split("unreadable", 1)[1], text
+
+
 # --------------------------------------------------------------------------------------------- CLI
 def test_cli_help_and_missing_extra(monkeypatch, capsys, runs):
     from ecgmae.cli import main

@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from ecgmae.data.safety import clip
 from ecgmae.errors import CheckpointError, ECGMAEError
 from ecgmae.serve.batching import Batcher
 from ecgmae.serve.hosts import LOOPBACK_HOSTS, HostCheck
-from ecgmae.serve.inputs import Intake, Received, RequestError, Sample, flag, load, option, parse, receive
+from ecgmae.serve.inputs import Intake, Received, RequestError, Sample, flag, load, option, parse, public, receive
 from ecgmae.serve.limits import Limits
 from ecgmae.serve.metrics import Metrics
 from ecgmae.utils import log
@@ -210,7 +210,7 @@ class Service:
                          500)
         # 408: the rest of the body may still be trickling in; the connection is closed after the answer
         headers = {"Retry-After": "1"} if status == 503 else {"Connection": "close"} if status == 408 else None
-        return _json({"error": clip(str(exc).replace("\n", " "), 1000)}, status, headers)
+        return _json({"error": clip(public(str(exc)).replace("\n", " "), 1000)}, status, headers)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -283,7 +283,7 @@ class Service:
         m = self.model
         card_file = m.path.parent / "model_card.json"
         try:
-            card = json.loads(card_file.read_text()) if card_file.is_file() else None
+            card = _no_folders(json.loads(card_file.read_text())) if card_file.is_file() else None
         except (OSError, ValueError):
             card = None
         try:
@@ -314,9 +314,22 @@ def find_examples(folder: str | Path) -> dict[str, Path]:
     return found
 
 
-def _short(path: Path) -> str:
+def _short(path: PurePath) -> str:
     """``run/file.safetensors``: names the run without telling clients the server's folders."""
     return f"{path.parent.name}/{path.name}"
+
+
+def _no_folders(doc: Any) -> Any:
+    """``doc`` (a run's model card) with every absolute path shortened by :func:`_short` (store, encoder...)."""
+    if isinstance(doc, dict):
+        return {k: _no_folders(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_no_folders(v) for v in doc]
+    if isinstance(doc, str):
+        for kind in (PurePosixPath, PureWindowsPath):
+            if kind(doc).is_absolute():
+                return _short(kind(doc))
+    return doc
 
 
 def _beats(m: Model) -> np.ndarray:

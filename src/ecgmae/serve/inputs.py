@@ -35,6 +35,9 @@ _FORM_FIELDS = ("fs", "leads", "example", *OPTIONS)
 _SUFFIXES = (".hea", ".dat", ".mat", ".npy")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_FILES = 8
+_TMP_PREFIX = "ecgmae-serve-"  # the private folder an upload is read from
+_TMP_PATH_RE = re.compile(r"[^\s'\"(<]*" + _TMP_PREFIX + r"[^\\/\s'\"]*[\\/]")
+_REPR_RE = re.compile(r"<([A-Za-z_][\w.]*) object at 0x[0-9A-Fa-f]+>")
 _HOW = ("send JSON {signal, fs, leads}, or multipart files: a WFDB record (.hea + .dat/.mat) or an .npy "
         "with fs and leads fields")
 
@@ -220,7 +223,7 @@ def load(payload: Payload, max_seconds: float) -> Sample:
     elif payload.example is not None:
         sample = _from_example(payload)
     else:
-        with tempfile.TemporaryDirectory(prefix="ecgmae-serve-") as tmp:  # mode 0700: private to the server
+        with tempfile.TemporaryDirectory(prefix=_TMP_PREFIX) as tmp:  # mode 0700: private to the server
             folder = Path(tmp)
             for name, data in payload.files.items():
                 (folder / name).write_bytes(data)
@@ -352,6 +355,15 @@ def _check_length(sample: Sample, max_seconds: float) -> None:
     if fs and fs > 0 and n / fs > max_seconds:
         raise RequestError(413, f"{sample.name}: {n / fs:g} s of signal; this server takes records up to "
                            f"{max_seconds:g} s (--max-seconds)")
+
+
+def public(message: str) -> str:
+    """An error message as clients see it: the upload's temporary folder and object addresses taken out.
+
+    Readers of other packages (wfdb, soundfile) name the file by its full path or by an object's repr
+    (``<...LocalFileOpener object at 0x7f...>``); the client needs neither.
+    """
+    return _REPR_RE.sub(r"<\1>", _TMP_PATH_RE.sub("", message))
 
 
 def _lead_list(leads: Any) -> list[str]:
