@@ -164,14 +164,17 @@ def test_endpoints_the_checkpoint_cannot_serve(clf_url, enc_url):
         assert "/v1/reconstruct" not in c.get("/v1/model").json()["endpoints"]
     with client(enc_url) as c:
         refused(c.post("/v1/predict", json=body), 409, "/v1/predict needs a classifier run")
-        assert c.get("/v1/model").json()["endpoints"] == ["/v1/embed", "/v1/reconstruct"]
+        card = c.get("/v1/model").json()
+        assert card["endpoints"] == ["/v1/embed", "/v1/reconstruct"]
+        assert card["checkpoint"] == "mae/encoder.safetensors"
+        assert card["reconstruct_checkpoint"] == "mae/mae.safetensors"  # what reconstructs
 
 
 def test_classifier_with_its_pretraining_run_does_both(clf, enc):
     with running(clf, mae=enc) as url, client(url) as c:
         card = c.get("/v1/model").json()
         assert card["endpoints"] == ["/v1/embed", "/v1/predict", "/v1/reconstruct"]
-        assert card["reconstruct_checkpoint"] == "mae/encoder.safetensors"
+        assert card["reconstruct_checkpoint"] == "mae/mae.safetensors"  # what reconstructs, not the encoder
         x = ecg(6, n=500)
         r = c.post("/v1/reconstruct", json={"signal": x.tolist(), "fs": 100, "seed": 2}).json()
         assert np.array_equal(np.array(r["reconstruction"], np.float32),

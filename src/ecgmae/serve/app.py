@@ -298,7 +298,7 @@ class Service:
                 "window_seconds": m.window / m.fs, "stride_samples": m.stride, "aggregate": m.aggregate,
                 "embed_dim": dim, "preprocessing": data.get("preprocessing"), "model": m.info.get("model"),
                 "card": card, "limits": dataclasses.asdict(self.limits), "examples": len(self.examples),
-                "reconstruct_checkpoint": _short(self.mae.path) if self.reconstructs else None}
+                "reconstruct_checkpoint": _short(self.mae.mae_file) if self.reconstructs else None}
 
 
 def find_examples(folder: str | Path) -> dict[str, Path]:
