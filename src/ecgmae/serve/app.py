@@ -50,6 +50,9 @@ STATIC = {"index.html": "text/html; charset=utf-8", "viewer.js": "text/javascrip
 _HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
             "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 MAX_EXAMPLES = 1000
+_PIECE = 1 << 15  # samples encoded per json.dumps call
+Build = Callable[[], dict[str, Any]]  # makes a large answer (run in a worker thread)
+Work = Callable[[Received], Awaitable[dict[str, Any] | Build]]  # a received request -> its answer, or its maker
 
 
 def create_app(model: Model, limits: Limits | None = None, *, examples: str | Path | None = None,
@@ -153,7 +156,7 @@ class Service:
 
         return endpoint
 
-    def _guarded(self, route: str, work: Callable[[Received], Awaitable[dict[str, Any]]],
+    def _guarded(self, route: str, work: Work,
                  check: Callable[[], None] | None = None) -> Callable[[Request], Awaitable[Response]]:
         """An endpoint under the body, concurrency and time limits, answering errors as one JSON line.
 
@@ -168,7 +171,7 @@ class Service:
                     check()
                 lim = self.limits
                 received = await receive(request, lim.max_upload_bytes, lim.body_timeout_s, self.intake)
-                response = _json(await self._limited(work, received))
+                response = Response(await self._limited(work, received), media_type="application/json")
             except Exception as exc:
                 response = self._error(route, exc)
             self.metrics.request(route, response.status_code, time.perf_counter() - t0)
@@ -176,20 +179,28 @@ class Service:
 
         return endpoint
 
-    async def _limited(self, work: Callable[[Received], Awaitable[dict[str, Any]]], received: Received
-                       ) -> dict[str, Any]:
+    async def _limited(self, work: Work, received: Received) -> bytes:
         lim = self.limits
         if self._busy >= lim.max_concurrency:
             raise RequestError(503, f"server busy: {self._busy} requests in progress (--max-concurrency "
                                f"{lim.max_concurrency}); retry shortly")
         self._busy += 1
         self.metrics.in_flight = self._busy
-        task = asyncio.ensure_future(work(received))
+        task = asyncio.ensure_future(self._answer(work, received))
         task.add_done_callback(self._release)  # the slot is held until the work really stops
         try:
             return await asyncio.wait_for(asyncio.shield(task), lim.timeout_s)
         except asyncio.TimeoutError:
             raise RequestError(504, f"no answer within {lim.timeout_s:g} s (--timeout)") from None
+
+    async def _answer(self, work: Work, received: Received) -> bytes:
+        """The JSON bytes of ``work``'s answer; one that holds signals (``include_signal``, reconstruct: up
+        to millions of samples) is built and encoded in a worker thread, so the event loop keeps answering
+        other clients meanwhile."""
+        out = await work(received)
+        if callable(out):
+            return await self._in(self._prep_pool, lambda: _encode(out()))
+        return _encode(out)
 
     def _release(self, task: asyncio.Future[Any]) -> None:
         self._busy -= 1
@@ -223,10 +234,9 @@ class Service:
     async def _in(self, pool: concurrent.futures.Executor, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, lambda: fn(*args, **kw))
 
-    def _with_signal(self, sample: Sample, out: dict[str, Any]) -> dict[str, Any]:
-        if flag(sample, "include_signal"):
-            out["signal"] = sample.data(self.model.leads)
-        return out
+    def _with_signal(self, sample: Sample, out: dict[str, Any]) -> Build:
+        """What builds ``out`` with the record as read (``include_signal``), in a worker thread."""
+        return lambda: {**out, "signal": sample.data(self.model.leads, self.limits.max_signal_values)}
 
     # -------------------------------------------------------------------------------- endpoints
     def _health(self) -> dict[str, Any]:
@@ -242,23 +252,24 @@ class Service:
             raise RequestError(409, f"this server holds {self.model.kind} weights without the masked autoencoder; "
                                "/v1/reconstruct needs a pre-training run (its mae.safetensors; ecgmae serve --mae)")
 
-    async def _predict(self, received: Received) -> dict[str, Any]:
+    async def _predict(self, received: Received) -> dict[str, Any] | Build:
         sample = await self._sample(received)
-        flag(sample, "include_signal")  # a bad option is refused before the model runs
+        show = flag(sample, "include_signal")  # a bad option is refused before the model runs
         preps, _ = await self._in(self._prep_pool, self.model.prepare, *sample.args)
         probs = await self.batchers["predict"].submit(preps[0])
         out = {"record": sample.name, "probabilities": dict(zip(self.model.label_names, map(float, probs),
                                                                 strict=True))}
-        return self._with_signal(sample, out)
+        return self._with_signal(sample, out) if show else out
 
-    async def _embed(self, received: Received) -> dict[str, Any]:
+    async def _embed(self, received: Received) -> dict[str, Any] | Build:
         sample = await self._sample(received)
-        flag(sample, "include_signal")
+        show = flag(sample, "include_signal")
         preps, _ = await self._in(self._prep_pool, self.model.prepare, *sample.args)
         z = await self.batchers["embed"].submit(preps[0])
-        return self._with_signal(sample, {"record": sample.name, "embedding": z.astype(float).tolist()})
+        out = {"record": sample.name, "embedding": z.astype(float).tolist()}
+        return self._with_signal(sample, out) if show else out
 
-    async def _reconstruct(self, received: Received) -> dict[str, Any]:
+    async def _reconstruct(self, received: Received) -> Build:
         sample = await self._sample(received)
         ratio, seed = option(sample, "mask_ratio", 0.75), option(sample, "seed", 0, int)
         if not 0 <= seed < 2**32:
@@ -270,13 +281,16 @@ class Service:
             return self.mae.reconstruct(*sample.args, mask_ratio=ratio, seed=seed)
 
         r = await self._in(self._model_pool, run)
-        rmse = r.masked_rmse()
-        out = {"record": r.name, "fs": r.fs, "leads": list(r.leads), "mask_ratio": r.mask_ratio, "seed": seed,
-               "masked_rmse": None if math.isnan(rmse) else rmse, "present": r.present.tolist(),
-               "original": r.original.astype(float).tolist(),
-               "reconstruction": r.reconstruction.astype(float).tolist(),
-               "mask": [mask_spans(row) for row in r.mask]}
-        return self._with_signal(sample, out) if show else out
+
+        def build() -> dict[str, Any]:
+            rmse = r.masked_rmse()
+            out = {"record": r.name, "fs": r.fs, "leads": list(r.leads), "mask_ratio": r.mask_ratio, "seed": seed,
+                   "masked_rmse": None if math.isnan(rmse) else rmse, "present": r.present.tolist(),
+                   "original": r.original, "reconstruction": r.reconstruction,  # encoded in pieces
+                   "mask": [mask_spans(row) for row in r.mask]}
+            return self._with_signal(sample, out)() if show else out
+
+        return build
 
     def card(self) -> dict[str, Any]:
         """What ``GET /v1/model`` returns: the model's kind, inputs, outputs, the run's model card, limits."""
@@ -344,6 +358,19 @@ def mask_spans(row: np.ndarray) -> list[list[int]]:
     return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
+def _encode(content: Any) -> bytes:
+    """Compact JSON of ``content``; numpy arrays in its dicts are written as (nested) lists, in pieces of
+    ``_PIECE`` values, so a worker thread encoding millions of samples lets the event loop run between
+    pieces (one ``json.dumps`` call over them would hold the GIL for as long as it takes)."""
+    if isinstance(content, dict):
+        return b"{" + b",".join(_encode(str(k)) + b":" + _encode(v) for k, v in content.items()) + b"}"
+    if isinstance(content, np.ndarray):
+        if content.ndim > 1:
+            return b"[" + b",".join(_encode(row) for row in content) + b"]"
+        return b"[" + b",".join(_encode(content[i:i + _PIECE].tolist())[1:-1]
+                                for i in range(0, len(content), _PIECE)) + b"]"
+    return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
+
+
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(content, allow_nan=False, separators=(",", ":"))
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return Response(_encode(content), status_code=status, media_type="application/json", headers=headers)

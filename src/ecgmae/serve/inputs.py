@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from ecgmae.data.io import Record, read_record
 from ecgmae.data.safety import clip, safe_name
+from ecgmae.data.signal import resample
 from ecgmae.errors import ECGMAEError
 
 OPTIONS = ("mask_ratio", "seed", "include_signal")  # request options beside the record
@@ -81,16 +82,25 @@ class Sample:
     def args(self) -> tuple[Any, Any, Any]:
         return self.signal, self.fs, self.leads
 
-    def data(self, default_leads: Sequence[str]) -> dict[str, Any]:
-        """The record as read, for drawing: rate, lead names and samples (mV, rounded to 1 µV).
+    def data(self, default_leads: Sequence[str], max_values: int | None = None) -> dict[str, Any]:
+        """The record as read, for drawing: rate, lead names and samples (a float64 array in mV, rounded to 0.1 µV).
 
         Args:
             default_leads: names of the rows of a JSON signal sent without ``leads`` (the model's).
+            max_values: most samples over all leads; a longer record is resampled (anti-aliased) to
+                ``fs / k`` with the smallest whole ``k`` that fits, and ``resampled_from`` gives its rate.
         """
         x = self.signal.signal if isinstance(self.signal, Record) else np.asarray(self.signal, np.float32)
         leads = self.signal.leads if isinstance(self.signal, Record) else _lead_list(self.leads or default_leads)
         fs = self.signal.fs if isinstance(self.signal, Record) else float(self.fs or 0)
-        return {"fs": fs, "leads": list(leads), "data": np.round(x.astype(np.float64), 4).tolist()}
+        out: dict[str, Any] = {"fs": fs, "leads": list(leads)}
+        if max_values is not None and x.size > max_values and fs > 0:
+            per_lead = max(1, max_values // max(1, x.shape[0]))
+            k = -(-x.shape[-1] // per_lead)
+            x = resample(x, fs, fs / k)
+            out.update(fs=fs / k, resampled_from=fs)
+        out["data"] = np.round(x.astype(np.float64), 4)  # an array: the answer encodes it in pieces
+        return out
 
 
 class Intake:

@@ -24,6 +24,8 @@ class Limits:
         max_header_bytes: request line and headers (431 and the connection closed beyond, without reading
             the rest).
         max_connections: connections open at once; one beyond gets a 503 and is closed at once.
+        max_signal_values: samples (over all leads) of the record an answer returns with
+            ``include_signal``; a longer one is resampled to fit, its new rate stated.
         timeout_s: wall-clock budget of one request once its body has arrived (504 beyond).
         max_concurrency: requests handled at once (503 with Retry-After beyond).
         batch_size: most records one model call takes.
@@ -39,6 +41,7 @@ class Limits:
     idle_timeout_s: float = 5.0
     max_header_bytes: int = 32 << 10
     max_connections: int = 256
+    max_signal_values: int = 2_000_000
     timeout_s: float = 30.0
     max_concurrency: int = 32
     batch_size: int = 32
@@ -46,8 +49,8 @@ class Limits:
     prep_threads: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_header_bytes", "max_connections", "max_concurrency", "batch_size",
-                     "prep_threads"):
+        for name in ("max_upload_bytes", "max_header_bytes", "max_connections", "max_signal_values",
+                     "max_concurrency", "batch_size", "prep_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ECGMAEError(f"serve limits: {name} must be an integer >= 1, got {value!r}")
