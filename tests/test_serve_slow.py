@@ -150,7 +150,7 @@ def test_a_body_nobody_reads_is_cut_off(clf):
 
 def test_connection_cap_and_many_silent_sockets(clf):
     """Beyond max_connections a connection gets a 503 and is closed at once; silent ones go at the deadline."""
-    with running(clf, max_connections=16, header_timeout_s=3) as url:
+    with running(clf, max_connections=16, header_timeout_s=5) as url:
         sockets = [_connect(url) for _ in range(200)]
         replies = []
         for s in sockets:
