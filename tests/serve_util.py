@@ -18,8 +18,8 @@ _RUNS: dict[str, dict[str, Path]] = {}
 
 
 def need_serve() -> None:
-    """Skip the module when Starlette, uvicorn, python-multipart or httpx is missing."""
-    for module in ("starlette", "uvicorn", "python_multipart", "httpx"):
+    """Skip the module when Starlette, uvicorn, httptools, python-multipart or httpx is missing."""
+    for module in ("starlette", "uvicorn", "httptools", "python_multipart", "httpx"):
         pytest.importorskip(module, reason=SERVE_MISSING + (" (tests also need httpx)" if module == "httpx" else ""))
 
 
@@ -33,12 +33,14 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def running(model: Any, mae: Any = None, examples: Path | None = None, **limits: Any) -> Iterator[str]:
-    """Base URL of ``model`` served on 127.0.0.1 with ``limits`` (:class:`ecgmae.serve.limits.Limits` fields)."""
+def running(model: Any, mae: Any = None, examples: Path | None = None, hosts: tuple[str, ...] = (),
+            **limits: Any) -> Iterator[str]:
+    """Base URL of ``model`` served on 127.0.0.1 with ``limits`` (:class:`ecgmae.serve.limits.Limits` fields),
+    answering the ``Host`` names ``hosts`` besides the loopback ones."""
     from ecgmae.serve.limits import Limits
     from ecgmae.serve.server import background
 
-    with background(model, Limits(**limits), mae=mae, examples=examples) as url:
+    with background(model, Limits(**limits), mae=mae, examples=examples, allowed=hosts) as url:
         yield url
 
 

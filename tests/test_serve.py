@@ -164,18 +164,52 @@ def test_endpoints_the_checkpoint_cannot_serve(clf_url, enc_url):
         assert "/v1/reconstruct" not in c.get("/v1/model").json()["endpoints"]
     with client(enc_url) as c:
         refused(c.post("/v1/predict", json=body), 409, "/v1/predict needs a classifier run")
-        assert c.get("/v1/model").json()["endpoints"] == ["/v1/embed", "/v1/reconstruct"]
+        card = c.get("/v1/model").json()
+        assert card["endpoints"] == ["/v1/embed", "/v1/reconstruct"]
+        assert card["checkpoint"] == "mae/encoder.safetensors"
+        assert card["reconstruct_checkpoint"] == "mae/mae.safetensors"  # what reconstructs
 
 
 def test_classifier_with_its_pretraining_run_does_both(clf, enc):
     with running(clf, mae=enc) as url, client(url) as c:
         card = c.get("/v1/model").json()
         assert card["endpoints"] == ["/v1/embed", "/v1/predict", "/v1/reconstruct"]
-        assert card["reconstruct_checkpoint"] == "mae/encoder.safetensors"
+        assert card["reconstruct_checkpoint"] == "mae/mae.safetensors"  # what reconstructs, not the encoder
         x = ecg(6, n=500)
         r = c.post("/v1/reconstruct", json={"signal": x.tolist(), "fs": 100, "seed": 2}).json()
         assert np.array_equal(np.array(r["reconstruction"], np.float32),
                               enc.reconstruct(x, fs=100, seed=2).reconstruction)
+
+
+def test_host_header_is_checked(clf):
+    """L2: a DNS-rebinding page names its own host; only loopback names, the bound host and added ones pass."""
+    with running(clf, hosts=("ecg.lab.example", "*.ward.example")) as url, client(url) as c:
+        port = url.rsplit(":", 1)[1]
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.", "[::1",
+                     "ward.example", "a b"):
+            text = refused(c.get("/v1/model", headers={"Host": host}), 400, "this server answers localhost, "
+                           "127.0.0.1, [::1], ecg.lab.example, *.ward.example (ecgmae serve --allowed-hosts adds")
+            assert text.startswith(f"Host {host!r}: "), text
+        refused(c.post("/v1/predict", headers={"Host": "evil.example"}, json={"signal": ecg(1).tolist(), "fs": 100}),
+                400, "Host 'evil.example'")
+        for host in ("localhost", f"localhost:{port}", "LOCALHOST", f"127.0.0.1:{port}", f"[::1]:{port}", "[::1]",
+                     "ecg.lab.example", "bed3.ward.example:80"):
+            assert c.get("/healthz", headers={"Host": host}).status_code == 200, host
+
+
+def test_answers_name_no_server_folder_nor_object(clf_url, runs):
+    """L3: the run's card names runs and stores by their last two parts; errors carry no reprs or temp paths."""
+    with client(clf_url) as c:
+        r = c.get("/v1/model")
+        card = r.json()["card"]
+        assert card["data"]["store"] == f"{runs['store'].parent.name}/store"
+        assert card["metrics"]["encoder"] == f"{runs['mae'].parent.name}/mae"
+        assert card["metrics"]["leakage"]["pretrain_store"] == f"{runs['store'].parent.name}/store"
+        assert str(runs["store"].parent) not in r.text
+        hea = ("files", ("r.hea", b"r 1 500 1000\nr.dat 516 200 16 0 0 0 0 II\n"))  # FLAC-compressed WFDB
+        for dat in (b"fLaC" + bytes(100), b"not flac at all" * 10):
+            text = refused(c.post("/v1/predict", files=[hea, ("files", ("r.dat", dat))]), 400, "r.hea: unreadable")
+            assert " at 0x" not in text and "/" not in text.split("unreadable", 1)[1], text
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -208,8 +242,8 @@ def test_the_command_serves_on_a_real_socket(runs, clf):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "ecgmae", "serve", "--checkpoint", str(runs["ft"]), "--port",
-                             str(port), "--quiet"], env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin",
-                                                          "OMP_NUM_THREADS": "1"},
+                             str(port), "--quiet", "--allowed-hosts", "ecg.lab.example"],
+                            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with client(f"http://127.0.0.1:{port}") as c:
@@ -223,6 +257,8 @@ def test_the_command_serves_on_a_real_socket(runs, clf):
             x = ecg(3)
             r = c.post("/v1/predict", json={"signal": x.tolist(), "fs": 100})
             assert np.array_equal(np.array(list(r.json()["probabilities"].values())), clf.predict_proba(x, fs=100))
+            assert c.get("/healthz", headers={"Host": "ecg.lab.example"}).status_code == 200  # --allowed-hosts
+            refused(c.get("/healthz", headers={"Host": "evil.example"}), 400, "Host 'evil.example'")
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: uvicorn shuts down, then the command reports the interrupt
         out, err = proc.communicate(timeout=60)
@@ -240,3 +276,24 @@ def test_bad_flags_are_one_line(capsys, runs):
     assert "ecgmae serve: error: --examples" in capsys.readouterr().err
     assert main(["serve", "--checkpoint", str(runs["ft"]), "--mae", str(runs["ft"])]) == 2
     assert "a classifier run; give the pre-training run" in capsys.readouterr().err
+
+
+def test_a_non_loopback_bind_warns(monkeypatch, capsys, runs):
+    """L1: an unauthenticated server reachable from other machines says so, in one line; loopback is quiet."""
+    import uvicorn
+
+    from ecgmae.cli import main
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)  # bind, then return at once
+    for host in ("0.0.0.0", "127.0.0.1"):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        assert main(["serve", "--checkpoint", str(runs["ft"]), "--host", host, "--port", str(port)]) == 0
+        err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+        if host == "0.0.0.0":
+            assert err == [f"warning: listening on 0.0.0.0:{port}, which other machines can reach, with no "
+                           "authentication: anyone who can connect can use the model; put it behind your own "
+                           "proxy (TLS, authentication) or listen on 127.0.0.1"], err
+        else:
+            assert err == []

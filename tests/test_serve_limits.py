@@ -230,3 +230,29 @@ def test_the_server_survives_an_internal_error(runs):
                                                               "the details"}
         del model.embed_prepared
         assert c.post("/v1/embed", json={"signal": ecg(1).tolist(), "fs": 100}).status_code == 200
+
+
+def test_include_signal_is_bounded_and_built_off_the_event_loop(clf, monkeypatch):
+    """L4: the record sent back for drawing is resampled below max_signal_values (anti-aliased, its rate said),
+    and the answer is built in a worker thread, not on the event loop that answers /healthz."""
+    from ecgmae.data.signal import resample
+    from ecgmae.serve.inputs import Sample
+
+    threads: list[str] = []
+    data = Sample.data
+
+    def spy(self, *args, **kw):
+        threads.append(threading.current_thread().name)
+        return data(self, *args, **kw)
+
+    monkeypatch.setattr(Sample, "data", spy)
+    x = ecg(3, n=700)  # 12 x 700 = 8400 values at 100 Hz
+    with running(clf, max_signal_values=1000) as url, client(url) as c:
+        r = c.post("/v1/predict", files=[npy(x)], data={"fs": "100", "include_signal": "1"})
+        assert r.status_code == 200, r.text
+        sig = r.json()["signal"]
+        assert sig["fs"] == 100 / 9 and sig["resampled_from"] == 100  # 9 x fewer samples: 12 x 78 <= 1000
+        np.testing.assert_allclose(np.array(sig["data"]), resample(x, 100, 100 / 9), atol=6e-5)
+        small = c.post("/v1/embed", json={"signal": ecg(4, n=80).tolist(), "fs": 100, "include_signal": True})
+        assert small.json()["signal"]["fs"] == 100 and "resampled_from" not in small.json()["signal"]
+    assert threads and all(t.startswith("ecgmae-prep") for t in threads), threads

@@ -281,11 +281,16 @@ class Model:
                                   float(mask_ratio), int(seed), self.device)
         return Reconstruction(name=name, fs=self.fs, leads=self.leads, mask_ratio=float(mask_ratio), **out)
 
+    @property
+    def mae_file(self) -> Path:
+        """The masked autoencoder :meth:`reconstruct` loads: ``mae.safetensors`` beside these weights."""
+        return self.path.parent / "mae.safetensors"
+
     # ---------------------------------------------------------------------------------- internals
     def _load_mae(self) -> ECGMAE:
         if self._mae is not None:
             return self._mae
-        file = self.path.parent / "mae.safetensors"
+        file = self.mae_file
         if self.kind == "classifier" or not file.is_file():
             raise CheckpointError(f"{self.path}: reconstruct needs the whole masked autoencoder "
                                   f"({file.name} of a pre-training run, written by `ecgmae pretrain`); this "

@@ -25,6 +25,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=8000,
                    help="port (default 8000)")
+    p.add_argument("--allowed-hosts", metavar="NAMES", default="",
+                   help="comma-separated Host names answered besides localhost, 127.0.0.1, [::1] and --host (e.g. "
+                   "ecg.lab.example,10.0.0.5; *.lab.example for every name under it; * for any); requests naming "
+                   "another host get 400, which keeps web pages on other sites out through DNS rebinding")
     p.add_argument("--mae", metavar="RUN",
                    help="pre-training run whose masked autoencoder answers /v1/reconstruct (default: the checkpoint "
                    "itself when it is one), e.g. the run a classifier was fine-tuned from")
@@ -38,8 +42,18 @@ def add_parser(sub: Any) -> None:
                      help="largest request body in MiB (default 16; 413 beyond)")
     lim.add_argument("--max-seconds", type=positive_float, metavar="S", default=300.0,
                      help="longest record in seconds of signal (default 300; 413 beyond)")
+    lim.add_argument("--body-timeout", type=positive_float, metavar="S", default=30.0,
+                     help="seconds a request body may take to arrive (default 30; 408 and the connection closed "
+                     "beyond); bodies are received before a request slot is taken")
+    lim.add_argument("--header-timeout", type=positive_float, metavar="S", default=10.0,
+                     help="seconds a request's headers may take, silent connections included (default 10; 408 "
+                     "and the connection closed beyond)")
+    lim.add_argument("--idle-timeout", type=positive_float, metavar="S", default=5.0,
+                     help="seconds a connection may stay idle between requests (default 5)")
+    lim.add_argument("--max-connections", type=positive_int, metavar="N", default=256,
+                     help="connections open at once (default 256; one beyond gets a 503 and is closed)")
     lim.add_argument("--timeout", type=positive_float, metavar="S", default=30.0,
-                     help="seconds one request may take (default 30; 504 beyond)")
+                     help="seconds one request may take once its body has arrived (default 30; 504 beyond)")
     lim.add_argument("--max-concurrency", type=positive_int, metavar="N", default=32,
                      help="requests handled at once (default 32; 503 beyond)")
     lim.add_argument("--batch-size", type=positive_int, metavar="N", default=32,
@@ -66,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.serve.server import serve
 
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_seconds=args.max_seconds,
-                    timeout_s=args.timeout, max_concurrency=args.max_concurrency, batch_size=args.batch_size,
-                    batch_wait_ms=args.batch_wait_ms)
+                    body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout,
+                    idle_timeout_s=args.idle_timeout, max_connections=args.max_connections, timeout_s=args.timeout,
+                    max_concurrency=args.max_concurrency, batch_size=args.batch_size, batch_wait_ms=args.batch_wait_ms)
     if args.examples is not None and not args.examples.is_dir():
         raise ECGMAEError(f"--examples {args.examples}: not a folder")
     if args.threads:
@@ -81,5 +96,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving {model.kind} {args.checkpoint} on http://{args.host}:{args.port}/ (viewer at /, API under /v1/; "
           "Ctrl-C stops)", flush=True)
     serve(model, args.host, args.port, limits, examples=args.examples, mae=mae,
+          allowed=[n for n in args.allowed_hosts.split(",") if n.strip()],
           log_level="warning" if args.quiet else "debug" if args.verbose else "info")
     return 0

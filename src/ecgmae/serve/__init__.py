@@ -1,11 +1,12 @@
 """An HTTP service and viewer page for a trained model: ``ecgmae serve --checkpoint RUN``.
 
-Needs the ``serve`` extra (``pip install 'ecgmae[serve]'``: Starlette, uvicorn, python-multipart).
+Needs the ``serve`` extra (``pip install 'ecgmae[serve]'``: Starlette, uvicorn, httptools, python-multipart).
 Importing this package imports none of them; :mod:`ecgmae.serve.app` does.
 
 Modules: ``limits`` (what a request may cost), ``inputs`` (request body -> record, through
 :func:`ecgmae.data.io.read_record`), ``batching`` (requests arriving together share one model call),
-``metrics`` (counts and latencies), ``app`` (routes), ``server`` (uvicorn), ``static/`` (the viewer).
+``metrics`` (counts and latencies), ``app`` (routes), ``protocol`` (connection cap, header and body
+deadlines under the HTTP parser), ``server`` (uvicorn), ``static/`` (the viewer).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from ecgmae.errors import ECGMAEError
 __all__ = ["EXTRA_HINT", "require_extra"]
 
 EXTRA_HINT = "pip install 'ecgmae[serve]'"
-_MODULES = {"starlette": "starlette", "uvicorn": "uvicorn", "python_multipart": "python-multipart"}
+_MODULES = {"starlette": "starlette", "uvicorn": "uvicorn", "httptools": "httptools",
+            "python_multipart": "python-multipart"}
 
 
 def require_extra() -> None:

@@ -3,12 +3,15 @@
 Uploads are written into a private temporary folder (``TMPDIR``; ``/dev/shm`` is fastest) under their
 own (checked) names and read with :func:`ecgmae.data.io.read_record`, which already refuses what a
 hostile file can try (oversized headers, signal files outside the folder, FIFOs, truncated data).
-Receiving the body runs on the event loop (:func:`receive`); writing, reading and decoding the files
-run in a worker thread (:func:`load`), since a disk's ``mkdir`` can take milliseconds.
+Receiving the body runs on the event loop, before the request takes a slot (:func:`receive`, under a
+deadline and a byte budget shared by all connections); parsing it follows (:func:`parse`); writing,
+reading and decoding the files run in a worker thread (:func:`load`), since a disk's ``mkdir`` can take
+milliseconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -20,10 +23,11 @@ from typing import Any
 
 import numpy as np
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ecgmae.data.io import Record, read_record
 from ecgmae.data.safety import clip, safe_name
+from ecgmae.data.signal import resample
 from ecgmae.errors import ECGMAEError
 
 OPTIONS = ("mask_ratio", "seed", "include_signal")  # request options beside the record
@@ -32,6 +36,9 @@ _FORM_FIELDS = ("fs", "leads", "example", *OPTIONS)
 _SUFFIXES = (".hea", ".dat", ".mat", ".npy")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_FILES = 8
+_TMP_PREFIX = "ecgmae-serve-"  # the private folder an upload is read from
+_TMP_PATH_RE = re.compile(r"[^\s'\"(<]*" + _TMP_PREFIX + r"[^\\/\s'\"]*[\\/]")
+_REPR_RE = re.compile(r"<([A-Za-z_][\w.]*) object at 0x[0-9A-Fa-f]+>")
 _HOW = ("send JSON {signal, fs, leads}, or multipart files: a WFDB record (.hea + .dat/.mat) or an .npy "
         "with fs and leads fields")
 
@@ -75,19 +82,54 @@ class Sample:
     def args(self) -> tuple[Any, Any, Any]:
         return self.signal, self.fs, self.leads
 
-    def data(self, default_leads: Sequence[str]) -> dict[str, Any]:
-        """The record as read, for drawing: rate, lead names and samples (mV, rounded to 1 µV).
+    def data(self, default_leads: Sequence[str], max_values: int | None = None) -> dict[str, Any]:
+        """The record as read, for drawing: rate, lead names and samples (a float64 array in mV, rounded to 0.1 µV).
 
         Args:
             default_leads: names of the rows of a JSON signal sent without ``leads`` (the model's).
+            max_values: most samples over all leads; a longer record is resampled (anti-aliased) to
+                ``fs / k`` with the smallest whole ``k`` that fits, and ``resampled_from`` gives its rate.
         """
         x = self.signal.signal if isinstance(self.signal, Record) else np.asarray(self.signal, np.float32)
         leads = self.signal.leads if isinstance(self.signal, Record) else _lead_list(self.leads or default_leads)
         fs = self.signal.fs if isinstance(self.signal, Record) else float(self.fs or 0)
-        return {"fs": fs, "leads": list(leads), "data": np.round(x.astype(np.float64), 4).tolist()}
+        out: dict[str, Any] = {"fs": fs, "leads": list(leads)}
+        if max_values is not None and x.size > max_values and fs > 0:
+            per_lead = max(1, max_values // max(1, x.shape[0]))
+            k = -(-x.shape[-1] // per_lead)
+            x = resample(x, fs, fs / k)
+            out.update(fs=fs / k, resampled_from=fs)
+        out["data"] = np.round(x.astype(np.float64), 4)  # an array: the answer encodes it in pieces
+        return out
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+class Intake:
+    """Request bodies being received (before a request slot is taken) and their bytes, all connections together.
+
+    Args:
+        max_bytes: most bytes held by bodies being received at once (503 for the one that would pass it).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.bodies, self.bytes = max_bytes, 0, 0
+
+    def take(self, n: int) -> None:
+        if self.bytes + n > self.max_bytes:
+            raise RequestError(503, f"server busy: {self.bytes} bytes of uploads being received from {self.bodies} "
+                               f"client(s), at most {self.max_bytes} at once; retry shortly")
+        self.bytes += n
+
+
+@dataclass
+class Received:
+    """A request whose body has arrived, not yet parsed: ``kind`` is its content type."""
+
+    request: Request
+    kind: str
+    body: bytes
+
+
+async def read_body(request: Request, max_bytes: int, intake: Intake | None = None) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed ``max_bytes``."""
     length = request.headers.get("content-length")
     if length is not None:
@@ -96,29 +138,49 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         if int(length) > max_bytes:
             raise RequestError(413, f"request body is {int(length)} bytes; this server takes at most {max_bytes} "
                                "(--max-upload-mb)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise RequestError(413, f"request body exceeds {max_bytes} bytes (--max-upload-mb)")
-        chunks.append(chunk)
+    intake = intake or Intake(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    intake.bodies += 1
+    try:
+        async for chunk in request.stream():
+            if size + len(chunk) > max_bytes:
+                raise RequestError(413, f"request body exceeds {max_bytes} bytes (--max-upload-mb)")
+            intake.take(len(chunk))
+            size += len(chunk)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError(400, "the client closed the connection before sending the whole body") from None
+    finally:
+        intake.bodies -= 1
+        intake.bytes -= size
     return b"".join(chunks)
 
 
-async def receive(request: Request, max_bytes: int, examples: dict[str, Path]) -> Payload:
-    """Read the body and sort it into JSON, checked file names with their bytes, and fields."""
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in ("application/json", "multipart/form-data"):
-        raise RequestError(415, f"unsupported content type {clip(ctype or '(none)', 60)!r}: {_HOW}")
-    body = await read_body(request, max_bytes)
-    if ctype == "application/json":
+async def receive(request: Request, max_bytes: int, timeout_s: float, intake: Intake | None = None) -> Received:
+    """Check the content type and read the body within ``timeout_s`` (408 beyond)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/json", "multipart/form-data"):
+        raise RequestError(415, f"unsupported content type {clip(kind or '(none)', 60)!r}: {_HOW}")
+    try:
+        body = await asyncio.wait_for(read_body(request, max_bytes, intake), timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestError(408, f"request body not received within {timeout_s:g} s (--body-timeout)") from None
+    return Received(request, kind, body)
+
+
+async def parse(received: Received, examples: dict[str, Path]) -> Payload:
+    """Sort a received body into JSON, checked file names with their bytes, and fields."""
+    body = received.body
+    if received.kind == "application/json":
         return Payload(body=body)
 
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=MAX_FILES, max_fields=len(_FORM_FIELDS))
+        form = await Request(received.request.scope, replay).form(max_files=MAX_FILES,
+                                                                  max_fields=len(_FORM_FIELDS))
     except Exception as exc:  # python-multipart and Starlette raise several types for a bad body
         raise RequestError(400, f"unreadable multipart body ({clip(getattr(exc, 'detail', exc), 200)})") from None
     payload = Payload()
@@ -171,7 +233,7 @@ def load(payload: Payload, max_seconds: float) -> Sample:
     elif payload.example is not None:
         sample = _from_example(payload)
     else:
-        with tempfile.TemporaryDirectory(prefix="ecgmae-serve-") as tmp:  # mode 0700: private to the server
+        with tempfile.TemporaryDirectory(prefix=_TMP_PREFIX) as tmp:  # mode 0700: private to the server
             folder = Path(tmp)
             for name, data in payload.files.items():
                 (folder / name).write_bytes(data)
@@ -303,6 +365,15 @@ def _check_length(sample: Sample, max_seconds: float) -> None:
     if fs and fs > 0 and n / fs > max_seconds:
         raise RequestError(413, f"{sample.name}: {n / fs:g} s of signal; this server takes records up to "
                            f"{max_seconds:g} s (--max-seconds)")
+
+
+def public(message: str) -> str:
+    """An error message as clients see it: the upload's temporary folder and object addresses taken out.
+
+    Readers of other packages (wfdb, soundfile) name the file by its full path or by an object's repr
+    (``<...LocalFileOpener object at 0x7f...>``); the client needs neither.
+    """
+    return _REPR_RE.sub(r"<\1>", _TMP_PATH_RE.sub("", message))
 
 
 def _lead_list(leads: Any) -> list[str]:

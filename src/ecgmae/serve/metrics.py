@@ -26,6 +26,8 @@ class Metrics:
         self._largest: Counter[str] = Counter()
         self.in_flight = 0
         self.queues: dict[str, Callable[[], int]] = {}  # records waiting for a model call, per op
+        self.intake: Any = None  # bodies being received: ``.bodies`` and ``.bytes`` (serve.inputs.Intake)
+        self.connections: Callable[[], dict[str, int]] | None = None  # open, refused, timed out (serve.protocol)
 
     def request(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -50,6 +52,9 @@ class Metrics:
             return {
                 "uptime_s": round(time.monotonic() - self._started, 3),
                 "in_flight": self.in_flight,
+                "receiving": self.intake.bodies if self.intake is not None else 0,
+                "receiving_bytes": self.intake.bytes if self.intake is not None else 0,
+                "connections": self.connections() if self.connections is not None else None,
                 "queued": {op: fn() for op, fn in sorted(self.queues.items())},
                 "requests": {route: dict(sorted(c.items())) for route, c in sorted(self._status.items())},
                 "latency_ms": dict(sorted(latency.items())),
