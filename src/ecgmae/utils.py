@@ -11,23 +11,32 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("ecgmae")
 
 
-def swap_folder(tmp: Path, out: Path) -> None:
+def swap_folder(tmp: Path, out: Path, *, check: Callable[[Path], object]) -> None:
     """Rename the finished folder ``tmp`` onto ``out``; an existing ``out`` is moved aside to
-    ``OUT.old-*`` first and deleted after, so ``out`` is always either the old or the new one whole."""
+    ``OUT.old-*`` first and deleted after, so ``out`` is always either the old or the new one whole.
+
+    ``check(out)`` runs just before an existing ``out`` is moved aside and raises to refuse it: the
+    caller's rule for what it may delete (:func:`ecgmae.outputs.check_own_folder`), checked again at the
+    last moment because the folder may have changed while the new one was built.
+    """
     old = None
-    if out.exists():
+    if out.exists() or out.is_symlink():
+        check(out)
         old = out.parent / f"{out.name}.old-{secrets.token_hex(4)}"
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():  # a link to a folder: the link goes, never what it points to
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

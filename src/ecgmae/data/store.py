@@ -28,10 +28,11 @@ from ecgmae.data.sources.reading import read_items
 from ecgmae.data.splits import SPLITS, fill_splits, valid_fractions
 from ecgmae.data.store_reader import _NPY_HEADER, INDEX, LABELS, META, SIGNALS, SKIPPED, STORE_FORMAT, Store
 from ecgmae.errors import DataError, clip
+from ecgmae.outputs import check_own_folder, read_json
 from ecgmae.utils import log, swap_folder
 
-__all__ = ["INDEX", "LABELS", "META", "SIGNALS", "SKIPPED", "STORE_FORMAT", "Store", "check_prepare_args", "encode",
-           "fingerprint", "prepare_store"]
+__all__ = ["INDEX", "LABELS", "META", "SIGNALS", "SKIPPED", "STORE_FORMAT", "Store", "check_own_store",
+           "check_prepare_args", "encode", "fingerprint", "is_store", "prepare_store"]
 
 
 class _SignalWriter:
@@ -127,6 +128,17 @@ def _up_to_date(out: Path, fp: str, on_error: str) -> bool:
     return True
 
 
+def is_store(folder: Path) -> bool:
+    """True when ``folder`` holds the meta.json that ``prepare`` writes last (format and fingerprint)."""
+    meta = read_json(Path(folder) / META)
+    return isinstance(meta, dict) and meta.get("format") == STORE_FORMAT and isinstance(meta.get("fingerprint"), str)
+
+
+def check_own_store(out: Path) -> None:
+    """Refuse to replace ``out`` unless it is absent, empty, or a store holding only a store's files."""
+    check_own_folder(out, "store", marked=is_store, names=(SIGNALS, INDEX, LABELS, META, SKIPPED))
+
+
 def check_prepare_args(src: Path, out: Path, *, workers: int, split: Sequence[float], on_error: str) -> None:
     """Refuse nonsense before any work: the messages name the ``ecgmae prepare`` flags."""
     if on_error not in ("skip", "fail"):
@@ -198,8 +210,7 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
     if _up_to_date(out, fp, on_error):
         log.info("%s is up to date (same inputs and options): nothing to do", out)
         return out
-    if out.exists() and not (out / META).is_file() and (out.is_file() or any(out.iterdir())):
-        raise DataError(f"{out}: exists and is not an ecgmae store; not overwriting it")
+    check_own_store(out)
     if scan.problems and on_error == "fail":
         raise DataError(scan.problems[0][3])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +223,7 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
                      split=split)
         meta.update(fingerprint=fp, versions=_versions(), files=_file_sizes(tmp))
         (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # the whole dir is atomic
-        swap_folder(tmp, out)
+        swap_folder(tmp, out, check=check_own_store)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,8 +1,9 @@
 """Run orchestration: store -> pretrain -> encoder checkpoint -> finetune/linprobe/scratch -> evaluate.
 
 Each function reads only the artefacts of the step before and writes its own atomically into a run
-directory: ``encoder.safetensors`` / ``mae.safetensors`` (pre-training) or ``classifier.safetensors``
-(downstream), ``config.json``, ``metrics.csv`` / ``metrics.json``, ``model_card.json``, ``last.ckpt``.
+directory: ``config.json`` (the run's header, written first: it marks the folder as a run),
+``encoder.safetensors`` / ``mae.safetensors`` (pre-training) or ``classifier.safetensors`` (downstream),
+``metrics.csv`` / ``metrics.json``, ``model_card.json``, ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ecgmae.guards import check_resume
 from ecgmae.header import RunHeader, TrainInfo
 from ecgmae.models import MAEConfig, ModelSpec, build_model, pretraining_config
 from ecgmae.models.contrastive import ContrastiveModel
+from ecgmae.outputs import check_own_folder, read_json
 from ecgmae.utils import log, seed_everything, write_json_atomic
 
 
@@ -95,9 +97,21 @@ def _epoch_steps(n_train: int, batch: int, accumulate: int) -> Callable[[int], i
     return lambda world: _steps(n_train, batch, world, accumulate, 1, -1)
 
 
+def is_run_folder(folder: Path) -> bool:
+    """True when ``folder`` holds the config.json (a run header) that a training command writes first, or
+    (runs of older versions) a checkpoint a training command writes."""
+    folder = Path(folder)
+    header = read_json(folder / "config.json")
+    if isinstance(header, dict) and "ecgmae_version" in header and isinstance(header.get("model"), dict):
+        return True
+    return any((folder / name).is_file() for name in ("last.ckpt", "encoder.safetensors", "classifier.safetensors"))
+
+
 def _guard_out(out: Path, product: str, resume: bool, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a directory; --out names the run directory to write")
+    # a run writes its own names into the folder and deletes nothing, but never into someone else's folder
+    check_own_folder(out, "run folder", marked=is_run_folder)
     if (out / product).exists() and not (resume or overwrite):
         raise DataError(f"{out}: already holds {product}; pass --resume to continue or --overwrite to redo")
     if resume and not (out / "last.ckpt").exists():
@@ -249,6 +263,9 @@ def finetune(
     stride = int(round((cfg.eval_stride_seconds or window / store.fs) * store.fs))
     train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), cfg.label_fraction, cfg.seed)
     val_idx, test_idx = store.split_indices("val"), store.split_indices("test")
+    info = data_info(store, train_idx, window, eval_stride_samples=stride, aggregate=cfg.aggregate)
+    write_json_atomic(out / "config.json", RunHeader(spec, info, TrainInfo(to_dict(cfg)),
+                                                     label_names=tuple(names)).to_dict())
     train_ds = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
     val_ds = WindowDataset(store, val_idx, window, stride) if len(val_idx) else None
     trainer = build_trainer(
@@ -273,8 +290,7 @@ def finetune(
                   train_records=len(train_idx), seed=cfg.seed, encoder=str(encoder) if encoder else None,
                   leakage=leakage)
     header = RunHeader(
-        spec, data_info(store, train_idx, window, eval_stride_samples=stride, aggregate=cfg.aggregate),
-        TrainInfo(to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer)),
+        spec, info, TrainInfo(to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer)),
         label_names=tuple(names), metrics=report,
     )
     save_checkpoint(out / "classifier.safetensors", model.state_dict(), header)

@@ -1,0 +1,154 @@
+"""Outputs: nothing that ecgmae did not write is ever deleted or written over.
+
+A folder counts as ecgmae's own only by the marker its writer puts there (a store's meta.json with its
+format and fingerprint, a synth folder's classes.json/source.json as synth writes them, a run's
+config.json header, a job's stamp); a folder replaced whole must hold nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import synth_store
+from ecgmae.cli import main
+from ecgmae.data import store as store_mod
+from ecgmae.data.signal import PreprocessConfig
+from ecgmae.data.sources.synthetic import write_wfdb_folder
+from ecgmae.data.store import Store, prepare_store
+from ecgmae.errors import DataError
+from ecgmae.jobs import claim_out
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], *words: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return write_wfdb_folder(tmp_path / "raw", 6, fs=250, seconds=5, seed=0, noise="low", quiet=True)
+
+
+def _prepare(src: Path, out: Path, *extra: str) -> int:
+    return main(["prepare", "--source", "folder", "--src", str(src), "--out", str(out), "--fs", "50",
+                 "--seconds", "5", "--quiet", *extra])
+
+
+@pytest.mark.parametrize("meta", ['{"format": 1}', '{"title": "my thesis"}', "not json"])
+def test_prepare_keeps_a_folder_that_only_has_a_meta_json(corpus: Path, tmp_path: Path, meta: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.docx").write_bytes(b"years of work")
+    (mine / "meta.json").write_text(meta)
+    assert _prepare(corpus, mine) == 2
+    _one_line_error(capsys, str(mine), "not an ecgmae store", "thesis.docx")
+    assert sorted(p.name for p in mine.iterdir()) == ["meta.json", "thesis.docx"]
+    assert (mine / "thesis.docx").read_bytes() == b"years of work"
+
+
+def test_prepare_keeps_a_store_holding_someone_elses_file(corpus: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "store"
+    assert _prepare(corpus, out) == 0
+    (out / "notes.txt").write_text("mine")
+    assert _prepare(corpus, out, "--bandpass", "none") == 2  # other options: the store would be replaced
+    _one_line_error(capsys, str(out), "notes.txt", "did not write")
+    assert (out / "notes.txt").read_text() == "mine" and Store.open(out).preprocess_config.bandpass is not None
+    (out / "notes.txt").unlink()
+    assert _prepare(corpus, out, "--bandpass", "none") == 0  # its own store alone is replaced
+    assert Store.open(out).preprocess_config.bandpass is None
+
+
+def test_a_file_dropped_into_the_store_while_it_is_rebuilt_is_kept(corpus: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    out = prepare_store("folder", corpus, tmp_path / "store", PreprocessConfig(fs=50, seconds=5), quiet=True)
+    real_build = store_mod._build
+
+    def build_then_drop(*args, **kwargs):  # someone saves a file into the old store during the build
+        meta = real_build(*args, **kwargs)
+        (out / "late.txt").write_text("mine")
+        return meta
+
+    monkeypatch.setattr(store_mod, "_build", build_then_drop)
+    with pytest.raises(DataError, match=r"late\.txt"):
+        prepare_store("folder", corpus, out, PreprocessConfig(fs=25, seconds=5), quiet=True)
+    assert (out / "late.txt").read_text() == "mine" and Store.open(out).fs == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "store"]  # no temporary folder left
+
+
+@pytest.mark.parametrize("marker", [("classes.json", '{"classes": []}'), ("source.json", "{}")])
+def test_synth_overwrite_keeps_a_folder_it_did_not_write(tmp_path: Path, marker: tuple[str, str],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / marker[0]).write_text(marker[1])  # a file of that name, not written by ecgmae synth
+    (mine / "thesis.docx").write_bytes(b"years of work")
+    assert main(["synth", "--out", str(mine), "--n", "1", "--seconds", "3", "--overwrite", "--quiet"]) == 2
+    _one_line_error(capsys, str(mine), "not an ecgmae synth folder")
+    assert sorted(p.name for p in mine.iterdir()) == sorted([marker[0], "thesis.docx"])
+
+
+def test_synth_overwrite_keeps_a_synth_folder_holding_someone_elses_file(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "synth"
+    args = ["synth", "--out", str(out), "--n", "1", "--seconds", "3", "--quiet"]
+    assert main(args) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main([*args, "--overwrite"]) == 2
+    _one_line_error(capsys, "notes.txt", "did not write")
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    assert main([*args, "--overwrite", "--n", "2"]) == 0 and len((out / "RECORDS").read_text().split()) == 2
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+def test_training_never_writes_into_a_folder_it_did_not_write(tmp_path: Path, command: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    store = synth_store(tmp_path, 24, seed=1)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"lr": 0.1}')  # someone's own config.json
+    (mine / "metrics.csv").write_text("epoch,acc\n1,0.9\n")
+    extra = ["--mode", "scratch", "--model", "ecgmae_tiny", "--epochs", "1"] if command == "finetune" else \
+        ["--model", "ecgmae_tiny", "--max-steps", "0"]
+
+    def args(out: Path, *flags: str) -> list[str]:
+        return [command, "--data", str(store), "--out", str(out), "--quiet", "--accelerator", "cpu", *extra, *flags]
+
+    for flags in ([], ["--overwrite"]):
+        assert main(args(mine, *flags)) == 2
+        _one_line_error(capsys, str(mine), "not an ecgmae run folder")
+    assert (mine / "config.json").read_text() == '{"lr": 0.1}'
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "metrics.csv"]
+    run = tmp_path / "run"  # a run folder of its own is written, marked, and rerun with --overwrite
+    assert main(args(run)) == 0
+    assert "ecgmae_version" in json.loads((run / "config.json").read_text())
+    assert main(args(run, "--overwrite")) == 0
+
+
+def test_jobs_only_use_and_delete_their_own_folder(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.docx").write_bytes(b"years of work")
+    names = ("log.txt", "runs")
+    for overwrite in (False, True):  # not a demo folder: neither written into nor deleted
+        with pytest.raises(DataError, match="not an ecgmae demo folder"):
+            claim_out(mine, {"n": 1}, "demo_config.json", names=names, overwrite=overwrite)
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.docx"]
+    job = tmp_path / "job"
+    claim_out(job, {"n": 1}, "demo_config.json", names=names)
+    (job / "runs").mkdir()
+    (job / "thesis.docx").write_bytes(b"years of work")
+    with pytest.raises(DataError, match=r"thesis\.docx"):  # a demo folder holding someone's file
+        claim_out(job, {"n": 2}, "demo_config.json", names=names, overwrite=True)
+    assert (job / "thesis.docx").exists() and (job / "runs").is_dir()
+    (job / "thesis.docx").unlink()
+    claim_out(job, {"n": 2}, "demo_config.json", names=names, overwrite=True)
+    assert sorted(p.name for p in job.iterdir()) == ["demo_config.json"]
