@@ -8,6 +8,11 @@ config.json header, a job's stamp); a folder replaced whole must hold nothing el
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +25,7 @@ from ecgmae.data.sources.synthetic import write_wfdb_folder
 from ecgmae.data.store import Store, prepare_store
 from ecgmae.errors import DataError
 from ecgmae.jobs import claim_out
+from ecgmae.outputs import LOCK_NAME, lock_beside, locked
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], *words: str) -> str:
@@ -152,3 +158,62 @@ def test_jobs_only_use_and_delete_their_own_folder(tmp_path: Path) -> None:
     (job / "thesis.docx").unlink()
     claim_out(job, {"n": 2}, "demo_config.json", names=names, overwrite=True)
     assert sorted(p.name for p in job.iterdir()) == ["demo_config.json"]
+
+
+# ------------------------------------------------------------------ one command per folder (locks)
+SRC = Path(__file__).parents[1] / "src"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
+
+
+def _pretrain_cmd(store: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ecgmae", "pretrain", "--data", str(store), "--out", str(out), "--model",
+            "ecgmae_tiny", "--batch-size", "8", "--precision", "32", "--accelerator", "cpu", "--quiet", *extra]
+
+
+def test_a_second_pretrain_on_a_running_folder_refuses_and_the_lock_dies_with_the_first(tmp_path: Path) -> None:
+    store = synth_store(tmp_path, 24, seed=1)
+    out = tmp_path / "dual"
+    with open(tmp_path / "first.log", "wb") as err:
+        first = subprocess.Popen(_pretrain_cmd(store, out, "--max-steps", "1000000"), env=ENV,
+                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    try:
+        end = time.monotonic() + 300
+        while not (out / "logs" / "metrics.csv").exists():  # the first one is training
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+            assert time.monotonic() < end, "the first run never started"
+            time.sleep(0.05)
+        header = (out / "config.json").read_bytes()
+        second = subprocess.run(_pretrain_cmd(store, out, "--max-steps", "1", "--seed", "7"), env=ENV,
+                                capture_output=True, text=True, timeout=300)
+        assert first.poll() is None, "the first run ended before the second was refused"
+        assert second.returncode == 2, second.stderr[-2000:]
+        line = second.stderr.strip()
+        assert len(line.splitlines()) == 1 and str(out) in line and f"process {first.pid}" in line, line
+        assert "another ecgmae command is writing it" in line
+        assert (out / "config.json").read_bytes() == header  # the second wrote nothing
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+    assert (out / LOCK_NAME).exists()  # left by kill -9, but the lock itself died with the process
+    res = subprocess.run(_pretrain_cmd(store, out, "--max-steps", "0", "--overwrite"), env=ENV,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "encoder.safetensors").exists() and not (out / LOCK_NAME).exists()
+
+
+def test_prepare_and_finetune_refuse_a_folder_another_command_is_writing(corpus: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "store"
+    with locked(out, lock_beside(out)):  # as a running prepare holds it
+        assert _prepare(corpus, out) == 2
+        _one_line_error(capsys, str(out), "another ecgmae command is writing it", f"process {os.getpid()}")
+        assert not out.exists()
+    assert _prepare(corpus, out) == 0 and not lock_beside(out).exists()
+    run = tmp_path / "ft"
+    args = ["finetune", "--data", str(out), "--out", str(run), "--mode", "scratch", "--model", "ecgmae_tiny",
+            "--epochs", "1", "--accelerator", "cpu", "--quiet"]
+    with locked(run):
+        assert main(args) == 2
+        _one_line_error(capsys, str(run), "another ecgmae command is writing it")
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
+    assert main(args) == 0 and (run / "classifier.safetensors").exists() and not (run / LOCK_NAME).exists()

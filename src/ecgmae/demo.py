@@ -63,7 +63,7 @@ class DemoConfig:
 
 
 # What a demo folder holds (and `--overwrite` may delete): the stages' outputs and their temporary names.
-_NAMES = ("log.txt", "synth", ".synth.*.partial", "store", "store.tmp-*", "store.old-*", "pretrain",
+_NAMES = ("log.txt", "synth", ".synth.*.partial", "store", "store.tmp-*", "store.old-*", ".store.lock", "pretrain",
           *(f"{mode}_*" for mode in MODES), "results.json", "results.md", "curves.png")
 
 

@@ -28,7 +28,7 @@ from ecgmae.data.sources.reading import read_items
 from ecgmae.data.splits import SPLITS, fill_splits, valid_fractions
 from ecgmae.data.store_reader import _NPY_HEADER, INDEX, LABELS, META, SIGNALS, SKIPPED, STORE_FORMAT, Store
 from ecgmae.errors import DataError, clip
-from ecgmae.outputs import check_own_folder, read_json
+from ecgmae.outputs import check_own_folder, lock_beside, locked, read_json
 from ecgmae.utils import log, swap_folder
 
 __all__ = ["INDEX", "LABELS", "META", "SIGNALS", "SKIPPED", "STORE_FORMAT", "Store", "check_own_store",
@@ -200,34 +200,36 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
     if not src.exists():
         raise DataError(f"{src}: not found")
     check_prepare_args(src, out, workers=workers, split=split, on_error=on_error)
-    opts = {**(options or {}), "target_fs": cfg.fs}
-    if classes:
-        opts["classes"] = tuple(classes)
-    scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=opts)
-    _drop_own_output(scan, src, out)
-    fp = fingerprint(source, src, scan, cfg, seed=seed, split=list(split), classes=list(classes or []),
-                     labels=str(labels or ""))
-    if _up_to_date(out, fp, on_error):
-        log.info("%s is up to date (same inputs and options): nothing to do", out)
-        return out
-    check_own_store(out)
-    if scan.problems and on_error == "fail":
-        raise DataError(scan.problems[0][3])
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f"{out.name}.tmp-*"):
-        log.warning("%s: left by an interrupted prepare (or one still running); delete it to free space", stale)
-    tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
-    tmp.mkdir()  # not mkdtemp: the store should get the usual permissions, not 0700
-    try:
-        meta = _build(tmp, source, src, scan, cfg, workers=workers, on_error=on_error, seed=seed, quiet=quiet,
-                     split=split)
-        meta.update(fingerprint=fp, versions=_versions(), files=_file_sizes(tmp))
-        (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # the whole dir is atomic
-        swap_folder(tmp, out, check=check_own_store)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    # one prepare per store at a time; the store is replaced whole, so its lock file lives beside it
+    with locked(out, lock_beside(out)):
+        opts = {**(options or {}), "target_fs": cfg.fs}
+        if classes:
+            opts["classes"] = tuple(classes)
+        scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=opts)
+        _drop_own_output(scan, src, out)
+        fp = fingerprint(source, src, scan, cfg, seed=seed, split=list(split), classes=list(classes or []),
+                         labels=str(labels or ""))
+        if _up_to_date(out, fp, on_error):
+            log.info("%s is up to date (same inputs and options): nothing to do", out)
+            return out
+        check_own_store(out)
+        if scan.problems and on_error == "fail":
+            raise DataError(scan.problems[0][3])
+        for stale in out.parent.glob(f"{out.name}.tmp-*"):
+            log.warning("%s: left by an interrupted prepare; delete it to free space", stale)
+        tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
+        tmp.mkdir()  # not mkdtemp: the store should get the usual permissions, not 0700
+        try:
+            meta = _build(tmp, source, src, scan, cfg, workers=workers, on_error=on_error, seed=seed, quiet=quiet,
+                         split=split)
+            meta.update(fingerprint=fp, versions=_versions(), files=_file_sizes(tmp))
+            (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # the whole dir is atomic
+            swap_folder(tmp, out, check=check_own_store)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
 
 
 def _write_tables(tmp: Path, rows: list[dict[str, Any]], label_names: tuple[str, ...],

@@ -8,10 +8,11 @@ directory: ``config.json`` (the run's header, written first: it marks the folder
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from ecgmae.guards import check_resume
 from ecgmae.header import RunHeader, TrainInfo
 from ecgmae.models import MAEConfig, ModelSpec, build_model, pretraining_config
 from ecgmae.models.contrastive import ContrastiveModel
-from ecgmae.outputs import check_own_folder, read_json
+from ecgmae.outputs import check_own_folder, first_process, locked, read_json
 from ecgmae.utils import log, seed_everything, write_json_atomic
 
 
@@ -107,21 +108,26 @@ def is_run_folder(folder: Path) -> bool:
     return any((folder / name).is_file() for name in ("last.ckpt", "encoder.safetensors", "classifier.safetensors"))
 
 
-def _guard_out(out: Path, product: str, resume: bool, overwrite: bool) -> None:
+@contextlib.contextmanager
+def _run_folder(out: Path, product: str, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Check ``out`` for a run that writes ``product``, create it and hold its lock while the block runs."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a directory; --out names the run directory to write")
     # a run writes its own names into the folder and deletes nothing, but never into someone else's folder
     check_own_folder(out, "run folder", marked=is_run_folder)
-    if (out / product).exists() and not (resume or overwrite):
-        raise DataError(f"{out}: already holds {product}; pass --resume to continue or --overwrite to redo")
-    if resume and not (out / "last.ckpt").exists():
-        raise DataError(f"{out}: --resume given but there is no last.ckpt to resume from")
-    if resume:
-        check_resume(out / "last.ckpt")  # a damaged file is one clear line, not a traceback from unpickling
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{out}: cannot create the run directory ({exc.strerror})") from None
+    # one command per run folder: a second one would mix its checkpoints and metrics.csv with the first's
+    with locked(out) if first_process() else contextlib.nullcontext():
+        if (out / product).exists() and not (resume or overwrite):
+            raise DataError(f"{out}: already holds {product}; pass --resume to continue or --overwrite to redo")
+        if resume and not (out / "last.ckpt").exists():
+            raise DataError(f"{out}: --resume given but there is no last.ckpt to resume from")
+        if resume:
+            check_resume(out / "last.ckpt")  # a damaged file is one clear line, not a traceback from unpickling
+        yield
 
 
 def _finish_logs(out: Path) -> None:
@@ -148,7 +154,11 @@ def pretrain(
     ``train.method`` in its header); only ``mae`` also writes ``mae.safetensors``.
     """
     store, out = Store.open(data), Path(out)
-    _guard_out(out, "encoder.safetensors", resume, overwrite)
+    with _run_folder(out, "encoder.safetensors", resume, overwrite):
+        return _pretrain(store, out, cfg, resume=resume, quiet=quiet)
+
+
+def _pretrain(store: Store, out: Path, cfg: PretrainConfig, *, resume: bool, quiet: bool) -> Path:
     pretraining_config(cfg.model)  # refuses a supervised CNN: it has no encoder to pre-train
     mae_cfg = model_config(cfg.model, cfg.model_overrides, store)
     assert isinstance(mae_cfg, MAEConfig)
@@ -249,7 +259,12 @@ def finetune(
 ) -> dict[str, Any]:
     """Train a classifier (fine-tune, linear probe or scratch); returns the test metrics dict."""
     store, out = Store.open(data), Path(out)
-    _guard_out(out, "classifier.safetensors", resume, overwrite)
+    with _run_folder(out, "classifier.safetensors", resume, overwrite):
+        return _finetune(store, out, cfg, encoder, resume=resume, quiet=quiet)
+
+
+def _finetune(store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path | None, *, resume: bool,
+              quiet: bool) -> dict[str, Any]:
     if cfg.mode != "scratch" and encoder is None:
         raise CheckpointError(f"--mode {cfg.mode} needs --encoder RUN (a pre-training run directory)")
     seed_everything(cfg.seed)
