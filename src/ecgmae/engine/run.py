@@ -31,7 +31,7 @@ from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, selec
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
 from ecgmae.engine.setup import build_classifier, data_info, model_config, window_for
-from ecgmae.engine.trainer import build_trainer
+from ecgmae.engine.trainer import build_trainer, fit
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
 from ecgmae.guards import check_resume
@@ -66,17 +66,25 @@ class _Loaders(L.LightningDataModule):
         t = self.trainer  # steps per epoch as the schedule and the check interval count them
         self._epoch_steps = _steps(len(self.train_ds), self.batch_size, t.world_size if t else 1,
                                    t.accumulate_grad_batches if t else 1, 1, -1)
-        return make_loader(self.train_ds, train=True, epoch_fn=self._epoch, **self._kw())
+        return make_loader(self.train_ds, train=True, epoch_fn=self._epoch, skip_fn=self._skip, **self._kw())
 
     def _epoch(self) -> int:
         """The training epoch as the optimiser step count gives it, read as each pass over the data starts.
 
-        Checkpoints are written at epoch ends and every epoch takes the same number of steps, so this is
-        the epoch an uninterrupted run is in, and it survives ``--resume`` exactly (Lightning's epoch
-        counter, which it hands the sampler, is one ahead after resuming a ``max_steps`` run).
+        Every epoch takes the same number of steps, so this is the epoch an uninterrupted run is in, and it
+        survives ``--resume`` exactly (Lightning's epoch counter, which it hands the sampler, is one ahead
+        after resuming a ``max_steps`` run).
         """
         t = self.trainer
         return 0 if t is None else t.global_step // max(1, self._epoch_steps)
+
+    def _skip(self) -> int:
+        """Records of this rank already trained on in the current epoch: 0 at an epoch's start, and after a
+        mid-epoch checkpoint (an interrupted run stops at a step's end) the batches of the steps taken."""
+        t = self.trainer
+        if t is None:
+            return 0
+        return t.global_step % max(1, self._epoch_steps) * t.accumulate_grad_batches * self.batch_size
 
     def val_dataloader(self) -> Any:
         if self.val_ds is None or len(self.val_ds) == 0:
@@ -197,7 +205,7 @@ def _pretrain(store: Store, out: Path, cfg: PretrainConfig, *, resume: bool, qui
                                           use_present=not store.all_present(np.concatenate([train_idx, val_idx])))
         )
         loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
-        trainer.fit(module, datamodule=loaders, ckpt_path="last" if resume else None)
+        fit(trainer, module, loaders, resume=resume)
         if not trainer.is_global_zero:
             return out
         header = dataclasses.replace(header, train=dataclasses.replace(
@@ -293,7 +301,7 @@ def _finetune(store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path 
     module = ClassifierModule(model, cfg.optim, total, cfg.seed, mode=cfg.mode, class_idx=class_idx,
                               aggregate=cfg.aggregate, lead_idx=lead_positions(store.leads))
     loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
-    trainer.fit(module, datamodule=loaders, ckpt_path="last" if resume else None)
+    fit(trainer, module, loaders, resume=resume)
     if not trainer.is_global_zero:
         return {}
     _restore_best(model, out / "best.ckpt")
