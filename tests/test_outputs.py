@@ -217,3 +217,50 @@ def test_prepare_and_finetune_refuse_a_folder_another_command_is_writing(corpus:
         _one_line_error(capsys, str(run), "another ecgmae command is writing it")
         assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]
     assert main(args) == 0 and (run / "classifier.safetensors").exists() and not (run / LOCK_NAME).exists()
+
+
+# ------------------------------------------------------------------ interrupted prepare
+# `ecgmae prepare` with each record's preprocessing slowed down, so that the test can signal it mid-way
+_SLOW_PREPARE = """
+import sys, time
+import ecgmae.data.store as store
+_to_row = store._to_row
+def slow(cfg, rec):
+    time.sleep(0.05)
+    return _to_row(cfg, rec)
+store._to_row = slow
+from ecgmae.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("sig", "workers", "group"), [(signal.SIGTERM, 1, False), (signal.SIGTERM, 2, True),
+                                                       (signal.SIGINT, 2, True)])
+def test_a_signal_during_prepare_removes_the_partial_store(tmp_path: Path, sig: int, workers: int,
+                                                           group: bool) -> None:
+    src = write_wfdb_folder(tmp_path / "raw", 80, fs=250, seconds=5, seed=0, noise="low", quiet=True)
+    out = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE, "prepare", "--source", "folder", "--src", str(src),
+                             "--out", str(out), "--fs", "50", "--seconds", "5", "--quiet", "--workers", str(workers)],
+                            env=ENV, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    end = time.monotonic() + 120
+    while not any(p.stat().st_size > 256 for p in tmp_path.glob("store.tmp-*/signals.npy")):  # records written
+        assert proc.poll() is None and time.monotonic() < end, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.02)
+    (os.killpg if group else os.kill)(proc.pid, sig)  # the group: as a terminal or a job scheduler does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert err.strip() == f"ecgmae prepare: interrupted: the partial store was removed; {out} is as it was"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no OUT.tmp-*, no store, no lock
+
+
+def test_prepare_removes_what_a_killed_prepare_left_and_nothing_else(corpus: Path, tmp_path: Path) -> None:
+    left = tmp_path / "store.tmp-0a1b2c3d"  # as `kill -9` leaves a build
+    left.mkdir()
+    (left / "signals.npy").write_bytes(b"\0" * 4096)
+    odd = tmp_path / "store.tmp-mine"
+    odd.mkdir()
+    (odd / "notes.txt").write_text("mine")
+    assert _prepare(corpus, tmp_path / "store") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "store", "store.tmp-mine"]
+    assert (odd / "notes.txt").read_text() == "mine"

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import errno
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -45,10 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _raise_interrupted(signum: int, frame: Any) -> None:
-    raise Interrupted(signum)
-
-
 @contextlib.contextmanager
 def _sigterm_raises(command: str) -> Iterator[None]:
     """While a command runs, SIGTERM raises :class:`Interrupted` (as SIGINT raises KeyboardInterrupt), so that
@@ -57,7 +54,16 @@ def _sigterm_raises(command: str) -> Iterator[None]:
     if command == "serve" or threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, _raise_interrupted)
+    pid = os.getpid()
+
+    def interrupted(signum: int, frame: Any) -> None:
+        if os.getpid() != pid:  # a forked worker (prepare's readers): it ends as it would have; the command reports
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Interrupted(signum)
+
+    before = signal.signal(signal.SIGTERM, interrupted)
     try:
         yield
     finally:

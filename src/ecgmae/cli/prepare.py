@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.config import ConfigError
     from ecgmae.data.signal import PreprocessConfig
     from ecgmae.data.store import Store, prepare_store
+    from ecgmae.errors import Interrupted
 
     leads = tuple(_LEAD_SETS.get(args.leads.strip(), args.leads).split(","))
     band = default_bandpass(args.fs) if args.bandpass == "auto" else args.bandpass
@@ -131,9 +133,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc).replace("preprocess.", "--", 1)) from None
     options = source_options(args)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
-    out = prepare_store(args.source, args.src, args.out, cfg, labels=args.labels, task=args.task,
-                        workers=args.workers, on_error=args.on_error, seed=args.seed, quiet=args.quiet,
-                        classes=classes, split=args.split, options=options)
+    try:
+        out = prepare_store(args.source, args.src, args.out, cfg, labels=args.labels, task=args.task,
+                            workers=args.workers, on_error=args.on_error, seed=args.seed, quiet=args.quiet,
+                            classes=classes, split=args.split, options=options)
+    except (Interrupted, KeyboardInterrupt) as exc:  # prepare_store removed its partial store on the way out
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT),
+                          f"the partial store was removed; {args.out} is as it was") from None
     store = Store.open(out)
     counts = store.meta["counts"]
     splits = ", ".join(f"{k} {v}" for k, v in counts["splits"].items())

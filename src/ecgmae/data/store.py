@@ -216,8 +216,7 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
         check_own_store(out)
         if scan.problems and on_error == "fail":
             raise DataError(scan.problems[0][3])
-        for stale in out.parent.glob(f"{out.name}.tmp-*"):
-            log.warning("%s: left by an interrupted prepare; delete it to free space", stale)
+        _remove_stale_builds(out)
         tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
         tmp.mkdir()  # not mkdtemp: the store should get the usual permissions, not 0700
         try:
@@ -226,10 +225,24 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
             meta.update(fingerprint=fp, versions=_versions(), files=_file_sizes(tmp))
             (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # the whole dir is atomic
             swap_folder(tmp, out, check=check_own_store)
-        except BaseException:
+        except BaseException:  # an error, Ctrl-C, SIGTERM (Interrupted): the partial store goes
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return out
+
+
+def _remove_stale_builds(out: Path) -> None:
+    """Remove what a killed prepare of ``out`` left beside it (``OUT.tmp-*`` builds, an ``OUT.old-*`` store moved
+    aside): called under the store's lock, so no prepare is writing them. Folders holding anything but a
+    store's files are kept, with a warning."""
+    for stale in sorted([*out.parent.glob(f"{out.name}.tmp-*"), *out.parent.glob(f"{out.name}.old-*")]):
+        try:
+            check_own_folder(stale, "store", marked=lambda f: True, names=(SIGNALS, INDEX, LABELS, META, SKIPPED))
+        except DataError:
+            log.warning("%s: left beside the store but holds other files; not removing it", stale)
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+        log.info("%s: removed (left by an interrupted prepare)", stale)
 
 
 def _write_tables(tmp: Path, rows: list[dict[str, Any]], label_names: tuple[str, ...],
