@@ -264,3 +264,34 @@ def test_prepare_removes_what_a_killed_prepare_left_and_nothing_else(corpus: Pat
     assert _prepare(corpus, tmp_path / "store") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "store", "store.tmp-mine"]
     assert (odd / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------ a full disk
+# The command with a file-size limit: a write past it fails (EFBIG) as on a full disk (ENOSPC), with the
+# same errors from each writer (safetensors' SafetensorError, Lightning's checkpoint writer, numpy...)
+_SMALL_DISK = """
+import resource, signal, sys
+limit = int(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from ecgmae.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+# ecgmae_tiny: config.json 3 KB, encoder.safetensors 139 KB, last.ckpt 645 KB
+@pytest.mark.parametrize(("limit", "steps", "failing"), [(50_000, "0", "encoder.safetensors"),
+                                                         (300_000, "2", "last.ckpt")])
+def test_a_full_disk_during_pretrain_is_one_line_naming_the_file(tmp_path: Path, limit: int, steps: str,
+                                                                 failing: str) -> None:
+    store = synth_store(tmp_path, 24, seed=1)
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-c", _SMALL_DISK, str(limit),
+                          *_pretrain_cmd(store, out, "--max-steps", steps)[3:]],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = res.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line, line[-2000:]
+    assert line.startswith("ecgmae pretrain: error: File too large") and str(out / failing) in line, line
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+    assert not (out / "encoder.safetensors").exists()

@@ -23,7 +23,8 @@ from ecgmae.errors import ECGMAEError, Interrupted
 from ecgmae.utils import setup_logging
 
 # Operating-system refusals that are the machine's state, not a bug: one line, not a traceback.
-_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
+                                 errno.EIO})
 
 # Order is the order shown in `ecgmae --help`.
 COMMANDS: tuple[str, ...] = ("synth", "prepare", "pretrain", "finetune", "evaluate", "demo", "benchmark", "embed",
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"ecgmae {args.command}: error: {exc.strerror or exc}{where}; finished outputs are kept, "
-              "partial ones were written under temporary names", file=sys.stderr)
+              "unfinished ones were not written (their temporary files are removed)", file=sys.stderr)
         return 2
     except Interrupted as exc:  # SIGTERM, or SIGINT during training (which stops at a step's end)
         print(f"ecgmae {args.command}: interrupted" + (f": {exc.note}" if exc.note else ""), file=sys.stderr)

@@ -24,7 +24,7 @@ from ecgmae.config import ConfigError
 from ecgmae.engine.config import TrainerConfig
 from ecgmae.engine.progress import RunBar
 from ecgmae.errors import Interrupted
-from ecgmae.utils import lightning_bars, log
+from ecgmae.utils import lightning_bars, log, write_error
 
 # Lightning warnings that are expected here: the run directory holds config.json before the first
 # checkpoint, a linear probe keeps its frozen encoder in eval mode, tiny runs have few batches.
@@ -72,8 +72,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
             os.replace(tmp, path)
-        except BaseException:  # a full disk, an interrupt: the previous checkpoint stays, no stray temp file
+        except BaseException as exc:  # a full disk, an interrupt: the previous checkpoint stays, no stray temp file
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
+                raise write_error(exc, path) from exc  # named as the checkpoint, not its temporary name
             raise
 
 
