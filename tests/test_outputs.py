@@ -64,11 +64,11 @@ def test_prepare_keeps_a_store_holding_someone_elses_file(corpus: Path, tmp_path
     out = tmp_path / "store"
     assert _prepare(corpus, out) == 0
     (out / "notes.txt").write_text("mine")
-    assert _prepare(corpus, out, "--bandpass", "none") == 2  # other options: the store would be replaced
+    assert _prepare(corpus, out, "--bandpass", "none", "--overwrite") == 2  # the store would be replaced
     _one_line_error(capsys, str(out), "notes.txt", "did not write")
     assert (out / "notes.txt").read_text() == "mine" and Store.open(out).preprocess_config.bandpass is not None
     (out / "notes.txt").unlink()
-    assert _prepare(corpus, out, "--bandpass", "none") == 0  # its own store alone is replaced
+    assert _prepare(corpus, out, "--bandpass", "none", "--overwrite") == 0  # its own store alone is replaced
     assert Store.open(out).preprocess_config.bandpass is None
 
 
@@ -84,7 +84,7 @@ def test_a_file_dropped_into_the_store_while_it_is_rebuilt_is_kept(corpus: Path,
 
     monkeypatch.setattr(store_mod, "_build", build_then_drop)
     with pytest.raises(DataError, match=r"late\.txt"):
-        prepare_store("folder", corpus, out, PreprocessConfig(fs=25, seconds=5), quiet=True)
+        prepare_store("folder", corpus, out, PreprocessConfig(fs=25, seconds=5), quiet=True, overwrite=True)
     assert (out / "late.txt").read_text() == "mine" and Store.open(out).fs == 50
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "store"]  # no temporary folder left
 
@@ -295,3 +295,48 @@ def test_a_full_disk_during_pretrain_is_one_line_naming_the_file(tmp_path: Path,
     assert line.startswith("ecgmae pretrain: error: File too large") and str(out / failing) in line, line
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
     assert not (out / "encoder.safetensors").exists()
+
+
+# ------------------------------------------------------------------ existing outputs need --overwrite
+def _file_commands(runs: dict[str, Path], out: Path) -> dict[str, list[str]]:
+    src, store, mae, ft = (str(runs[k]) for k in ("src", "store", "mae", "ft"))
+    record = str(sorted(runs["src"].glob("*.hea"))[0])
+    return {
+        "embed": ["embed", "--checkpoint", mae, "--src", src, "--out", str(out)],
+        "embed --features": ["embed", "--features", "--src", src, "--out", str(out)],
+        "predict": ["predict", "--checkpoint", ft, "--src", src, "--out", str(out)],
+        "export": ["export", "--checkpoint", ft, "--out", str(out)],
+        "reconstruct": ["reconstruct", "--checkpoint", mae, "--record", record, "--out", str(out)],
+        "reconstruct --npz": ["reconstruct", "--checkpoint", mae, "--record", record, "--out",
+                              str(out.with_name("r.png")), "--npz", str(out)],
+        "plot-curves": ["plot-curves", mae, ft, "--out", str(out)],
+        "evaluate": ["evaluate", "--checkpoint", ft, "--data", store, "--n-boot", "10", "--out", str(out)],
+    }
+
+
+@pytest.mark.parametrize("command", ["embed", "embed --features", "predict", "export", "reconstruct",
+                                     "reconstruct --npz", "plot-curves", "evaluate"])
+def test_an_existing_output_file_is_replaced_only_with_overwrite(runs: dict[str, Path], tmp_path: Path,
+                                                                 command: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mine.out"
+    out.write_text("mine")
+    args = [*_file_commands(runs, out)[command], "--quiet"]
+    assert main(args) == 2
+    flag = "--npz" if command.endswith("--npz") else "--out"
+    _one_line_error(capsys, f"{flag} {out}: exists", "--overwrite")
+    assert out.read_text() == "mine"
+    assert main([*args, "--overwrite"]) == 0
+    assert out.read_bytes() != b"mine"
+
+
+def test_prepare_replaces_another_store_only_with_overwrite(corpus: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "store"
+    assert _prepare(corpus, out) == 0
+    stamp = (out / "meta.json").read_text()
+    assert _prepare(corpus, out) == 0 and (out / "meta.json").read_text() == stamp  # the same: nothing to do
+    assert _prepare(corpus, out, "--fs", "25") == 2
+    _one_line_error(capsys, f"--out {out}", "other inputs or options", "--overwrite")
+    assert Store.open(out).fs == 50
+    assert _prepare(corpus, out, "--fs", "25", "--overwrite") == 0 and Store.open(out).fs == 25

@@ -118,7 +118,7 @@ def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: St
         stages.skip(what)
     stages.start(f"prepare the store at {cfg.fs} Hz")
     store = prepare_store("folder", synth, out / "store", PreprocessConfig(fs=cfg.fs, seconds=cfg.seconds),
-                          seed=cfg.seed, quiet=quiet)
+                          seed=cfg.seed, quiet=quiet, overwrite=True)  # the demo's own store, of its synth folder
     opened = Store.open(store)
     train_idx = opened.split_indices("train")
     n_train = len(train_idx)

@@ -172,7 +172,8 @@ def _drop_own_output(scan: Scan, src: Path, out: Path) -> None:
 def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, labels: Path | None = None,
                   task: str | None = None, workers: int = 1, on_error: str = "skip", seed: int = 0,
                   quiet: bool = False, classes: Sequence[str] | None = None,
-                  split: Sequence[float] = (0.8, 0.1, 0.1), options: dict[str, Any] | None = None) -> Path:
+                  split: Sequence[float] = (0.8, 0.1, 0.1), options: dict[str, Any] | None = None,
+                  overwrite: bool = False) -> Path:
     """Read every record of ``src`` with ``source``, preprocess it and write the store ``out``.
 
     Args:
@@ -189,12 +190,15 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
         classes: restrict and order the label names; a record with another label is an error.
         split: train/val/test fractions of that random split.
         options: source options (``src_fs``, ``src_leads``, ``src_units``, ``records``...).
+        overwrite: replace a store of other inputs or options at ``out`` (the same ones: nothing to do, or a
+            damaged store rebuilt); never a folder holding anything else.
 
     Returns:
         ``out``.
 
     Raises:
-        DataError: bad arguments, no usable record, or (``on_error="fail"``) the first bad record.
+        DataError: bad arguments, no usable record, (``on_error="fail"``) the first bad record, or ``out``
+            holds something that may not be replaced.
     """
     src, out = Path(src), Path(out)
     if not src.exists():
@@ -214,6 +218,9 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
             log.info("%s is up to date (same inputs and options): nothing to do", out)
             return out
         check_own_store(out)
+        if out.exists() and is_store(out) and not overwrite and (read_json(out / META) or {}).get("fingerprint") != fp:
+            raise DataError(f"--out {out}: holds a store prepared from other inputs or options; pass --overwrite "
+                            "to replace it")
         if scan.problems and on_error == "fail":
             raise DataError(scan.problems[0][3])
         _remove_stale_builds(out)
