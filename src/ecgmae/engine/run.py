@@ -282,6 +282,9 @@ def _finetune(store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path 
                         "fine-tuning needs labels: prepare it with --labels CSV or a labelled --source")
     names = [store.label_names[k] for k in class_idx]
     model, spec, leakage = build_classifier(cfg, store, encoder, len(class_idx))
+    if encoder is not None and cfg.mode != "scratch":
+        # the encoder brings its model: the recorded config (header, card) names it, not the config's default
+        cfg = dataclasses.replace(cfg, model=spec.name, model_overrides={})
     window = window_for(store, cfg.window_seconds, spec.data.window_multiple)
     stride = int(round((cfg.eval_stride_seconds or window / store.fs) * store.fs))
     train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), cfg.label_fraction, cfg.seed)
