@@ -45,7 +45,8 @@ def main() -> None:
     if not (synth / "labels.csv").exists():
         write_wfdb_folder(synth, args.records, fs=500, seconds=10, seed=0, noise="realistic", quiet=True,
                           overwrite=True)
-    store = prepare_store("folder", synth, args.out / "store", PreprocessConfig(fs=100, seconds=10), quiet=True)
+    store = prepare_store("folder", synth, args.out / "store", PreprocessConfig(fs=100, seconds=10), quiet=True,
+                          overwrite=True)
     demo_scratch = args.scratch_model == "demo"
     cfg = BenchmarkConfig(
         methods=tuple(args.methods.split(",")), fractions=tuple(float(f) for f in args.fractions.split(",")),

@@ -346,3 +346,17 @@ def test_leakage_flag_on_the_command_line(store, tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--leakage refuse" in err[0] and "Traceback" not in err[0]
+
+
+def test_a_probes_card_and_header_name_the_encoders_model(store, mae_run, tmp_path):
+    from ecgmae.checkpoint import read_header
+
+    ft = FinetuneConfig(mode="linprobe", max_steps=1, batch_size=16, trainer=CPU, n_boot=5)
+    assert ft.model == "ecgmae_small"  # the config's default, which the encoder (ecgmae_tiny) overrides
+    finetune(store, tmp_path / "lp", ft, encoder=mae_run, quiet=True)
+    card = json.loads((tmp_path / "lp" / "model_card.json").read_text())
+    header = read_header(tmp_path / "lp" / "classifier.safetensors")
+    begun = json.loads((tmp_path / "lp" / "config.json").read_text())
+    for train_config in (card["train"]["config"], header.train.config, begun["train"]["config"]):
+        assert train_config["model"] == "ecgmae_tiny" and train_config["model_overrides"] == {}
+    assert card["model"]["name"] == header.model.name == "ecgmae_tiny"

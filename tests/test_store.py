@@ -83,10 +83,12 @@ def test_rerun_is_a_noop_and_new_options_replace(corpus: Path, tmp_path: Path, c
         assert prepare_store("folder", corpus, out, cfg, quiet=True) == out
     assert "up to date" in caplog.text and (out / "signals.npy").stat().st_mtime_ns == stamp
     assert (out / "meta.json").read_text() == meta
-    prepare_store("folder", corpus, out, PreprocessConfig(fs=50, seconds=10), quiet=True)
+    with pytest.raises(DataError, match="other inputs or options; pass --overwrite"):
+        prepare_store("folder", corpus, out, PreprocessConfig(fs=50, seconds=10), quiet=True)
+    prepare_store("folder", corpus, out, PreprocessConfig(fs=50, seconds=10), quiet=True, overwrite=True)
     assert Store.open(out).fs == 50 and Store.open(out).length(0) == 500
     os.utime(corpus / "r0.dat", ns=(stamp, stamp + 10**9))  # an input changed: rebuild
-    prepare_store("folder", corpus, out, PreprocessConfig(fs=50, seconds=10), quiet=True)
+    prepare_store("folder", corpus, out, PreprocessConfig(fs=50, seconds=10), quiet=True, overwrite=True)
     assert (out / "signals.npy").stat().st_mtime_ns != stamp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "store"]
 
@@ -111,7 +113,7 @@ def test_interrupted_run_leaves_no_store(corpus: Path, tmp_path: Path, monkeypat
     monkeypatch.setattr(store_mod._SignalWriter, "add", failing_add)
     calls["n"] = 0
     with pytest.raises(KeyboardInterrupt):
-        prepare_store("folder", corpus, tmp_path / "store", PreprocessConfig(fs=50), quiet=True)
+        prepare_store("folder", corpus, tmp_path / "store", PreprocessConfig(fs=50), quiet=True, overwrite=True)
     assert Store.open(tmp_path / "store").fs == 100 and len(Store.open(tmp_path / "store")) == 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "store"]
 

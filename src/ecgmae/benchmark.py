@@ -93,6 +93,10 @@ class BenchmarkConfig:
             raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
 
 
+# What a benchmark folder holds (and `--overwrite` may delete).
+_NAMES = ("log.txt", "pretrain", "runs", "features", "results.json", "results.md", "auroc_vs_labels.png")
+
+
 def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, overwrite: bool = False,
                   quiet: bool = False) -> dict[str, Any]:
     """Run every combination into ``out``; writes results.json, results.md and auroc_vs_labels.png.
@@ -104,7 +108,7 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
     settings = {"data": str(data.resolve()), **to_dict(cfg)}
     # runs are keyed by method, fraction and seed, so a re-run may add any of those; the rest must match
     claim_out(out, {k: v for k, v in settings.items() if k not in EXTENDABLE}, "benchmark_config.json",
-              overwrite=overwrite)
+              names=_NAMES, overwrite=overwrite)
     with job_log(out / "log.txt"), Stages(_stage_weights(data, out, cfg)) as stages:
         log.debug("benchmark settings: %s", json.dumps(settings))
         result = _run_all(data, out, cfg, settings, stages, quiet)

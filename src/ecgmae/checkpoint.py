@@ -18,7 +18,7 @@ from ecgmae._version import __version__
 from ecgmae.errors import CheckpointError
 from ecgmae.header import HEADER_VERSION, RunHeader
 from ecgmae.pretrained import locate, unknown_hint
-from ecgmae.utils import atomic_path
+from ecgmae.utils import atomic_path, write_error
 
 FORMAT_VERSION = HEADER_VERSION
 # What a run directory holds, in the order load() looks for it.
@@ -33,13 +33,19 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], heade
         state_dict: tensors (made contiguous, moved to CPU).
         header: what the weights are; see :class:`~ecgmae.header.RunHeader`.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     meta = dataclasses.replace(header, ecgmae_version=__version__).to_dict()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"ecgmae": json.dumps(meta)})
+        try:
+            save_file(tensors, str(tmp), metadata={"ecgmae": json.dumps(meta)})
+        except SafetensorError as exc:
+            if "os error" not in str(exc):
+                raise
+            raise write_error(exc, path) from None  # a failed write (a full disk) is the machine's state: one line
     return path
 
 

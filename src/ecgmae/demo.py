@@ -62,6 +62,11 @@ class DemoConfig:
         return DemoConfig(n_records=400, synth_fs=250, pretrain_epochs=15, finetune_epochs=2, n_boot=200)
 
 
+# What a demo folder holds (and `--overwrite` may delete): the stages' outputs and their temporary names.
+_NAMES = ("log.txt", "synth", ".synth.*.partial", "store", "store.tmp-*", "store.old-*", ".store.lock", "pretrain",
+          *(f"{mode}_*" for mode in MODES), "results.json", "results.md", "curves.png")
+
+
 def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet: bool = False) -> list[dict]:
     """Run the whole pipeline into ``out``; returns one row per downstream run.
 
@@ -70,7 +75,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet
     """
     out = Path(out)
     settings = to_dict(cfg)
-    claim_out(out, settings, "demo_config.json", overwrite=overwrite)
+    claim_out(out, settings, "demo_config.json", names=_NAMES, overwrite=overwrite)
     with job_log(out / "log.txt"), Stages(_stage_weights(out, cfg)) as stages:
         log.debug("demo settings: %s", json.dumps(settings))
         rows = _run_stages(out, cfg, settings, stages, quiet)
@@ -113,7 +118,7 @@ def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: St
         stages.skip(what)
     stages.start(f"prepare the store at {cfg.fs} Hz")
     store = prepare_store("folder", synth, out / "store", PreprocessConfig(fs=cfg.fs, seconds=cfg.seconds),
-                          seed=cfg.seed, quiet=quiet)
+                          seed=cfg.seed, quiet=quiet, overwrite=True)  # the demo's own store, of its synth folder
     opened = Store.open(store)
     train_idx = opened.split_indices("train")
     n_train = len(train_idx)

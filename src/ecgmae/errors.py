@@ -16,6 +16,16 @@ class CheckpointError(ECGMAEError):
     """A checkpoint is missing, unsafe, or from an incompatible format version."""
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM stopped a command. The command line prints ``interrupted`` with ``note`` (what
+    was kept, how to go on) and exits ``128 + signum``. A BaseException, as KeyboardInterrupt is, so that
+    no ``except Exception`` on the way swallows it, and every ``finally`` still cleans up."""
+
+    def __init__(self, signum: int, note: str = "") -> None:
+        super().__init__(note)
+        self.signum, self.note = int(signum), note
+
+
 # File-derived text kept in one message.
 TEXT_MAX = 200
 

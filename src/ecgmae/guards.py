@@ -8,7 +8,8 @@
   ``data`` section's rate, window and stride among them, are checked as it is read: :mod:`ecgmae.header`.)
 * :func:`check_resume` makes sure ``last.ckpt`` is a complete, uncorrupted archive before it is resumed.
 * :func:`check_device` turns a device name into a :class:`torch.device` that exists on this machine.
-* :func:`check_output_file` refuses an output path that is a directory or the file a command reads.
+* :func:`check_output_file` refuses an output path that is a directory, the file a command reads, or an
+  existing file without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -155,8 +156,10 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def check_output_file(out: Path, reads: Iterable[str | Path | None] = (), flag: str = "--out") -> None:
-    """Refuse an output file that is a directory, lies under a file, or is one of the files the command reads."""
+def check_output_file(out: Path, reads: Iterable[str | Path | None] = (), flag: str = "--out", *,
+                      overwrite: bool) -> None:
+    """Refuse an output file that is a directory, lies under a file, is one of the files the command reads,
+    or exists already without ``overwrite`` (``--overwrite``)."""
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"{flag} {out}: is a directory; name the file to write")
@@ -168,6 +171,8 @@ def check_output_file(out: Path, reads: Iterable[str | Path | None] = (), flag: 
     for src in reads:
         if src is not None and _same_file(out, Path(src)):
             raise ConfigError(f"{flag} {out}: is a file this command reads ({src}); write somewhere else")
+    if not overwrite and (out.exists() or out.is_symlink()):
+        raise ConfigError(f"{flag} {out}: exists; pass --overwrite to replace it")
 
 
 def _same_file(a: Path, b: Path) -> bool:

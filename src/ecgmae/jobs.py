@@ -9,19 +9,26 @@ from pathlib import Path
 from typing import Any
 
 from ecgmae.errors import DataError
+from ecgmae.outputs import check_own_folder
 from ecgmae.utils import write_json_atomic
 
 
-def claim_out(out: Path, settings: dict[str, Any], stamp_name: str, *, overwrite: bool = False) -> None:
+def claim_out(out: Path, settings: dict[str, Any], stamp_name: str, *, names: tuple[str, ...],
+              overwrite: bool = False) -> None:
     """Make ``out`` the home of a multi-run job with these ``settings`` (JSON-able).
 
     Re-running with the same settings continues (finished runs are reused); other settings are refused
-    unless ``overwrite``, which deletes ``out`` first.
+    unless ``overwrite``, which deletes ``out`` first. Only a job's own folder is used: ``out`` must be
+    absent, empty or hold ``stamp_name``, and to be deleted it may hold nothing but ``names`` (glob
+    patterns of what the job writes).
 
     Raises:
-        DataError: ``out`` holds a job with other settings.
+        DataError: ``out`` holds a job with other settings, or is not this job's folder.
     """
     stamp = out / stamp_name
+    what = f"{stamp_name.split('_')[0]} folder"
+    check_own_folder(out, what, marked=lambda f: (f / stamp_name).is_file(),
+                     names=(stamp_name, *names) if overwrite else None)
     if overwrite and out.exists():
         shutil.rmtree(out)
     if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):

@@ -3,38 +3,63 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import random
+import re
 import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("ecgmae")
 
 
-def swap_folder(tmp: Path, out: Path) -> None:
+def swap_folder(tmp: Path, out: Path, *, check: Callable[[Path], object]) -> None:
     """Rename the finished folder ``tmp`` onto ``out``; an existing ``out`` is moved aside to
-    ``OUT.old-*`` first and deleted after, so ``out`` is always either the old or the new one whole."""
+    ``OUT.old-*`` first and deleted after, so ``out`` is always either the old or the new one whole.
+
+    ``check(out)`` runs just before an existing ``out`` is moved aside and raises to refuse it: the
+    caller's rule for what it may delete (:func:`ecgmae.outputs.check_own_folder`), checked again at the
+    last moment because the folder may have changed while the new one was built.
+    """
     old = None
-    if out.exists():
+    if out.exists() or out.is_symlink():
+        check(out)
         old = out.parent / f"{out.name}.old-{secrets.token_hex(4)}"
         os.replace(out, old)
     os.replace(tmp, out)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_symlink():  # a link to a folder: the link goes, never what it points to
+            old.unlink()
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def write_error(exc: BaseException, path: str | Path) -> OSError:
+    """A writer's failure as an OSError naming ``path`` (the output, not its temporary name).
+
+    ``exc`` is an OSError (a full disk: ENOSPC; a file-size limit: EFBIG) or a library's own error that
+    carries the system's code in its text (safetensors: ``I/O error: No space left on device (os error 28)``).
+    """
+    code = getattr(exc, "errno", None)
+    if code is None:
+        found = re.search(r"os error (\d+)", str(exc))
+        code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code), str(path))
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Readers never see a half-written file, and an interrupted write leaves the old file intact.
+    Readers never see a half-written file, and an interrupted write leaves the old file intact. An OSError
+    that names no file, or the temporary one (a full disk), is raised again naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +74,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # get the usual permissions once written
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename in (None, tmp, str(tmp_path)):
+            raise write_error(exc, path) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -39,6 +39,11 @@ def add_command(
     return parser
 
 
+def add_overwrite(parser: argparse.ArgumentParser, what: str = "--out") -> None:
+    """``--overwrite``: replace an existing output (which is refused without it)."""
+    parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {what} (refused otherwise)")
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     return _bounded_int(text, 1)

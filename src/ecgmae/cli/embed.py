@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command, positive_int, source_options
+from ecgmae.cli._common import add_command, add_overwrite, positive_int, source_options
 
 SOURCES = ("folder", "ptbxl", "cpsc2018", "cinc", "chapman", "hdf5", "numpy", "store")
 
@@ -55,7 +55,7 @@ def check_out(args: argparse.Namespace) -> None:
     reads: list[Path | None] = [args.src, args.labels]
     if args.checkpoint:
         reads += checkpoint_files(args.checkpoint)
-    check_output_file(args.out, reads)
+    check_output_file(args.out, reads, overwrite=args.overwrite)
 
 
 def collect(args: argparse.Namespace, *, predict: bool = False) -> tuple[Any, list[str], Any, list[Any]]:
@@ -132,6 +132,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--features", action="store_true",
                    help="write hand-made ECG features instead of embeddings (no checkpoint)")
     p.add_argument("--out", required=True, type=Path, help="FILE.npz to write (atomically)")
+    add_overwrite(p)
 
 
 def run(args: argparse.Namespace) -> int:

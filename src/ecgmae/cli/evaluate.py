@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command
+from ecgmae.cli._common import add_command, add_overwrite
 
 
 def add_parser(sub: Any) -> None:
@@ -21,13 +22,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--aggregate", choices=("mean", "max"), help="window -> record (default: as trained)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--out", help="also write the full report as JSON here")
+    p.add_argument("--out", type=Path, help="also write the full report as JSON here")
+    add_overwrite(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ecgmae.engine.run import evaluate
+    from ecgmae.guards import check_output_file
     from ecgmae.utils import write_json_atomic
 
+    if args.out:
+        check_output_file(args.out, [args.checkpoint], overwrite=args.overwrite)
     rep = evaluate(args.checkpoint, args.data, split=args.split, aggregate=args.aggregate,
                    n_boot=args.n_boot, seed=args.seed, quiet=args.quiet)
     if args.out:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command
+from ecgmae.cli._common import add_command, add_overwrite
 
 
 def add_parser(sub: Any) -> None:
@@ -25,6 +25,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, type=Path, help="file to write (atomically)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest accepted |ONNX - PyTorch| (default 1e-4)")
+    add_overwrite(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.export import export_onnx
     from ecgmae.guards import check_output_file
 
-    check_output_file(args.out, checkpoint_files(args.checkpoint))
+    check_output_file(args.out, checkpoint_files(args.checkpoint), overwrite=args.overwrite)
 
     rep = export_onnx(args.checkpoint, args.out, opset=args.opset, atol=args.atol)
     worst = max(rep["max_abs_diff"].values())

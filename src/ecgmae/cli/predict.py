@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command
+from ecgmae.cli._common import add_command, add_overwrite
 from ecgmae.cli.embed import add_input_args, check_out, collect
 
 
@@ -23,6 +23,7 @@ def add_parser(sub: Any) -> None:
     )
     add_input_args(p)
     p.add_argument("--out", required=True, type=Path, help="CSV file to write (atomically)")
+    add_overwrite(p)
 
 
 def run(args: argparse.Namespace) -> int:

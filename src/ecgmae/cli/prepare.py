@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,9 @@ def add_parser(sub: Any) -> None:
             "Read every record of SRC, resample it to --fs, map it to --leads (missing leads are masked),\n"
             "optionally filter and normalise it, and write STORE: signals.npy (memory-mapped), index.csv,\n"
             "labels.npy, meta.json and skipped.csv. The store appears only when complete, and running again\n"
-            "with the same inputs and options does nothing. Bad records are skipped with one line each\n"
-            "(--on-error skip) or stop the run (--on-error fail).\n\n"
+            "with the same inputs and options does nothing; a store of other inputs or options is replaced\n"
+            "only with --overwrite, and a folder that is not a store never. Bad records are skipped with one\n"
+            "line each (--on-error skip) or stop the run (--on-error fail).\n\n"
             "Sources:\n"
             "  folder    any WFDB tree; labels from --labels or SRC/labels.csv\n"
             "  ptbxl     PTB-XL release; --task all|diagnostic|subdiagnostic|superdiagnostic|form|rhythm\n"
@@ -86,7 +88,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--source", required=True, choices=_SOURCES, help="corpus layout of SRC")
     p.add_argument("--src", required=True, type=Path, help="corpus folder (an .h5/.npy file for hdf5/numpy)")
-    p.add_argument("--out", required=True, type=Path, help="store folder to write (replaced atomically)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="store folder to write; a store of other inputs or options is replaced (atomically) "
+                        "only with --overwrite")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a store prepared from other inputs or options (refused otherwise)")
     p.add_argument("--fs", type=_rate, default=100.0, help="target sampling rate in Hz (default 100)")
     p.add_argument("--seconds", type=_seconds, default=10.0,
                    help="shorter records are zero-padded to this length; longer ones are kept whole (default 10)")
@@ -121,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.config import ConfigError
     from ecgmae.data.signal import PreprocessConfig
     from ecgmae.data.store import Store, prepare_store
+    from ecgmae.errors import Interrupted
 
     leads = tuple(_LEAD_SETS.get(args.leads.strip(), args.leads).split(","))
     band = default_bandpass(args.fs) if args.bandpass == "auto" else args.bandpass
@@ -131,9 +138,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc).replace("preprocess.", "--", 1)) from None
     options = source_options(args)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
-    out = prepare_store(args.source, args.src, args.out, cfg, labels=args.labels, task=args.task,
-                        workers=args.workers, on_error=args.on_error, seed=args.seed, quiet=args.quiet,
-                        classes=classes, split=args.split, options=options)
+    try:
+        out = prepare_store(args.source, args.src, args.out, cfg, labels=args.labels, task=args.task,
+                            workers=args.workers, on_error=args.on_error, seed=args.seed, quiet=args.quiet,
+                            classes=classes, split=args.split, options=options, overwrite=args.overwrite)
+    except (Interrupted, KeyboardInterrupt) as exc:  # prepare_store removed its partial store on the way out
+        raise Interrupted(getattr(exc, "signum", signal.SIGINT),
+                          f"the partial store was removed; {args.out} is as it was") from None
     store = Store.open(out)
     counts = store.meta["counts"]
     splits = ", ".join(f"{k} {v}" for k, v in counts["splits"].items())

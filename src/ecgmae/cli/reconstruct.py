@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ecgmae.cli._common import add_command
+from ecgmae.cli._common import add_command, add_overwrite
 
 
 def add_parser(sub: Any) -> None:
@@ -33,6 +33,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--src-fs", type=float, help="sampling rate of a .npy/.h5 record without one")
     p.add_argument("--src-leads", help="lead names of a .npy/.h5 record's rows, comma-separated")
     p.add_argument("--device", default="cpu", help="cpu (default) | cuda | cuda:1 ...")
+    add_overwrite(p, "--out or --npz")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.viz import plot_reconstruction
 
     reads = [args.record, *checkpoint_files(args.checkpoint)]
-    check_output_file(args.out, reads)
+    check_output_file(args.out, reads, overwrite=args.overwrite)
     if args.npz:
-        check_output_file(args.npz, [*reads, args.out], flag="--npz")
+        check_output_file(args.npz, [*reads, args.out], flag="--npz", overwrite=args.overwrite)
     model = load(args.checkpoint, device=args.device)
     leads = tuple(n.strip() for n in args.src_leads.split(",")) if args.src_leads else None
     rec = read_record(args.record, fs=args.src_fs, leads=leads)

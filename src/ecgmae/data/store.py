@@ -29,10 +29,11 @@ from ecgmae.data.sources.reading import read_items
 from ecgmae.data.splits import SPLITS, fill_splits, valid_fractions
 from ecgmae.data.store_reader import _NPY_HEADER, INDEX, LABELS, META, SIGNALS, SKIPPED, STORE_FORMAT, Store
 from ecgmae.errors import DataError, clip
+from ecgmae.outputs import check_own_folder, lock_beside, locked, read_json
 from ecgmae.utils import escape_table, log, swap_folder
 
-__all__ = ["INDEX", "LABELS", "META", "SIGNALS", "SKIPPED", "STORE_FORMAT", "Store", "check_prepare_args", "encode",
-           "fingerprint", "prepare_store"]
+__all__ = ["INDEX", "LABELS", "META", "SIGNALS", "SKIPPED", "STORE_FORMAT", "Store", "check_own_store",
+           "check_prepare_args", "encode", "fingerprint", "is_store", "prepare_store"]
 
 
 class _SignalWriter:
@@ -128,6 +129,17 @@ def _up_to_date(out: Path, fp: str, on_error: str) -> bool:
     return True
 
 
+def is_store(folder: Path) -> bool:
+    """True when ``folder`` holds the meta.json that ``prepare`` writes last (format and fingerprint)."""
+    meta = read_json(Path(folder) / META)
+    return isinstance(meta, dict) and meta.get("format") == STORE_FORMAT and isinstance(meta.get("fingerprint"), str)
+
+
+def check_own_store(out: Path) -> None:
+    """Refuse to replace ``out`` unless it is absent, empty, or a store holding only a store's files."""
+    check_own_folder(out, "store", marked=is_store, names=(SIGNALS, INDEX, LABELS, META, SKIPPED))
+
+
 def check_prepare_args(src: Path, out: Path, *, workers: int, split: Sequence[float], on_error: str) -> None:
     """Refuse nonsense before any work: the messages name the ``ecgmae prepare`` flags."""
     if on_error not in ("skip", "fail"):
@@ -161,7 +173,8 @@ def _drop_own_output(scan: Scan, src: Path, out: Path) -> None:
 def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, labels: Path | None = None,
                   task: str | None = None, workers: int = 1, on_error: str = "skip", seed: int = 0,
                   quiet: bool = False, classes: Sequence[str] | None = None,
-                  split: Sequence[float] = (0.8, 0.1, 0.1), options: dict[str, Any] | None = None) -> Path:
+                  split: Sequence[float] = (0.8, 0.1, 0.1), options: dict[str, Any] | None = None,
+                  overwrite: bool = False) -> Path:
     """Read every record of ``src`` with ``source``, preprocess it and write the store ``out``.
 
     Args:
@@ -178,46 +191,66 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
         classes: restrict and order the label names; a record with another label is an error.
         split: train/val/test fractions of that random split.
         options: source options (``src_fs``, ``src_leads``, ``src_units``, ``records``...).
+        overwrite: replace a store of other inputs or options at ``out`` (the same ones: nothing to do, or a
+            damaged store rebuilt); never a folder holding anything else.
 
     Returns:
         ``out``.
 
     Raises:
-        DataError: bad arguments, no usable record, or (``on_error="fail"``) the first bad record.
+        DataError: bad arguments, no usable record, (``on_error="fail"``) the first bad record, or ``out``
+            holds something that may not be replaced.
     """
     src, out = Path(src), Path(out)
     if not src.exists():
         raise DataError(f"{src}: not found")
     check_prepare_args(src, out, workers=workers, split=split, on_error=on_error)
-    opts = {**(options or {}), "target_fs": cfg.fs}
-    if classes:
-        opts["classes"] = tuple(classes)
-    scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=opts)
-    _drop_own_output(scan, src, out)
-    fp = fingerprint(source, src, scan, cfg, seed=seed, split=list(split), classes=list(classes or []),
-                     labels=str(labels or ""))
-    if _up_to_date(out, fp, on_error):
-        log.info("%s is up to date (same inputs and options): nothing to do", out)
-        return out
-    if out.exists() and not (out / META).is_file() and (out.is_file() or any(out.iterdir())):
-        raise DataError(f"{out}: exists and is not an ecgmae store; not overwriting it")
-    if scan.problems and on_error == "fail":
-        raise DataError(scan.problems[0][3])
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f"{out.name}.tmp-*"):
-        log.warning("%s: left by an interrupted prepare (or one still running); delete it to free space", stale)
-    tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
-    tmp.mkdir()  # not mkdtemp: the store should get the usual permissions, not 0700
-    try:
-        meta = _build(tmp, source, src, scan, cfg, workers=workers, on_error=on_error, seed=seed, quiet=quiet,
-                     split=split)
-        meta.update(fingerprint=fp, versions=_versions(), files=_file_sizes(tmp))
-        (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # the whole dir is atomic
-        swap_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    # one prepare per store at a time; the store is replaced whole, so its lock file lives beside it
+    with locked(out, lock_beside(out)):
+        opts = {**(options or {}), "target_fs": cfg.fs}
+        if classes:
+            opts["classes"] = tuple(classes)
+        scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=opts)
+        _drop_own_output(scan, src, out)
+        fp = fingerprint(source, src, scan, cfg, seed=seed, split=list(split), classes=list(classes or []),
+                         labels=str(labels or ""))
+        if _up_to_date(out, fp, on_error):
+            log.info("%s is up to date (same inputs and options): nothing to do", out)
+            return out
+        check_own_store(out)
+        if out.exists() and is_store(out) and not overwrite and (read_json(out / META) or {}).get("fingerprint") != fp:
+            raise DataError(f"--out {out}: holds a store prepared from other inputs or options; pass --overwrite "
+                            "to replace it")
+        if scan.problems and on_error == "fail":
+            raise DataError(scan.problems[0][3])
+        _remove_stale_builds(out)
+        tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
+        tmp.mkdir()  # not mkdtemp: the store should get the usual permissions, not 0700
+        try:
+            meta = _build(tmp, source, src, scan, cfg, workers=workers, on_error=on_error, seed=seed, quiet=quiet,
+                         split=split)
+            meta.update(fingerprint=fp, versions=_versions(), files=_file_sizes(tmp))
+            (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # the whole dir is atomic
+            swap_folder(tmp, out, check=check_own_store)
+        except BaseException:  # an error, Ctrl-C, SIGTERM (Interrupted): the partial store goes
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
+
+
+def _remove_stale_builds(out: Path) -> None:
+    """Remove what a killed prepare of ``out`` left beside it (``OUT.tmp-*`` builds, an ``OUT.old-*`` store moved
+    aside): called under the store's lock, so no prepare is writing them. Folders holding anything but a
+    store's files are kept, with a warning."""
+    for stale in sorted([*out.parent.glob(f"{out.name}.tmp-*"), *out.parent.glob(f"{out.name}.old-*")]):
+        try:
+            check_own_folder(stale, "store", marked=lambda f: True, names=(SIGNALS, INDEX, LABELS, META, SKIPPED))
+        except DataError:
+            log.warning("%s: left beside the store but holds other files; not removing it", stale)
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
+        log.info("%s: removed (left by an interrupted prepare)", stale)
 
 
 def _write_tables(tmp: Path, rows: list[dict[str, Any]], label_names: tuple[str, ...],

@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from ecgmae.errors import DataError, ECGMAEError
+from ecgmae.outputs import check_own_folder, read_json
 from ecgmae.utils import atomic_path, log, swap_folder
 
-__all__ = ["DIGITAL_MAX", "DIGITAL_NAN", "SYNTH_MARKERS", "staged_folder", "write_wfdb16"]
+__all__ = ["DIGITAL_MAX", "DIGITAL_NAN", "SYNTH_MARKERS", "is_synth_folder", "staged_folder", "write_wfdb16"]
 
 DIGITAL_NAN = -32768  # format 16's "no sample" value; real samples are clipped to +-DIGITAL_MAX
 DIGITAL_MAX = 32767
 # Files that only an `ecgmae synth` folder holds (built-in engine: classes.json; deepfake: source.json).
 SYNTH_MARKERS: tuple[str, ...] = ("classes.json", "source.json")
+# Every other name such a folder holds: records, the record list, the built-in engine's labels.
+SYNTH_FILES: tuple[str, ...] = ("*.hea", "*.dat", "RECORDS", "labels.csv")
 
 
 def _per_lead(value: object, n: int, what: str, stem: str) -> list:
@@ -128,15 +131,29 @@ def write_wfdb16(path_stem: Path | str, signal: np.ndarray, fs: float, lead_name
     return clipped
 
 
+def is_synth_folder(folder: Path, markers: Sequence[str] = SYNTH_MARKERS) -> bool:
+    """True when ``folder`` holds a marker as ``ecgmae synth`` writes it (classes.json with its generator,
+    or source.json with the ecgmae version), not merely a file of that name."""
+    for name in markers:
+        meta = read_json(Path(folder) / name)
+        if isinstance(meta, dict) and ((meta.get("generator") or {}).get("name") == "ecgmae synth"
+                                       or "ecgmae_version" in meta):
+            return True
+    return False
+
+
 def _check_target(out: Path, overwrite: bool, markers: Sequence[str]) -> None:
     if out.exists() and not out.is_dir():
         raise ECGMAEError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ECGMAEError(f"{out}: folder exists and is not empty; pass --overwrite to replace it")
-        if not any((out / m).is_file() for m in markers):
-            raise ECGMAEError(f"{out}: not an `ecgmae synth` folder (no {' or '.join(markers)}); "
-                              "refusing to replace it")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ECGMAEError(f"{out}: folder exists and is not empty; pass --overwrite to replace it")
+    _check_own(out, markers)
+
+
+def _check_own(out: Path, markers: Sequence[str]) -> None:
+    """Only a folder ``ecgmae synth`` wrote, holding nothing else, is replaced."""
+    check_own_folder(out, "synth folder", marked=lambda f: is_synth_folder(f, markers),
+                     names=(*SYNTH_FILES, *markers))
 
 
 @contextlib.contextmanager
@@ -161,7 +178,7 @@ def staged_folder(out: Path | str, *, overwrite: bool = False,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         yield tmp
-        swap_folder(tmp, out)
+        swap_folder(tmp, out, check=lambda o: _check_own(o, markers))
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

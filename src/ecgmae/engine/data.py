@@ -34,16 +34,19 @@ class EpochSampler(Sampler):
             is ignored. The engine passes ``global_step // steps_per_epoch``: Lightning's own epoch counter
             (what it gives ``set_epoch``) runs one ahead after resuming a step-limited run from an
             end-of-epoch checkpoint, while the step count is restored exactly.
+        skip_fn: when given, ``skip_fn()`` keys of this rank's pass are left out at its start, read as each
+            pass starts: the engine passes the keys of the steps already taken in the epoch, so that a run
+            resumed from a mid-epoch checkpoint (an interrupted run's) goes on with the next batch.
     """
 
     def __init__(self, n: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
-                 epoch_fn: Callable[[], int] | None = None) -> None:
+                 epoch_fn: Callable[[], int] | None = None, skip_fn: Callable[[], int] | None = None) -> None:
         if n <= 0:
             raise DataError("no training records: the selected split is empty")
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        self.epoch_fn = epoch_fn
+        self.epoch_fn, self.skip_fn = epoch_fn, skip_fn
 
     def set_epoch(self, epoch: int) -> None:
         if self.epoch_fn is None:
@@ -61,7 +64,8 @@ class EpochSampler(Sampler):
             order = np.arange(self.n)
         total = len(self) * self.world_size
         order = np.resize(order, total)  # wrap so every rank has the same count
-        for i in order[self.rank : total : self.world_size]:
+        skip = int(self.skip_fn()) if self.skip_fn is not None else 0
+        for i in order[self.rank : total : self.world_size][skip:]:
             yield self.epoch, int(i)
 
 
@@ -167,14 +171,16 @@ def make_loader(
     world_size: int = 1,
     pin_memory: bool = False,
     epoch_fn: Callable[[], int] | None = None,
+    skip_fn: Callable[[], int] | None = None,
 ) -> DataLoader:
     """A DataLoader over ``dataset``: epoch-keyed shuffled batches for training, in order otherwise.
 
-    ``epoch_fn`` (training only): where the training epoch is read from, see :class:`EpochSampler`.
+    ``epoch_fn``, ``skip_fn`` (training only): where the training epoch and the records of the epoch
+    already trained on are read from, see :class:`EpochSampler`.
     """
     if train:
         sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world_size,
-                               epoch_fn=epoch_fn)
+                               epoch_fn=epoch_fn, skip_fn=skip_fn)
         dataset = EpochKeyed(dataset)
         drop_last = len(sampler) >= batch_size
     else:

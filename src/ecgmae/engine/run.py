@@ -1,16 +1,18 @@
 """Run orchestration: store -> pretrain -> encoder checkpoint -> finetune/linprobe/scratch -> evaluate.
 
 Each function reads only the artefacts of the step before and writes its own atomically into a run
-directory: ``encoder.safetensors`` / ``mae.safetensors`` (pre-training) or ``classifier.safetensors``
-(downstream), ``config.json``, ``metrics.csv`` / ``metrics.json``, ``model_card.json``, ``last.ckpt``.
+directory: ``config.json`` (the run's header, written first: it marks the folder as a run),
+``encoder.safetensors`` / ``mae.safetensors`` (pre-training) or ``classifier.safetensors`` (downstream),
+``metrics.csv`` / ``metrics.json``, ``model_card.json``, ``last.ckpt``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +31,14 @@ from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, selec
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
 from ecgmae.engine.setup import build_classifier, data_info, model_config, window_for
-from ecgmae.engine.trainer import build_trainer
+from ecgmae.engine.trainer import build_trainer, fit
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
 from ecgmae.guards import check_resume
 from ecgmae.header import RunHeader, TrainInfo
 from ecgmae.models import MAEConfig, ModelSpec, build_model, pretraining_config
 from ecgmae.models.contrastive import ContrastiveModel
+from ecgmae.outputs import check_own_folder, first_process, locked, read_json
 from ecgmae.utils import log, seed_everything, write_json_atomic
 
 
@@ -63,17 +66,25 @@ class _Loaders(L.LightningDataModule):
         t = self.trainer  # steps per epoch as the schedule and the check interval count them
         self._epoch_steps = _steps(len(self.train_ds), self.batch_size, t.world_size if t else 1,
                                    t.accumulate_grad_batches if t else 1, 1, -1)
-        return make_loader(self.train_ds, train=True, epoch_fn=self._epoch, **self._kw())
+        return make_loader(self.train_ds, train=True, epoch_fn=self._epoch, skip_fn=self._skip, **self._kw())
 
     def _epoch(self) -> int:
         """The training epoch as the optimiser step count gives it, read as each pass over the data starts.
 
-        Checkpoints are written at epoch ends and every epoch takes the same number of steps, so this is
-        the epoch an uninterrupted run is in, and it survives ``--resume`` exactly (Lightning's epoch
-        counter, which it hands the sampler, is one ahead after resuming a ``max_steps`` run).
+        Every epoch takes the same number of steps, so this is the epoch an uninterrupted run is in, and it
+        survives ``--resume`` exactly (Lightning's epoch counter, which it hands the sampler, is one ahead
+        after resuming a ``max_steps`` run).
         """
         t = self.trainer
         return 0 if t is None else t.global_step // max(1, self._epoch_steps)
+
+    def _skip(self) -> int:
+        """Records of this rank already trained on in the current epoch: 0 at an epoch's start, and after a
+        mid-epoch checkpoint (an interrupted run stops at a step's end) the batches of the steps taken."""
+        t = self.trainer
+        if t is None:
+            return 0
+        return t.global_step % max(1, self._epoch_steps) * t.accumulate_grad_batches * self.batch_size
 
     def val_dataloader(self) -> Any:
         if self.val_ds is None or len(self.val_ds) == 0:
@@ -95,19 +106,36 @@ def _epoch_steps(n_train: int, batch: int, accumulate: int) -> Callable[[int], i
     return lambda world: _steps(n_train, batch, world, accumulate, 1, -1)
 
 
-def _guard_out(out: Path, product: str, resume: bool, overwrite: bool) -> None:
+def is_run_folder(folder: Path) -> bool:
+    """True when ``folder`` holds the config.json (a run header) that a training command writes first, or
+    (runs of older versions) a checkpoint a training command writes."""
+    folder = Path(folder)
+    header = read_json(folder / "config.json")
+    if isinstance(header, dict) and "ecgmae_version" in header and isinstance(header.get("model"), dict):
+        return True
+    return any((folder / name).is_file() for name in ("last.ckpt", "encoder.safetensors", "classifier.safetensors"))
+
+
+@contextlib.contextmanager
+def _run_folder(out: Path, product: str, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Check ``out`` for a run that writes ``product``, create it and hold its lock while the block runs."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a directory; --out names the run directory to write")
-    if (out / product).exists() and not (resume or overwrite):
-        raise DataError(f"{out}: already holds {product}; pass --resume to continue or --overwrite to redo")
-    if resume and not (out / "last.ckpt").exists():
-        raise DataError(f"{out}: --resume given but there is no last.ckpt to resume from")
-    if resume:
-        check_resume(out / "last.ckpt")  # a damaged file is one clear line, not a traceback from unpickling
+    # a run writes its own names into the folder and deletes nothing, but never into someone else's folder
+    check_own_folder(out, "run folder", marked=is_run_folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"{out}: cannot create the run directory ({exc.strerror})") from None
+    # one command per run folder: a second one would mix its checkpoints and metrics.csv with the first's
+    with locked(out) if first_process() else contextlib.nullcontext():
+        if (out / product).exists() and not (resume or overwrite):
+            raise DataError(f"{out}: already holds {product}; pass --resume to continue or --overwrite to redo")
+        if resume and not (out / "last.ckpt").exists():
+            raise DataError(f"{out}: --resume given but there is no last.ckpt to resume from")
+        if resume:
+            check_resume(out / "last.ckpt")  # a damaged file is one clear line, not a traceback from unpickling
+        yield
 
 
 def _finish_logs(out: Path) -> None:
@@ -134,7 +162,11 @@ def pretrain(
     ``train.method`` in its header); only ``mae`` also writes ``mae.safetensors``.
     """
     store, out = Store.open(data), Path(out)
-    _guard_out(out, "encoder.safetensors", resume, overwrite)
+    with _run_folder(out, "encoder.safetensors", resume, overwrite):
+        return _pretrain(store, out, cfg, resume=resume, quiet=quiet)
+
+
+def _pretrain(store: Store, out: Path, cfg: PretrainConfig, *, resume: bool, quiet: bool) -> Path:
     pretraining_config(cfg.model)  # refuses a supervised CNN: it has no encoder to pre-train
     mae_cfg = model_config(cfg.model, cfg.model_overrides, store)
     assert isinstance(mae_cfg, MAEConfig)
@@ -173,7 +205,7 @@ def pretrain(
                                           use_present=not store.all_present(np.concatenate([train_idx, val_idx])))
         )
         loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
-        trainer.fit(module, datamodule=loaders, ckpt_path="last" if resume else None)
+        fit(trainer, module, loaders, resume=resume)
         if not trainer.is_global_zero:
             return out
         header = dataclasses.replace(header, train=dataclasses.replace(
@@ -235,7 +267,12 @@ def finetune(
 ) -> dict[str, Any]:
     """Train a classifier (fine-tune, linear probe or scratch); returns the test metrics dict."""
     store, out = Store.open(data), Path(out)
-    _guard_out(out, "classifier.safetensors", resume, overwrite)
+    with _run_folder(out, "classifier.safetensors", resume, overwrite):
+        return _finetune(store, out, cfg, encoder, resume=resume, quiet=quiet)
+
+
+def _finetune(store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path | None, *, resume: bool,
+              quiet: bool) -> dict[str, Any]:
     if cfg.mode != "scratch" and encoder is None:
         raise CheckpointError(f"--mode {cfg.mode} needs --encoder RUN (a pre-training run directory)")
     seed_everything(cfg.seed)
@@ -245,10 +282,16 @@ def finetune(
                         "fine-tuning needs labels: prepare it with --labels CSV or a labelled --source")
     names = [store.label_names[k] for k in class_idx]
     model, spec, leakage = build_classifier(cfg, store, encoder, len(class_idx))
+    if encoder is not None and cfg.mode != "scratch":
+        # the encoder brings its model: the recorded config (header, card) names it, not the config's default
+        cfg = dataclasses.replace(cfg, model=spec.name, model_overrides={})
     window = window_for(store, cfg.window_seconds, spec.data.window_multiple)
     stride = int(round((cfg.eval_stride_seconds or window / store.fs) * store.fs))
     train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), cfg.label_fraction, cfg.seed)
     val_idx, test_idx = store.split_indices("val"), store.split_indices("test")
+    info = data_info(store, train_idx, window, eval_stride_samples=stride, aggregate=cfg.aggregate)
+    write_json_atomic(out / "config.json", RunHeader(spec, info, TrainInfo(to_dict(cfg)),
+                                                     label_names=tuple(names)).to_dict())
     train_ds = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
     val_ds = WindowDataset(store, val_idx, window, stride) if len(val_idx) else None
     trainer = build_trainer(
@@ -261,7 +304,7 @@ def finetune(
     module = ClassifierModule(model, cfg.optim, total, cfg.seed, mode=cfg.mode, class_idx=class_idx,
                               aggregate=cfg.aggregate, lead_idx=lead_positions(store.leads))
     loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
-    trainer.fit(module, datamodule=loaders, ckpt_path="last" if resume else None)
+    fit(trainer, module, loaders, resume=resume)
     if not trainer.is_global_zero:
         return {}
     _restore_best(model, out / "best.ckpt")
@@ -273,8 +316,7 @@ def finetune(
                   train_records=len(train_idx), seed=cfg.seed, encoder=str(encoder) if encoder else None,
                   leakage=leakage)
     header = RunHeader(
-        spec, data_info(store, train_idx, window, eval_stride_samples=stride, aggregate=cfg.aggregate),
-        TrainInfo(to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer)),
+        spec, info, TrainInfo(to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer)),
         label_names=tuple(names), metrics=report,
     )
     save_checkpoint(out / "classifier.safetensors", model.state_dict(), header)

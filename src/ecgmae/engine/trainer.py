@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -13,14 +15,16 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ecgmae.config import ConfigError
 from ecgmae.engine.config import TrainerConfig
 from ecgmae.engine.progress import RunBar
-from ecgmae.utils import lightning_bars
+from ecgmae.errors import Interrupted
+from ecgmae.utils import lightning_bars, log, write_error
 
 # Lightning warnings that are expected here: the run directory holds config.json before the first
 # checkpoint, a linear probe keeps its frozen encoder in eval mode, tiny runs have few batches.
@@ -68,9 +72,69 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
             os.replace(tmp, path)
-        except BaseException:  # a full disk, an interrupt: the previous checkpoint stays, no stray temp file
+        except BaseException as exc:  # a full disk, an interrupt: the previous checkpoint stays, no stray temp file
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.filename in (None, str(tmp)):
+                raise write_error(exc, path) from exc  # named as the checkpoint, not its temporary name
             raise
+
+
+class StopOnSignal(Callback):
+    """SIGINT or SIGTERM during training: finish the running step, save ``last.ckpt`` and stop.
+
+    Lightning's own handling does not leave a resumable run: SIGTERM raises its ``SIGTERMException``, a
+    ``SystemExit`` that ends the process with status 0 and no checkpoint (``OnExceptionCheckpoint`` would
+    save on any exception, a non-finite loss or a Ctrl-C in the middle of an optimiser step included), and
+    SIGINT is a KeyboardInterrupt wherever it lands, then ``sys.exit(1)``. Here the first signal is only
+    noted; the run stops at the end of the next batch that stepped the optimiser (never between
+    accumulated batches, and never on an epoch's last batch, so that the epoch's validation and
+    checkpoint happen as in an uninterrupted run), with the checkpoint saved there, exactly as a per-step
+    ``ModelCheckpoint`` saves it. ``--resume`` then continues bit-exactly (the training sampler skips the
+    steps already taken in the epoch). A second signal stops at once. A signal after the last step lets
+    the run finish. Single-process runs only: DDP keeps Lightning's handling, whose SIGTERMException the
+    engine reports as an interruption.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.signum: int | None = None
+        self._step = -1
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.signum = None
+        # Installed after Lightning's own SIGTERM handler (registered once the checkpoint is restored) and
+        # in its place; Lightning's signal connector puts back every handler it found when the run ends.
+        if trainer.world_size == 1 and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # the second signal: stop now (last.ckpt stays the previous one)
+            raise Interrupted(signum, f"stopped at once; {self.path} is the last saved checkpoint: resume "
+                                      "with --resume")
+        self.signum = signum
+        log.info("signal %d: stopping after the running step (send it again to stop at once)", signum)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.signum is None or trainer.global_step == self._step:  # no signal, or between accumulated batches
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or trainer.global_step == trainer.max_steps:
+            return  # the epoch's validation and checkpoint come first (or the run is done: it finishes)
+        trainer.save_checkpoint(self.path)
+        raise Interrupted(self.signum, f"stopped after step {trainer.global_step}; {self.path} saved: resume "
+                                       "with --resume")
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, *, resume: bool) -> None:
+    """``trainer.fit``, from ``last.ckpt`` when ``resume``; an interruption is :class:`Interrupted`."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path="last" if resume else None)
+    except SIGTERMException:  # DDP keeps Lightning's SIGTERM handling, whose exception would exit with status 0
+        last = Path(trainer.default_root_dir) / "last.ckpt"
+        raise Interrupted(signal.SIGTERM, f"{last} is the last saved checkpoint: resume with --resume") from None
 
 
 def cpu_supports_bf16() -> bool:
@@ -132,7 +196,8 @@ def build_trainer(
     # last.ckpt: every epoch end, for --resume. best.ckpt: the best validation score so far.
     callbacks: list[Any] = [
         ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
-                        enable_version_counter=False)
+                        enable_version_counter=False),
+        StopOnSignal(out / "last.ckpt"),
     ]
     if monitor and has_val:
         callbacks.append(ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=monitor_mode,
