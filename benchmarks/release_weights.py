@@ -169,6 +169,27 @@ def card(args: argparse.Namespace, done: dict[str, Any], run: Path, doc: dict[st
     return base
 
 
+def card_markdown(card_doc: dict[str, Any]) -> str:
+    """The model card's checks as markdown: per task, one row per embedding with its macro and per-class AUROC."""
+    rel = card_doc["release"]
+    lines = [f"# {rel['name']}", "", f"Pre-trained on {rel['trained_on']}; {rel['parameters']} parameters, "
+             f"{rel['steps']} steps of batch {rel['batch_size']}, seed {rel['recipe']['seed']}, "
+             f"{rel['machine']['threads']} thread(s), torch {rel['machine']['torch']}.", "",
+             f"Reproduce: `{rel['how_to_reproduce']}`", ""]
+    for task, info in rel["checks"]["tasks"].items():
+        rows = rel["checks"]["results"][task]
+        lines += [f"## {task}: {info['what']}", "",
+                  f"{info['records']} recordings; {info['folds']}-fold CV x {info['repeats']} repeats; positives "
+                  + ", ".join(f"{c} {p}" for c, p in zip(info["classes"], info["positives"], strict=True)), "",
+                  "| embedding | macro AUROC | " + " | ".join(info["classes"]) + " |",
+                  "|---|---|" + "---|" * len(info["classes"])]
+        for name, r in rows.items():
+            lines.append(f"| {name} | {r['macro']:.3f} ± {r['macro_std']:.3f} | "
+                         + " | ".join(f"{r['per_class'][c]:.3f}" for c in info["classes"]) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def install(args: argparse.Namespace, run: Path, card_doc: dict[str, Any]) -> Path:
     """Stage 6: write the weights, their card and the index into the package (atomically per file)."""
     import dataclasses
@@ -219,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     doc = checks(args.out, run, untrained, args.name, [t for t in args.tasks.split(",") if t])
     card_doc = card(args, done, run, doc)
     write_json_atomic(args.out / "model_card.json", card_doc)
+    write_text_atomic(args.out / "model_card.md", card_markdown(card_doc))
     say("checks (linear-probe macro AUROC):\n" + (args.out / "checks.md").read_text())
     if args.verify:
         shipped = WEIGHTS / args.name / "model_card.json"

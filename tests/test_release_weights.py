@@ -33,6 +33,9 @@ def test_toy_release_reproduces_installs_and_verifies(tmp_path, monkeypatch):
     a, b = (json.loads((tmp_path / d / "model_card.json").read_text())["release"] for d in "ab")
     assert a["tensor_sha256"] == b["tensor_sha256"]  # same recipe, same weights (1 thread, as shipped)
     assert a["steps"] == 4 and a["recipe"]["threads"] == 1 and a["commands"]["pretrain"]["attempts"] == 1
+    md = (tmp_path / "a" / "model_card.md").read_text()  # the card for people: a table per check
+    row = a["checks"]["results"]["cpsc2020"]["toy-v1"]
+    assert "## cpsc2020" in md and f"| toy-v1 | {row['macro']:.3f} ± {row['macro_std']:.3f} |" in md
     stamp = (tmp_path / "a" / "pretrain" / "encoder.safetensors").stat().st_mtime_ns
     weights = tmp_path / "weights"
     monkeypatch.setattr(rw, "WEIGHTS", weights)
