@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -10,17 +9,13 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from conftest import ROOT, shared_path
+from conftest import benchmark_script, shared_path
 from ecgmae.eval.features import ecg_features
 from ecgmae.eval.probe import cv_probe
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("quality_real", ROOT / "benchmarks" / "quality_real.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_script("quality_real")
 
 
 def test_parse_steps() -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from types import ModuleType
 
@@ -11,15 +10,11 @@ import pytest
 
 import ecgmae
 import ecgmae.pretrained as pretrained
-from conftest import ROOT, shared_path
+from conftest import benchmark_script, shared_path
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("release_weights", ROOT / "benchmarks" / "release_weights.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark_script("release_weights")
 
 
 @pytest.mark.slow

@@ -3,18 +3,18 @@ the index, and its model card's numbers are what its weights really give (re-sco
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
 import ecgmae
-from conftest import ROOT, shared_path
+from conftest import ROOT, benchmark_script, shared_path
 from ecgmae.pretrained import WEIGHTS, list_pretrained
 
 SHIPPED = list_pretrained()
@@ -23,12 +23,8 @@ pytestmark = pytest.mark.skipif(not SHIPPED, reason=f"no shipped weights in {WEI
 DEFAULT = "ecgmae-small"
 
 
-def _checks():
-    spec = importlib.util.spec_from_file_location("real_checks", ROOT / "benchmarks" / "real_checks.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _checks() -> ModuleType:
+    return benchmark_script("real_checks")
 
 
 def test_the_default_name_is_shipped_small_and_described():
