@@ -58,6 +58,7 @@ def test_existing_run_is_not_overwritten(store, mae_run):
         pretrain(store, mae_run, _pre(), quiet=True)
 
 
+@pytest.mark.slow
 def test_linprobe_beats_untrained_encoder(store, mae_run, tmp_path):
     init = pretrain(store, tmp_path / "init", _pre(max_steps=0), quiet=True)
     ft = FinetuneConfig(mode="linprobe", epochs=8, batch_size=16, trainer=CPU, n_boot=20,
@@ -92,6 +93,7 @@ def test_finetune_and_scratch_cli(store, mae_run, tmp_path, capsys):
     assert "macro AUROC" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights(store, tmp_path, monkeypatch):
     import lightning as L
 

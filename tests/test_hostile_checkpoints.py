@@ -179,6 +179,7 @@ sys.exit(ecgmae.cli.main(sys.argv[1:]))
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to size the memory limit")
+@pytest.mark.slow
 def test_embed_command_on_forged_headers_stays_within_2_gb_and_seconds(tmp_path):
     for width, depth in ((4096, 1000), (8, 10**6)):
         path = encoder_file(tmp_path / f"forged{depth}.safetensors",
