@@ -54,8 +54,12 @@ def test_pretrain_writes_loadable_artefacts_and_loss_falls(mae_run):
 
 
 def test_existing_run_is_not_overwritten(store, mae_run):
-    with pytest.raises(Exception, match=r"already holds encoder\.safetensors"):
+    before = {p.name: p.read_bytes() for p in mae_run.iterdir() if p.is_file()}
+    with pytest.raises(DataError) as exc:
         pretrain(store, mae_run, _pre(), quiet=True)
+    assert str(exc.value) == (f"{mae_run}: already holds encoder.safetensors; "
+                              "pass --resume to continue or --overwrite to redo")
+    assert {p.name: p.read_bytes() for p in mae_run.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.slow
