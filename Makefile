@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ecgmae-installed
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo demo-fast test test-fast lint bench browser clean
+.PHONY: install demo demo-fast test test-fast lint typecheck bench browser clean
 
 install: $(STAMP)
 
@@ -27,6 +27,10 @@ demo-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
+# mypy over src/ecgmae, configured in pyproject.toml ([tool.mypy]).
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
 # The browser test (tests/test_serve_browser.py) drives Debian's chromium; install it when we can (root with
 # apt-get), otherwise say so and let the test skip with its reason.
 browser:
@@ -37,7 +41,7 @@ browser:
 			>/dev/null) || echo "make: could not install chromium; the browser test will be skipped"; \
 	else echo "make: chromium/chromedriver not found and not root; the browser test will be skipped"; fi
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint typecheck browser
 	$(BIN)/python -m pytest -x -q
 
 # The edit loop: lint + every test not marked slow (the end-to-end runs, subprocess training, the browser).
@@ -48,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -64,6 +64,7 @@ def test_unknown_method_is_refused():
         BenchmarkConfig(model="xresnet1d50")
 
 
+@pytest.mark.slow
 def test_micro_benchmark_runs_every_combination_and_reuses_runs(store, tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "bench"

@@ -11,6 +11,7 @@ from ecgmae.demo import DemoConfig, results_table, run_demo
 from ecgmae.errors import DataError
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
     cfg = DemoConfig(n_records=90, synth_fs=100, seconds=5, pretrain_epochs=1, finetune_epochs=1,
                      fractions=(0.1, 1.0), batch_size=16, n_boot=10)

@@ -54,10 +54,15 @@ def test_pretrain_writes_loadable_artefacts_and_loss_falls(mae_run):
 
 
 def test_existing_run_is_not_overwritten(store, mae_run):
-    with pytest.raises(Exception, match=r"already holds encoder\.safetensors"):
+    before = {p.name: p.read_bytes() for p in mae_run.iterdir() if p.is_file()}
+    with pytest.raises(DataError) as exc:
         pretrain(store, mae_run, _pre(), quiet=True)
+    assert str(exc.value) == (f"{mae_run}: already holds encoder.safetensors; "
+                              "pass --resume to continue or --overwrite to redo")
+    assert {p.name: p.read_bytes() for p in mae_run.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_linprobe_beats_untrained_encoder(store, mae_run, tmp_path):
     init = pretrain(store, tmp_path / "init", _pre(max_steps=0), quiet=True)
     ft = FinetuneConfig(mode="linprobe", epochs=8, batch_size=16, trainer=CPU, n_boot=20,
@@ -92,6 +97,7 @@ def test_finetune_and_scratch_cli(store, mae_run, tmp_path, capsys):
     assert "macro AUROC" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights(store, tmp_path, monkeypatch):
     import lightning as L
 

@@ -10,6 +10,7 @@ import pytest
 
 from ecgmae.benchmark import BenchmarkConfig
 from ecgmae.cli import main
+from ecgmae.config import ConfigError
 from ecgmae.data.store import Store
 from ecgmae.eval import feature_probe
 from ecgmae.eval.feature_probe import probe_features, record_features, store_features
@@ -31,9 +32,18 @@ def store(tmp_path_factory) -> Path:
                          split=(0.5, 0.2, 0.3))
 
 
-def test_features_is_a_known_method():
-    assert BenchmarkConfig(methods=("features",)).methods == ("features",)
-    BenchmarkConfig(methods=("features", "mae", "scratch:ecgmae_tiny"))
+def test_features_method_plans_only_linear_probes_and_is_spelled_exactly():
+    from ecgmae.benchmark import _plan
+
+    cfg = BenchmarkConfig(methods=("features", "mae", "scratch:ecgmae_tiny"), fractions=(0.1, 1.0), seeds=2)
+    plan = [(s.seed, s.method, s.protocol, s.fraction) for s in _plan(cfg)]
+    # no pre-training and no fine-tuning for the hand-made features: one linear probe per fraction and seed
+    assert [p for p in plan if p[1] == "features"] == [
+        (seed, "features", "linprobe", f) for seed in (0, 1) for f in (0.1, 1.0)]
+    assert [p for p in plan if p[1] == "mae" and p[0] == 0] == [
+        (0, "mae", "pretrain", 1.0), *((0, "mae", p, f) for f in (0.1, 1.0) for p in ("linprobe", "finetune"))]
+    with pytest.raises(ConfigError, match=r"methods: feature not among .*, features or scratch:MODEL"):
+        BenchmarkConfig(methods=("feature",))
 
 
 def test_benchmark_features_row_uses_the_linprobe_label_subset(store, tmp_path, monkeypatch, one_thread):

@@ -91,12 +91,14 @@ def test_crafted_mat_reads_like_scipy(tmp_path: Path) -> None:
     assert rec.signal.shape == (12, 1000) and rec.fs == 500
 
 
+@pytest.mark.slow
 def test_mat_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     bomb = _ecg_bomb(tmp_path / "bomb.mat", 10_000_000)  # 960 MB of zeros
     assert bomb.stat().st_size < 1_000_000
     _refused_in_bounded_memory(bomb, tmp_path, "declares", "bytes")
 
 
+@pytest.mark.slow
 def test_mat_variable_inflating_past_its_small_declared_size_is_refused(tmp_path: Path) -> None:
     # The variable says 200 bytes; the tags inside it say 960 MB (scipy follows the inner tags).
     lie = _ecg_bomb(tmp_path / "lie.mat", 10_000_000, declared=200)
@@ -116,12 +118,14 @@ def test_mat_struct_shape_bomb_is_refused(tmp_path: Path, nested: bool) -> None:
     _refused_in_bounded_memory(path, tmp_path, "elements")
 
 
+@pytest.mark.slow
 def test_mat_bomb_among_other_variables_is_not_inflated(tmp_path: Path) -> None:
     """A variable that is not ``ECG`` is never inflated: only its name is read."""
     path = _ecg_bomb(tmp_path / "other.mat", 10_000_000, name=b"XYZ")
     _refused_in_bounded_memory(path, tmp_path, "no 'ECG' struct", "XYZ")
 
 
+@pytest.mark.slow
 def test_prepare_cpsc2018_skips_a_mat_bomb_in_bounded_memory(tmp_path: Path) -> None:
     corpus = tmp_path / "c"
     corpus.mkdir()

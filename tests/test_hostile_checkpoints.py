@@ -179,6 +179,7 @@ sys.exit(ecgmae.cli.main(sys.argv[1:]))
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to size the memory limit")
+@pytest.mark.slow
 def test_embed_command_on_forged_headers_stays_within_2_gb_and_seconds(tmp_path):
     for width, depth in ((4096, 1000), (8, 10**6)):
         path = encoder_file(tmp_path / f"forged{depth}.safetensors",
@@ -260,6 +261,7 @@ def test_training_flags_are_validated_at_parse_time(tmp_path, capsys, argv, flag
     ([], "optim:\n  lr: [1, 2]\n", "optim.lr: expected a number, got [1, 2]"),
     ([], "trainer:\n  num_workers: -3\n", "trainer.num_workers must be >= 0"),
     ([], "optim:\n  betas: [0.9, .inf]\n", "optim.betas must be a finite number"),
+    ([], "optim:\n  betas: [0.9, 0.95, 0.99]\n", "optim.betas must be two numbers"),
 ])
 def test_config_values_are_type_checked(tmp_path, capsys, sets, yaml_text, message):
     argv = ["pretrain", "--data", str(tmp_path / "store"), "--out", str(tmp_path / "r"), "--print-config"]

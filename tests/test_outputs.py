@@ -170,6 +170,7 @@ def _pretrain_cmd(store: Path, out: Path, *extra: str) -> list[str]:
             "ecgmae_tiny", "--batch-size", "8", "--precision", "32", "--accelerator", "cpu", "--quiet", *extra]
 
 
+@pytest.mark.slow
 def test_a_second_pretrain_on_a_running_folder_refuses_and_the_lock_dies_with_the_first(tmp_path: Path) -> None:
     store = synth_store(tmp_path, 24, seed=1)
     out = tmp_path / "dual"
@@ -236,6 +237,7 @@ raise SystemExit(main(sys.argv[1:]))
 
 @pytest.mark.parametrize(("sig", "workers", "group"), [(signal.SIGTERM, 1, False), (signal.SIGTERM, 2, True),
                                                        (signal.SIGINT, 2, True)])
+@pytest.mark.slow
 def test_a_signal_during_prepare_removes_the_partial_store(tmp_path: Path, sig: int, workers: int,
                                                            group: bool) -> None:
     src = write_wfdb_folder(tmp_path / "raw", 80, fs=250, seconds=5, seed=0, noise="low", quiet=True)
@@ -282,6 +284,7 @@ raise SystemExit(main(sys.argv[2:]))
 # ecgmae_tiny: config.json 3 KB, encoder.safetensors 139 KB, last.ckpt 645 KB
 @pytest.mark.parametrize(("limit", "steps", "failing"), [(50_000, "0", "encoder.safetensors"),
                                                          (300_000, "2", "last.ckpt")])
+@pytest.mark.slow
 def test_a_full_disk_during_pretrain_is_one_line_naming_the_file(tmp_path: Path, limit: int, steps: str,
                                                                  failing: str) -> None:
     store = synth_store(tmp_path, 24, seed=1)

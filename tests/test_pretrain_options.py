@@ -48,8 +48,7 @@ def test_augment_strengths_are_config_fields_and_are_checked():
             from_dict(PretrainConfig, {"augment": bad})
 
 
-def test_positives_are_checked():
-    assert PretrainConfig(method="cmsc", positives="patient").positives == "patient"
+def test_positives_are_checked():  # what "patient" does: test_cmsc_with_patient_positives_trains_end_to_end
     with pytest.raises(ConfigError, match="positives must be one of"):
         PretrainConfig(method="cmsc", positives="study")
     with pytest.raises(ConfigError, match="applies to method cmsc"):
@@ -136,14 +135,46 @@ def test_partners_are_seeded_per_epoch_and_fixed_for_validation(patient_store):
     assert len(val) == 1
 
 
-def test_cmsc_with_patient_positives_trains_end_to_end(patient_store, tmp_path, caplog):
+def test_cmsc_with_patient_positives_trains_end_to_end(patient_store, tmp_path, monkeypatch):
+    import ecgmae.engine.modules as modules
+    from ecgmae.checkpoint import read_header
+    from ecgmae.data.store import Store
     from ecgmae.engine.run import pretrain
 
+    rows: list[list[int]] = []  # records of each training batch
+    keys: list[list[int]] = []  # the ids the CMSC loss keeps out of each other's negatives
+    losses: list[float] = []
+    real_step, real_loss = modules.ContrastiveModule.training_step, modules.cmsc_loss
+
+    def step(self, batch, batch_idx):
+        rows.append(batch["index"].tolist())
+        return real_step(self, batch, batch_idx)
+
+    def loss(z1, z2, temperature, ids=None):
+        out = real_loss(z1, z2, temperature, ids=ids)
+        keys.append(ids.tolist())
+        losses.append(float(out.detach()))
+        return out
+
+    monkeypatch.setattr(modules.ContrastiveModule, "training_step", step)
+    monkeypatch.setattr(modules, "cmsc_loss", loss)
     torch.set_num_threads(1)
     cfg = PretrainConfig(method="cmsc", positives="patient", max_steps=2, splits=("train", "val", "test"), **TINY)
     out = pretrain(patient_store, tmp_path / "p", cfg, quiet=True)
-    header = json.loads((out / "config.json").read_text())
-    assert header["train"]["config"]["positives"] == "patient" and (out / "encoder.safetensors").exists()
+
+    patients = Store.open(patient_store).index["patient"].fillna("").tolist()
+    assert len(rows) == 2 and len(keys) == 2 and all(np.isfinite(losses))
+    shared = 0
+    for recs, ks in zip(rows, keys, strict=True):  # same id <=> same record, or the same named patient
+        for a in range(len(recs)):
+            for b in range(a + 1, len(recs)):
+                same = recs[a] == recs[b] or (patients[recs[a]] != "" and patients[recs[a]] == patients[recs[b]])
+                assert (ks[a] == ks[b]) == same, (recs, ks)
+                shared += same and recs[a] != recs[b]
+    assert shared > 0  # 8 of 12 records per batch: two of patient A's 4 or of B's 3 always meet
+    header = read_header(out / "encoder.safetensors")
+    assert header.kind == "encoder" and header.train.method == "cmsc" and header.train.steps == 2
+    assert header.train.config["positives"] == "patient"
 
 
 def test_patient_positives_without_patients_warn(store, tmp_path, caplog):

@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 
 from conftest import synth_store
 
+pytestmark = pytest.mark.slow  # every test trains in subprocesses (20-50 s each)
+
 SRC = Path(__file__).parents[1] / "src"
 STEPS = 20
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}

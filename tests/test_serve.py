@@ -237,6 +237,7 @@ def test_importing_ecgmae_does_not_import_the_web_stack():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_the_command_serves_on_a_real_socket(runs, clf):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,6 +18,8 @@ from conftest import shared_path
 from ecgmae.data.io import read_record
 from serve_util import need_serve, running
 
+pytestmark = pytest.mark.slow  # tiny pre-trained and fine-tuned runs, a server and a headless Chromium
+
 need_serve()
 pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
 from selenium import webdriver  # noqa: E402

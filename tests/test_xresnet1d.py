@@ -76,6 +76,7 @@ def store(tmp_path_factory) -> Path:
     return prepare_store("folder", src, root / "store", PreprocessConfig(fs=50, seconds=5), seed=0, quiet=True)
 
 
+@pytest.mark.slow
 def test_scratch_cli_trains_and_the_run_reloads(store, tmp_path, capsys):
     import ecgmae
     from ecgmae.checkpoint import load_model

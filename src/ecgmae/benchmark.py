@@ -176,7 +176,7 @@ def _run_all(data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, An
     from ecgmae.eval.feature_probe import probe_features
 
     t0, rows = time.perf_counter(), []
-    steps = {"max_steps": cfg.max_steps} if cfg.max_steps >= 0 else {}
+    max_steps = cfg.max_steps if cfg.max_steps >= 0 else -1  # -1: the epochs decide
     for st in _plan(cfg):
         run, frac, seed, method = st.path(out), st.fraction, st.seed, st.method
         if st.protocol == "pretrain":
@@ -187,7 +187,8 @@ def _run_all(data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, An
             stages.start(what)
             pcfg = PretrainConfig(method=method, model=cfg.model, model_overrides=dict(cfg.model_overrides),
                                   epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=seed,
-                                  optim=OptimConfig(lr=cfg.pretrain_lr), trainer=cfg.trainer, **steps)
+                                  optim=OptimConfig(lr=cfg.pretrain_lr), trainer=cfg.trainer,
+                                  max_steps=max_steps)
             pretrain(data, run, pcfg, resume=(run / "last.ckpt").exists(), overwrite=True, quiet=quiet)
             continue
         what = (f"{method} at {frac:.0%} labels, seed {seed}" if method == FEATURES else
@@ -208,7 +209,8 @@ def _run_all(data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, An
                 mode=st.protocol, model=model, model_overrides=overrides, classes=cfg.classes,
                 label_fraction=frac, epochs=epochs_for(cfg.finetune_epochs, frac),
                 batch_size=cfg.batch_size, seed=seed, n_boot=cfg.n_boot, trainer=cfg.trainer,
-                optim=OptimConfig(lr=cfg.lrs[st.protocol], layer_decay=cfg.layer_decay), **steps)
+                optim=OptimConfig(lr=cfg.lrs[st.protocol], layer_decay=cfg.layer_decay),
+                max_steps=max_steps)
             finetune(data, run, fcfg, encoder=encoder, overwrite=True, quiet=quiet)
         m = json.loads((run / "metrics.json").read_text())
         rows.append({"method": method, "protocol": st.protocol, "label_fraction": frac, "seed": seed,

@@ -14,11 +14,14 @@ import numbers
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ecgmae.errors import ECGMAEError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 class ConfigError(ECGMAEError, ValueError):
@@ -59,7 +62,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
@@ -90,11 +93,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return _coerce(args[0], value, where)
         return value
     if origin is tuple and isinstance(value, (list, tuple)):
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, where) for v in value)
-        if len(args) == len(value):
-            return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
+        items = typing.get_args(tp)
+        if len(items) == 2 and items[1] is Ellipsis:
+            return tuple(_coerce(items[0], v, where) for v in value)
+        if len(items) == len(value):
+            return tuple(_coerce(a, v, where) for a, v in zip(items, value, strict=True))
         return tuple(value)
     if tp is int:
         return _integer(value, where)

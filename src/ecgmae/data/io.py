@@ -134,9 +134,9 @@ def _decode(raw: np.ndarray, fmt: str, n: int) -> np.ndarray:
         return np.where(v >= 2**23, v - 2**24, v)
     # 212: two 12-bit samples packed into three bytes
     nbytes = (n + 1) // 2 * 3
-    b = np.zeros(nbytes, np.int32)
-    b[: min(nbytes, raw.size)] = raw[:nbytes]
-    b = b.reshape(-1, 3)
+    flat = np.zeros(nbytes, np.int32)
+    flat[: min(nbytes, raw.size)] = raw[:nbytes]
+    b = flat.reshape(-1, 3)
     out = np.empty(2 * len(b), np.int32)
     out[0::2] = b[:, 0] | ((b[:, 1] & 0x0F) << 8)
     out[1::2] = b[:, 2] | ((b[:, 1] & 0xF0) << 4)

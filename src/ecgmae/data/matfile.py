@@ -132,7 +132,8 @@ class _Walk:
 def _variables(raw: Any, size: int, order: str, where: str) -> list[tuple[str, int, int, int]]:
     """(name, element type, byte count, offset of the bytes) of each top-level variable of a v5 file,
     reading only tags and, for a compressed variable, its first inflated bytes."""
-    out, pos = [], 128
+    out: list[tuple[str, int, int, int]] = []
+    pos = 128
     while pos + 8 <= size:
         if len(out) == MAX_ARRAYS:
             raise RecordError(where, f"more than {MAX_ARRAYS} variables: not an ECG record")

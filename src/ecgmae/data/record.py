@@ -123,7 +123,9 @@ def make_record(record: str, signal: Any, fs: float, names: Any, where: str, *,
         raise RecordError(where, f"{problem} (wrong header?)", "rate")
     if arr.shape[1] == 0:
         raise RecordError(where, "no samples", "empty")
-    keep, canon, dropped = [], [], []
+    keep: list[int] = []
+    canon: list[str] = []
+    dropped: list[str] = []
     for i, name in enumerate(names):
         try:
             lead = canonical_lead(name)
@@ -167,4 +169,5 @@ def lead_positions(leads: Sequence[str]) -> list[int] | None:
     """Positions of ``leads`` among the canonical 12 (None if any is not one of them)."""
     lookup = {name.lower(): i for i, name in enumerate(LEADS_12)}
     pos = [lookup.get(str(lead).lower()) for lead in leads]
-    return None if any(p is None for p in pos) else pos  # type: ignore[return-value]
+    found = [p for p in pos if p is not None]
+    return found if len(found) == len(pos) else None

@@ -34,7 +34,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.01
     warmup: float = 0.05
     weight_decay: float = 0.05
-    betas: tuple[float, ...] = (0.9, 0.95)
+    betas: tuple[float, float] = (0.9, 0.95)
     layer_decay: float = 1.0
     grad_clip: float = 1.0
 
@@ -44,6 +44,8 @@ class OptimConfig:
             for v in values if isinstance(values, (tuple, list)) else (values,):
                 if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
                     raise ConfigError(f"optim.{name} must be a finite number, got {values!r}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas must be two numbers (AdamW's beta1, beta2), got {list(self.betas)}")
         if self.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if not 0 < self.layer_decay <= 1:

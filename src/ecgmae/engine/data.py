@@ -7,7 +7,7 @@ uninterrupted one would, on any number of workers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import numpy as np
@@ -178,6 +178,9 @@ def make_loader(
     ``epoch_fn``, ``skip_fn`` (training only): where the training epoch and the records of the epoch
     already trained on are read from, see :class:`EpochSampler`.
     """
+    if not isinstance(dataset, Sized):
+        raise TypeError(f"make_loader: needs a map-style dataset with a length, got {type(dataset).__name__}")
+    sampler: Sampler[int] | list[int]
     if train:
         sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world_size,
                                epoch_fn=epoch_fn, skip_fn=skip_fn)
@@ -185,7 +188,7 @@ def make_loader(
         drop_last = len(sampler) >= batch_size
     else:
         n = len(dataset)
-        sampler = list(range(rank, n, world_size))  # type: ignore[assignment]
+        sampler = list(range(rank, n, world_size))
         drop_last = False
     return DataLoader(
         dataset,

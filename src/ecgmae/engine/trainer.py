@@ -10,7 +10,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
@@ -25,6 +25,9 @@ from ecgmae.engine.config import TrainerConfig
 from ecgmae.engine.progress import RunBar
 from ecgmae.errors import Interrupted
 from ecgmae.utils import lightning_bars, log, write_error
+
+if TYPE_CHECKING:
+    from lightning.fabric.plugins.precision.precision import _PRECISION_INPUT
 
 # Lightning warnings that are expected here: the run directory holds config.json before the first
 # checkpoint, a linear probe keeps its frozen encoder in eval mode, tiny runs have few batches.
@@ -224,7 +227,8 @@ def build_trainer(
             devices=devices,
             num_nodes=cfg.num_nodes,
             strategy=strategy,
-            precision=resolve_precision(cfg.precision, cfg.accelerator),  # type: ignore[arg-type]
+            # a user's string: Lightning checks it against its precision names (MisconfigurationException)
+            precision=cast("_PRECISION_INPUT", resolve_precision(cfg.precision, cfg.accelerator)),
             max_epochs=max_epochs if max_steps < 0 else -1,
             max_steps=max_steps,
             accumulate_grad_batches=cfg.accumulate,
@@ -247,7 +251,8 @@ def build_trainer(
     if every > 1:  # known only now: an epoch's length depends on the world size Lightning resolved
         trainer.check_val_every_n_epoch = every
         for cb in trainer.checkpoint_callbacks:
-            cb._every_n_epochs = every  # Lightning has no public setter; tested in test_engine_units
+            if isinstance(cb, ModelCheckpoint):
+                cb._every_n_epochs = every  # Lightning has no public setter; tested in test_engine_units
     return trainer
 
 

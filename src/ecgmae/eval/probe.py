@@ -133,7 +133,8 @@ def cv_probe(X: np.ndarray, Y: np.ndarray, *, names: Sequence[str] | None = None
                             f"among {len(Y)} records; {folds}-fold CV needs at least {folds} of each "
                             f"(drop the class, e.g. with select_classes, or use fewer folds)")
     rep_seeds = np.random.SeedSequence(seed).generate_state(repeats)
-    aurocs, chosen = np.zeros((repeats, len(names))), {n: [] for n in names}
+    aurocs = np.zeros((repeats, len(names)))
+    chosen: dict[str, list[list[float]]] = {n: [] for n in names}
     for r, rs in enumerate(rep_seeds):
         for k, name in enumerate(names):
             y = Y[:, k]

@@ -62,6 +62,11 @@ class MultiScaleConvEmbed(nn.Module):
     bottleneck comes first.
     """
 
+    # Buffers (register_buffer): declared so that they read as tensors, not ``Tensor | Module``.
+    branch_mask: torch.Tensor
+    window_idx: torch.Tensor
+    pool_matrix: torch.Tensor
+
     def __init__(
         self,
         in_chans: int,

@@ -170,14 +170,15 @@ class ECGMAE(nn.Module):
         lead_idx = enc.check_input(x, lead_idx)
         if enc.cfg.tokenization == "time":
             drop = self.training and cfg.lead_drop > 0
-            if present is not None or x.shape[1] != enc.cfg.n_leads or drop:  # rows the input lacks are absent
+            partial = x.shape[1] != enc.cfg.n_leads  # rows the input lacks are absent
+            x = enc.expand_leads(x, lead_idx)
+            if present is not None or partial or drop:
                 full = torch.zeros(x.shape[0], enc.cfg.n_leads, dtype=torch.bool, device=x.device)
                 full[:, lead_idx] = True if present is None else present.bool()
+                if drop:
+                    full = subset_leads(full, cfg.lead_drop)
+                    x = x * full[:, :, None].to(x.dtype)
                 present = full
-            x = enc.expand_leads(x, lead_idx)
-            if drop:
-                present = subset_leads(present, cfg.lead_drop)
-                x = x * present[:, :, None].to(x.dtype)
             lead_idx = enc.check_input(x, None)
         b, n_leads, t = x.shape
         n_time = t // enc.cfg.patch_size

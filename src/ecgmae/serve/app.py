@@ -19,7 +19,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -85,12 +85,17 @@ class Service:
         self._model_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ecgmae-model")
         self._prep_pool = concurrent.futures.ThreadPoolExecutor(limits.prep_threads, thread_name_prefix="ecgmae-prep")
         wait = limits.batch_wait_ms / 1e3
-        self.batchers = {  # the model method is looked up at call time: a wrapped one (tests, tracing) runs
-            op: Batcher(lambda items, op=op: getattr(model, f"{op}_prepared")(items), self._model_pool,
-                        max_size=limits.batch_size, max_wait_s=wait,
-                        on_call=lambda n, op=op: self.metrics.model_call(op, n))
-            for op in ("predict", "embed")
-        }
+
+        def batcher(op: str) -> Batcher:
+            def call(items: list[Any]) -> Any:  # looked up at call time: a wrapped method (tests, tracing) runs
+                return getattr(model, f"{op}_prepared")(items)
+
+            def on_call(n: int) -> None:
+                self.metrics.model_call(op, n)
+
+            return Batcher(call, self._model_pool, max_size=limits.batch_size, max_wait_s=wait, on_call=on_call)
+
+        self.batchers = {op: batcher(op) for op in ("predict", "embed")}
         self.metrics.queues = {op: b.queued for op, b in self.batchers.items()}
         self._static = {name: (resources.files("ecgmae.serve") / "static" / name).read_bytes() for name in STATIC}
         post, get = ["POST"], ["GET"]
@@ -372,5 +377,5 @@ def _encode(content: Any) -> bytes:
     return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
-def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def _json(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(_encode(content), status_code=status, media_type="application/json", headers=headers)

@@ -358,6 +358,7 @@ def flag(sample: Sample, name: str) -> bool:
 
 
 def _check_length(sample: Sample, max_seconds: float) -> None:
+    fs: float | None
     if isinstance(sample.signal, Record):
         n, fs = sample.signal.signal.shape[-1], sample.signal.fs
     else:

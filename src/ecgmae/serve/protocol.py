@@ -57,7 +57,7 @@ def answer(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-class _Guarded(HttpToolsProtocol):  # type: ignore[misc]
+class _Guarded(HttpToolsProtocol):
     guard: ConnectionGuard  # set by ConnectionGuard on the subclass it makes
 
     def __init__(self, *args: Any, **kw: Any) -> None:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import uvicorn
 
@@ -28,7 +29,9 @@ def _config(model: Model, limits: Limits, examples: str | Path | None, mae: Mode
     app = create_app(model, limits, examples=examples, mae=mae, allowed_hosts=hosts)
     guard = ConnectionGuard(limits)
     app.state.service.metrics.connections = guard.snapshot
-    return uvicorn.Config(app, http=guard.protocol, ws="none", timeout_keep_alive=limits.idle_timeout_s,
+    # uvicorn annotates an int but passes it to loop.call_later, which takes fractions of a second too
+    keep_alive = cast(int, limits.idle_timeout_s)
+    return uvicorn.Config(app, http=guard.protocol, ws="none", timeout_keep_alive=keep_alive,
                           log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
                           server_header=False)
 

@@ -66,7 +66,7 @@ def walk_files(root: Path) -> list[Path]:
     """Every file under ``root`` (following no symlinked folders), sorted for a stable order."""
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
-    out = []
+    out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         out.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))

@@ -38,8 +38,8 @@ def items_with_labels(src: Path, paths: list[Path], table: LabelTable | None,
     found: set[str] = set()
     for path in paths:
         rid = path.relative_to(src).with_suffix("").as_posix()
-        key = table.lookup(rid) if table else None
-        if key is None:
+        key = table.lookup(rid) if table is not None else None
+        if table is None or key is None:
             items.append(Item(rid, str(path), labels=default if table is None else ()))
             continue
         found.add(key)

@@ -58,10 +58,12 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
             raise DataError(f"{path}: unreadable HDF5 file ({exc})") from None
         for i in range(n):
             rid = ids[i] if ids else (f"{path.stem}:{i}" if len(files) > 1 else str(i))
-            key = table.lookup(rid) if table else None
-            items.append(Item(rid, str(path), labels=table.labels[key] if key else (), key=i,
-                              patient=table.patients.get(key) if key else None))
-    if table is not None:
+            key = table.lookup(rid) if table is not None else None
+            if table is not None and key is not None:
+                items.append(Item(rid, str(path), labels=table.labels[key], key=i, patient=table.patients.get(key)))
+            else:
+                items.append(Item(rid, str(path), labels=(), key=i))
+    if table is not None and label_path is not None:
         missing = sum(1 for it in items if table.lookup(it.record) is None)
         if missing:
             log.warning("%d exam(s) have no row in %s: kept without labels", missing, label_path.name)

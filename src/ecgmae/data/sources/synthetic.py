@@ -362,7 +362,8 @@ def write_wfdb_folder(out: Path, n: int, *, fs: float = 500, seconds: float = 10
     _check(fs, seconds, noise, seed)
     out = Path(out)
     with staged_folder(out, overwrite=overwrite) as tmp:
-        rows, counts = [], Counter()
+        rows: list[tuple[str, str]] = []
+        counts: Counter[str] = Counter()
         for rec in progress(generate(n, seed, fs, seconds, noise), quiet=quiet, total=n, desc="synth", unit="rec"):
             _write_record(tmp, rec, seed, noise)
             rows.append((rec.record, ";".join(rec.labels)))
