@@ -12,9 +12,8 @@ are resampled, filtered and normalised exactly as the training data were. Nothin
 
 from __future__ import annotations
 
-import itertools
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,10 @@ from ecgmae.data.corpus import Gathered, gather, iter_source
 from ecgmae.data.prepared import Prepared, prepare_signal, split_inputs
 from ecgmae.data.record import lead_positions
 from ecgmae.data.signal import PreprocessConfig
-from ecgmae.data.windows import cut_window, window_starts
 from ecgmae.errors import CheckpointError, DataError
-from ecgmae.eval.pooling import pool_windows
 from ecgmae.guards import check_device
 from ecgmae.header import RunHeader
+from ecgmae.inference import Forward, infer_records, input_rows, tokenization, window_batches
 from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig
 from ecgmae.reconstruction import Reconstruction, reconstruct_windows
 from ecgmae.utils import log
@@ -303,16 +301,10 @@ class Model:
 
     def _tokens(self) -> str:
         """The encoder's tokenisation; ``"cnn"`` for a reference CNN (absent leads are zero rows)."""
-        return "cnn" if self.header.model.encoder is None else self.encoder_config.tokenization
-
-    def _rows(self, p: Prepared) -> np.ndarray:
-        if self._tokens() == "lead":
-            return np.flatnonzero(p.present)  # any subset: only the leads the record has become tokens
-        return np.arange(len(self.leads))  # every token holds all leads: absent ones stay zero
+        return tokenization(self._net)
 
     @torch.inference_mode()
-    def _per_record(self, items: Sequence[Prepared], fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    how: str, batch_size: int) -> np.ndarray:
+    def _per_record(self, items: Sequence[Prepared], fn: Forward, how: str, batch_size: int) -> np.ndarray:
         """Apply ``fn`` to every window of every record and pool the window outputs per record."""
         if not items:
             raise DataError("no records given")
@@ -320,29 +312,13 @@ class Model:
             raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
         self._warn_absent(items)
         self._warn_short(items)
-        positions = np.asarray(self._positions)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, p in enumerate(items):  # one lead set per batch (lead_idx is shared by a batch)
-            groups.setdefault(tuple(self._rows(p).tolist()), []).append(i)
-        pooled: list[np.ndarray | None] = [None] * len(items)
-        for rows, members in groups.items():
-            li = torch.as_tensor(positions[list(rows)], dtype=torch.long, device=self.device)
-            ids: list[int] = []
-            outs: list[np.ndarray] = []
-            windows = ((i, w) for i in members for w in self._windows(items[i], list(rows)))
-            while chunk := list(itertools.islice(windows, batch_size)):
-                xb = torch.from_numpy(np.stack([w for _, w in chunk])).to(self.device)
-                ids += [i for i, _ in chunk]
-                outs.append(fn(xb, li).float().cpu().numpy())
-            for i, row in zip(*pool_windows(np.asarray(ids), np.concatenate(outs), how), strict=True):
-                pooled[i] = row
-        return np.stack(pooled)  # type: ignore[arg-type]
-
-    def _windows(self, p: Prepared, rows: list[int]) -> Iterator[np.ndarray]:
-        """Windows ``(len(rows), window)`` of one record, zero-padded past its end."""
-        x = p.x[rows]
-        for s in window_starts(p.valid, self.window, self.stride):
-            yield cut_window(x, s, self.window)
+        tokens = self._tokens()
+        # one lead set per batch: a lead-tokenised model is given only the leads a record has
+        batches = window_batches(items, self.window, self.stride, int(batch_size),
+                                 group=lambda p: tuple(input_rows(p.present, tokens).tolist()))
+        li = torch.as_tensor(self._positions, dtype=torch.long, device=self.device)
+        _, pooled = infer_records(fn, batches, lead_idx=li, tokens=tokens, how=how, device=self.device)
+        return pooled
 
     def _warn_short(self, items: Sequence[Prepared]) -> None:
         """Records with less than a second of signal: their windows are almost all zero padding."""

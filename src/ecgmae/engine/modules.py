@@ -19,6 +19,7 @@ from ecgmae.engine.config import AugmentConfig, OptimConfig
 from ecgmae.engine.optim import build_optimizer
 from ecgmae.eval.metrics import macro_auroc
 from ecgmae.eval.pooling import aggregate_records
+from ecgmae.inference import forward_windows, tokenization
 from ecgmae.models.contrastive import cmsc_loss, nt_xent
 
 
@@ -181,6 +182,7 @@ class ClassifierModule(_Base):
         self.mode = mode
         self.register_buffer("class_idx", torch.tensor(class_idx, dtype=torch.long), persistent=False)
         self.aggregate = aggregate
+        self.tokens = tokenization(model)
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if mode == "linprobe":
             self.model.freeze_encoder()
@@ -202,8 +204,13 @@ class ClassifierModule(_Base):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
+    def _logits(self, batch: dict[str, Any], present: torch.Tensor | None) -> torch.Tensor:
+        """Window logits: the model on ``batch["x"]`` (with ``present``, absent leads withheld as in inference)."""
+        return forward_windows(lambda x, li: self.model(x, lead_idx=li), batch["x"], present, self.lead_idx,
+                               self.tokens)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.model(batch["x"], lead_idx=self.lead_idx).float()
+        logits = self._logits(batch, None).float()
         target = batch["y"][:, self.class_idx].float()
         self.log("val/loss", F.binary_cross_entropy_with_logits(logits, target), on_epoch=True, sync_dist=True)
         self._val.append((batch["record"].detach(), torch.sigmoid(logits).detach(), target.detach()))
