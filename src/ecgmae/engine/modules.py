@@ -164,6 +164,9 @@ class ClassifierModule(_Base):
             "scratch".
         class_idx: store label columns used as targets.
         aggregate: "mean" or "max" of window probabilities per record at validation.
+        use_present: withhold absent leads (the batches' ``present``) from a lead-tokenised model, in
+            training and validation, as inference does (:mod:`ecgmae.inference`). Off when every record
+            has every lead, which gives the same logits without a per-step host sync.
     """
 
     def __init__(
@@ -177,9 +180,11 @@ class ClassifierModule(_Base):
         class_idx: list[int],
         aggregate: str = "mean",
         lead_idx: list[int] | None = None,
+        use_present: bool = True,
     ) -> None:
         super().__init__(model, optim, total_steps, seed, lead_idx)
         self.mode = mode
+        self.use_present = use_present
         self.register_buffer("class_idx", torch.tensor(class_idx, dtype=torch.long), persistent=False)
         self.aggregate = aggregate
         self.tokens = tokenization(model)
@@ -197,20 +202,21 @@ class ClassifierModule(_Base):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self._reseed()
-        logits = self.model(batch["x"], lead_idx=self.lead_idx)
+        logits = self._logits(batch)
         target = batch["y"][:, self.class_idx].to(logits.dtype)
         loss = F.binary_cross_entropy_with_logits(logits.float(), target.float())
         self._check_finite(loss, batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
-    def _logits(self, batch: dict[str, Any], present: torch.Tensor | None) -> torch.Tensor:
-        """Window logits: the model on ``batch["x"]`` (with ``present``, absent leads withheld as in inference)."""
+    def _logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Window logits of ``batch["x"]``, absent leads withheld as in inference."""
+        present = batch.get("present") if self.use_present else None
         return forward_windows(lambda x, li: self.model(x, lead_idx=li), batch["x"], present, self.lead_idx,
                                self.tokens)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self._logits(batch, None).float()
+        logits = self._logits(batch).float()
         target = batch["y"][:, self.class_idx].float()
         self.log("val/loss", F.binary_cross_entropy_with_logits(logits, target), on_epoch=True, sync_dist=True)
         self._val.append((batch["record"].detach(), torch.sigmoid(logits).detach(), target.detach()))

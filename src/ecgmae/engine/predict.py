@@ -35,7 +35,7 @@ def predict_records(
     ds = WindowDataset(store, indices, window, stride)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     li = None if lead_idx is None else torch.tensor(lead_idx, dtype=torch.long)
-    batches = ((b["record"].numpy(), b["x"], None)
+    batches = ((b["record"].numpy(), b["x"], b["present"])  # absent leads withheld as in the API
                for b in progress(loader, quiet=quiet, desc="predict", unit="batch"))
     _, p = infer_records(lambda x, li: torch.sigmoid(model(x, lead_idx=li).float()), batches, lead_idx=li,
                            tokens=tokenization(model), how=aggregate)

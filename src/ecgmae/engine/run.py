@@ -302,7 +302,8 @@ def _finetune(store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path 
     total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate, cfg.epochs,
                    cfg.max_steps)
     module = ClassifierModule(model, cfg.optim, total, cfg.seed, mode=cfg.mode, class_idx=class_idx,
-                              aggregate=cfg.aggregate, lead_idx=lead_positions(store.leads))
+                              aggregate=cfg.aggregate, lead_idx=lead_positions(store.leads),
+                              use_present=not store.all_present(np.concatenate([train_idx, val_idx])))
     loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
     fit(trainer, module, loaders, resume=resume)
     if not trainer.is_global_zero:
