@@ -78,7 +78,7 @@ def _preprocessing(file: Path, header: RunHeader) -> tuple[PreprocessConfig, int
     else:
         log.warning("%s: no stored preprocessing; inputs are only resampled to %g Hz", file, d.fs)
         try:
-            cfg = PreprocessConfig(fs=d.fs, leads=d.leads)  # type: ignore[arg-type]
+            cfg = PreprocessConfig(fs=d.fs, leads=d.leads, bandpass=None)  # type: ignore[arg-type]
         except ConfigError as e:
             raise CheckpointError(f"{file}: data: {e}") from None
     if abs(cfg.fs - float(d.fs)) > 1e-6 or tuple(cfg.leads) != d.leads:  # type: ignore[arg-type]
