@@ -35,12 +35,12 @@ LAYERS: list[tuple[tuple[str, ...], ...]] = [
 
 # package -> the only module prefixes that may import it (besides those, nobody).
 THIRD_PARTY: dict[str, tuple[str, ...]] = {
-    "lightning": ("ecgmae.engine", "ecgmae.utils"),  # utils: quieting Lightning's loggers, nothing else
+    "lightning": ("ecgmae.engine",),  # the engine only: the ground floor (utils) imports no Lightning
     "starlette": ("ecgmae.serve",),  # the web stack of the serve extra, nowhere else
     "uvicorn": ("ecgmae.serve",),
     "torch": ("ecgmae.api", "ecgmae.reconstruction", "ecgmae.engine", "ecgmae.checkpoint", "ecgmae.guards",
               "ecgmae.inference", "ecgmae.export", "ecgmae.models", "ecgmae.data.dataset",
-              "ecgmae.data.sources.deepfake", "ecgmae.cli", "ecgmae.benchmark", "ecgmae.demo", "ecgmae.utils"),
+              "ecgmae.data.sources.deepfake", "ecgmae.cli", "ecgmae.benchmark", "ecgmae.demo"),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from ecgmae.config import to_dict
 from ecgmae.engine.config import MODES
 from ecgmae.jobs import claim_out, epochs_for, stage_cost
-from ecgmae.utils import Stages, job_log, log, write_json_atomic, write_text_atomic
+from ecgmae.utils import Stages, log, write_json_atomic, write_text_atomic
 
 # A small time-tokenised model: 40 tokens per 10 s record, so pre-training fits in minutes on a CPU.
 DEMO_MODEL: dict[str, Any] = {
@@ -76,6 +76,8 @@ def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet
     out = Path(out)
     settings = to_dict(cfg)
     claim_out(out, settings, "demo_config.json", names=_NAMES, overwrite=overwrite)
+    from ecgmae.engine.joblog import job_log  # Lightning: imported when a job runs
+
     with job_log(out / "log.txt"), Stages(_stage_weights(out, cfg)) as stages:
         log.debug("demo settings: %s", json.dumps(settings))
         rows = _run_stages(out, cfg, settings, stages, quiet)

@@ -28,6 +28,7 @@ from ecgmae.data.splits import group_keys
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
 from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, select_classes
+from ecgmae.engine.joblog import seed_everything
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
 from ecgmae.engine.setup import build_classifier, data_info, model_config, window_for
@@ -39,7 +40,7 @@ from ecgmae.header import RunHeader, TrainInfo
 from ecgmae.models import MAEConfig, ModelSpec, build_model, pretraining_config
 from ecgmae.models.contrastive import ContrastiveModel
 from ecgmae.outputs import check_own_folder, first_process, locked, read_json
-from ecgmae.utils import log, seed_everything, write_json_atomic
+from ecgmae.utils import log, write_json_atomic
 
 
 class _Loaders(L.LightningDataModule):
