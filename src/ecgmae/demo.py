@@ -103,9 +103,9 @@ def _stage_weights(out: Path, cfg: DemoConfig) -> list[float]:
 def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: Stages, quiet: bool) -> list[dict]:
     from ecgmae.data.signal import PreprocessConfig
     from ecgmae.data.sources.synthetic import write_wfdb_folder
+    from ecgmae.data.splits import label_subset
     from ecgmae.data.store import Store, prepare_store
     from ecgmae.engine.config import FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
-    from ecgmae.engine.data import label_subset
     from ecgmae.engine.run import finetune, pretrain
     from ecgmae.viz import plot_curves
 

@@ -71,7 +71,7 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def resolve(cls: type, args: argparse.Namespace, flag_keys: tuple[str, ...]) -> Any:
+def build_config(cls: type, args: argparse.Namespace, flag_keys: tuple[str, ...]) -> Any:
     """Build ``cls`` from ``--config``, then the given flags (dest names are config keys), then ``--set``."""
     import yaml
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ecgmae.cli._common import add_command
-from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, print_config, resolve
+from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, build_config, print_config
 
 FLAGS = ("mode", "model", "label_fraction", "optim.layer_decay", "aggregate", "classes", "leakage", *LOOP_FLAGS)
 
@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ecgmae.engine.config import FinetuneConfig
 
-    cfg = resolve(FinetuneConfig, args, FLAGS)
+    cfg = build_config(FinetuneConfig, args, FLAGS)
     if args.print_config:
         print_config(cfg)
         return 0

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ecgmae.cli._common import add_command
-from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, print_config, resolve
+from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, build_config, print_config
 
 FLAGS = ("method", "model", "model_overrides.mask_ratio", "model_overrides.lead_drop", "temperature", *LOOP_FLAGS)
 
@@ -46,7 +46,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ecgmae.engine.config import PretrainConfig
 
-    cfg = resolve(PretrainConfig, args, FLAGS)
+    cfg = build_config(PretrainConfig, args, FLAGS)
     if args.print_config:
         print_config(cfg)
         return 0

@@ -7,20 +7,17 @@ uninterrupted one would, on any number of workers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sized
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ecgmae.data.dataset import crop_start
-from ecgmae.data.splits import label_subset, select_classes
 from ecgmae.errors import DataError
 
-# label_subset and select_classes live in ecgmae.data.splits (array-only); the engine's callers import them here.
-__all__ = ["EpochKeyed", "EpochSampler", "PairSpanDataset", "label_subset", "make_loader",
-           "select_classes"]
+__all__ = ["EpochKeyed", "EpochSampler", "PairSpanDataset", "make_loader"]
 
 
 class EpochSampler(Sampler):
@@ -179,12 +176,12 @@ def make_loader(
     already trained on are read from, see :class:`EpochSampler`.
     """
     if train:
-        sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world_size,
+        sampler = EpochSampler(len(cast(Sized, dataset)), seed=seed, shuffle=True, rank=rank, world_size=world_size,
                                epoch_fn=epoch_fn, skip_fn=skip_fn)
         dataset = EpochKeyed(dataset)
         drop_last = len(sampler) >= batch_size
     else:
-        n = len(dataset)
+        n = len(cast(Sized, dataset))
         sampler = list(range(rank, n, world_size))  # type: ignore[assignment]
         drop_last = False
     return DataLoader(
