@@ -15,7 +15,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -30,11 +30,21 @@ from ecgmae.errors import CheckpointError, DataError
 from ecgmae.guards import check_device
 from ecgmae.header import RunHeader
 from ecgmae.inference import Forward, infer_records, input_rows, tokenization, window_batches
-from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig
+from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, XResNet1d
 from ecgmae.reconstruction import Reconstruction, reconstruct_windows
 from ecgmae.utils import log
 
 __all__ = ["Gathered", "Model", "Reconstruction", "load", "pick_device"]
+
+
+class _Scorer(Protocol):
+    """What the API calls on a classifier (transformer or reference CNN) or an encoder module."""
+
+    def forward_features(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor: ...
+
+    def predict_proba(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
@@ -148,7 +158,7 @@ class Model:
     def embed_dim(self) -> int:
         """Length of an embedding."""
         if self.header.model.encoder is None:  # a reference CNN
-            return int(self._net.num_features)
+            return int(cast(XResNet1d, self._net).num_features)
         return self.encoder.pooled_dim()
 
     @property
@@ -174,7 +184,8 @@ class Model:
               *, batch_size: int = 64) -> np.ndarray:
         """Pooled encoder features: ``(D,)`` for one record, ``(B, D)`` float32 for a batch or list.
 
-        Each window's patch tokens are pooled as in training (mean or cls), then windows are averaged.
+        Each window's tokens are pooled as the encoder's ``pool`` says (``mean``, ``cls``, ``meanstd`` or
+        ``stats``: :attr:`embed_dim` features), then the windows of a record are averaged.
         """
         preps, single = self.prepare(signal, fs, leads)
         z = self.embed_prepared(preps, batch_size=batch_size)
@@ -208,21 +219,21 @@ class Model:
 
     def embed_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
         """``(len(items), D)`` float32 embeddings of records already in the model's input space."""
-        net = self._net if self.kind == "classifier" else self.encoder
+        net = cast(_Scorer, self._net if self.kind == "classifier" else self.encoder)
 
-        def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
+        def fn(x: torch.Tensor, li: torch.Tensor | None) -> torch.Tensor:
             return net.forward_head(net.forward_features(x, lead_idx=li), pre_logits=True)
 
         return self._per_record(items, fn, "mean", batch_size).astype(np.float32)
 
     def predict_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
         """``(len(items), K)`` float64 probabilities of records already in the model's input space."""
-        net = self._net
+        net = cast(_Scorer, self._net)
         if self.kind != "classifier":
             raise CheckpointError(f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
                                   "(ecgmae finetune); use embed() for features")
 
-        def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
+        def fn(x: torch.Tensor, li: torch.Tensor | None) -> torch.Tensor:
             return net.predict_proba(x, lead_idx=li)
 
         return self._per_record(items, fn, self.aggregate, batch_size)

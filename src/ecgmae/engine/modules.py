@@ -26,6 +26,10 @@ from ecgmae.models.contrastive import cmsc_loss, nt_xent
 class _Base(L.LightningModule):
     """Shared optimiser, schedule, per-step seeding and non-finite loss check."""
 
+    # an ECGMAE, ContrastiveModel or ECGClassifier (or a reference CNN): each brings its own param_groups
+    model: Any
+    lead_idx: torch.Tensor | None  # a non-persistent buffer
+
     def __init__(
         self, model: nn.Module, optim: OptimConfig, total_steps: int, seed: int, lead_idx: list[int] | None = None
     ) -> None:
@@ -238,11 +242,11 @@ class ClassifierModule(_Base):
 def _gather_padded(module: L.LightningModule, *tensors: torch.Tensor) -> list[torch.Tensor]:
     """all_gather tensors whose first dimension differs across ranks (padded, record id -1)."""
     n = torch.tensor([tensors[0].shape[0]], device=module.device)
-    sizes = module.all_gather(n).flatten()
+    sizes = torch.as_tensor(module.all_gather(n)).flatten()
     m = int(sizes.max())
     out = []
     for i, t in enumerate(tensors):
         pad = torch.full((m - t.shape[0], *t.shape[1:]), -1 if i == 0 else 0, dtype=t.dtype, device=t.device)
-        g = module.all_gather(torch.cat([t, pad]))  # (world, m, ...)
+        g = torch.as_tensor(module.all_gather(torch.cat([t, pad])))  # (world, m, ...)
         out.append(g.reshape(-1, *t.shape[1:]))
     return out

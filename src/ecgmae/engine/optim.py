@@ -38,7 +38,8 @@ def build_optimizer(
     groups = [dict(g) for g in groups if len(g["params"]) > 0]
     for g in groups:
         g["lr"] = cfg.lr * g.get("lr_scale", 1.0)
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    betas = (float(cfg.betas[0]), float(cfg.betas[1]))
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
     warm = warmup_steps(cfg, total_steps)
 
     def factor(step: int) -> float:

@@ -247,7 +247,8 @@ def build_trainer(
     if every > 1:  # known only now: an epoch's length depends on the world size Lightning resolved
         trainer.check_val_every_n_epoch = every
         for cb in trainer.checkpoint_callbacks:
-            cb._every_n_epochs = every  # Lightning has no public setter; tested in test_engine_units
+            if isinstance(cb, ModelCheckpoint):
+                cb._every_n_epochs = every  # Lightning has no public setter; tested in test_engine_units
     return trainer
 
 
