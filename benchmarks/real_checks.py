@@ -50,13 +50,13 @@ def load_real(folder: Path, min_count: int) -> tuple[list[Any], list[str], np.nd
     """Records of a CinC folder (SNOMED ``# Dx:`` header lines), the classes kept and their 0/1 label matrix."""
     from ecgmae.data.io import read_record
     from ecgmae.data.sources.cinc import code_labels, dx_codes
-    from ecgmae.eval.probe import select_classes
+    from ecgmae.eval.probe import frequent_classes
 
     recs = [read_record(p) for p in sorted(folder.glob("*.hea"))]
     labels = [set(code_labels(dx_codes(r.meta.get("comments", ())), "all")) for r in recs]
     names = sorted(set().union(*labels))
     Y = np.array([[n in s for n in names] for s in labels], dtype=np.int64).reshape(len(recs), len(names))
-    keep = select_classes(Y, names, min_count)
+    keep = frequent_classes(Y, names, min_count)
     return recs, [names[k] for k in keep], Y[:, keep]
 
 

@@ -18,7 +18,7 @@ from ecgmae.data.sources.snomed import SCORED_2021, scored_labels
 from ecgmae.data.store import Store, prepare_store
 from ecgmae.errors import DataError
 
-CFG = PreprocessConfig(fs=100, seconds=2)
+CFG = PreprocessConfig(fs=100, seconds=2, bandpass=None)  # stored values are the raw ones, resampled
 PTBXL_LEADS = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]  # as in the release
 
 

@@ -103,11 +103,11 @@ def test_cli_rejects_options_that_do_not_apply(extra: list[str], needle: str, tm
 
 
 def test_resampling_ratios() -> None:
-    assert deepfake.check_fs(500) == (1, 1)
-    assert deepfake.check_fs(100) == (1, 5) and deepfake.check_fs(250) == (1, 2)
-    assert deepfake.check_fs(360) == (18, 25)
+    assert deepfake.gan_resampling(500) == (1, 1)
+    assert deepfake.gan_resampling(100) == (1, 5) and deepfake.gan_resampling(250) == (1, 2)
+    assert deepfake.gan_resampling(360) == (18, 25)
     with pytest.raises(ConfigError):
-        deepfake.check_fs(float("nan"))
+        deepfake.gan_resampling(float("nan"))
 
 
 def test_checkpoint_with_a_pickled_object_is_refused_unrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

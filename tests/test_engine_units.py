@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from ecgmae.checkpoint import FORMAT_VERSION, load_checkpoint, read_header, save_checkpoint
+from ecgmae.data.splits import label_subset, select_classes
 from ecgmae.engine.config import OptimConfig
-from ecgmae.engine.data import EpochSampler, label_subset, select_classes
+from ecgmae.engine.data import EpochSampler
 from ecgmae.engine.modules import aggregate_records
 from ecgmae.engine.optim import build_optimizer, lr_factor, warmup_steps
 from ecgmae.errors import CheckpointError, DataError

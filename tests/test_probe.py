@@ -7,7 +7,7 @@ import pytest
 from sklearn.model_selection import StratifiedKFold
 
 from ecgmae.errors import DataError
-from ecgmae.eval.probe import cv_probe, oof_scores, select_classes
+from ecgmae.eval.probe import cv_probe, frequent_classes, oof_scores
 
 
 def _data(n: int = 120, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -101,12 +101,12 @@ def test_bad_inputs() -> None:
         cv_probe(x, y)
 
 
-def test_select_classes() -> None:
+def test_frequent_classes() -> None:
     Y = np.zeros((20, 4), dtype=int)
     Y[:7, 0] = 1   # 7 / 13: kept
     Y[:6, 1] = 1   # too few positives
     Y[:14, 2] = 1  # 14 / 6: too few negatives
     Y[:13, 3] = 1  # 13 / 7: kept
-    assert select_classes(Y, list("abcd"), 7) == [0, 3]
+    assert frequent_classes(Y, list("abcd"), 7) == [0, 3]
     with pytest.raises(DataError):
-        select_classes(Y, list("abc"), 7)
+        frequent_classes(Y, list("abc"), 7)

@@ -230,8 +230,18 @@ def test_workers_give_the_same_store(corpus: Path, tmp_path: Path) -> None:
     assert (one / "index.csv").read_text() == (two / "index.csv").read_text()
 
 
+def test_python_and_the_cli_build_identical_stores(corpus: Path, tmp_path: Path) -> None:
+    """Defaults live in PreprocessConfig: prepare_store with its defaults is `ecgmae prepare` without flags."""
+    py = prepare_store("folder", corpus, tmp_path / "py", PreprocessConfig(), quiet=True)
+    assert main(["prepare", "--source", "folder", "--src", str(corpus), "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    assert Store.open(py).meta["preprocessing"] == Store.open(tmp_path / "cli").meta["preprocessing"]
+    for name in ("signals.npy", "index.csv", "labels.npy"):
+        assert (py / name).read_bytes() == (tmp_path / "cli" / name).read_bytes(), name
+    assert PreprocessConfig().bandpass == (0.5, 40.0)
+
+
 def test_prepare_band_passes_by_default_and_none_keeps_the_raw_band(tmp_path: Path) -> None:
-    from ecgmae.cli.prepare import default_bandpass
+    from ecgmae.data.signal import auto_bandpass
 
     src = tmp_path / "raw"
     src.mkdir()
@@ -240,7 +250,8 @@ def test_prepare_band_passes_by_default_and_none_keeps_the_raw_band(tmp_path: Pa
     beats = np.stack([np.sin(2 * np.pi * 8 * t)] * 12, 1)  # 8 Hz content of 1 mV stays
     wfdb.wrsamp("r0", fs=500, units=["mV"] * 12, sig_name=list(LEADS_12), p_signal=drift + beats,
                 fmt=["16"] * 12, write_dir=str(src))
-    assert default_bandpass(100) == (0.5, 40.0) and default_bandpass(50) == (0.5, 20.0)
+    assert auto_bandpass(100) == (0.5, 40.0) and auto_bandpass(50) == (0.5, 20.0)
+    assert PreprocessConfig(fs=50).bandpass == (0.5, 20.0) and PreprocessConfig(bandpass=None).bandpass is None
     for flag, band in (([], [0.5, 40.0]), (["--bandpass", "none"], None), (["--bandpass", "1,30"], [1.0, 30.0])):
         out = tmp_path / f"s{len(flag)}{band}"
         assert main(["prepare", "--source", "folder", "--src", str(src), "--out", str(out), "--quiet", *flag]) == 0

@@ -12,11 +12,10 @@ are resampled, filtered and normalised exactly as the training data were. Nothin
 
 from __future__ import annotations
 
-import itertools
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
@@ -27,16 +26,25 @@ from ecgmae.data.corpus import Gathered, gather, iter_source
 from ecgmae.data.prepared import Prepared, prepare_signal, split_inputs
 from ecgmae.data.record import lead_positions
 from ecgmae.data.signal import PreprocessConfig
-from ecgmae.data.windows import cut_window, window_starts
 from ecgmae.errors import CheckpointError, DataError
-from ecgmae.eval.pooling import pool_windows
 from ecgmae.guards import check_device
 from ecgmae.header import RunHeader
-from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig
+from ecgmae.inference import Forward, infer_records, input_rows, tokenization, window_batches
+from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, XResNet1d
 from ecgmae.reconstruction import Reconstruction, reconstruct_windows
 from ecgmae.utils import log
 
 __all__ = ["Gathered", "Model", "Reconstruction", "load", "pick_device"]
+
+
+class _Scorer(Protocol):
+    """What the API calls on a classifier (transformer or reference CNN) or an encoder module."""
+
+    def forward_features(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor: ...
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor: ...
+
+    def predict_proba(self, x: torch.Tensor, lead_idx: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu") -> Model:
@@ -80,7 +88,7 @@ def _preprocessing(file: Path, header: RunHeader) -> tuple[PreprocessConfig, int
     else:
         log.warning("%s: no stored preprocessing; inputs are only resampled to %g Hz", file, d.fs)
         try:
-            cfg = PreprocessConfig(fs=d.fs, leads=d.leads)  # type: ignore[arg-type]
+            cfg = PreprocessConfig(fs=d.fs, leads=d.leads, bandpass=None)  # type: ignore[arg-type]
         except ConfigError as e:
             raise CheckpointError(f"{file}: data: {e}") from None
     if abs(cfg.fs - float(d.fs)) > 1e-6 or tuple(cfg.leads) != d.leads:  # type: ignore[arg-type]
@@ -150,7 +158,7 @@ class Model:
     def embed_dim(self) -> int:
         """Length of an embedding."""
         if self.header.model.encoder is None:  # a reference CNN
-            return int(self._net.num_features)
+            return int(cast(XResNet1d, self._net).num_features)
         return self.encoder.pooled_dim()
 
     @property
@@ -176,7 +184,8 @@ class Model:
               *, batch_size: int = 64) -> np.ndarray:
         """Pooled encoder features: ``(D,)`` for one record, ``(B, D)`` float32 for a batch or list.
 
-        Each window's patch tokens are pooled as in training (mean or cls), then windows are averaged.
+        Each window's tokens are pooled as the encoder's ``pool`` says (``mean``, ``cls``, ``meanstd`` or
+        ``stats``: :attr:`embed_dim` features), then the windows of a record are averaged.
         """
         preps, single = self.prepare(signal, fs, leads)
         z = self.embed_prepared(preps, batch_size=batch_size)
@@ -210,21 +219,21 @@ class Model:
 
     def embed_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
         """``(len(items), D)`` float32 embeddings of records already in the model's input space."""
-        net = self._net if self.kind == "classifier" else self.encoder
+        net = cast(_Scorer, self._net if self.kind == "classifier" else self.encoder)
 
-        def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
+        def fn(x: torch.Tensor, li: torch.Tensor | None) -> torch.Tensor:
             return net.forward_head(net.forward_features(x, lead_idx=li), pre_logits=True)
 
         return self._per_record(items, fn, "mean", batch_size).astype(np.float32)
 
     def predict_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
         """``(len(items), K)`` float64 probabilities of records already in the model's input space."""
-        net = self._net
+        net = cast(_Scorer, self._net)
         if self.kind != "classifier":
             raise CheckpointError(f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
                                   "(ecgmae finetune); use embed() for features")
 
-        def fn(x: torch.Tensor, li: torch.Tensor) -> torch.Tensor:
+        def fn(x: torch.Tensor, li: torch.Tensor | None) -> torch.Tensor:
             return net.predict_proba(x, lead_idx=li)
 
         return self._per_record(items, fn, self.aggregate, batch_size)
@@ -303,16 +312,10 @@ class Model:
 
     def _tokens(self) -> str:
         """The encoder's tokenisation; ``"cnn"`` for a reference CNN (absent leads are zero rows)."""
-        return "cnn" if self.header.model.encoder is None else self.encoder_config.tokenization
-
-    def _rows(self, p: Prepared) -> np.ndarray:
-        if self._tokens() == "lead":
-            return np.flatnonzero(p.present)  # any subset: only the leads the record has become tokens
-        return np.arange(len(self.leads))  # every token holds all leads: absent ones stay zero
+        return tokenization(self._net)
 
     @torch.inference_mode()
-    def _per_record(self, items: Sequence[Prepared], fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    how: str, batch_size: int) -> np.ndarray:
+    def _per_record(self, items: Sequence[Prepared], fn: Forward, how: str, batch_size: int) -> np.ndarray:
         """Apply ``fn`` to every window of every record and pool the window outputs per record."""
         if not items:
             raise DataError("no records given")
@@ -320,29 +323,13 @@ class Model:
             raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
         self._warn_absent(items)
         self._warn_short(items)
-        positions = np.asarray(self._positions)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, p in enumerate(items):  # one lead set per batch (lead_idx is shared by a batch)
-            groups.setdefault(tuple(self._rows(p).tolist()), []).append(i)
-        pooled: list[np.ndarray | None] = [None] * len(items)
-        for rows, members in groups.items():
-            li = torch.as_tensor(positions[list(rows)], dtype=torch.long, device=self.device)
-            ids: list[int] = []
-            outs: list[np.ndarray] = []
-            windows = ((i, w) for i in members for w in self._windows(items[i], list(rows)))
-            while chunk := list(itertools.islice(windows, batch_size)):
-                xb = torch.from_numpy(np.stack([w for _, w in chunk])).to(self.device)
-                ids += [i for i, _ in chunk]
-                outs.append(fn(xb, li).float().cpu().numpy())
-            for i, row in zip(*pool_windows(np.asarray(ids), np.concatenate(outs), how), strict=True):
-                pooled[i] = row
-        return np.stack(pooled)  # type: ignore[arg-type]
-
-    def _windows(self, p: Prepared, rows: list[int]) -> Iterator[np.ndarray]:
-        """Windows ``(len(rows), window)`` of one record, zero-padded past its end."""
-        x = p.x[rows]
-        for s in window_starts(p.valid, self.window, self.stride):
-            yield cut_window(x, s, self.window)
+        tokens = self._tokens()
+        # one lead set per batch: a lead-tokenised model is given only the leads a record has
+        batches = window_batches(items, self.window, self.stride, int(batch_size),
+                                 group=lambda p: tuple(input_rows(p.present, tokens).tolist()))
+        li = torch.as_tensor(self._positions, dtype=torch.long, device=self.device)
+        _, pooled = infer_records(fn, batches, lead_idx=li, tokens=tokens, how=how, device=self.device)
+        return pooled
 
     def _warn_short(self, items: Sequence[Prepared]) -> None:
         """Records with less than a second of signal: their windows are almost all zero padding."""

@@ -24,7 +24,7 @@ import numpy as np
 from ecgmae.config import ConfigError, to_dict
 from ecgmae.engine.config import METHODS, FinetuneConfig, OptimConfig, PretrainConfig, TrainerConfig
 from ecgmae.jobs import claim_out, epochs_for, stage_cost
-from ecgmae.utils import Stages, job_log, log, write_json_atomic, write_text_atomic
+from ecgmae.utils import Stages, log, write_json_atomic, write_text_atomic
 
 PROTOCOLS = ("linprobe", "finetune")
 FEATURES = "features"  # the hand-made feature baseline (no pre-training), reported as a linprobe row
@@ -109,6 +109,8 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
     # runs are keyed by method, fraction and seed, so a re-run may add any of those; the rest must match
     claim_out(out, {k: v for k, v in settings.items() if k not in EXTENDABLE}, "benchmark_config.json",
               names=_NAMES, overwrite=overwrite)
+    from ecgmae.engine.joblog import job_log  # Lightning: imported when a job runs
+
     with job_log(out / "log.txt"), Stages(_stage_weights(data, out, cfg)) as stages:
         log.debug("benchmark settings: %s", json.dumps(settings))
         result = _run_all(data, out, cfg, settings, stages, quiet)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,19 +71,22 @@ def checkpoint_files(path: str | Path) -> list[Path]:
     return [path / name for name in RUN_FILES] if path.is_dir() else [path]
 
 
-def read_header(path: str | Path) -> RunHeader:
-    """The run header of a checkpoint, validated and migrated to the current format, without loading tensors."""
+def _open(path: Path) -> Any:
+    """``safetensors.safe_open`` on a resolved weight file; anything but safetensors is a CheckpointError."""
     from safetensors import safe_open
 
-    path = resolve(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            stored = f.metadata() or {}
+        return safe_open(str(path), framework="pt")
     except Exception as exc:  # safetensors raises its own error types for non-safetensors files
         raise CheckpointError(
             f"{path}: not a safetensors checkpoint ({type(exc).__name__}: {exc}); ecgmae never unpickles "
             "weight files"
         ) from None
+
+
+def _header(path: Path, f: Any) -> RunHeader:
+    """The validated, migrated run header of an open safetensors file."""
+    stored = f.metadata() or {}
     if "ecgmae" not in stored:
         raise CheckpointError(f"{path}: safetensors file without an ecgmae header (not written by ecgmae)")
     try:
@@ -90,6 +94,26 @@ def read_header(path: str | Path) -> RunHeader:
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: corrupt ecgmae header ({exc})") from None
     return RunHeader.from_dict(meta, where=str(path))
+
+
+def read_header(path: str | Path) -> RunHeader:
+    """The run header of a checkpoint, validated and migrated to the current format, without loading tensors."""
+    file = resolve(path)
+    with _open(file) as f:
+        return _header(file, f)
+
+
+def _load(file: Path, kind: str | None) -> tuple[dict[str, torch.Tensor], RunHeader]:
+    """Header, checks and tensors of a resolved weight file, opened once."""
+    from ecgmae.guards import check_checkpoint
+
+    with _open(file) as f:
+        header = _header(file, f)
+        if kind is not None and header.kind != kind:
+            raise CheckpointError(f"{file}: holds {header.kind} weights, expected {kind}")
+        shapes = {k: tuple(int(n) for n in f.get_slice(k).get_shape()) for k in f.keys()}
+        check_checkpoint(file, header, shapes)
+        return {k: f.get_tensor(k) for k in f.keys()}, header
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], RunHeader]:
@@ -102,16 +126,7 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> tuple[dict[str
         CheckpointError: missing file, not safetensors, newer format, the wrong ``kind``, or a header
             whose model or data section does not fit the tensors.
     """
-    from safetensors.torch import load_file
-
-    from ecgmae.guards import check_checkpoint
-
-    path = resolve(path, kind)
-    header = read_header(path)
-    if kind is not None and header.kind != kind:
-        raise CheckpointError(f"{path}: holds {header.kind} weights, expected {kind}")
-    check_checkpoint(path, header)
-    return load_file(str(path)), header
+    return _load(resolve(path, kind), kind)
 
 
 def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Module, RunHeader, Path]:
@@ -125,8 +140,8 @@ def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Modu
     """
     from ecgmae.models import build_model
 
-    file = resolve(path, kind)
-    state, header = load_checkpoint(file, kind)
+    file = resolve(path, kind)  # resolved and opened once
+    state, header = _load(file, kind)
     net = build_model(header.model)
     try:
         net.load_state_dict(state, strict=True)

@@ -42,15 +42,17 @@ def tensor_shapes(path: str | Path) -> Shapes:
         return {k: tuple(int(n) for n in f.get_slice(k).get_shape()) for k in f.keys()}
 
 
-def check_checkpoint(path: Path, header: RunHeader) -> None:
+def check_checkpoint(path: Path, header: RunHeader, shapes: Shapes | None = None) -> None:
     """Refuse a checkpoint whose header does not describe its tensors, before any module is built.
+
+    ``shapes``: the file's tensor shapes when the caller has it open already (default: read from ``path``).
 
     Raises:
         CheckpointError: naming the file and the header field that disagrees with the tensors.
     """
     from ecgmae.models import build_model
 
-    shapes = tensor_shapes(path)
+    shapes = tensor_shapes(path) if shapes is None else shapes
     _check_sizes(path, header.model, shapes)
     with torch.device("meta"):  # parameters and buffers get shapes but no memory
         try:

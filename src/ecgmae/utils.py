@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic writes, seeding, logging. No heavy imports at module level."""
+"""Small shared helpers: atomic writes, table cells, logging, progress. No heavy imports; no Lightning (run logs
+and seeding live in :mod:`ecgmae.engine.joblog`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import errno
 import json
 import logging
 import os
-import random
 import re
 import secrets
 import shutil
@@ -139,37 +139,19 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (if importable) so the same command gives the same numbers."""
-    random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)  # noqa: NPY002 - third-party code may use the legacy global RNG
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
-
-
 # How training shows progress: Lightning's own bars (``--verbose``) or one ecgmae bar per run; and whether
 # a multi-step job (demo, benchmark) is running, whose stage lines replace the finished runs' bars.
 _PROGRESS: dict[str, bool] = {"lightning_bars": False, "in_stages": False}
-LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler):
     """A stream handler that writes to ``sys.stderr`` as it is when a record is emitted, so a handler set up
     by one command keeps working after stderr is replaced (a notebook, a test's captured stream)."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -198,89 +180,6 @@ def lightning_bars() -> bool:
 def in_stages() -> bool:
     """True inside :class:`Stages` (a demo or benchmark): a run's bar is cleared when the run ends."""
     return _PROGRESS["in_stages"]
-
-
-class _Console(logging.Filter):
-    """On the terminal during a multi-step job: Lightning's info lines and its warnings go to the log
-    file only (they repeat once per run); ecgmae's own messages and other warnings stay."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith("lightning"):
-            return record.levelno >= logging.WARNING and "Tip:" not in str(record.msg)
-        if record.name == "py.warnings":
-            return "lightning" not in record.getMessage()
-        return True
-
-
-class _Once(logging.Filter):
-    """A record reaching the file through several loggers (propagation) is written once."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last: logging.LogRecord | None = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record is self.last:
-            return False
-        self.last = record
-        return True
-
-
-@contextlib.contextmanager
-def job_log(path: str | Path) -> Iterator[Path]:
-    """Append everything logged (ecgmae at DEBUG, Lightning's info lines, Python warnings) to ``path``
-    while the block runs; unless ``--verbose``, Lightning's info lines and warnings leave the terminal
-    for the file (ecgmae's own messages and other warnings stay)."""
-    try:  # Lightning adds its terminal handler when imported: import it now, so that the filter finds it
-        import lightning.pytorch  # noqa: F401
-    except ImportError:  # pragma: no cover - lightning is a dependency
-        pass
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.addFilter(_Once())
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    loggers = [logging.getLogger(n) for n in ("ecgmae", *LIGHTNING_LOGGERS, "py.warnings")]
-    saved_levels = [lg.level for lg in loggers]
-    console = _Console()
-    filtered: list[logging.Handler] = []
-    leveled: list[logging.Handler] = []
-    for lg in loggers:
-        for h in lg.handlers:
-            if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler):
-                continue
-            if not lightning_bars():
-                h.addFilter(console)
-                filtered.append(h)
-            if lg.name == "ecgmae" and h.level == logging.NOTSET:  # the terminal keeps its level
-                h.setLevel(lg.getEffectiveLevel())
-                leveled.append(h)
-        lg.addHandler(handler)
-    if len(loggers[0].handlers) > 1:  # the file gets ecgmae's debug lines (not a library caller's root logger)
-        loggers[0].setLevel(logging.DEBUG)
-    warn_log = loggers[-1]
-    extra: logging.Handler | None = None
-    if warn_log.handlers == [handler] and not logging.getLogger().handlers:
-        extra = StderrHandler()  # warnings still reach the terminal, as before
-        if not lightning_bars():
-            extra.addFilter(console)
-        warn_log.addHandler(extra)
-    logging.captureWarnings(True)
-    try:
-        yield path
-    finally:
-        logging.captureWarnings(False)
-        for lg, level in zip(loggers, saved_levels, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
-        for h in filtered:
-            h.removeFilter(console)
-        for h in leveled:
-            h.setLevel(logging.NOTSET)
-        if extra is not None:
-            warn_log.removeHandler(extra)
-        handler.close()
 
 
 class Stages:

@@ -13,18 +13,21 @@ from ecgmae.config import ConfigError, from_dict, load_yaml, to_dict
 LOOP_FLAGS = ("epochs", "max_steps", "batch_size", "seed", "optim.lr", "window_seconds")
 
 
-def add_loop_args(parser: argparse.ArgumentParser, *, max_steps_help: str, seed_help: str) -> None:
-    """Flags every training command shares: run length, batch, learning rate, seed, resume/overwrite."""
-    p = parser
-    p.add_argument("--epochs", type=positive_int, help="passes over the training records (default 10)")
+def add_loop_args(parser: argparse.ArgumentParser, defaults: Any, *, max_steps_help: str, seed_help: str) -> None:
+    """Flags every training command shares: run length, batch, learning rate, seed, resume/overwrite.
+
+    ``defaults`` is the command's config with its defaults (``PretrainConfig()``...): help shows its values.
+    """
+    p, d = parser, defaults
+    p.add_argument("--epochs", type=positive_int, help=f"passes over the training records (default {d.epochs})")
     p.add_argument("--max-steps", dest="max_steps", type=nonneg_int,
                    help=max_steps_help + " (>= 0; leave it out to train for --epochs)")
-    p.add_argument("--batch-size", dest="batch_size", type=positive_int, help="per device (default 64)")
+    p.add_argument("--batch-size", dest="batch_size", type=positive_int, help=f"per device (default {d.batch_size})")
     p.add_argument("--lr", dest="optim.lr", metavar="LR", type=positive_float,
-                   help="peak learning rate (default 3e-3 for pretrain, 1e-3 for finetune)")
+                   help=f"peak learning rate (default {d.optim.lr:g})")
     p.add_argument("--window-seconds", dest="window_seconds", type=positive_float,
                    help="crop length (default: store's)")
-    p.add_argument("--seed", type=int, help=seed_help)
+    p.add_argument("--seed", type=int, help=f"{seed_help} (default {d.seed})")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing finished run")
 
@@ -68,7 +71,7 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def resolve(cls: type, args: argparse.Namespace, flag_keys: tuple[str, ...]) -> Any:
+def build_config(cls: type, args: argparse.Namespace, flag_keys: tuple[str, ...]) -> Any:
     """Build ``cls`` from ``--config``, then the given flags (dest names are config keys), then ``--set``."""
     import yaml
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ecgmae.cli._common import add_command
-from ecgmae.cli._config import add_config_args, print_config, resolve
+from ecgmae.cli._config import add_config_args, build_config, print_config
 
 FLAGS = ("methods", "fractions", "seeds", "model", "scratch_model", "pretrain_epochs", "finetune_epochs",
          "max_steps", "batch_size", "n_boot", "classes")
@@ -56,7 +56,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ecgmae.benchmark import BenchmarkConfig
 
-    cfg = resolve(BenchmarkConfig, args, FLAGS)
+    cfg = build_config(BenchmarkConfig, args, FLAGS)
     if args.print_config:
         print_config(cfg)
         return 0

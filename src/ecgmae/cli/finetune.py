@@ -6,12 +6,15 @@ import argparse
 from typing import Any
 
 from ecgmae.cli._common import add_command
-from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, print_config, resolve
+from ecgmae.cli._config import LOOP_FLAGS, add_config_args, add_loop_args, build_config, print_config
 
 FLAGS = ("mode", "model", "label_fraction", "optim.layer_decay", "aggregate", "classes", "leakage", *LOOP_FLAGS)
 
 
 def add_parser(sub: Any) -> None:
+    from ecgmae.engine.config import MODES, FinetuneConfig
+
+    d = FinetuneConfig()  # help shows the config's defaults
     p = add_command(
         sub, "finetune", run=run,
         help="train a classifier: fine-tune / linear-probe a pre-trained encoder, or from scratch",
@@ -23,28 +26,28 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--data", required=True, help="prepared store directory (with labels)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--mode", choices=("finetune", "linprobe", "scratch"), help="default finetune")
+    p.add_argument("--mode", choices=MODES, help=f"default {d.mode}")
     p.add_argument("--encoder", help="pre-training run directory or encoder.safetensors (not for scratch)")
-    p.add_argument("--model", help="registered model for --mode scratch (default ecgmae_small)")
+    p.add_argument("--model", help=f"registered model for --mode scratch (default {d.model})")
     p.add_argument("--classes", type=lambda s: [c for c in s.split(",") if c],
                    help="comma-separated subset of the store's labels (default: all)")
     p.add_argument("--label-fraction", dest="label_fraction", type=float,
-                   help="fraction of training records used, e.g. 0.01 (default 1)")
+                   help=f"fraction of training records used, e.g. 0.01 (default {d.label_fraction:g})")
     p.add_argument("--layer-decay", dest="optim.layer_decay", metavar="F", type=float,
-                   help="layer-wise LR decay (0.75)")
-    p.add_argument("--aggregate", choices=("mean", "max"), help="window -> record score (default mean)")
+                   help=f"layer-wise LR decay (default {d.optim.layer_decay:g})")
+    p.add_argument("--aggregate", choices=("mean", "max"), help=f"window -> record score (default {d.aggregate})")
     p.add_argument("--leakage", choices=("warn", "refuse"),
                    help="test-split patients among the encoder's pre-training records: warn (default, and "
                         "recorded in metrics.json) or refuse to train")
-    add_loop_args(p, max_steps_help="optimiser steps instead of epochs",
-                  seed_help="seed for the label subset, order, crops and head (default 0)")
+    add_loop_args(p, d, max_steps_help="optimiser steps instead of epochs",
+                  seed_help="seed for the label subset, order, crops and head")
     add_config_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ecgmae.engine.config import FinetuneConfig
 
-    cfg = resolve(FinetuneConfig, args, FLAGS)
+    cfg = build_config(FinetuneConfig, args, FLAGS)
     if args.print_config:
         print_config(cfg)
         return 0

@@ -38,7 +38,7 @@ def _split(text: str) -> tuple[float, ...]:
     values = _floats(3)(text)
     if not valid_fractions(values):
         raise argparse.ArgumentTypeError(f"need three finite fractions >= 0 summing to 1, got {text!r}")
-    return values  # type: ignore[no-any-return]
+    return values
 
 
 def _rate(text: str) -> float:
@@ -55,16 +55,14 @@ def _bandpass(text: str) -> tuple[float, float] | str | None:
     """``LO,HI`` in Hz, ``auto`` or ``none``."""
     if text.strip().lower() in ("auto", "none"):
         return None if text.strip().lower() == "none" else "auto"
-    return _floats(2)(text)  # type: ignore[no-any-return]
-
-
-def default_bandpass(fs: float) -> tuple[float, float]:
-    """``prepare``'s default band-pass: 0.5-40 Hz (baseline wander, EMG and mains out; P, QRS, T kept),
-    the upper edge lowered to 0.4 x ``fs`` where 40 Hz is not below the Nyquist rate."""
-    return (0.5, min(40.0, round(0.4 * fs, 3)))
+    return _floats(2)(text)
 
 
 def add_parser(sub: Any) -> None:
+    from ecgmae.data.signal import BASELINES, DTYPES, NORMALISATIONS, PreprocessConfig, auto_bandpass
+
+    d = PreprocessConfig()  # every default below is the config's, so Python and the CLI build the same store
+    lo, hi = auto_bandpass(d.fs)
     p = add_command(
         sub, "prepare", run=run,
         help="read a raw ECG corpus into a store (resampled, memory-mapped, with labels and splits)",
@@ -93,9 +91,10 @@ def add_parser(sub: Any) -> None:
                         "only with --overwrite")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a store prepared from other inputs or options (refused otherwise)")
-    p.add_argument("--fs", type=_rate, default=100.0, help="target sampling rate in Hz (default 100)")
-    p.add_argument("--seconds", type=_seconds, default=10.0,
-                   help="shorter records are zero-padded to this length; longer ones are kept whole (default 10)")
+    p.add_argument("--fs", type=_rate, default=d.fs, help=f"target sampling rate in Hz (default {d.fs:g})")
+    p.add_argument("--seconds", type=_seconds, default=d.seconds,
+                   help=f"shorter records are zero-padded to this length; longer ones are kept whole "
+                        f"(default {d.seconds:g})")
     p.add_argument("--leads", default="12",
                    help="12 | 8 (I,II,V1-V6) | 6 (limb) | a list such as I,II,V1 (default 12)")
     p.add_argument("--labels", type=Path, help="labels CSV: record,labels (;-separated) or one 0/1 column per class")
@@ -105,14 +104,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
                    help="skip bad records and list them in STORE/skipped.csv (default), or stop at the first")
     p.add_argument("--bandpass", type=_bandpass, default="auto", metavar="LO,HI|auto|none",
-                   help="zero-phase band-pass in Hz (default auto: 0.5,40, the upper edge at most 0.4 x --fs); "
-                        "none keeps the raw band. Amplitudes stay in mV unless --normalise")
-    p.add_argument("--baseline", choices=("none", "highpass", "median"), default="none",
-                   help="baseline-wander removal (default none)")
-    p.add_argument("--normalise", choices=("none", "record", "robust"), default="none",
-                   help="per-lead normalisation over each record (default none: keep mV)")
-    p.add_argument("--dtype", choices=("float16", "int16", "float32"), default="float16",
-                   help="storage type of the signals (default float16)")
+                   help=f"zero-phase band-pass in Hz (default auto: {lo:g},{hi:g}, the upper edge at most 0.4 x "
+                        "--fs); none keeps the raw band (for models trained on unfiltered stores, such as the "
+                        "demo's). Amplitudes stay in mV unless --normalise")
+    p.add_argument("--baseline", choices=BASELINES, default=d.baseline,
+                   help=f"extra baseline-wander removal, for stores prepared with --bandpass none (default "
+                        f"{d.baseline}; the default band-pass already removes the wander)")
+    p.add_argument("--normalise", choices=NORMALISATIONS, default=d.normalise,
+                   help=f"per-lead normalisation over each record (default {d.normalise}: keep mV)")
+    p.add_argument("--dtype", choices=DTYPES, default=d.dtype,
+                   help=f"storage type of the signals (default {d.dtype})")
     p.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
                    help="patient-aware random split when the source has none (default 0.8,0.1,0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of that split (default 0)")
@@ -130,9 +131,8 @@ def run(args: argparse.Namespace) -> int:
     from ecgmae.errors import Interrupted
 
     leads = tuple(_LEAD_SETS.get(args.leads.strip(), args.leads).split(","))
-    band = default_bandpass(args.fs) if args.bandpass == "auto" else args.bandpass
     try:
-        cfg = PreprocessConfig(fs=args.fs, seconds=args.seconds, leads=leads, bandpass=band,
+        cfg = PreprocessConfig(fs=args.fs, seconds=args.seconds, leads=leads, bandpass=args.bandpass,
                                baseline=args.baseline, normalise=args.normalise, dtype=args.dtype)
     except ConfigError as exc:  # every preprocess.<key> is the flag --<key>
         raise ConfigError(str(exc).replace("preprocess.", "--", 1)) from None

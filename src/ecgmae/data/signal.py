@@ -68,6 +68,12 @@ def check_fs(fs: Any, target_fs: float, name: str, whose: str = "the model's", h
     return float(fs)
 
 
+def auto_bandpass(fs: float) -> tuple[float, float]:
+    """The default band-pass: 0.5-40 Hz (baseline wander, EMG and mains out; P, QRS, T kept), the upper
+    edge lowered to 0.4 x ``fs`` where 40 Hz is not below the Nyquist rate."""
+    return (0.5, min(40.0, round(0.4 * fs, 3)))
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How raw records become model input; stored in ``meta.json`` and in checkpoints.
@@ -77,7 +83,9 @@ class PreprocessConfig:
         seconds: records shorter than this are zero-padded up to it (longer ones are kept whole).
         leads: output lead order (canonical names); leads a record lacks are masked, not invented.
         bandpass: ``(lo, hi)`` Hz for a zero-phase Butterworth band-pass (``lo=0``: low-pass only),
-            or None.
+            ``"auto"`` (the default, :func:`auto_bandpass`: 0.5-40 Hz, the upper edge lowered at low
+            rates) or None (the raw band). ``"auto"`` is resolved on construction, so stores and
+            checkpoints hold the band used.
         baseline: ``none``, ``highpass`` (0.5 Hz zero-phase high-pass) or ``median`` (200 ms + 600 ms
             median filters, de Chazal et al. 2004).
         normalise: ``none`` (keep mV), ``record`` (per-lead z-score over the record) or ``robust``
@@ -89,7 +97,7 @@ class PreprocessConfig:
     fs: float = 100.0
     seconds: float = 10.0
     leads: tuple[str, ...] = LEADS_12
-    bandpass: tuple[float, float] | None = None
+    bandpass: tuple[float, float] | str | None = "auto"
     baseline: str = "none"
     normalise: str = "none"
     dtype: str = "float16"
@@ -112,6 +120,11 @@ class PreprocessConfig:
         if self.n_samples * len(leads) > MAX_RECORD_VALUES:
             raise ConfigError(f"preprocess.seconds: {self.seconds:g} s x {len(leads)} leads at {self.fs:g} Hz is more "
                               f"than {MAX_RECORD_VALUES} values per record")
+        if isinstance(self.bandpass, str):
+            if self.bandpass.strip().lower() not in ("auto", "none"):
+                raise ConfigError(f"preprocess.bandpass: expected (lo, hi), 'auto' or None, got {self.bandpass!r}")
+            auto = self.bandpass.strip().lower() == "auto"
+            object.__setattr__(self, "bandpass", auto_bandpass(self.fs) if auto else None)
         if self.bandpass is not None:
             if len(self.bandpass) != 2:
                 raise ConfigError(f"preprocess.bandpass: expected (lo, hi), got {self.bandpass!r}")
@@ -316,7 +329,7 @@ def preprocess(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: Preproc
     rows = resample(rows, fs, cfg.fs)
     if cfg.baseline != "none":
         rows = remove_baseline(rows, cfg.fs, cfg.baseline)
-    if cfg.bandpass is not None:
+    if isinstance(cfg.bandpass, tuple):  # "auto" is resolved when the config is built
         rows = bandpass(rows, cfg.fs, *cfg.bandpass)
     if cfg.normalise != "none":
         rows = standardise(rows, cfg.normalise)

@@ -15,12 +15,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ecgmae.data.dataset import crop_start
-from ecgmae.data.splits import label_subset, select_classes
 from ecgmae.errors import DataError
 
-# label_subset and select_classes live in ecgmae.data.splits (array-only); the engine's callers import them here.
-__all__ = ["EpochKeyed", "EpochSampler", "PairSpanDataset", "label_subset", "make_loader",
-           "select_classes"]
+__all__ = ["EpochKeyed", "EpochSampler", "PairSpanDataset", "make_loader"]
 
 
 class EpochSampler(Sampler):

@@ -19,11 +19,16 @@ from ecgmae.engine.config import AugmentConfig, OptimConfig
 from ecgmae.engine.optim import build_optimizer
 from ecgmae.eval.metrics import macro_auroc
 from ecgmae.eval.pooling import aggregate_records
+from ecgmae.inference import forward_windows, tokenization
 from ecgmae.models.contrastive import cmsc_loss, nt_xent
 
 
 class _Base(L.LightningModule):
     """Shared optimiser, schedule, per-step seeding and non-finite loss check."""
+
+    # an ECGMAE, ContrastiveModel or ECGClassifier (or a reference CNN): each brings its own param_groups
+    model: Any
+    lead_idx: torch.Tensor | None  # a non-persistent buffer
 
     def __init__(
         self, model: nn.Module, optim: OptimConfig, total_steps: int, seed: int, lead_idx: list[int] | None = None
@@ -163,6 +168,9 @@ class ClassifierModule(_Base):
             "scratch".
         class_idx: store label columns used as targets.
         aggregate: "mean" or "max" of window probabilities per record at validation.
+        use_present: withhold absent leads (the batches' ``present``) from a lead-tokenised model, in
+            training and validation, as inference does (:mod:`ecgmae.inference`). Off when every record
+            has every lead, which gives the same logits without a per-step host sync.
     """
 
     def __init__(
@@ -176,11 +184,14 @@ class ClassifierModule(_Base):
         class_idx: list[int],
         aggregate: str = "mean",
         lead_idx: list[int] | None = None,
+        use_present: bool = True,
     ) -> None:
         super().__init__(model, optim, total_steps, seed, lead_idx)
         self.mode = mode
+        self.use_present = use_present
         self.register_buffer("class_idx", torch.tensor(class_idx, dtype=torch.long), persistent=False)
         self.aggregate = aggregate
+        self.tokens = tokenization(model)
         self._val: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         if mode == "linprobe":
             self.model.freeze_encoder()
@@ -195,15 +206,21 @@ class ClassifierModule(_Base):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         self._reseed()
-        logits = self.model(batch["x"], lead_idx=self.lead_idx)
+        logits = self._logits(batch)
         target = batch["y"][:, self.class_idx].to(logits.dtype)
         loss = F.binary_cross_entropy_with_logits(logits.float(), target.float())
         self._check_finite(loss, batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
+    def _logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Window logits of ``batch["x"]``, absent leads withheld as in inference."""
+        present = batch.get("present") if self.use_present else None
+        return forward_windows(lambda x, li: self.model(x, lead_idx=li), batch["x"], present, self.lead_idx,
+                               self.tokens)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.model(batch["x"], lead_idx=self.lead_idx).float()
+        logits = self._logits(batch).float()
         target = batch["y"][:, self.class_idx].float()
         self.log("val/loss", F.binary_cross_entropy_with_logits(logits, target), on_epoch=True, sync_dist=True)
         self._val.append((batch["record"].detach(), torch.sigmoid(logits).detach(), target.detach()))
@@ -225,11 +242,11 @@ class ClassifierModule(_Base):
 def _gather_padded(module: L.LightningModule, *tensors: torch.Tensor) -> list[torch.Tensor]:
     """all_gather tensors whose first dimension differs across ranks (padded, record id -1)."""
     n = torch.tensor([tensors[0].shape[0]], device=module.device)
-    sizes = module.all_gather(n).flatten()
+    sizes = torch.as_tensor(module.all_gather(n)).flatten()
     m = int(sizes.max())
     out = []
     for i, t in enumerate(tensors):
         pad = torch.full((m - t.shape[0], *t.shape[1:]), -1 if i == 0 else 0, dtype=t.dtype, device=t.device)
-        g = module.all_gather(torch.cat([t, pad]))  # (world, m, ...)
+        g = torch.as_tensor(module.all_gather(torch.cat([t, pad])))  # (world, m, ...)
         out.append(g.reshape(-1, *t.shape[1:]))
     return out

@@ -8,7 +8,7 @@ from torch import nn
 
 from ecgmae.data.dataset import WindowDataset
 from ecgmae.data.store import Store
-from ecgmae.eval.pooling import aggregate_records
+from ecgmae.inference import infer_records, tokenization
 from ecgmae.utils import progress
 
 
@@ -35,15 +35,12 @@ def predict_records(
     ds = WindowDataset(store, indices, window, stride)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     li = None if lead_idx is None else torch.tensor(lead_idx, dtype=torch.long)
-    recs, probs = [], []
-    for batch in progress(loader, quiet=quiet, desc="predict", unit="batch"):
-        recs.append(batch["record"].numpy())
-        probs.append(torch.sigmoid(model(batch["x"], lead_idx=li).float()).numpy())
-    rec = np.concatenate(recs)
-    prob = np.concatenate(probs)
+    batches = ((b["record"].numpy(), b["x"], b["present"])  # absent leads withheld as in the API
+               for b in progress(loader, quiet=quiet, desc="predict", unit="batch"))
+    _, p = infer_records(lambda x, li: torch.sigmoid(model(x, lead_idx=li).float()), batches, lead_idx=li,
+                           tokens=tokenization(model), how=aggregate)
     y_all = store.labels[np.asarray(indices)]
     if class_idx is not None:
         y_all = y_all[:, class_idx]
-    _, p = aggregate_records(rec, prob, y_all[rec], aggregate)
-    # aggregate_records orders by record position, which is 0..len(indices)-1 here
+    # pooled rows come out by record position, which is 0..len(indices)-1 here (every record has a window)
     return p, y_all

@@ -14,20 +14,21 @@ import math
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
 import torch
 
 from ecgmae.checkpoint import load_model, save_checkpoint
-from ecgmae.config import to_dict
+from ecgmae.config import ConfigError, to_dict
 from ecgmae.data.dataset import CropDataset, WindowDataset
 from ecgmae.data.record import lead_positions
-from ecgmae.data.splits import group_keys
+from ecgmae.data.splits import group_keys, label_subset, select_classes
 from ecgmae.data.store import Store
 from ecgmae.engine.config import FinetuneConfig, PretrainConfig
-from ecgmae.engine.data import PairSpanDataset, label_subset, make_loader, select_classes
+from ecgmae.engine.data import PairSpanDataset, make_loader
+from ecgmae.engine.joblog import seed_everything
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
 from ecgmae.engine.setup import build_classifier, data_info, model_config, window_for
@@ -36,10 +37,10 @@ from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
 from ecgmae.guards import check_resume
 from ecgmae.header import RunHeader, TrainInfo
-from ecgmae.models import MAEConfig, ModelSpec, build_model, pretraining_config
+from ecgmae.models import ECGEncoder, MAEConfig, ModelSpec, build_model
 from ecgmae.models.contrastive import ContrastiveModel
 from ecgmae.outputs import check_own_folder, first_process, locked, read_json
-from ecgmae.utils import log, seed_everything, write_json_atomic
+from ecgmae.utils import log, write_json_atomic
 
 
 class _Loaders(L.LightningDataModule):
@@ -167,13 +168,13 @@ def pretrain(
 
 
 def _pretrain(store: Store, out: Path, cfg: PretrainConfig, *, resume: bool, quiet: bool) -> Path:
-    pretraining_config(cfg.model)  # refuses a supervised CNN: it has no encoder to pre-train
-    mae_cfg = model_config(cfg.model, cfg.model_overrides, store)
-    assert isinstance(mae_cfg, MAEConfig)
+    mae_cfg = model_config(cfg.model, cfg.model_overrides, store)  # built once, adapted to the store
+    if not isinstance(mae_cfg, MAEConfig):  # a supervised CNN has no encoder to pre-train
+        raise ConfigError(f"model: {cfg.model} is a supervised CNN; pre-training needs an ecgmae_* encoder")
     spec = ModelSpec("encoder", cfg.model, mae_cfg)
     seed_everything(cfg.seed)
     contrastive = cfg.method != "mae"
-    model: torch.nn.Module = (ContrastiveModel(build_model(spec), cfg.proj_dim) if contrastive
+    model: torch.nn.Module = (ContrastiveModel(cast(ECGEncoder, build_model(spec)), cfg.proj_dim) if contrastive
                               else build_model(dataclasses.replace(spec, kind="mae")))
     seconds = cfg.window_seconds
     if seconds is None and contrastive:  # two views come from a span of two windows
@@ -211,7 +212,7 @@ def _pretrain(store: Store, out: Path, cfg: PretrainConfig, *, resume: bool, qui
         header = dataclasses.replace(header, train=dataclasses.replace(
             header.train, steps=int(trainer.global_step), final_loss=_last_metric(trainer, "train/loss_epoch")))
         _finish_logs(out)
-    save_checkpoint(out / "encoder.safetensors", model.encoder.state_dict(), header)
+    save_checkpoint(out / "encoder.safetensors", cast(torch.nn.Module, model.encoder).state_dict(), header)
     if not contrastive:
         mae_spec = dataclasses.replace(spec, kind="mae")
         save_checkpoint(out / "mae.safetensors", model.state_dict(), dataclasses.replace(header, model=mae_spec))
@@ -302,7 +303,8 @@ def _finetune(store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path 
     total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate, cfg.epochs,
                    cfg.max_steps)
     module = ClassifierModule(model, cfg.optim, total, cfg.seed, mode=cfg.mode, class_idx=class_idx,
-                              aggregate=cfg.aggregate, lead_idx=lead_positions(store.leads))
+                              aggregate=cfg.aggregate, lead_idx=lead_positions(store.leads),
+                              use_present=not store.all_present(np.concatenate([train_idx, val_idx])))
     loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
     fit(trainer, module, loaders, resume=resume)
     if not trainer.is_global_zero:

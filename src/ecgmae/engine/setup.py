@@ -5,7 +5,7 @@ shared with the test split), and the classifier around it."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from ecgmae.engine.config import FinetuneConfig
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.header import DataInfo, RunHeader
 from ecgmae.models import MAEConfig, ModelSpec, build_model, config_for_data
+from ecgmae.models.classifier import ECGClassifier
 from ecgmae.models.config import ModelConfig
 from ecgmae.utils import log
 
@@ -98,14 +99,14 @@ def build_classifier(
                          cfg.head_dropout if isinstance(config, MAEConfig) else 0.0)  # a CNN's head is in its config
     model = build_model(spec)
     if state is not None:
-        model.load_encoder(state)
+        cast(ECGClassifier, model).load_encoder(state)
     return model, spec, leakage
 
 
 def check_leakage(pre: RunHeader, store: Store, policy: str) -> dict[str, Any]:
     """Patients of the test split among the pre-training records of the encoder with header ``pre``: logged,
     refused or recorded."""
-    res = pretraining_leakage(pre.data.store, pre.train.config.get("splits"), store)
+    res: dict[str, Any] = pretraining_leakage(pre.data.store, pre.train.config.get("splits"), store)
     where = f"{pre.data.store}" + (f" (splits {','.join(res['pretrain_splits'])})" if res["pretrain_splits"] else "")
     if not res["checked"]:
         log.info("%s: the encoder's pre-training store %s is not there; test patients not checked for overlap",

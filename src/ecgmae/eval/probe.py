@@ -11,7 +11,7 @@ held-out labels, and nothing is fitted on held-out features.
 Only numpy and scikit-learn are used.
 
 Example:
-    >>> keep = select_classes(Y, names, min_count=7)
+    >>> keep = frequent_classes(Y, names, min_count=7)
     >>> res = cv_probe(X, Y[:, keep], names=[names[k] for k in keep], folds=5, repeats=5)
     >>> res["macro"], res["macro_std"], res["per_class"]
 """
@@ -31,12 +31,12 @@ from sklearn.preprocessing import StandardScaler
 
 from ecgmae.errors import DataError
 
-__all__ = ["cv_probe", "oof_scores", "select_classes"]
+__all__ = ["cv_probe", "frequent_classes", "oof_scores"]
 
 MAX_ITER = 2000
 
 
-def select_classes(Y: np.ndarray, names: Sequence[str], min_count: int) -> list[int]:
+def frequent_classes(Y: np.ndarray, names: Sequence[str], min_count: int) -> list[int]:
     """Columns of the 0/1 matrix ``Y`` with at least ``min_count`` positives and ``min_count`` negatives.
 
     ``names`` only has to match the columns (checked); the result is in column order.
@@ -131,7 +131,7 @@ def cv_probe(X: np.ndarray, Y: np.ndarray, *, names: Sequence[str] | None = None
         if min(pos[k], len(Y) - pos[k]) < folds:
             raise DataError(f"probe: class {name!r} has {pos[k]} positives and {len(Y) - pos[k]} negatives "
                             f"among {len(Y)} records; {folds}-fold CV needs at least {folds} of each "
-                            f"(drop the class, e.g. with select_classes, or use fewer folds)")
+                            f"(drop the class, e.g. with frequent_classes, or use fewer folds)")
     rep_seeds = np.random.SeedSequence(seed).generate_state(repeats)
     aurocs = np.zeros((repeats, len(names)))
     chosen: dict[str, list[list[float]]] = {n: [] for n in names}

@@ -38,9 +38,11 @@ class EncoderConfig:
         num_heads: attention heads.
         mlp_ratio: MLP hidden width / ``embed_dim``.
         qkv_bias: bias in the attention input projection.
-        pos_embed: ``"sincos"`` (fixed, any number of patches) or ``"learned"`` (``max_patches`` rows).
+        pos_embed: ``"sincos"`` (fixed, any number of patches) or ``"learned"`` (``max_patches`` rows; the
+            ViT/MAE ablation, for comparing with published learned-position models).
         max_patches: most time patches a learned position table holds.
-        pool: ``"mean"`` over patch tokens, the ``"cls"`` token, or ``"meanstd"``: the mean and the
+        pool: ``"mean"`` over patch tokens, the ``"cls"`` token (the ViT convention, to compare with
+            CLS-token encoders; fine-tuning then trains it), or ``"meanstd"``: the mean and the
             standard deviation of the patch tokens side by side (``2 * embed_dim`` features; the spread
             over time keeps beat-to-beat variation, e.g. irregular rhythms, that a mean averages away),
             or ``"stats"``: mean and standard deviation of the tokens and of their change from one time
@@ -119,7 +121,9 @@ class MAEConfig:
         mask_ratio: fraction of tokens removed, in [0, 1).
         mask_mode: ``"patch"`` masks tokens independently (lead-patches for lead tokenisation),
             ``"time"`` masks whole time patches across all leads, ``"lead"`` masks whole leads
-            (lead tokenisation only).
+            (lead tokenisation only). ``time`` and ``lead`` are the masking ablations of multi-lead MAE
+            papers (harder pretext tasks: a masked moment cannot be read off another lead, a masked lead
+            must be inferred from the others); set them with ``--set model_overrides.mask_mode=...``.
         norm_target: reconstruct each patch normalised to zero mean and unit variance.
         lead_drop: probability that a pre-training example shows the encoder only a random subset of its
             leads (1 to all but one, uniformly; the others zero, as absent leads are, and not scored), so

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # annotations only: importing this module loads neither
     import numpy as np
     import torch
 
-__all__ = ["BASE_LEADS", "FS", "LEADS", "SECONDS", "DeepfakeRecord", "check_fs", "generate", "generate_record",
+__all__ = ["BASE_LEADS", "FS", "LEADS", "SECONDS", "DeepfakeRecord", "gan_resampling", "generate", "generate_record",
            "load_generator", "package_version", "twelve_leads", "weights_path", "write_wfdb_folder"]
 
 PACKAGE = "deepfakeecg"  # import name
@@ -173,7 +173,7 @@ def twelve_leads(base: np.ndarray) -> np.ndarray:
     return np.concatenate([np.stack(limb, axis=-2), x[..., 2:, :]], axis=-2)
 
 
-def check_fs(fs: float) -> tuple[int, int]:
+def gan_resampling(fs: float) -> tuple[int, int]:
     """(up, down) that take 500 Hz to ``fs`` with ``scipy.signal.resample_poly``.
 
     Raises:
@@ -192,7 +192,7 @@ def _check(n: int, seed: int, start: int, batch_size: int, fs: float) -> tuple[i
     if n < 1 or seed < 0 or start < 0 or batch_size < 1:
         raise ConfigError(f"synth --engine deepfake: need n >= 1 ({n}), seed >= 0 ({seed}), start >= 0 "
                           f"({start}) and batch size >= 1 ({batch_size})")
-    return check_fs(fs)
+    return gan_resampling(fs)
 
 
 def _block(model: Any, seed: int, block: int, batch_size: int, up: int, down: int) -> Any:
