@@ -172,3 +172,38 @@ def test_a_checkpoint_write_that_fails_leaves_the_old_one_and_no_temp_file(tmp_p
         io.save_checkpoint({"step": 2}, tmp_path / "last.ckpt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
     assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 1}
+
+
+@pytest.mark.parametrize(("accelerator", "asked", "expected"), [("cpu", None, True), ("cpu", False, False),
+                                                                ("cpu", True, True)])
+def test_cpu_runs_use_deterministic_algorithms_unless_told_not_to(tmp_path, accelerator, asked, expected):
+    from ecgmae.engine.config import TrainerConfig
+    from ecgmae.engine.trainer import build_trainer, deterministic
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        cfg = TrainerConfig(accelerator=accelerator, devices="1", deterministic=asked)
+        build_trainer(cfg, tmp_path, max_epochs=1, max_steps=1, quiet=True)
+        assert deterministic(cfg) is expected and torch.are_deterministic_algorithms_enabled() is expected
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def test_the_gradient_of_an_indexed_embedding_repeats_with_deterministic_algorithms(one_thread):
+    """What made 2-thread runs differ: ``pos[keep]`` (positions of the visible tokens, repeated across the
+    batch) accumulates its gradient with atomic adds from several threads unless torch is deterministic."""
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(0)
+    keep = torch.randint(0, 120, (56, 60), generator=g)  # (B, n_keep) indices into 120 token positions
+    upstream = torch.randn(56, 60, 64, generator=g)  # without deterministic algorithms: 29 of 29 repeats differed
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        grads = []
+        for _ in range(30):
+            pos = torch.zeros(120, 64, requires_grad=True)
+            (pos[keep] * upstream).sum().backward()
+            grads.append(pos.grad)
+        assert all(torch.equal(grads[0], x) for x in grads[1:])
+    finally:
+        torch.use_deterministic_algorithms(before)

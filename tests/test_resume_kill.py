@@ -1,13 +1,17 @@
-"""``kill -9`` at a random point, then ``--resume``: the same weights and losses as an uninterrupted run.
+"""``kill -9``, SIGTERM or Ctrl-C at a random point, then ``--resume``: the same weights and losses as an
+uninterrupted run, at a fixed thread count and precision (1 thread in fp32; 2 threads and the default
+precision, as shipped).
 
 Each run is the real CLI in a subprocess. The first runs to the end undisturbed and measures how long
-training goes on after ``last.ckpt`` first appears; the second is SIGKILLed at a seeded random moment of
-that span (mid-epoch or between epochs, with or without a newer checkpoint) and then resumed.
+training goes on after ``last.ckpt`` first appears; the second is stopped at a seeded random moment
+(after a random step's checkpoint, then up to two steps' time: mid-epoch or between epochs, with or
+without a newer checkpoint) and then resumed.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import signal
@@ -37,9 +41,9 @@ def _cmd(store: Path, out: Path, check_every: int, *extra: str) -> list[str]:
             *extra]
 
 
-def _start(cmd: list[str], log: Path) -> subprocess.Popen:
+def _start(cmd: list[str], log: Path, env: dict[str, str] = ENV) -> subprocess.Popen:
     with open(log, "wb") as err:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
@@ -53,6 +57,26 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> float
         assert time.monotonic() < end, f"no {path} after {timeout} s"
         time.sleep(0.005)
     return time.monotonic()
+
+
+def _step(ckpt: Path, proc: subprocess.Popen) -> int:
+    """The step of ``ckpt`` (written atomically), -1 before it exists; fails if ``proc`` ended."""
+    assert proc.poll() is None, f"run ended early: {proc.log.read_text()[-2000:]}"
+    if not ckpt.exists():
+        return -1
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+
+
+def _at_a_random_moment(proc: subprocess.Popen, ckpt: Path, rng: random.Random, span: float,
+                        steps: int = STEPS) -> None:
+    """Return at a seeded random moment of a run: once the checkpoint of a random step is written (8 or more
+    steps before the end), then up to two steps' time later (mid-epoch, or at an epoch's end). ``span``: the
+    seconds an undisturbed run trains after its first checkpoint. Steps, not seconds, keep the moment inside
+    the run however busy the machine is."""
+    at = rng.randint(2, steps - 8)
+    while _step(ckpt, proc) < at:
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 2.0) * span / steps)
 
 
 def _last_val_loss(run: Path) -> float:
@@ -74,8 +98,7 @@ def test_sigkill_at_a_random_point_then_resume_is_bit_exact(tmp_path, seed, chec
     assert proc.returncode == 0, proc.log.read_text()[-2000:]
 
     proc = _start(_cmd(store, cut, check_every), tmp_path / "cut.log")
-    _wait_for(cut / "last.ckpt", proc)
-    time.sleep(random.Random(seed).uniform(0.0, 0.8) * span)
+    _at_a_random_moment(proc, cut / "last.ckpt", random.Random(seed), span)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before the kill"
@@ -113,8 +136,7 @@ def test_sigterm_or_sigint_saves_a_checkpoint_that_resumes_bit_exactly(tmp_path,
     store, full, span = uninterrupted
     cut = tmp_path / "cut"
     proc = _start(_cmd(store, cut, 0), tmp_path / "cut.log")
-    _wait_for(cut / "last.ckpt", proc)
-    time.sleep(random.Random(seed).uniform(0.0, 0.8) * span)
+    _at_a_random_moment(proc, cut / "last.ckpt", random.Random(seed), span)
     os.killpg(proc.pid, sig)  # the whole process group, as a terminal's Ctrl-C or a job scheduler does
     proc.wait(timeout=120)
     err = proc.log.read_text()
@@ -148,8 +170,7 @@ def test_sigint_during_finetune_saves_a_checkpoint_that_resumes_to_the_same_clas
     assert proc.returncode == 0, proc.log.read_text()[-2000:]
     cut = tmp_path / "cut"
     proc = _start(cmd(cut), tmp_path / "cut.log")
-    _wait_for(cut / "last.ckpt", proc)
-    time.sleep(random.Random(4).uniform(0.0, 0.5) * span)
+    _at_a_random_moment(proc, cut / "last.ckpt", random.Random(4), span, steps=24)  # 12 epochs of 2 steps
     os.killpg(proc.pid, signal.SIGINT)
     proc.wait(timeout=120)
     err = proc.log.read_text().strip()
@@ -159,3 +180,59 @@ def test_sigint_during_finetune_saves_a_checkpoint_that_resumes_to_the_same_clas
     assert res.returncode == 0, res.stderr[-2000:]
     a, b = load_file(tmp_path / "full" / "classifier.safetensors"), load_file(cut / "classifier.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- the shipped way: 2 threads, default precision
+ENV2 = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONPATH": str(SRC)}
+SHIPPED_STEPS = 40
+
+
+def _shipped(store: Path, out: Path, *extra: str) -> list[str]:
+    # the default batch (64) over ~45 train records: one batch of all of them per epoch, where 2 threads
+    # accumulating an indexed embedding's gradient with atomic adds used to make runs differ
+    return [sys.executable, "-m", "ecgmae", "pretrain", "--data", str(store), "--out", str(out), "--model",
+            "ecgmae_tiny", "--max-steps", str(SHIPPED_STEPS), "--seed", "5", "--accelerator", "cpu", "--quiet",
+            "--set", "trainer.check_every=0", *extra]
+
+
+@pytest.mark.slow
+def test_two_thread_runs_repeat_and_resume_bit_exactly(tmp_path, uninterrupted):
+    """Two threads and the default precision, as shipped (on a busy core: the test's): two same-seed runs give
+    the same weights, and so does one killed at a seeded random moment and resumed."""
+    store = uninterrupted[0]
+    runs = [tmp_path / "a", tmp_path / "b"]
+    procs = [subprocess.Popen(_shipped(store, r), env=ENV2, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) for r in runs]  # at the same time: the threads compete for the core
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    a, b = (load_file(r / "encoder.safetensors") for r in runs)
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"two same-seed 2-thread runs differ in {len(differ)} tensors, e.g. {differ[:3]}"
+    header = json.loads((runs[0] / "model_card.json").read_text())["train"]["runtime"]
+    assert header["threads"] == 2 and header["deterministic"] is True
+
+    cut = tmp_path / "cut"
+    proc = _start(_shipped(store, cut), tmp_path / "cut.log", env=ENV2)
+    at = random.Random(7).randint(2, SHIPPED_STEPS // 2)
+    while _step(cut / "last.ckpt", proc) < at:  # one step an epoch: a checkpoint after every step
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before the kill"
+    res = subprocess.run(_shipped(store, cut, "--resume"), env=ENV2, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    c = load_file(cut / "encoder.safetensors")
+    differ = [k for k in a if not torch.equal(a[k], c[k])]
+    assert not differ, f"killed after step {at} or later and resumed: {len(differ)} tensors differ"
+
+
+def test_resuming_with_another_thread_count_warns(tmp_path, uninterrupted):
+    store, run = uninterrupted[0], tmp_path / "r"
+    for env, steps in ((ENV, "4"), (ENV, "8"), (ENV2, "12")):  # begun on 1 thread, resumed on 1, then on 2
+        res = subprocess.run(_cmd(store, run, 0, "--max-steps", steps, *(["--resume"] if steps != "4" else [])),
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        warned = "resuming with threads 1 -> 2" in res.stderr and "differ from an uninterrupted" in res.stderr
+        assert warned == (env is ENV2), res.stderr
+    assert json.loads((run / "model_card.json").read_text())["train"]["runtime"]["threads"] == 2

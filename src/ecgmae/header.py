@@ -68,6 +68,8 @@ class TrainInfo:
         steps: optimiser steps taken.
         final_loss: last epoch's training loss (pre-training).
         best_val_auroc: best validation macro AUROC (classifiers with a validation split).
+        runtime: what the weights depend on beyond the config (torch threads, precision, deterministic
+            algorithms, torch version): the same seed and runtime give the same weights.
     """
 
     config: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +77,7 @@ class TrainInfo:
     steps: int = 0
     final_loss: float | None = None
     best_val_auroc: float | None = None
+    runtime: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,8 @@ def _train(t: Any, where: str) -> TrainInfo:
     t = _section(t, "train", where)
     _no_unknown(t, (f.name for f in dataclasses.fields(TrainInfo)), "train", where)
     _section(t.get("config"), "train.config", where)
+    if t.get("runtime") is not None:
+        _section(t["runtime"], "train.runtime", where)
     if t.get("method") is not None and not isinstance(t["method"], str):
         raise CheckpointError(f"{where}: header field train.method must be a name, got {t['method']!r}")
     scores = {k: None if t.get(k) is None else _num(t[k], f"train.{k}", where)

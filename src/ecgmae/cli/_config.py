@@ -58,6 +58,10 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                    help="gradient accumulation steps")
     h.add_argument("--compile", dest="trainer.compile", action="store_const", const=True,
                    help="torch.compile the model (slow first step, faster long runs)")
+    h.add_argument("--deterministic", dest="trainer.deterministic", action="store_const", const=True,
+                   help="deterministic algorithms on GPUs too (on CPU they are the default: the same seed, "
+                        "thread count and precision repeat a run bit for bit; --set trainer.deterministic=false "
+                        "turns them off)")
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -74,7 +74,12 @@ class TrainerConfig:
             steps is checked at its end. 0 = every epoch (the downstream default, where the best
             validation epoch is kept); pre-training defaults to 200. On a small store (a few steps an
             epoch) this keeps validation and checkpoint writes from costing more than the training.
-        deterministic: ask torch for deterministic algorithms.
+        deterministic: torch's deterministic algorithms (``torch.use_deterministic_algorithms``). None (the
+            default) = on CPU only: there a run with the same seed, thread count and precision repeats bit
+            for bit (without it, several threads accumulate some gradients, e.g. an embedding indexed by
+            token, with atomic adds in whatever order the threads finish, and training amplifies the last
+            bits), for a few percent per step. On GPUs it is off unless asked: some kernels have no
+            deterministic version (Lightning then fails) or a slower one.
     """
 
     accelerator: str = "auto"
@@ -87,7 +92,7 @@ class TrainerConfig:
     compile: bool = False
     log_every: int = 10
     check_every: int = 0
-    deterministic: bool = False
+    deterministic: bool | None = None
 
     def __post_init__(self) -> None:
         if str(self.precision) not in PRECISIONS:

@@ -32,7 +32,7 @@ from ecgmae.engine.joblog import seed_everything
 from ecgmae.engine.modules import ClassifierModule, ContrastiveModule, MAEModule
 from ecgmae.engine.predict import predict_records
 from ecgmae.engine.setup import build_classifier, data_info, model_config, window_for
-from ecgmae.engine.trainer import build_trainer, fit
+from ecgmae.engine.trainer import build_trainer, fit, runtime
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.eval.metrics import classification_report
 from ecgmae.guards import check_resume
@@ -210,7 +210,8 @@ def _pretrain(store: Store, out: Path, cfg: PretrainConfig, *, resume: bool, qui
         if not trainer.is_global_zero:
             return out
         header = dataclasses.replace(header, train=dataclasses.replace(
-            header.train, steps=int(trainer.global_step), final_loss=_last_metric(trainer, "train/loss_epoch")))
+            header.train, steps=int(trainer.global_step), final_loss=_last_metric(trainer, "train/loss_epoch"),
+            runtime=runtime(trainer)))
         _finish_logs(out)
     save_checkpoint(out / "encoder.safetensors", cast(torch.nn.Module, model.encoder).state_dict(), header)
     if not contrastive:
@@ -318,7 +319,8 @@ def _finetune(store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path 
                   train_records=len(train_idx), seed=cfg.seed, encoder=str(encoder) if encoder else None,
                   leakage=leakage)
     header = RunHeader(
-        spec, info, TrainInfo(to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer)),
+        spec, info, TrainInfo(to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer),
+                              runtime=runtime(trainer)),
         label_names=tuple(names), metrics=report,
     )
     save_checkpoint(out / "classifier.safetensors", model.state_dict(), header)

@@ -140,6 +140,48 @@ def fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDa
         raise Interrupted(signal.SIGTERM, f"{last} is the last saved checkpoint: resume with --resume") from None
 
 
+def deterministic(cfg: TrainerConfig) -> bool:
+    """Whether a run uses deterministic algorithms: ``cfg.deterministic``, or on CPU when it is None."""
+    if cfg.deterministic is not None:
+        return cfg.deterministic
+    return cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available()
+                                         and not torch.backends.mps.is_available())
+
+
+def runtime(trainer: L.Trainer) -> dict[str, Any]:
+    """What a run's numbers depend on beyond its config: torch's thread count, the precision and whether
+    the algorithms are deterministic (stored in ``last.ckpt`` and in the weights' header)."""
+    return {"threads": torch.get_num_threads(), "precision": str(trainer.precision),
+            "deterministic": torch.are_deterministic_algorithms_enabled(), "torch": str(torch.__version__)}
+
+
+class RecordRuntime(Callback):
+    """Keeps :func:`runtime` in ``last.ckpt`` and warns when a run resumes under another thread count or
+    precision: the resumed weights then differ from an uninterrupted run's (slightly, then more)."""
+
+    def __init__(self) -> None:
+        self.trainer: L.Trainer | None = None
+        self.saved: dict[str, Any] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.trainer is None else runtime(self.trainer)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.saved = dict(state_dict)
+        if self.trainer is None or not state_dict:
+            return
+        now = runtime(self.trainer)
+        changed = [f"{k} {state_dict[k]} -> {now[k]}" for k in ("threads", "precision", "deterministic")
+                   if k in state_dict and state_dict[k] != now[k]]
+        if changed:
+            log.warning("resuming with %s (OMP_NUM_THREADS, --precision, --deterministic): the weights will "
+                        "differ from an uninterrupted run's; resume as the run began to repeat it exactly",
+                        ", ".join(changed))
+
+
 def cpu_supports_bf16() -> bool:
     """True on CPUs with native bf16 matmuls (AVX-512 bf16 or AMX), where bf16 autocast pays off."""
     try:
@@ -201,6 +243,7 @@ def build_trainer(
         ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                         enable_version_counter=False),
         StopOnSignal(out / "last.ckpt"),
+        RecordRuntime(),
     ]
     if monitor and has_val:
         callbacks.append(ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=monitor_mode,
@@ -234,7 +277,7 @@ def build_trainer(
             accumulate_grad_batches=cfg.accumulate,
             gradient_clip_val=grad_clip or None,
             log_every_n_steps=cfg.log_every,
-            deterministic=cfg.deterministic,
+            deterministic=deterministic(cfg),
             callbacks=callbacks,
             logger=loggers,
             plugins=[AtomicCheckpointIO()],
