@@ -129,6 +129,15 @@ def checks(out: Path, run: Path, untrained: Path, name: str, only: list[str]) ->
     return doc
 
 
+def portable(stage: dict[str, Any]) -> str | None:
+    """A stage's command as anyone can type it: its environment first, ``python`` for this interpreter's path."""
+    cmd = stage.get("command")
+    if not cmd:
+        return None
+    env = (stage.get("attempts") or [{}])[-1].get("env") or {}
+    return " ".join([*(f"{k}={v}" for k, v in env.items()), cmd.replace(sys.executable, "python", 1)])
+
+
 def card(args: argparse.Namespace, done: dict[str, Any], run: Path, doc: dict[str, Any]) -> dict[str, Any]:
     """The shipped model card: the run's own card plus a ``release`` section (recipe, commands, checks)."""
     import torch
@@ -150,8 +159,8 @@ def card(args: argparse.Namespace, done: dict[str, Any], run: Path, doc: dict[st
         "parameters": f"{n_params / 1e6:.2f} M (encoder)",
         "recipe": {k: getattr(args, k) for k in RECIPE},
         "steps": header.train.steps, "batch_size": header.train.config.get("batch_size"),
-        "commands": {k: {"command": v.get("command"), "wall_s": v.get("wall_s"),
-                         "attempts": len(v.get("attempts", []))} for k, v in done.items()},
+        "commands": {k: {"command": portable(v), "wall_s": v.get("wall_s"), "attempts": len(v.get("attempts", []))}
+                     for k, v in done.items()},
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "torch": torch.__version__, "threads": args.threads, "python": platform.python_version()},
         "tensor_sha256": tensor_sha256(run / "encoder.safetensors"),
