@@ -349,3 +349,26 @@ def test_prepare_replaces_another_store_only_with_overwrite(corpus: Path, tmp_pa
     _one_line_error(capsys, f"--out {out}", "other inputs or options", "--overwrite")
     assert Store.open(out).fs == 50
     assert _prepare(corpus, out, "--fs", "25", "--overwrite") == 0 and Store.open(out).fs == 25
+
+
+def test_a_signal_between_the_two_renames_of_a_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
+    import ecgmae.utils as utils
+
+    out, tmp = tmp_path / "store", tmp_path / "store.tmp-1"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    tmp.mkdir()
+    (tmp / "new.txt").write_text("new")
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # out has gone aside; SIGINT lands before tmp takes its place
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(utils.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        utils.swap_folder(tmp, out, check=lambda f: None)
+    assert (out / "old.txt").read_text() == "old" and tmp.is_dir()  # as it was: nothing lost, nothing half-moved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store", "store.tmp-1"]

@@ -32,8 +32,14 @@ def swap_folder(tmp: Path, out: Path, *, check: Callable[[Path], object]) -> Non
     if out.exists() or out.is_symlink():
         check(out)
         old = out.parent / f"{out.name}.old-{secrets.token_hex(4)}"
-        os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        if old is not None:
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:  # a signal or an error between the two renames: the old folder goes back
+        if old is not None and (old.exists() or old.is_symlink()) and not (out.exists() or out.is_symlink()):
+            os.replace(old, out)
+        raise
     if old is not None:
         if old.is_symlink():  # a link to a folder: the link goes, never what it points to
             old.unlink()
