@@ -130,6 +130,19 @@ def escape_table(table: Any) -> Any:
     return out
 
 
+def unescape_table(table: Any) -> Any:
+    """The DataFrame :func:`escape_table` wrote, read back with ``dtype=str``: :func:`unescape_cell` on its
+    column names and, vectorised, on every cell (a store's index holds millions of cells)."""
+    out = table.copy()
+    for name in out.columns:
+        col = out[name].astype(str)
+        quoted = col.str.startswith("'")
+        if quoted.any():
+            out[name] = col.where(~quoted, col.str[1:])
+    out.columns = [unescape_cell(str(c)) for c in table.columns]
+    return out
+
+
 def _json_default(obj: Any) -> Any:
     try:
         import numpy as np

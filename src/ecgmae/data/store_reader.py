@@ -28,7 +28,7 @@ import numpy as np
 from ecgmae.data.signal import PreprocessConfig
 from ecgmae.data.splits import SPLITS
 from ecgmae.errors import DataError
-from ecgmae.utils import unescape_cell
+from ecgmae.utils import unescape_table
 
 STORE_FORMAT = 1
 SIGNALS, INDEX, LABELS, META, SKIPPED = "signals.npy", "index.csv", "labels.npy", "meta.json", "skipped.csv"
@@ -66,7 +66,7 @@ class Store:
             raise DataError(f"{path}: store format {meta.get('format')!r}, this ecgmae reads {STORE_FORMAT}; "
                             "prepare it again")
         try:
-            index = pd.read_csv(path / INDEX, dtype=str, keep_default_na=False).map(unescape_cell)
+            index = unescape_table(pd.read_csv(path / INDEX, dtype=str, keep_default_na=False))
             labels = np.load(path / LABELS)
             signals = np.load(path / SIGNALS, mmap_mode="r")
         except (OSError, ValueError) as exc:
