@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from ecgmae._version import __version__
-from ecgmae.config import ConfigError
 from ecgmae.errors import ECGMAEError, Interrupted
 from ecgmae.utils import setup_logging
 
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _sigterm_raises(args.command):
             return int(args.func(args) or 0)
-    except (ECGMAEError, ConfigError) as exc:
+    except ECGMAEError as exc:  # ConfigError included
         print(f"ecgmae {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

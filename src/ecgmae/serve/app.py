@@ -34,7 +34,6 @@ from starlette.routing import Route
 
 from ecgmae._version import __version__
 from ecgmae.api import Model
-from ecgmae.config import ConfigError
 from ecgmae.data.safety import clip
 from ecgmae.errors import CheckpointError, ECGMAEError
 from ecgmae.serve.batching import Batcher
@@ -218,7 +217,7 @@ class Service:
             status = exc.status
         elif isinstance(exc, CheckpointError):
             status = 409  # the loaded checkpoint cannot do this (e.g. predict with an encoder)
-        elif isinstance(exc, (ECGMAEError, ConfigError)):
+        elif isinstance(exc, ECGMAEError):
             status = 400
         else:
             log.exception("%s: unexpected error", route)
