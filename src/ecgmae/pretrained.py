@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,17 @@ class Pretrained:
     aliases: tuple[str, ...]
     path: Path
     sha256: dict[str, str]
-    card: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def card(self) -> dict[str, Any]:
+        """The model card (``model_card.json``), read on first use; empty when the folder has none."""
+        file = self.path / "model_card.json"
+        if not file.is_file():
+            return {}
+        try:
+            return dict(json.loads(file.read_text()))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{self.name}: {file} is unreadable ({exc}); reinstall ecgmae") from None
 
     @property
     def release(self) -> dict[str, Any]:
@@ -62,13 +73,8 @@ def _index(root: Path | None = None) -> list[Pretrained]:
         idx = json.loads(file.read_text())
         if idx.get("format") != INDEX_FORMAT:
             raise ValueError(f"format {idx.get('format')!r}, expected {INDEX_FORMAT}")
-        out = []
-        for m in idx["models"]:
-            path = root / m["dir"]
-            card_file = path / "model_card.json"
-            card = json.loads(card_file.read_text()) if card_file.is_file() else {}
-            out.append(Pretrained(m["name"], tuple(m.get("aliases", ())), path, dict(m["sha256"]), card))
-        return out
+        return [Pretrained(m["name"], tuple(m.get("aliases", ())), root / m["dir"], dict(m["sha256"]))
+                for m in idx["models"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{file}: not a valid index of shipped weights ({exc}); reinstall ecgmae") from None
 
