@@ -29,6 +29,15 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test sends SIGINT: SIGINT as a terminal gives it. A shell without job control
+    starts background jobs with SIGINT ignored, and an ignored signal stays ignored across exec (a CI job started
+    that way would otherwise see the child shrug off Ctrl-C)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def benchmark_script(name: str) -> ModuleType:
     """``benchmarks/NAME.py`` imported as a fresh module (it puts its own folder on ``sys.path``, as when run)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import synth_store
+from conftest import default_sigint, synth_store
 from ecgmae.cli import main
 from ecgmae.data import store as store_mod
 from ecgmae.data.signal import PreprocessConfig
@@ -247,7 +247,7 @@ def test_a_signal_during_prepare_removes_the_partial_store(tmp_path: Path, sig: 
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE, "prepare", "--source", "folder", "--src", str(src),
                              "--out", str(out), "--fs", "50", "--seconds", "5", "--quiet", "--workers", str(workers)],
                             env={**ENV, "ECGMAE_TEST_STARTED": str(started)}, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_sigint)
     end = time.monotonic() + 120
     # records are being read (80 x 0.05 s of reading remain, 2-4 s): the signal lands mid-build; the signal file
     # is not a test of progress, as its writer buffers and may first grow only when the build ends

@@ -24,7 +24,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import synth_store
+from conftest import default_sigint, synth_store
 
 pytestmark = pytest.mark.slow  # every test trains in subprocesses (20-50 s each)
 
@@ -43,7 +43,8 @@ def _cmd(store: Path, out: Path, check_every: int, *extra: str) -> list[str]:
 
 def _start(cmd: list[str], log: Path, env: dict[str, str] = ENV) -> subprocess.Popen:
     with open(log, "wb") as err:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                                preexec_fn=default_sigint)
     proc.log = log  # type: ignore[attr-defined]
     return proc
 

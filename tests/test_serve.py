@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import ecgmae
+from conftest import default_sigint
 from ecgmae.data.io import read_record
 from serve_util import (
     client,
@@ -245,7 +246,7 @@ def test_the_command_serves_on_a_real_socket(runs, clf):
     proc = subprocess.Popen([sys.executable, "-m", "ecgmae", "serve", "--checkpoint", str(runs["ft"]), "--port",
                              str(port), "--quiet", "--allowed-hosts", "ecg.lab.example"],
                             env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         with client(f"http://127.0.0.1:{port}") as c:
             for _ in range(1200):
