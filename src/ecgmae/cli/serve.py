@@ -37,29 +37,35 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="torch threads for the model on CPU (default: torch's choice, one per core); 1 avoids "
                    "oversubscribing a machine that other work shares")
+    from ecgmae.serve.limits import Limits  # a dataclass only: no web stack at parse time
+
+    d = Limits()  # every default below is the dataclass's
     lim = p.add_argument_group("limits")
-    lim.add_argument("--max-upload-mb", type=positive_float, metavar="MB", default=16.0,
-                     help="largest request body in MiB (default 16; 413 beyond)")
-    lim.add_argument("--max-seconds", type=positive_float, metavar="S", default=300.0,
-                     help="longest record in seconds of signal (default 300; 413 beyond)")
-    lim.add_argument("--body-timeout", type=positive_float, metavar="S", default=30.0,
-                     help="seconds a request body may take to arrive (default 30; 408 and the connection closed "
-                     "beyond); bodies are received before a request slot is taken")
-    lim.add_argument("--header-timeout", type=positive_float, metavar="S", default=10.0,
-                     help="seconds a request's headers may take, silent connections included (default 10; 408 "
-                     "and the connection closed beyond)")
-    lim.add_argument("--idle-timeout", type=positive_float, metavar="S", default=5.0,
-                     help="seconds a connection may stay idle between requests (default 5)")
-    lim.add_argument("--max-connections", type=positive_int, metavar="N", default=256,
-                     help="connections open at once (default 256; one beyond gets a 503 and is closed)")
-    lim.add_argument("--timeout", type=positive_float, metavar="S", default=30.0,
-                     help="seconds one request may take once its body has arrived (default 30; 504 beyond)")
-    lim.add_argument("--max-concurrency", type=positive_int, metavar="N", default=32,
-                     help="requests handled at once (default 32; 503 beyond)")
-    lim.add_argument("--batch-size", type=positive_int, metavar="N", default=32,
-                     help="most records per model call (default 32)")
-    lim.add_argument("--batch-wait-ms", type=number_in(0, 1000, "milliseconds"), metavar="MS", default=5.0,
-                     help="how long a record waits for others to share its model call (default 5)")
+    lim.add_argument("--max-upload-mb", type=positive_float, metavar="MB", default=d.max_upload_bytes / 2**20,
+                     help=f"largest request body in MiB (default {d.max_upload_bytes / 2**20:g}; 413 beyond)")
+    lim.add_argument("--max-seconds", type=positive_float, metavar="S", default=d.max_seconds,
+                     help=f"longest record in seconds of signal (default {d.max_seconds:g}; 413 beyond)")
+    lim.add_argument("--body-timeout", type=positive_float, metavar="S", default=d.body_timeout_s,
+                     help=f"seconds a request body may take to arrive (default {d.body_timeout_s:g}; 408 and the "
+                     "connection closed beyond); bodies are received before a request slot is taken")
+    lim.add_argument("--header-timeout", type=positive_float, metavar="S", default=d.header_timeout_s,
+                     help=f"seconds a request's headers may take, silent connections included (default "
+                     f"{d.header_timeout_s:g}; 408 and the connection closed beyond)")
+    lim.add_argument("--idle-timeout", type=positive_float, metavar="S", default=d.idle_timeout_s,
+                     help=f"seconds a connection may stay idle between requests (default {d.idle_timeout_s:g})")
+    lim.add_argument("--max-connections", type=positive_int, metavar="N", default=d.max_connections,
+                     help=f"connections open at once (default {d.max_connections}; one beyond gets a 503 and is "
+                     "closed)")
+    lim.add_argument("--timeout", type=positive_float, metavar="S", default=d.timeout_s,
+                     help=f"seconds one request may take once its body has arrived (default {d.timeout_s:g}; 504 "
+                     "beyond)")
+    lim.add_argument("--max-concurrency", type=positive_int, metavar="N", default=d.max_concurrency,
+                     help=f"requests handled at once (default {d.max_concurrency}; 503 beyond)")
+    lim.add_argument("--batch-size", type=positive_int, metavar="N", default=d.batch_size,
+                     help=f"most records per model call (default {d.batch_size})")
+    lim.add_argument("--batch-wait-ms", type=number_in(0, 1000, "milliseconds"), metavar="MS",
+                     default=d.batch_wait_ms, help="how long a record waits for others to share its model call "
+                     f"(default {d.batch_wait_ms:g})")
 
 
 def port_number(text: str) -> int:
