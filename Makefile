@@ -26,6 +26,7 @@ demo-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 # mypy over src/ecgmae, configured in pyproject.toml ([tool.mypy]).
 typecheck: $(STAMP)

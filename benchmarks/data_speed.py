@@ -30,8 +30,9 @@ def write_corpus(folder: Path, n: int, fs: int = 500, seconds: int = 10, start: 
     for i in range(start, start + n):
         x = np.stack([np.sin(2 * np.pi * (1.1 + 0.05 * k) * t) for k in range(12)], 1)
         x += rng.normal(0, 0.05, x.shape)
-        wfdb.wrsamp(f"r{i:05d}", fs=fs, units=["mV"] * 12, sig_name=LEADS, p_signal=x, fmt=["16"] * 12,
-                    write_dir=str(folder))
+        wfdb.wrsamp(
+            f"r{i:05d}", fs=fs, units=["mV"] * 12, sig_name=LEADS, p_signal=x, fmt=["16"] * 12, write_dir=str(folder)
+        )
 
 
 def prepare_rate(src: Path, out: Path, workers: int, fs: float = 100, seconds: float = 10) -> float:
@@ -118,9 +119,14 @@ def main() -> None:
             t0 = time.perf_counter()
             prepare_store("folder", src, out, cfg, workers=workers, quiet=True)
             dt = time.perf_counter() - t0
-            emit(metric="prepare folder 500->100 Hz", workers=workers, records=args.n,
-                 records_per_s=round(args.n / dt, 1), records_per_s_per_worker=round(args.n / dt / workers, 1),
-                 cpu_count=os.cpu_count())
+            emit(
+                metric="prepare folder 500->100 Hz",
+                workers=workers,
+                records=args.n,
+                records_per_s=round(args.n / dt, 1),
+                records_per_s_per_worker=round(args.n / dt / workers, 1),
+                cpu_count=os.cpu_count(),
+            )
             store_path = out
         t0 = time.perf_counter()
         prepare_store("folder", src, store_path, cfg, workers=args.workers[-1], quiet=True)
@@ -133,11 +139,15 @@ def main() -> None:
         t0 = time.perf_counter()
         for i in order:
             ds[int(i)]
-        emit(metric="random training crops, one core", window=window,
-             samples_per_s=round(len(order) / (time.perf_counter() - t0), 1))
+        emit(
+            metric="random training crops, one core",
+            window=window,
+            samples_per_s=round(len(order) / (time.perf_counter() - t0), 1),
+        )
         for workers in (0, 1):
             rate = loader_rate(store_path, window, 64, workers)
             emit(metric=f"engine DataLoader batches of 64, {workers} workers", samples_per_s=round(rate, 1))
+
 
 if __name__ == "__main__":
     main()

@@ -65,14 +65,32 @@ def run(out: Path) -> None:
     for name, leads in (("II", ("II",)), ("limb", LIMB)):
         parts = [_subset(r, leads) for r in recs]
         np.save(out / f"embed_{name}.npy", enc.embed([p[0] for p in parts], fs=[p[1] for p in parts], leads=leads))
-        np.save(out / f"predict_proba_{name}.npy",
-                clf.predict_proba([p[0] for p in parts], fs=[p[1] for p in parts], leads=leads))
+        np.save(
+            out / f"predict_proba_{name}.npy",
+            clf.predict_proba([p[0] for p in parts], fs=[p[1] for p in parts], leads=leads),
+        )
     r = enc.reconstruct(recs[0], mask_ratio=0.75, seed=0)
     for field in ("original", "mask", "reconstruction", "present"):
         np.save(out / f"reconstruct_{field}.npy", getattr(r, field))
     rep = out / "evaluate.json"
-    if main(["evaluate", "--checkpoint", str(demo / "finetune_1"), "--data", str(demo / "store"),
-             "--n-boot", "200", "--out", str(rep), "--overwrite", "--quiet"]) != 0:
+    if (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(demo / "finetune_1"),
+                "--data",
+                str(demo / "store"),
+                "--n-boot",
+                "200",
+                "--out",
+                str(rep),
+                "--overwrite",
+                "--quiet",
+            ]
+        )
+        != 0
+    ):
         raise SystemExit("evaluate failed")
     doc = json.loads(rep.read_text())
     for k in ("checkpoint", "store"):  # paths differ between output folders
@@ -82,8 +100,10 @@ def run(out: Path) -> None:
 
 
 def compare(a: Path, b: Path) -> int:
-    names = sorted({p.name for p in a.iterdir() if p.suffix in (".npy", ".json")}
-                   | {p.name for p in b.iterdir() if p.suffix in (".npy", ".json")})
+    names = sorted(
+        {p.name for p in a.iterdir() if p.suffix in (".npy", ".json")}
+        | {p.name for p in b.iterdir() if p.suffix in (".npy", ".json")}
+    )
     diffs = []
     for name in names:
         pa, pb = a / name, b / name

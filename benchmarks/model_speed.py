@@ -68,8 +68,15 @@ def _autocast(bf16: bool, device: str = "cpu"):
     return torch.autocast(device, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
-def train_step(model: ECGMAE, opt: torch.optim.Optimizer, x: torch.Tensor, ratio: float, bf16: bool,
-               present: torch.Tensor | None = None, sync: bool = False) -> float:
+def train_step(
+    model: ECGMAE,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    ratio: float,
+    bf16: bool,
+    present: torch.Tensor | None = None,
+    sync: bool = False,
+) -> float:
     """Seconds of one training step (forward, backward, AdamW); ``sync`` waits for the GPU."""
     t0 = time.perf_counter()
     with _autocast(bf16, x.device.type):
@@ -112,9 +119,7 @@ def measure(model: ECGMAE, x: torch.Tensor, bf16: bool, variants: dict[str, floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", action="store_true", help="also measure ecgmae_base (slow)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--base-batch", type=int, default=8, help="batch for ecgmae_base")
@@ -142,20 +147,32 @@ def main() -> None:
                 times = measure(model, x, bf16, variants, args)
                 for v, ratio in variants.items():
                     med, best = statistics.median(times[v]["steps"]), min(times[v]["steps"])
-                    print(json.dumps({
-                        "model": name, "shape": shape, "dtype": dtype, "variant": v,
-                        "mask_ratio": ratio, "batch": batch, "threads": torch.get_num_threads(),
-                        "step_s": round(med, 4), "best_step_s": round(best, 4),
-                        "samples_per_s": round(batch / med, 2), "best_samples_per_s": round(batch / best, 2),
-                        "gflop_per_step": round(flops[v]["total"] / 1e9, 2),
-                        "gflop_per_s": round(flops[v]["total"] / med / 1e9, 1),
-                        "best_gflop_per_s": round(flops[v]["total"] / best / 1e9, 1),
-                        "encoder_gflop": round(flops[v]["encoder"] / 1e9, 2),
-                        "patch_embed_gflop": round(flops[v]["patch_embed"] / 1e9, 3),
-                        "encoder_fwd_bwd_s": round(statistics.median(times[v]["encoder"]), 4),
-                        "best_encoder_fwd_bwd_s": round(min(times[v]["encoder"]), 4),
-                        "load_avg_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
-                    }), flush=True)
+                    print(
+                        json.dumps(
+                            {
+                                "model": name,
+                                "shape": shape,
+                                "dtype": dtype,
+                                "variant": v,
+                                "mask_ratio": ratio,
+                                "batch": batch,
+                                "threads": torch.get_num_threads(),
+                                "step_s": round(med, 4),
+                                "best_step_s": round(best, 4),
+                                "samples_per_s": round(batch / med, 2),
+                                "best_samples_per_s": round(batch / best, 2),
+                                "gflop_per_step": round(flops[v]["total"] / 1e9, 2),
+                                "gflop_per_s": round(flops[v]["total"] / med / 1e9, 1),
+                                "best_gflop_per_s": round(flops[v]["total"] / best / 1e9, 1),
+                                "encoder_gflop": round(flops[v]["encoder"] / 1e9, 2),
+                                "patch_embed_gflop": round(flops[v]["patch_embed"] / 1e9, 3),
+                                "encoder_fwd_bwd_s": round(statistics.median(times[v]["encoder"]), 4),
+                                "best_encoder_fwd_bwd_s": round(min(times[v]["encoder"]), 4),
+                                "load_avg_1min": [round(load, 2), round(os.getloadavg()[0], 2)],
+                            }
+                        ),
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -79,11 +79,16 @@ def beat_task(record: Path, runs: list[dict[str, Any]], probe_kw: dict[str, Any]
         feats.append((run["name"], ecgmae.load(run["path"]).embed(segs, fs=[fs] * len(segs), leads=leads)))
     for name, X in feats:
         res = cv_probe(X, y, **probe_kw)
-        out.append({"name": name, "macro": res["macro"], "macro_std": res["macro_std"],
-                    "macro_by_repeat": res["macro_by_repeat"]})
+        out.append(
+            {
+                "name": name,
+                "macro": res["macro"],
+                "macro_std": res["macro_std"],
+                "macro_by_repeat": res["macro_by_repeat"],
+            }
+        )
         say(f"held-out {name}: AUROC {res['macro']:.3f} ± {res['macro_std']:.3f}")
-    return {"record": str(record), "segments": len(segs), "positives": int(y.sum()), "leads": list(leads),
-            "rows": out}
+    return {"record": str(record), "segments": len(segs), "positives": int(y.sum()), "leads": list(leads), "rows": out}
 
 
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
@@ -93,18 +98,29 @@ def paired(a: list[float], b: list[float]) -> dict[str, float]:
 
 def table(rows: list[dict[str, Any]], classes: list[str]) -> str:
     few = next((r["fewer_leads"]["leads"] for r in rows if "fewer_leads" in r), None)
-    head = ["what", "seed", "steps", "wall min", "macro AUROC", "vs random",
-            *([f"{'+'.join(few)} only"] if few else []), *classes]
+    head = [
+        "what",
+        "seed",
+        "steps",
+        "wall min",
+        "macro AUROC",
+        "vs random",
+        *([f"{'+'.join(few)} only"] if few else []),
+        *classes,
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         d = r.get("vs_random")
-        cells = [r["what"], "" if r["seed"] is None else str(r["seed"]),
-                 "" if r["steps"] is None else str(r["steps"]),
-                 "" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}",
-                 f"{r['macro']:.3f} ± {r['macro_std']:.3f}",
-                 "" if d is None else f"{d['mean']:+.3f} ± {d['std']:.3f}",
-                 *([f"{r['fewer_leads']['macro']:.3f} ± {r['fewer_leads']['macro_std']:.3f}"] if few else []),
-                 *(f"{r['per_class'][c]:.3f}" for c in classes)]
+        cells = [
+            r["what"],
+            "" if r["seed"] is None else str(r["seed"]),
+            "" if r["steps"] is None else str(r["steps"]),
+            "" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}",
+            f"{r['macro']:.3f} ± {r['macro_std']:.3f}",
+            "" if d is None else f"{d['mean']:+.3f} ± {d['std']:.3f}",
+            *([f"{r['fewer_leads']['macro']:.3f} ± {r['fewer_leads']['macro_std']:.3f}"] if few else []),
+            *(f"{r['per_class'][c]:.3f}" for c in classes),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -121,10 +137,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=1, help="pre-train each method (and random) with seeds 0..K-1")
     ap.add_argument("--extra-pretrain-args", default="", help="extra flags for every ecgmae pretrain")
     ap.add_argument("--real", type=Path, default=REPO.parent / "shared" / "data" / "cinc2021-sample")
-    ap.add_argument("--beats", type=Path, default=REPO.parent / "shared" / "data" / "wfdb-sample" / "100",
-                    help="held-out check: an MIT-BIH record with .atr beat annotations (skipped when absent)")
-    ap.add_argument("--leads", default="II",
-                    help="fewer-leads check: CinC probed again with only these leads (comma list; '' skips)")
+    ap.add_argument(
+        "--beats",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "wfdb-sample" / "100",
+        help="held-out check: an MIT-BIH record with .atr beat annotations (skipped when absent)",
+    )
+    ap.add_argument(
+        "--leads",
+        default="II",
+        help="fewer-leads check: CinC probed again with only these leads (comma list; '' skips)",
+    )
     ap.add_argument("--min-count", type=int, default=7, help="keep classes with this many positives and negatives")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
@@ -139,17 +162,46 @@ def main(argv: list[str] | None = None) -> None:
     if corpus.exists():
         src = json.loads((corpus / "source.json").read_text()) if (corpus / "source.json").exists() else {}
         if (src.get("n"), src.get("fs")) != (args.n, args.corpus_fs):
-            raise SystemExit(f"quality_real: {corpus} holds n={src.get('n')} fs={src.get('fs')}, not n={args.n} "
-                             f"fs={args.corpus_fs:g}; use another --out or delete it")
+            raise SystemExit(
+                f"quality_real: {corpus} holds n={src.get('n')} fs={src.get('fs')}, not n={args.n} "
+                f"fs={args.corpus_fs:g}; use another --out or delete it"
+            )
     elif importlib.util.find_spec("deepfakeecg") is None:
         raise SystemExit("quality_real: the corpus needs the deepfake-ecg GAN: pip install 'ecgmae[deepfake]'")
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out)
-    stages.run("corpus", ["synth", "--engine", "deepfake", "--n", str(args.n), "--fs", f"{args.corpus_fs:g}",
-                          "--out", str(corpus), "--quiet"], corpus)
-    stages.run("store", ["prepare", "--source", "folder", "--src", str(corpus), "--out", str(store), "--quiet",
-                         *(["--fs", f"{args.fs:g}"] if args.fs else []), *shlex.split(args.prepare_args)],
-               store / "meta.json")
+    stages.run(
+        "corpus",
+        [
+            "synth",
+            "--engine",
+            "deepfake",
+            "--n",
+            str(args.n),
+            "--fs",
+            f"{args.corpus_fs:g}",
+            "--out",
+            str(corpus),
+            "--quiet",
+        ],
+        corpus,
+    )
+    stages.run(
+        "store",
+        [
+            "prepare",
+            "--source",
+            "folder",
+            "--src",
+            str(corpus),
+            "--out",
+            str(store),
+            "--quiet",
+            *(["--fs", f"{args.fs:g}"] if args.fs else []),
+            *shlex.split(args.prepare_args),
+        ],
+        store / "meta.json",
+    )
     runs: list[dict[str, Any]] = []
     extra = shlex.split(args.extra_pretrain_args)
     for seed in range(args.seeds):
@@ -159,12 +211,35 @@ def main(argv: list[str] | None = None) -> None:
             if run_dir.exists() and not (run_dir / "encoder.safetensors").exists():
                 shutil.rmtree(run_dir)  # an interrupted run: start it again so its wall time is honest
             n_steps = 0 if method == "random" else steps[method]
-            rec = stages.run(name, ["pretrain", "--data", str(store), "--out", str(run_dir),
-                                    "--method", "mae" if method == "random" else method,
-                                    "--max-steps", str(n_steps), "--seed", str(seed), "--quiet", *extra],
-                             run_dir / "encoder.safetensors")
-            runs.append({"what": method, "name": name, "seed": seed, "steps_asked": n_steps,
-                         "wall_s": rec["wall_s"], "path": str(run_dir)})
+            rec = stages.run(
+                name,
+                [
+                    "pretrain",
+                    "--data",
+                    str(store),
+                    "--out",
+                    str(run_dir),
+                    "--method",
+                    "mae" if method == "random" else method,
+                    "--max-steps",
+                    str(n_steps),
+                    "--seed",
+                    str(seed),
+                    "--quiet",
+                    *extra,
+                ],
+                run_dir / "encoder.safetensors",
+            )
+            runs.append(
+                {
+                    "what": method,
+                    "name": name,
+                    "seed": seed,
+                    "steps_asked": n_steps,
+                    "wall_s": rec["wall_s"],
+                    "path": str(run_dir),
+                }
+            )
 
     import torch
 
@@ -189,8 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     subset = [n.strip() for n in args.leads.split(",") if n.strip()]
     lacking = [r for r in recs if not set(subset) <= set(r.leads)]
     if lacking:
-        raise SystemExit(f"quality_real: --leads {args.leads}: a record of {args.real} has only "
-                         f"{', '.join(lacking[0].leads)}")
+        raise SystemExit(
+            f"quality_real: --leads {args.leads}: a record of {args.real} has only {', '.join(lacking[0].leads)}"
+        )
     sub_sigs = [r.signal[[r.leads.index(n) for n in subset]] for r in recs] if subset else []
     sub_kw = {"fs": [r.fs for r in recs], "leads": subset}
 
@@ -207,8 +283,7 @@ def main(argv: list[str] | None = None) -> None:
             rows[-1]["fewer_leads"] = fewer(model.embed(sub_sigs, **sub_kw))
         say(f"probe {run['name']}: macro AUROC {rows[-1]['macro']:.3f} ± {rows[-1]['macro_std']:.3f}")
     X = np.stack([ecg_features(r.signal, r.fs) for r in recs])
-    rows.append({"what": "features", "name": "features", "seed": None, "steps": None, "wall_s": None,
-                 **probe(X)})
+    rows.append({"what": "features", "name": "features", "seed": None, "steps": None, "wall_s": None, **probe(X)})
     if subset:
         rows[-1]["fewer_leads"] = fewer(np.stack([ecg_features(x, r.fs) for x, r in zip(sub_sigs, recs, strict=True)]))
     say(f"probe features: macro AUROC {rows[-1]['macro']:.3f} ± {rows[-1]['macro_std']:.3f}")
@@ -220,33 +295,60 @@ def main(argv: list[str] | None = None) -> None:
     by_method = {}
     for what in ["random", *methods]:
         m = [r["macro"] for r in rows if r["what"] == what]
-        by_method[what] = {"macro_mean": float(np.mean(m)), "macro_std_over_seeds": float(np.std(m, ddof=1))
-                           if len(m) > 1 else 0.0, "seeds": len(m)}
+        by_method[what] = {
+            "macro_mean": float(np.mean(m)),
+            "macro_std_over_seeds": float(np.std(m, ddof=1)) if len(m) > 1 else 0.0,
+            "seeds": len(m),
+        }
     beats = beat_task(args.beats, runs, {**probe_kw, "names": ["PAC"]})
     md = table(rows, classes)
     if args.seeds > 1:
         md += "\n\nmean over seeds: " + ", ".join(
-            f"{k} {v['macro_mean']:.3f} ± {v['macro_std_over_seeds']:.3f}" for k, v in by_method.items())
-    md += (f"\n\nmacro AUROC ± std over {args.repeats} repeats of {args.folds}-fold CV on {len(recs)} real "
-           f"records; 'vs random': paired difference to the untrained encoder of the same seed "
-           "(features: to the mean of the random seeds)"
-           + (f"; '{'+'.join(subset)} only': the same probe with only lead(s) {', '.join(subset)} given "
-              "(the others absent)" if subset else "") + ".\n")
+            f"{k} {v['macro_mean']:.3f} ± {v['macro_std_over_seeds']:.3f}" for k, v in by_method.items()
+        )
+    md += (
+        f"\n\nmacro AUROC ± std over {args.repeats} repeats of {args.folds}-fold CV on {len(recs)} real "
+        f"records; 'vs random': paired difference to the untrained encoder of the same seed "
+        "(features: to the mean of the random seeds)"
+        + (
+            f"; '{'+'.join(subset)} only': the same probe with only lead(s) {', '.join(subset)} given "
+            "(the others absent)"
+            if subset
+            else ""
+        )
+        + ".\n"
+    )
     if beats:
-        md += (f"\nHeld-out check, not used to choose defaults: {beats['segments']} segments of 10 s of "
-               f"{args.beats.name} ({beats['positives']} with an atrial premature beat), same probe:\n\n"
-               + "\n".join(f"- {r['name']}: {r['macro']:.3f} ± {r['macro_std']:.3f}" for r in beats["rows"]) + "\n")
+        md += (
+            f"\nHeld-out check, not used to choose defaults: {beats['segments']} segments of 10 s of "
+            f"{args.beats.name} ({beats['positives']} with an atrial premature beat), same probe:\n\n"
+            + "\n".join(f"- {r['name']}: {r['macro']:.3f} ± {r['macro_std']:.3f}" for r in beats["rows"])
+            + "\n"
+        )
     result = {
         "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "ecgmae": ecgmae.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "ecgmae": ecgmae.__version__,
+        },
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "steps": steps, "commands": stages.commands,
-        "real": {"path": str(args.real), "records": len(recs), "classes": classes, "fewer_leads": subset,
-                 "positives": {c: int(p) for c, p in zip(classes, Y.sum(axis=0), strict=True)}},
+        "steps": steps,
+        "commands": stages.commands,
+        "real": {
+            "path": str(args.real),
+            "records": len(recs),
+            "classes": classes,
+            "fewer_leads": subset,
+            "positives": {c: int(p) for c, p in zip(classes, Y.sum(axis=0), strict=True)},
+        },
         "probe": settings,
-        "rows": rows, "by_method": by_method, "beats": beats,
+        "rows": rows,
+        "by_method": by_method,
+        "beats": beats,
     }
     write_json_atomic(out / "results.json", result)
     write_text_atomic(out / "results.md", md)

@@ -75,16 +75,25 @@ def load_beats(record: Path, seconds: float = 10.0) -> tuple[list[np.ndarray], f
     return [rec.signal[:, a : a + seg] for a in starts], rec.fs, tuple(rec.leads), y
 
 
-def _cinc_task(name: str, what: str, folder: Path, min_count: int, folds: int, repeats: int, chooses: bool,
-               subset: Sequence[str] = ()) -> Task | None:
+def _cinc_task(
+    name: str,
+    what: str,
+    folder: Path,
+    min_count: int,
+    folds: int,
+    repeats: int,
+    chooses: bool,
+    subset: Sequence[str] = (),
+) -> Task | None:
     if not any(folder.glob("*.hea")):
         return None
     recs, classes, Y = load_real(folder, min_count)
     if subset:
         lacking = [r for r in recs if not set(subset) <= set(r.leads)]
         if lacking:
-            raise SystemExit(f"real_checks: {lacking[0].path}: has only {', '.join(lacking[0].leads)}, "
-                             f"not {', '.join(subset)}")
+            raise SystemExit(
+                f"real_checks: {lacking[0].path}: has only {', '.join(lacking[0].leads)}, not {', '.join(subset)}"
+            )
         sigs = [r.signal[[r.leads.index(n) for n in subset]] for r in recs]
         leads = [tuple(subset)] * len(recs)
     else:
@@ -92,20 +101,47 @@ def _cinc_task(name: str, what: str, folder: Path, min_count: int, folds: int, r
     return Task(name, what, sigs, [float(r.fs) for r in recs], leads, Y, classes, folds, repeats, chooses)
 
 
-def load_tasks(shared: Path = SHARED, *, leads: Sequence[str] = ("II",), folds: int = 5, repeats: int = 5,
-               say: Callable[[str], None] = print) -> list[Task]:
+def load_tasks(
+    shared: Path = SHARED,
+    *,
+    leads: Sequence[str] = ("II",),
+    folds: int = 5,
+    repeats: int = 5,
+    say: Callable[[str], None] = print,
+) -> list[Task]:
     """Every task whose files are in ``shared`` (absent ones are skipped with a line), in a fixed order."""
     cinc, beats, cpsc = shared / "cinc2021-sample", shared / "wfdb-sample" / "100", shared / "cinc2020-cpsc-sample"
     tasks: list[Task | None] = [
         _cinc_task("cinc", "CinC 2021 sample, 12 leads (chooses)", cinc, 7, folds, repeats, True),
-        _cinc_task(f"cinc_{'+'.join(leads)}", f"CinC 2021 sample, lead {'+'.join(leads)} alone (check)", cinc, 7,
-                   folds, repeats, False, leads) if leads else None,
-        None, _cinc_task("cpsc2020", "CinC 2020 CPSC sample, AF and RBBB (check)", cpsc, 3, 3, 10, False),
+        _cinc_task(
+            f"cinc_{'+'.join(leads)}",
+            f"CinC 2021 sample, lead {'+'.join(leads)} alone (check)",
+            cinc,
+            7,
+            folds,
+            repeats,
+            False,
+            leads,
+        )
+        if leads
+        else None,
+        None,
+        _cinc_task("cpsc2020", "CinC 2020 CPSC sample, AF and RBBB (check)", cpsc, 3, 3, 10, False),
     ]
     if beats.with_suffix(".atr").exists():
         segs, fs, names, y = load_beats(beats)
-        tasks[2] = Task("mitbih_pac", "MIT-BIH 100, atrial premature beat in 10 s (check)", segs,
-                        [fs] * len(segs), [names] * len(segs), y, ["PAC"], folds, repeats, False)
+        tasks[2] = Task(
+            "mitbih_pac",
+            "MIT-BIH 100, atrial premature beat in 10 s (check)",
+            segs,
+            [fs] * len(segs),
+            [names] * len(segs),
+            y,
+            ["PAC"],
+            folds,
+            repeats,
+            False,
+        )
     for name, t in zip(("cinc", "cinc_leads", "mitbih_pac", "cpsc2020"), tasks, strict=True):
         if t is None:
             say(f"real_checks: {name}: its files are not in {shared}; skipped")
@@ -122,8 +158,10 @@ def probe(task: Task, X: np.ndarray) -> dict[str, Any]:
 
 def embed(model: Any, task: Task, batch_size: int = 64) -> np.ndarray:
     """Embeddings of the task's signals by a loaded ``ecgmae`` model (its own preprocessing)."""
-    out = [model.embed(task.signals[i : i + 1], fs=task.fs[i], leads=task.leads[i], batch_size=batch_size)[0]
-           for i in range(len(task.signals))]
+    out = [
+        model.embed(task.signals[i : i + 1], fs=task.fs[i], leads=task.leads[i], batch_size=batch_size)[0]
+        for i in range(len(task.signals))
+    ]
     return np.stack(out)
 
 
@@ -134,8 +172,14 @@ def features(task: Task) -> np.ndarray:
     return np.stack([ecg_features(x, fs) for x, fs in zip(task.signals, task.fs, strict=True)])
 
 
-def check(models: dict[str, str | Path], tasks: list[Task], *, with_features: bool = True, hybrid: Sequence[str] = (),
-          say: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+def check(
+    models: dict[str, str | Path],
+    tasks: list[Task],
+    *,
+    with_features: bool = True,
+    hybrid: Sequence[str] = (),
+    say: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
     """``{task: {row: probe result}}`` for every model (by name) and, with ``with_features``, the features.
 
     ``hybrid`` names models that get a second row ``NAME + features``: the embedding and the features side by

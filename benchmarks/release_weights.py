@@ -47,9 +47,18 @@ from stages import Stages, say
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "src" / "ecgmae" / "weights"
 # The recipe of the shipped model; every value is a flag of this script.
-RECIPE: dict[str, Any] = {"name": "ecgmae-small-v1", "aliases": "ecgmae-small", "engine": "deepfake", "n": 48000,
-                          "corpus_fs": 250.0, "seed": 0, "model": "ecgmae_small", "steps": 24000, "set": [],
-                          "threads": 1}
+RECIPE: dict[str, Any] = {
+    "name": "ecgmae-small-v1",
+    "aliases": "ecgmae-small",
+    "engine": "deepfake",
+    "n": 48000,
+    "corpus_fs": 250.0,
+    "seed": 0,
+    "model": "ecgmae_small",
+    "steps": 24000,
+    "set": [],
+    "threads": 1,
+}
 
 
 def tensor_sha256(file: Path) -> str:
@@ -85,34 +94,77 @@ def pipeline(args: argparse.Namespace) -> tuple[dict[str, Any], Path, Path]:
     if corpus.exists():
         got = corpus_recipe(corpus)
         if got != (args.engine, args.n, args.corpus_fs, args.seed):
-            raise SystemExit(f"release_weights: {corpus} holds (engine, n, fs, seed) = {got}, not this recipe's; "
-                             "use another --out or delete it")
+            raise SystemExit(
+                f"release_weights: {corpus} holds (engine, n, fs, seed) = {got}, not this recipe's; "
+                "use another --out or delete it"
+            )
     elif args.engine == "deepfake" and importlib.util.find_spec("deepfakeecg") is None:
         raise SystemExit("release_weights: the corpus needs the deepfake-ecg GAN: pip install 'ecgmae[deepfake]'")
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out)
     env = {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    stages.run("corpus", ["synth", "--engine", args.engine, "--n", str(args.n), "--fs", f"{args.corpus_fs:g}",
-                          "--seed", str(args.seed), "--out", str(corpus), "--quiet"], corpus, env=env)
-    stages.run("store", ["prepare", "--source", "folder", "--src", str(corpus), "--out", str(store), "--quiet"],
-               store / "meta.json", env=env)
-    common = ["--data", str(store), "--model", args.model, "--seed", str(args.seed), "--quiet",
-              *(a for kv in args.set for a in ("--set", kv))]
+    stages.run(
+        "corpus",
+        [
+            "synth",
+            "--engine",
+            args.engine,
+            "--n",
+            str(args.n),
+            "--fs",
+            f"{args.corpus_fs:g}",
+            "--seed",
+            str(args.seed),
+            "--out",
+            str(corpus),
+            "--quiet",
+        ],
+        corpus,
+        env=env,
+    )
+    stages.run(
+        "store",
+        ["prepare", "--source", "folder", "--src", str(corpus), "--out", str(store), "--quiet"],
+        store / "meta.json",
+        env=env,
+    )
+    common = [
+        "--data",
+        str(store),
+        "--model",
+        args.model,
+        "--seed",
+        str(args.seed),
+        "--quiet",
+        *(a for kv in args.set for a in ("--set", kv)),
+    ]
     resume = ["--resume"] if (run / "last.ckpt").exists() and not (run / "encoder.safetensors").exists() else []
-    stages.run("pretrain", ["pretrain", "--out", str(run), "--max-steps", str(args.steps), *common, *resume],
-               run / "encoder.safetensors", env=env)
+    stages.run(
+        "pretrain",
+        ["pretrain", "--out", str(run), "--max-steps", str(args.steps), *common, *resume],
+        run / "encoder.safetensors",
+        env=env,
+    )
     if untrained.exists() and not (untrained / "encoder.safetensors").exists():
         shutil.rmtree(untrained)
-    stages.run("untrained", ["pretrain", "--out", str(untrained), "--max-steps", "0", *common],
-               untrained / "encoder.safetensors", env=env)
+    stages.run(
+        "untrained",
+        ["pretrain", "--out", str(untrained), "--max-steps", "0", *common],
+        untrained / "encoder.safetensors",
+        env=env,
+    )
     return stages.done, run, untrained
 
 
 def checks(out: Path, run: Path, untrained: Path, name: str, only: list[str]) -> dict[str, Any]:
     """Stage 5: the real-recording checks (re-used from OUT/checks.json when its runs are unchanged)."""
     file = out / "checks.json"
-    key = {"pretrain": tensor_sha256(run / "encoder.safetensors"),
-           "untrained": tensor_sha256(untrained / "encoder.safetensors"), "tasks": only, "hybrid": True}
+    key = {
+        "pretrain": tensor_sha256(run / "encoder.safetensors"),
+        "untrained": tensor_sha256(untrained / "encoder.safetensors"),
+        "tasks": only,
+        "hybrid": True,
+    }
     if file.exists():
         old = json.loads(file.read_text())
         if old.get("weights") == key:
@@ -120,10 +172,22 @@ def checks(out: Path, run: Path, untrained: Path, name: str, only: list[str]) ->
             return old
     tasks = [t for t in real_checks.load_tasks(say=say) if not only or t.name in only]
     res = real_checks.check({name: run, "untrained": untrained}, tasks, hybrid=[name], say=say)
-    doc = {"weights": key, "tasks": {t.name: {"what": t.what, "records": len(t.signals), "classes": t.classes,
-                                              "positives": t.Y.sum(axis=0).tolist(), "folds": t.folds,
-                                              "repeats": t.repeats, "chooses": t.chooses} for t in tasks},
-           "results": res}
+    doc = {
+        "weights": key,
+        "tasks": {
+            t.name: {
+                "what": t.what,
+                "records": len(t.signals),
+                "classes": t.classes,
+                "positives": t.Y.sum(axis=0).tolist(),
+                "folds": t.folds,
+                "repeats": t.repeats,
+                "chooses": t.chooses,
+            }
+            for t in tasks
+        },
+        "results": res,
+    }
     write_json_atomic(file, doc)
     write_text_atomic(out / "checks.md", real_checks.table(res, tasks) + "\n")
     return doc
@@ -152,17 +216,29 @@ def card(args: argparse.Namespace, done: dict[str, Any], run: Path, doc: dict[st
 
     n_params = sum(int(v.size) for v in load_file(str(run / "encoder.safetensors")).values())
     base["release"] = {
-        "name": args.name, "aliases": [a for a in args.aliases.split(",") if a],
-        "trained_on": (f"{args.n:,} DeepFake ECGs (deepfake-ecg GAN trained on real 12-lead ECGs; seed {args.seed})"
-                       if args.engine == "deepfake" else f"{args.n:,} built-in synthetic ECGs (seed {args.seed})")
-                      + f", prepared at {header.data.fs:g} Hz with prepare's defaults",
+        "name": args.name,
+        "aliases": [a for a in args.aliases.split(",") if a],
+        "trained_on": (
+            f"{args.n:,} DeepFake ECGs (deepfake-ecg GAN trained on real 12-lead ECGs; seed {args.seed})"
+            if args.engine == "deepfake"
+            else f"{args.n:,} built-in synthetic ECGs (seed {args.seed})"
+        )
+        + f", prepared at {header.data.fs:g} Hz with prepare's defaults",
         "parameters": f"{n_params / 1e6:.2f} M (encoder)",
         "recipe": {k: getattr(args, k) for k in RECIPE},
-        "steps": header.train.steps, "batch_size": header.train.config.get("batch_size"),
-        "commands": {k: {"command": portable(v), "wall_s": v.get("wall_s"), "attempts": len(v.get("attempts", []))}
-                     for k, v in done.items()},
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "threads": args.threads, "python": platform.python_version()},
+        "steps": header.train.steps,
+        "batch_size": header.train.config.get("batch_size"),
+        "commands": {
+            k: {"command": portable(v), "wall_s": v.get("wall_s"), "attempts": len(v.get("attempts", []))}
+            for k, v in done.items()
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "python": platform.python_version(),
+        },
         "tensor_sha256": tensor_sha256(run / "encoder.safetensors"),
         "date": dt.date.today().isoformat(),
         "checks": doc,
@@ -171,9 +247,12 @@ def card(args: argparse.Namespace, done: dict[str, Any], run: Path, doc: dict[st
         "untrained_macro_auroc": {t: round(r["untrained"]["macro"], 3) for t, r in res.items()},
         "hybrid_macro_auroc": {t: round(r[f"{args.name} + features"]["macro"], 3) for t, r in res.items()},
         "how_to_reproduce": "python benchmarks/release_weights.py --out runs/release "
-                            + " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in
-                                       {k: getattr(args, k) for k in RECIPE}.items() if k != "set")
-                            + "".join(f" --set {shlex.quote(s)}" for s in args.set),
+        + " ".join(
+            f"--{k.replace('_', '-')} {shlex.quote(str(v))}"
+            for k, v in {k: getattr(args, k) for k in RECIPE}.items()
+            if k != "set"
+        )
+        + "".join(f" --set {shlex.quote(s)}" for s in args.set),
     }
     return base
 
@@ -181,20 +260,33 @@ def card(args: argparse.Namespace, done: dict[str, Any], run: Path, doc: dict[st
 def card_markdown(card_doc: dict[str, Any]) -> str:
     """The model card's checks as markdown: per task, one row per embedding with its macro and per-class AUROC."""
     rel = card_doc["release"]
-    lines = [f"# {rel['name']}", "", f"Pre-trained on {rel['trained_on']}; {rel['parameters']} parameters, "
-             f"{rel['steps']} steps of batch {rel['batch_size']}, seed {rel['recipe']['seed']}, "
-             f"{rel['machine']['threads']} thread(s), torch {rel['machine']['torch']}.", "",
-             f"Reproduce: `{rel['how_to_reproduce']}`", ""]
+    lines = [
+        f"# {rel['name']}",
+        "",
+        f"Pre-trained on {rel['trained_on']}; {rel['parameters']} parameters, "
+        f"{rel['steps']} steps of batch {rel['batch_size']}, seed {rel['recipe']['seed']}, "
+        f"{rel['machine']['threads']} thread(s), torch {rel['machine']['torch']}.",
+        "",
+        f"Reproduce: `{rel['how_to_reproduce']}`",
+        "",
+    ]
     for task, info in rel["checks"]["tasks"].items():
         rows = rel["checks"]["results"][task]
-        lines += [f"## {task}: {info['what']}", "",
-                  f"{info['records']} recordings; {info['folds']}-fold CV x {info['repeats']} repeats; positives "
-                  + ", ".join(f"{c} {p}" for c, p in zip(info["classes"], info["positives"], strict=True)), "",
-                  "| embedding | macro AUROC | " + " | ".join(info["classes"]) + " |",
-                  "|---|---|" + "---|" * len(info["classes"])]
+        lines += [
+            f"## {task}: {info['what']}",
+            "",
+            f"{info['records']} recordings; {info['folds']}-fold CV x {info['repeats']} repeats; positives "
+            + ", ".join(f"{c} {p}" for c, p in zip(info["classes"], info["positives"], strict=True)),
+            "",
+            "| embedding | macro AUROC | " + " | ".join(info["classes"]) + " |",
+            "|---|---|" + "---|" * len(info["classes"]),
+        ]
         for name, r in rows.items():
-            lines.append(f"| {name} | {r['macro']:.3f} ± {r['macro_std']:.3f} | "
-                         + " | ".join(f"{r['per_class'][c]:.3f}" for c in info["classes"]) + " |")
+            lines.append(
+                f"| {name} | {r['macro']:.3f} ± {r['macro_std']:.3f} | "
+                + " | ".join(f"{r['per_class'][c]:.3f}" for c in info["classes"])
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -214,12 +306,18 @@ def install(args: argparse.Namespace, run: Path, card_doc: dict[str, Any]) -> Pa
     write_json_atomic(dest / "model_card.json", card_doc)
     index_file = WEIGHTS / "index.json"
     index = json.loads(index_file.read_text()) if index_file.exists() else {"format": 1, "models": []}
-    entry = {"name": args.name, "aliases": card_doc["release"]["aliases"], "dir": args.name,
-             "sha256": {f: file_sha256(dest / f) for f in ("encoder.safetensors", "mae.safetensors",
-                                                           "model_card.json")}}
+    entry = {
+        "name": args.name,
+        "aliases": card_doc["release"]["aliases"],
+        "dir": args.name,
+        "sha256": {f: file_sha256(dest / f) for f in ("encoder.safetensors", "mae.safetensors", "model_card.json")},
+    }
     taken = set(entry["aliases"]) | {args.name}
-    models = [dict(m, aliases=[a for a in m.get("aliases", []) if a not in taken])
-              for m in index["models"] if m["name"] != args.name]
+    models = [
+        dict(m, aliases=[a for a in m.get("aliases", []) if a not in taken])
+        for m in index["models"]
+        if m["name"] != args.name
+    ]
     index["models"] = [entry, *models]
     write_json_atomic(index_file, index)
     return dest
@@ -230,17 +328,30 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/release"))
     ap.add_argument("--name", default=RECIPE["name"], help="shipped name (default %(default)s)")
     ap.add_argument("--aliases", default=RECIPE["aliases"], help="other names, comma-separated (default %(default)s)")
-    ap.add_argument("--engine", choices=("deepfake", "builtin"), default=RECIPE["engine"],
-                    help="corpus generator of ecgmae synth (default %(default)s)")
+    ap.add_argument(
+        "--engine",
+        choices=("deepfake", "builtin"),
+        default=RECIPE["engine"],
+        help="corpus generator of ecgmae synth (default %(default)s)",
+    )
     ap.add_argument("--n", type=int, default=RECIPE["n"], help="DeepFake ECGs to synthesise (default %(default)s)")
     ap.add_argument("--corpus-fs", type=float, default=RECIPE["corpus_fs"], help="corpus rate (default %(default)s)")
     ap.add_argument("--seed", type=int, default=RECIPE["seed"], help="corpus and pre-training seed")
     ap.add_argument("--model", default=RECIPE["model"], help="registered model (default %(default)s)")
     ap.add_argument("--steps", type=int, default=RECIPE["steps"], help="optimiser steps (default %(default)s)")
-    ap.add_argument("--set", action="append", default=list(RECIPE["set"]), metavar="KEY=VALUE",
-                    help="pretrain --set override, repeatable (e.g. model_overrides.depth=6)")
-    ap.add_argument("--threads", type=int, default=RECIPE["threads"],
-                    help="OMP_NUM_THREADS for every stage (default %(default)s: bit-repeatable on CPU)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=list(RECIPE["set"]),
+        metavar="KEY=VALUE",
+        help="pretrain --set override, repeatable (e.g. model_overrides.depth=6)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=RECIPE["threads"],
+        help="OMP_NUM_THREADS for every stage (default %(default)s: bit-repeatable on CPU)",
+    )
     ap.add_argument("--tasks", default="", help="only these real checks, comma-separated (default: all)")
     ap.add_argument("--install", action="store_true", help="copy the finished run into src/ecgmae/weights/")
     ap.add_argument("--verify", action="store_true", help="compare the finished run's weights with the installed card")

@@ -89,8 +89,9 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def load_test(url: str, files: list[list[tuple[str, tuple[str, bytes]]]], clients: int,
-              seconds: float) -> dict[str, Any]:
+def load_test(
+    url: str, files: list[list[tuple[str, tuple[str, bytes]]]], clients: int, seconds: float
+) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -125,8 +126,15 @@ def load_test(url: str, files: list[list[tuple[str, tuple[str, bytes]]]], client
     wall = time.perf_counter() - t0
     ms = np.asarray(latencies) * 1e3
     p50, p95, p99 = np.percentile(ms, [50, 95, 99]) if ms.size else (np.nan,) * 3
-    return {"requests": int(ms.size), "requests_per_s": ms.size / wall, "p50_ms": float(p50), "p95_ms": float(p95),
-            "p99_ms": float(p99), "errors": errors, "wall_s": wall}
+    return {
+        "requests": int(ms.size),
+        "requests_per_s": ms.size / wall,
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "errors": errors,
+        "wall_s": wall,
+    }
 
 
 def main() -> None:
@@ -137,9 +145,12 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the load test (default 20)")
     ap.add_argument("--batch-size", type=int, default=32, help="server --batch-size and in-process batch (default 32)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads, in process and in the server (default 1: no oversubscription on a shared "
-                    "machine)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads, in process and in the server (default 1: no oversubscription on a shared machine)",
+    )
     ap.add_argument("--jsonl", type=Path, help="also append the result line here")
     args = ap.parse_args()
 
@@ -147,10 +158,28 @@ def main() -> None:
     ref = in_process(args.checkpoint, [h for h, _ in recs], args.batch_size, min(args.seconds, 20.0), args.threads)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
-    server = subprocess.Popen([sys.executable, "-m", "ecgmae", "serve", "--checkpoint", args.checkpoint, "--host",
-                               "127.0.0.1", "--port", str(port), "--quiet", "--batch-size", str(args.batch_size),
-                               "--max-concurrency", str(max(32, 2 * args.clients)), "--threads", str(args.threads)],
-                              env=env)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ecgmae",
+            "serve",
+            "--checkpoint",
+            args.checkpoint,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--quiet",
+            "--batch-size",
+            str(args.batch_size),
+            "--max-concurrency",
+            str(max(32, 2 * args.clients)),
+            "--threads",
+            str(args.threads),
+        ],
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         import httpx
@@ -171,33 +200,42 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    result.update({
-        "kind": "serve", "checkpoint": args.checkpoint, "records": len(recs), "clients": args.clients,
-        "threads": args.threads,
-        "model_calls": calls.get("calls", 0),
-        "records_per_call": calls.get("records", 0) / max(1, calls.get("calls", 0)),
-        "in_process_records_per_s": ref["records_per_s"], "in_process_batch": ref["batch"],
-        "in_process_cpu_ms_per_record": ref["cpu_ms_per_record"],
-        "in_process_with_read_records_per_s": ref["with_read_records_per_s"],
-        "in_process_with_read_cpu_ms_per_record": ref["with_read_cpu_ms_per_record"],
-        "ratio_in_process_to_served": ref["records_per_s"] / max(result["requests_per_s"], 1e-9),
-        "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
-    })
+    result.update(
+        {
+            "kind": "serve",
+            "checkpoint": args.checkpoint,
+            "records": len(recs),
+            "clients": args.clients,
+            "threads": args.threads,
+            "model_calls": calls.get("calls", 0),
+            "records_per_call": calls.get("records", 0) / max(1, calls.get("calls", 0)),
+            "in_process_records_per_s": ref["records_per_s"],
+            "in_process_batch": ref["batch"],
+            "in_process_cpu_ms_per_record": ref["cpu_ms_per_record"],
+            "in_process_with_read_records_per_s": ref["with_read_records_per_s"],
+            "in_process_with_read_cpu_ms_per_record": ref["with_read_cpu_ms_per_record"],
+            "ratio_in_process_to_served": ref["records_per_s"] / max(result["requests_per_s"], 1e-9),
+            "cores": os.cpu_count(),
+            "load_avg_1m": os.getloadavg()[0],
+        }
+    )
     line = json.dumps(result, sort_keys=True)
     print(line)
     if args.jsonl:
         with open(args.jsonl, "a") as f:
             f.write(line + "\n")
-    print(f"served: {result['requests_per_s']:.1f} req/s ({result['requests']} in {result['wall_s']:.1f} s, "
-          f"{args.clients} clients), latency p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms, "
-          f"p99 {result['p99_ms']:.0f} ms, errors {sum(result['errors'].values())}, peak RSS "
-          f"{result['peak_rss_mb']:.0f} MB, {result['records_per_call']:.1f} records per model call\n"
-          f"in process: {ref['records_per_s']:.1f} records/s (predict_proba, batches of {ref['batch']}); "
-          f"in process / served = {result['ratio_in_process_to_served']:.2f}x; reading each record from its "
-          f"files too: {ref['with_read_records_per_s']:.1f} records/s\n"
-          f"CPU time: {result['server_cpu_ms_per_request']:.1f} ms per served request (server process), "
-          f"{ref['cpu_ms_per_record']:.1f} ms per record in process (1-minute load average "
-          f"{result['load_avg_1m']:.1f} on {result['cores']} cores)")
+    print(
+        f"served: {result['requests_per_s']:.1f} req/s ({result['requests']} in {result['wall_s']:.1f} s, "
+        f"{args.clients} clients), latency p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms, "
+        f"p99 {result['p99_ms']:.0f} ms, errors {sum(result['errors'].values())}, peak RSS "
+        f"{result['peak_rss_mb']:.0f} MB, {result['records_per_call']:.1f} records per model call\n"
+        f"in process: {ref['records_per_s']:.1f} records/s (predict_proba, batches of {ref['batch']}); "
+        f"in process / served = {result['ratio_in_process_to_served']:.2f}x; reading each record from its "
+        f"files too: {ref['with_read_records_per_s']:.1f} records/s\n"
+        f"CPU time: {result['server_cpu_ms_per_request']:.1f} ms per served request (server process), "
+        f"{ref['cpu_ms_per_record']:.1f} ms per record in process (1-minute load average "
+        f"{result['load_avg_1m']:.1f} on {result['cores']} cores)"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,10 @@ class Stages:
         if product.exists():
             self.commands.append({**rec, "stage": name, "ran_now": False})
             same = rec["command"] == shlex.join(cmd)
-            say(f"{name}: done already ({product})" + ("" if same or rec["command"] is None else
-                                                        f"; NOTE: made by {rec['command']}"))
+            say(
+                f"{name}: done already ({product})"
+                + ("" if same or rec["command"] is None else f"; NOTE: made by {rec['command']}")
+            )
             return rec
         say(f"{name}: {shlex.join(args)}")
         now = dt.datetime.now().isoformat(timespec="seconds")
@@ -67,8 +69,11 @@ class Stages:
             write_json_atomic(self.file, self.done)
         if rc:
             raise SystemExit(f"stage {name} failed (exit {rc}): {shlex.join(cmd)}; run the script again to resume")
-        rec.update(command=shlex.join(cmd), wall_s=round(sum(a.get("wall_s") or 0 for a in rec["attempts"]), 1),
-                   date=dt.datetime.now().isoformat(timespec="seconds"))
+        rec.update(
+            command=shlex.join(cmd),
+            wall_s=round(sum(a.get("wall_s") or 0 for a in rec["attempts"]), 1),
+            date=dt.datetime.now().isoformat(timespec="seconds"),
+        )
         write_json_atomic(self.file, self.done)
         self.commands.append({**rec, "stage": name, "ran_now": True})
         say(f"{name}: {attempt['wall_s'] / 60:.1f} min")

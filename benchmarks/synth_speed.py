@@ -32,8 +32,13 @@ def main() -> None:
     from ecgmae.data.sources.synthetic import generate, generate_record, write_wfdb_folder
 
     generate_record(0, 0, fs=args.fs, seconds=args.seconds)  # warm imports and caches
-    result: dict[str, object] = {"n": args.n, "fs": args.fs, "seconds": args.seconds,
-                                 "python": platform.python_version(), "machine": platform.processor() or "?"}
+    result: dict[str, object] = {
+        "n": args.n,
+        "fs": args.fs,
+        "seconds": args.seconds,
+        "python": platform.python_version(),
+        "machine": platform.processor() or "?",
+    }
     for noise in ("none", "low", "realistic"):
         best = float("inf")
         for _ in range(args.repeats):

@@ -143,10 +143,16 @@ def run_config(cfg: dict[str, Any]) -> dict[str, Any]:
             if other[-1] < CLEAN_CORES:
                 clean.append(times[-1])
     med = statistics.median(clean if len(clean) >= max(3, cfg["steps"] // 4) else times)
-    row.update(steps=len(times), clean_steps=len(clean), samples_per_s=round(batch / med, 2),
-               all_steps_samples_per_s=round(batch / statistics.median(times), 2),
-               best_samples_per_s=round(batch / min(times), 2), peak_mem_mb=round(mem.peak_mb, 1),
-               other_cores_in_steps=round(statistics.mean(other), 2), threads=torch.get_num_threads())
+    row.update(
+        steps=len(times),
+        clean_steps=len(clean),
+        samples_per_s=round(batch / med, 2),
+        all_steps_samples_per_s=round(batch / statistics.median(times), 2),
+        best_samples_per_s=round(batch / min(times), 2),
+        peak_mem_mb=round(mem.peak_mb, 1),
+        other_cores_in_steps=round(statistics.mean(other), 2),
+        threads=torch.get_num_threads(),
+    )
     with torch.compiler.set_stance("force_eager"):  # counted eagerly, after timing (not in the memory peak)
         flops = count_flops(model, x, 0.75, bf16)
     row["gflop_per_step"] = round(flops["total"] / 1e9, 2)
@@ -177,9 +183,13 @@ def loader_memory(cfg: dict[str, Any]) -> dict[str, Any]:
     path = Path(cfg["store"])
     with PeakMemory() as mem:
         loader_rate(path, cfg["window"], cfg["batch"], 0, epochs=1)
-    return {"kind": "data", "metric": "loader peak memory", "records": cfg["records"],
-            "store_mb": round(sum(f.stat().st_size for f in path.iterdir()) / 2**20, 1),
-            "peak_mem_mb": round(mem.peak_mb, 1)}
+    return {
+        "kind": "data",
+        "metric": "loader peak memory",
+        "records": cfg["records"],
+        "store_mb": round(sum(f.stat().st_size for f in path.iterdir()) / 2**20, 1),
+        "peak_mem_mb": round(mem.peak_mb, 1),
+    }
 
 
 def spawn(cfg: dict[str, Any], wait_quiet: float = 0.0) -> dict[str, Any]:
@@ -191,12 +201,16 @@ def spawn(cfg: dict[str, Any], wait_quiet: float = 0.0) -> dict[str, Any]:
     """
     waited = _wait_quiet(wait_quiet) if wait_quiet > 0 else 0.0
     busy0, own0, t0 = _busy_s(), _own_cpu_s(), time.perf_counter()
-    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], stdout=subprocess.PIPE,
-                         text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(cfg)], stdout=subprocess.PIPE, text=True, check=False
+    )
     other = (_busy_s() - busy0) - (_own_cpu_s() - own0)
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    row = json.loads(lines[-1]) if lines and not out.returncode else {"kind": "train", **cfg,
-                                                                      "error": f"exit code {out.returncode}"}
+    row = (
+        json.loads(lines[-1])
+        if lines and not out.returncode
+        else {"kind": "train", **cfg, "error": f"exit code {out.returncode}"}
+    )
     row["other_cores"] = round(max(other, 0.0) / (time.perf_counter() - t0), 2)
     if waited:
         row["waited_for_quiet_s"] = round(waited, 1)
@@ -245,21 +259,37 @@ def data_rows(n_small: int, n_large: int, batch: int, model_rate: float) -> list
             write_corpus(src, n, start=start)
             stores[start + n] = Path(tmp) / f"store{start + n}"
             rate = prepare_rate(src, stores[start + n], workers=1)
-            rows.append({"kind": "data", "metric": "prepare", "records": start + n, "workers": 1,
-                         "records_per_s": round(rate, 1)})
+            rows.append(
+                {
+                    "kind": "data",
+                    "metric": "prepare",
+                    "records": start + n,
+                    "workers": 1,
+                    "records_per_s": round(rate, 1),
+                }
+            )
         for workers in (0, 1):
             rate = loader_rate(stores[n_large], window, batch, workers)
-            rows.append({"kind": "data", "metric": "store->batches", "records": n_large, "workers": workers,
-                         "batch": batch, "samples_per_s": round(rate, 1),
-                         "x_model_rate": round(rate / model_rate, 1) if model_rate else None})
+            rows.append(
+                {
+                    "kind": "data",
+                    "metric": "store->batches",
+                    "records": n_large,
+                    "workers": workers,
+                    "batch": batch,
+                    "samples_per_s": round(rate, 1),
+                    "x_model_rate": round(rate / model_rate, 1) if model_rate else None,
+                }
+            )
         for n, path in stores.items():
             rows.append(spawn({"store": str(path), "records": n, "window": window, "batch": batch}))
     torch.set_num_threads(threads)
     return rows
 
 
-def targets(trains: list[dict[str, Any]], mems: list[dict[str, Any]], data: list[dict[str, Any]],
-            peaks: dict[str, float]) -> dict[str, Any]:
+def targets(
+    trains: list[dict[str, Any]], mems: list[dict[str, Any]], data: list[dict[str, Any]], peaks: dict[str, float]
+) -> dict[str, Any]:
     """The issue's targets with measured values (nothing asserted)."""
     ok = [r for r in trains if "samples_per_s" in r]
     ref = [r for r in ok if r["shape"] == "reference" and r["batch"] == 32]
@@ -269,21 +299,27 @@ def targets(trains: list[dict[str, Any]], mems: list[dict[str, Any]], data: list
     prep = [r["records_per_s"] for r in data if r.get("metric") == "prepare"]
     out: dict[str, Any] = {"kind": "targets"}
     if best:
-        out["reference_best"] = {"config": f"{best['dtype']}{'+compile' if best['compile'] else ''}",
-                                 "samples_per_s": best["samples_per_s"], "mfu_bf16_peak":
-                                 round(best["gflops_achieved"] / peaks["bf16"], 3),
-                                 "met_48_samples_per_s": best["samples_per_s"] >= 48,
-                                 "met_60pct_bf16_peak": best["gflops_achieved"] >= 0.6 * peaks["bf16"]}
+        out["reference_best"] = {
+            "config": f"{best['dtype']}{'+compile' if best['compile'] else ''}",
+            "samples_per_s": best["samples_per_s"],
+            "mfu_bf16_peak": round(best["gflops_achieved"] / peaks["bf16"], 3),
+            "met_48_samples_per_s": best["samples_per_s"] >= 48,
+            "met_60pct_bf16_peak": best["gflops_achieved"] >= 0.6 * peaks["bf16"],
+        }
     if eager:
         out["encoder_time_ratio_vs_naive"] = {f"{r['shape']}/{r['dtype']}": r["encoder_time_ratio"] for r in eager}
     if loader1:
-        out["store_batches_x_model_1_worker"] = {"value": loader1["x_model_rate"],
-                                                 "met_10x": (loader1["x_model_rate"] or 0) >= 10}
+        out["store_batches_x_model_1_worker"] = {
+            "value": loader1["x_model_rate"],
+            "met_10x": (loader1["x_model_rate"] or 0) >= 10,
+        }
     if prep:
         out["prepare_records_per_s_per_worker"] = {"value": min(prep), "met_200": min(prep) >= 200}
     if len(mems) == 2 and all(m.get("peak_mem_mb") for m in mems):
-        out["memory_batch_ratio"] = {f"B{mems[1]['batch']}/B{mems[0]['batch']}": round(
-            mems[1]["peak_mem_mb"] / mems[0]["peak_mem_mb"], 2), "batch_ratio": mems[1]["batch"] / mems[0]["batch"]}
+        out["memory_batch_ratio"] = {
+            f"B{mems[1]['batch']}/B{mems[0]['batch']}": round(mems[1]["peak_mem_mb"] / mems[0]["peak_mem_mb"], 2),
+            "batch_ratio": mems[1]["batch"] / mems[0]["batch"],
+        }
     loader_mem = [r for r in data if r.get("metric") == "loader peak memory" and "peak_mem_mb" in r]
     if len(loader_mem) == 2:
         out["loader_memory_mb_by_records"] = {str(r["records"]): r["peak_mem_mb"] for r in loader_mem}
@@ -299,16 +335,30 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--shapes", default="reference,default", help="comma list of reference, default")
     parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16")
-    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time torch.compile (minutes of first step; default on, --no-compile skips)")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time torch.compile (minutes of first step; default on, --no-compile skips)",
+    )
     parser.add_argument("--compile-dtypes", default="bf16,fp32", help="dtypes to compile (default both)")
     parser.add_argument("--encoder-steps", type=int, default=5, help="MAE-vs-naive encoder timings (0: skip)")
-    parser.add_argument("--records", type=int, nargs=2, default=(300, 1200), metavar=("SMALL", "LARGE"),
-                        help="records in the two stores of the data measurements (default 300 1200)")
+    parser.add_argument(
+        "--records",
+        type=int,
+        nargs=2,
+        default=(300, 1200),
+        metavar=("SMALL", "LARGE"),
+        help="records in the two stores of the data measurements (default 300 1200)",
+    )
     parser.add_argument("--no-data", action="store_true", help="skip the data-path measurements")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--wait-quiet", type=float, default=60.0,
-                        help="seconds to wait for other processes to go idle before each measurement (0: never)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=60.0,
+        help="seconds to wait for other processes to go idle before each measurement (0: never)",
+    )
     parser.add_argument("--jsonl", type=Path, help="also write every line to this file (atomically)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one configuration as JSON
     args = parser.parse_args()
@@ -337,11 +387,25 @@ def main() -> None:
         _wait_quiet(args.wait_quiet)
     mm = {d: matmul_peak(d, reps=4 if args.quick else 10, device=args.device) for d in ("fp32", "bf16")}
     peaks = {d: best for d, (_, best) in mm.items()}  # MFU against the best: the conservative choice
-    emit({"kind": "peak", "threads": args.threads, "device": args.device, "cpu": _cpu_name(),
-          "torch": torch.__version__, **{f"{d}_gflops_median": round(v[0], 1) for d, v in mm.items()},
-          **{f"{d}_gflops_best": round(v[1], 1) for d, v in mm.items()}})
-    base = {"threads": args.threads, "device": args.device, "steps": args.steps, "warmup": args.warmup,
-            "batch": args.batch, "encoder_steps": args.encoder_steps}
+    emit(
+        {
+            "kind": "peak",
+            "threads": args.threads,
+            "device": args.device,
+            "cpu": _cpu_name(),
+            "torch": torch.__version__,
+            **{f"{d}_gflops_median": round(v[0], 1) for d, v in mm.items()},
+            **{f"{d}_gflops_best": round(v[1], 1) for d, v in mm.items()},
+        }
+    )
+    base = {
+        "threads": args.threads,
+        "device": args.device,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch": args.batch,
+        "encoder_steps": args.encoder_steps,
+    }
     eager = [(s, d, False) for s in args.shapes.split(",") for d in args.dtypes.split(",")]
     compiled = [(s, d, True) for d in args.compile_dtypes.split(",") for s in args.shapes.split(",")]
     trains, mems, data = [], [], []  # compiled runs last: they are the slow ones
@@ -349,10 +413,29 @@ def main() -> None:
         trains.append(train_row(base, shape, dtype, comp, peaks, args))
         emit(trains[-1])
     for b in () if args.quick else (args.batch // 4, args.batch):
-        row = spawn({**base, "shape": "default", "dtype": "bf16", "compile": False, "batch": b,
-                     "encoder_steps": 0, "steps": min(args.steps, 5), "warmup": 1}, args.wait_quiet)
-        mems.append({"kind": "memory", "shape": "default", "dtype": "bf16", "batch": b,
-                     "peak_mem_mb": row.get("peak_mem_mb"), "samples_per_s": row.get("samples_per_s")})
+        row = spawn(
+            {
+                **base,
+                "shape": "default",
+                "dtype": "bf16",
+                "compile": False,
+                "batch": b,
+                "encoder_steps": 0,
+                "steps": min(args.steps, 5),
+                "warmup": 1,
+            },
+            args.wait_quiet,
+        )
+        mems.append(
+            {
+                "kind": "memory",
+                "shape": "default",
+                "dtype": "bf16",
+                "batch": b,
+                "peak_mem_mb": row.get("peak_mem_mb"),
+                "samples_per_s": row.get("samples_per_s"),
+            }
+        )
         emit(mems[-1])
     if not args.no_data:
         if args.wait_quiet:
@@ -365,16 +448,24 @@ def main() -> None:
         trains.append(train_row(base, shape, dtype, comp, peaks, args))
         emit(trains[-1])
     mm2 = {d: matmul_peak(d, reps=4 if args.quick else 10, device=args.device) for d in ("fp32", "bf16")}
-    emit({"kind": "peak", "when": "end (MFU above uses the start)", **{f"{d}_gflops_best": round(v[1], 1)
-                                                                    for d, v in mm2.items()}})
+    emit(
+        {
+            "kind": "peak",
+            "when": "end (MFU above uses the start)",
+            **{f"{d}_gflops_best": round(v[1], 1) for d, v in mm2.items()},
+        }
+    )
     emit(targets(trains, mems, data, peaks))
 
 
-def train_row(base: dict[str, Any], shape: str, dtype: str, comp: bool, peaks: dict[str, float],
-              args: argparse.Namespace) -> dict[str, Any]:
+def train_row(
+    base: dict[str, Any], shape: str, dtype: str, comp: bool, peaks: dict[str, float], args: argparse.Namespace
+) -> dict[str, Any]:
     """One training configuration in a subprocess, with MFU and the ratio to the peer's number."""
-    row = spawn({**base, "shape": shape, "dtype": dtype, "compile": comp,
-                 "encoder_steps": 0 if comp else args.encoder_steps}, args.wait_quiet)
+    row = spawn(
+        {**base, "shape": shape, "dtype": dtype, "compile": comp, "encoder_steps": 0 if comp else args.encoder_steps},
+        args.wait_quiet,
+    )
     if "gflops_achieved" in row:
         row["peak_gflops"] = round(peaks[dtype], 1)
         row["mfu"] = round(row["gflops_achieved"] / peaks[dtype], 3)

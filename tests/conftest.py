@@ -114,6 +114,9 @@ def sklearn_macro_auroc(run: Path, store: Path, split: str = "test") -> tuple[fl
     assert not skipped
     rows = {r: i for i, r in enumerate(st.index["record"])}
     y = st.labels[[rows[r] for r in ids]][:, [st.label_names.index(n) for n in model.label_names]]
-    per = {n: float(roc_auc_score(y[:, k], probs[:, k])) for k, n in enumerate(model.label_names)
-           if 0 < y[:, k].sum() < len(y)}
+    per = {
+        n: float(roc_auc_score(y[:, k], probs[:, k]))
+        for k, n in enumerate(model.label_names)
+        if 0 < y[:, k].sum() < len(y)
+    }
     return float(np.mean(list(per.values()))), per

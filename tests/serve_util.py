@@ -33,8 +33,9 @@ def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @contextlib.contextmanager
-def running(model: Any, mae: Any = None, examples: Path | None = None, hosts: tuple[str, ...] = (),
-            **limits: Any) -> Iterator[str]:
+def running(
+    model: Any, mae: Any = None, examples: Path | None = None, hosts: tuple[str, ...] = (), **limits: Any
+) -> Iterator[str]:
     """Base URL of ``model`` served on 127.0.0.1 with ``limits`` (:class:`ecgmae.serve.limits.Limits` fields),
     answering the ``Host`` names ``hosts`` besides the loopback ones."""
     from ecgmae.serve.limits import Limits

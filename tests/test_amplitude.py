@@ -36,8 +36,11 @@ def _tiny_gain(runs: dict[str, Path], tmp_path: Path) -> tuple[Path, str]:
 
 @pytest.mark.parametrize("scale", [1e20, 1e6, 2 * MAX_AMPLITUDE_MV])
 def test_the_api_refuses_amplitudes_beyond_any_ecg(clf, enc, scale: float) -> None:
-    for call in (lambda: clf.predict_proba(_sine(scale), fs=100), lambda: enc.embed(_sine(scale), fs=100),
-                 lambda: enc.reconstruct(_sine(scale), fs=100)):
+    for call in (
+        lambda: clf.predict_proba(_sine(scale), fs=100),
+        lambda: enc.embed(_sine(scale), fs=100),
+        lambda: enc.reconstruct(_sine(scale), fs=100),
+    ):
         with pytest.raises(DataError, match=r"signal: peak amplitude .* mV is more than any ECG"):
             call()
 
@@ -72,8 +75,9 @@ def test_prepare_and_the_api_give_the_same_reason(clf, runs, tmp_path: Path) -> 
     reason = str(err.value).split(": ", 1)[1]
     assert reason.startswith("peak amplitude"), reason
     for dtype in ("float16", "float32"):  # the store's encoding does not change the rule
-        store = prepare_store("folder", src, tmp_path / f"s-{dtype}", PreprocessConfig(fs=100, seconds=5, dtype=dtype),
-                              quiet=True)
+        store = prepare_store(
+            "folder", src, tmp_path / f"s-{dtype}", PreprocessConfig(fs=100, seconds=5, dtype=dtype), quiet=True
+        )
         skipped = (store / "skipped.csv").read_text()
         assert bad in skipped and reason in skipped, skipped
 
@@ -81,6 +85,9 @@ def test_prepare_and_the_api_give_the_same_reason(clf, runs, tmp_path: Path) -> 
 def test_serve_answers_a_json_signal_of_1e30_with_a_400(clf_url) -> None:
     need_serve()
     with client(clf_url) as c:
-        r = c.post("/v1/predict", content=json.dumps({"signal": _sine(1e30).tolist(), "fs": 100}),
-                   headers={"content-type": "application/json"})
+        r = c.post(
+            "/v1/predict",
+            content=json.dumps({"signal": _sine(1e30).tolist(), "fs": 100}),
+            headers={"content-type": "application/json"},
+        )
     refused(r, 400, "peak amplitude")

@@ -31,12 +31,27 @@ def build_runs(root: Path) -> dict[str, Path]:
     store = synth_store(root, 48, seed=3, synth_fs=200, fs=100)
     src = root / "synth"
     opt = OptimConfig(lr=2e-3)
-    mae = pretrain(store, root / "mae", PretrainConfig(model="ecgmae_tiny", max_steps=8, batch_size=16, trainer=cpu,
-                                                       optim=opt), quiet=True)
-    finetune(store, root / "ft", FinetuneConfig(mode="finetune", max_steps=6, batch_size=16, trainer=cpu, n_boot=10,
-                                                optim=opt), encoder=mae, quiet=True)
-    pretrain(store, root / "time", PretrainConfig(model="ecgmae_tiny", max_steps=0, trainer=cpu, model_overrides={
-        "tokenization": "time", "norm_target": True}), quiet=True)
+    mae = pretrain(
+        store,
+        root / "mae",
+        PretrainConfig(model="ecgmae_tiny", max_steps=8, batch_size=16, trainer=cpu, optim=opt),
+        quiet=True,
+    )
+    finetune(
+        store,
+        root / "ft",
+        FinetuneConfig(mode="finetune", max_steps=6, batch_size=16, trainer=cpu, n_boot=10, optim=opt),
+        encoder=mae,
+        quiet=True,
+    )
+    pretrain(
+        store,
+        root / "time",
+        PretrainConfig(
+            model="ecgmae_tiny", max_steps=0, trainer=cpu, model_overrides={"tokenization": "time", "norm_target": True}
+        ),
+        quiet=True,
+    )
     return {"src": src, "store": store, "mae": mae, "ft": root / "ft", "time": root / "time"}
 
 
@@ -87,12 +102,13 @@ def test_batches_lists_lengths_and_records(runs):
     np.testing.assert_allclose(model.embed(torch.from_numpy(xs), 100), batch, atol=1e-6)
     # a long record is the mean of its windows (the last one aligned to the end)
     long = _ecg(4, n=1234)
-    expect = np.mean([model.embed(long[:, s:s + 500], fs=100) for s in (0, 500, 734)], axis=0)
+    expect = np.mean([model.embed(long[:, s : s + 500], fs=100) for s in (0, 500, 734)], axis=0)
     np.testing.assert_allclose(model.embed(long, fs=100), expect, atol=1e-5)
     # a short record is zero-padded to one window
     short = _ecg(5, n=321)
-    np.testing.assert_allclose(model.embed(short, fs=100), model.embed(np.pad(short, ((0, 0), (0, 179))), fs=100),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.embed(short, fs=100), model.embed(np.pad(short, ((0, 0), (0, 179))), fs=100), atol=1e-6
+    )
     mixed = model.embed([long, short, Record("r", xs[0], 100.0, model.leads)], fs=[100, 100, None])
     np.testing.assert_allclose(mixed, np.stack([expect, model.embed(short, 100), batch[0]]), atol=1e-5)
     # per-record rates: a 200 Hz copy is resampled to the model's 100 Hz
@@ -149,8 +165,14 @@ def test_an_encoder_pre_trained_on_lead_subsets_takes_missing_leads_quietly(runs
     from ecgmae.engine.run import pretrain
 
     cpu = TrainerConfig(accelerator="cpu", devices="1", precision="32")
-    run = pretrain(runs["store"], tmp_path / "ld", PretrainConfig(model="ecgmae_tiny", max_steps=0, trainer=cpu,
-                   model_overrides={"tokenization": "time", "lead_drop": 0.5}), quiet=True)
+    run = pretrain(
+        runs["store"],
+        tmp_path / "ld",
+        PretrainConfig(
+            model="ecgmae_tiny", max_steps=0, trainer=cpu, model_overrides={"tokenization": "time", "lead_drop": 0.5}
+        ),
+        quiet=True,
+    )
     x = _ecg(7)
     with caplog.at_level("INFO", logger="ecgmae"):
         ecgmae.load(run).embed(x[[0, 1, 6]], fs=100, leads=["I", "II", "V1"])
@@ -167,8 +189,16 @@ def test_predict_matches_the_engine_evaluation(runs):
     store = Store.open(runs["store"])
     idx = np.arange(len(store))
     class_idx = [store.label_names.index(n) for n in model.label_names]
-    ref, _ = predict_records(model.module, store, idx, model.window, model.stride, aggregate=model.aggregate,
-                             class_idx=class_idx, lead_idx=model.lead_idx)
+    ref, _ = predict_records(
+        model.module,
+        store,
+        idx,
+        model.window,
+        model.stride,
+        aggregate=model.aggregate,
+        class_idx=class_idx,
+        lead_idx=model.lead_idx,
+    )
     got = model.predict_prepared([from_store(store, int(i), model.leads) for i in idx])
     np.testing.assert_allclose(got, ref, atol=1e-5)
     one = model.predict(store.signal(0), fs=100)
@@ -269,19 +299,22 @@ def test_reconstruction_cuts_the_dataset_windows(runs, monkeypatch):
     assert [ds[i]["start"] for i in range(len(ds))] == real_starts(store.valid_length(0), model.window, model.window)
 
 
-@pytest.mark.parametrize(("call", "match"), [
-    (lambda m: m.embed(_ecg(0), fs=50), r"sampled at 50 Hz, below the model's 100 Hz"),
-    (lambda m: m.embed(_ecg(0)[:, :0], fs=100), r"empty record"),
-    (lambda m: m.embed(np.where(np.arange(500) == 7, np.nan, _ecg(0)), fs=100), r"12 NaN/inf sample\(s\)"),
-    (lambda m: m.embed(_ecg(0, leads=3), fs=100, leads=["I", "foo", "V1"]), r"unknown lead name 'foo'"),
-    (lambda m: m.embed(_ecg(0, leads=2), fs=100, leads=["I", "i"]), r"lead\(s\) I given twice"),
-    (lambda m: m.embed(_ecg(0, leads=3), fs=100), r"3 rows but the model's 12 leads"),
-    (lambda m: m.embed(_ecg(0, leads=2), fs=100, leads=["V7", "X"]), r"unknown lead name 'V7'"),
-    (lambda m: m.embed(_ecg(0)[0], fs=100), r"1-D array"),
-    (lambda m: m.embed(_ecg(0)), r"fs is required"),
-    (lambda m: m.embed([], fs=100), r"no records"),
-    (lambda m: m.predict(_ecg(0), fs=100), r"predict needs a classifier"),
-])
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m: m.embed(_ecg(0), fs=50), r"sampled at 50 Hz, below the model's 100 Hz"),
+        (lambda m: m.embed(_ecg(0)[:, :0], fs=100), r"empty record"),
+        (lambda m: m.embed(np.where(np.arange(500) == 7, np.nan, _ecg(0)), fs=100), r"12 NaN/inf sample\(s\)"),
+        (lambda m: m.embed(_ecg(0, leads=3), fs=100, leads=["I", "foo", "V1"]), r"unknown lead name 'foo'"),
+        (lambda m: m.embed(_ecg(0, leads=2), fs=100, leads=["I", "i"]), r"lead\(s\) I given twice"),
+        (lambda m: m.embed(_ecg(0, leads=3), fs=100), r"3 rows but the model's 12 leads"),
+        (lambda m: m.embed(_ecg(0, leads=2), fs=100, leads=["V7", "X"]), r"unknown lead name 'V7'"),
+        (lambda m: m.embed(_ecg(0)[0], fs=100), r"1-D array"),
+        (lambda m: m.embed(_ecg(0)), r"fs is required"),
+        (lambda m: m.embed([], fs=100), r"no records"),
+        (lambda m: m.predict(_ecg(0), fs=100), r"predict needs a classifier"),
+    ],
+)
 def test_bad_inputs_are_clear_errors(runs, call, match):
     with pytest.raises(ECGMAEError, match=match):
         call(ecgmae.load(runs["mae"]))
@@ -306,17 +339,37 @@ def test_unsafe_or_newer_checkpoints_are_refused(runs, tmp_path):
     save_raw_checkpoint(tmp_path / "newer.safetensors", state, {**meta.to_dict(), "format_version": FORMAT_VERSION + 1})
     with pytest.raises(CheckpointError, match="newer"):
         ecgmae.load(tmp_path / "newer.safetensors")
-    assert main(["embed", "--checkpoint", str(tmp_path / "newer.safetensors"), "--src", str(runs["src"]),
-                 "--out", str(tmp_path / "e.npz"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(tmp_path / "newer.safetensors"),
+                "--src",
+                str(runs["src"]),
+                "--out",
+                str(tmp_path / "e.npz"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert not marker.exists()
 
 
 def test_no_lightning_at_inference(runs):
-    code = (f"import sys, numpy as np, ecgmae; assert 'torch' not in sys.modules; "
-            f"m = ecgmae.load({str(runs['ft'])!r}); m.predict(np.zeros((12, 500), 'float32'), fs=100); "
-            "assert 'lightning' not in sys.modules, 'lightning imported'")
-    res = subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
-                         capture_output=True, text=True, timeout=120)
+    code = (
+        f"import sys, numpy as np, ecgmae; assert 'torch' not in sys.modules; "
+        f"m = ecgmae.load({str(runs['ft'])!r}); m.predict(np.zeros((12, 500), 'float32'), fs=100); "
+        "assert 'lightning' not in sys.modules, 'lightning imported'"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
 
 

@@ -28,8 +28,25 @@ def test_embed_cli_on_the_real_cinc_folder(runs, tmp_path, capsys):
 
     folder = shared_path("cinc2021-sample")
     out = tmp_path / "emb.npz"
-    assert main(["embed", "--checkpoint", str(runs["mae"]), "--src", str(folder), "--out", str(out), "--quiet",
-                 "--device", "cpu", "--batch-size", "7"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(runs["mae"]),
+                "--src",
+                str(folder),
+                "--out",
+                str(out),
+                "--quiet",
+                "--device",
+                "cpu",
+                "--batch-size",
+                "7",
+            ]
+        )
+        == 0
+    )
     assert "50 records x 32 dims" in capsys.readouterr().out
     data = np.load(out)
     stems = sorted(p.stem for p in folder.glob("*.hea"))
@@ -37,14 +54,30 @@ def test_embed_cli_on_the_real_cinc_folder(runs, tmp_path, capsys):
     assert data["embedding"].dtype == np.float32 and len(data["skipped"]) == 0
     model = ecgmae.load(runs["mae"])
     for i in (0, 27, 49):
-        np.testing.assert_allclose(data["embedding"][i], model.embed(read_record(folder / f"{stems[i]}.hea")),
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            data["embedding"][i], model.embed(read_record(folder / f"{stems[i]}.hea")), atol=1e-5
+        )
     # one embedding per distinct signal (the sample holds one duplicate: E07509 and E07510 are identical)
     distinct = len({read_record(f).signal.tobytes() for f in sorted(folder.glob("*.hea"))})
     assert len(np.unique(data["embedding"].round(5), axis=0)) == distinct >= 49
     # the cinc source (labels from the headers) lists the same records in the same order
-    assert main(["embed", "--checkpoint", str(runs["ft"]), "--src", str(folder), "--source", "cinc",
-                 "--out", str(tmp_path / "c.npz"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--checkpoint",
+                str(runs["ft"]),
+                "--src",
+                str(folder),
+                "--source",
+                "cinc",
+                "--out",
+                str(tmp_path / "c.npz"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert np.load(tmp_path / "c.npz")["record"].tolist() == stems
 
 
@@ -52,20 +85,63 @@ def test_predict_cli_from_store_and_folder(runs, tmp_path):
     import pandas as pd
 
     model = ecgmae.load(runs["ft"])
-    assert main(["predict", "--checkpoint", str(runs["ft"]), "--src", str(runs["store"]), "--source", "store",
-                 "--split", "test", "--out", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(runs["ft"]),
+                "--src",
+                str(runs["store"]),
+                "--source",
+                "store",
+                "--split",
+                "test",
+                "--out",
+                str(tmp_path / "p.csv"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     table = pd.read_csv(tmp_path / "p.csv")
     assert list(table.columns) == ["record", *model.label_names, "skipped"] and table["skipped"].isna().all()
     metrics = json.loads((runs["ft"] / "metrics.json").read_text())
     assert len(table) == metrics["n_records"] and table[model.label_names].to_numpy().max() <= 1.0
-    assert main(["predict", "--checkpoint", str(runs["ft"]), "--src", str(runs["src"]), "--out",
-                 str(tmp_path / "raw.csv"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(runs["ft"]),
+                "--src",
+                str(runs["src"]),
+                "--out",
+                str(tmp_path / "raw.csv"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     raw = pd.read_csv(tmp_path / "raw.csv").set_index("record")
     # the raw 200 Hz files give what the 100 Hz store gives (float16 storage aside)
     both = raw.loc[table["record"], model.label_names].to_numpy()
     np.testing.assert_allclose(both, table[model.label_names].to_numpy(), atol=2e-3)
-    assert main(["predict", "--checkpoint", str(runs["mae"]), "--src", str(runs["src"]), "--out",
-                 str(tmp_path / "x.csv"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(runs["mae"]),
+                "--src",
+                str(runs["src"]),
+                "--out",
+                str(tmp_path / "x.csv"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
 
 
 def test_predict_keeps_a_row_and_the_reason_for_every_skipped_record(runs, tmp_path):
@@ -150,8 +226,23 @@ def test_reconstruct_errors(runs):
 def test_reconstruct_cli_writes_a_png(runs, tmp_path, capsys):
     folder = shared_path("cinc2021-sample")
     out = tmp_path / "fig.png"
-    assert main(["reconstruct", "--checkpoint", str(runs["mae"]), "--record", str(folder / "E07500.hea"),
-                 "--out", str(out), "--npz", str(tmp_path / "r.npz"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                "--checkpoint",
+                str(runs["mae"]),
+                "--record",
+                str(folder / "E07500.hea"),
+                "--out",
+                str(out),
+                "--npz",
+                str(tmp_path / "r.npz"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
 
@@ -171,5 +262,6 @@ def test_model_cards_describe_the_runs(runs):
         assert card["model"]["name"]
     ft = json.loads((runs["ft"] / "model_card.json").read_text())
     assert ft["label_names"] and ft["metrics"]["macro_auroc"] == pytest.approx(
-        sklearn_macro_auroc(runs["ft"], runs["store"])[0], abs=1e-6)
+        sklearn_macro_auroc(runs["ft"], runs["store"])[0], abs=1e-6
+    )
     assert json.loads((runs["mae"] / "model_card.json").read_text())["metrics"]["final_train_loss"] > 0

@@ -38,9 +38,21 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "lightning": ("ecgmae.engine",),  # the engine only: the ground floor (utils) imports no Lightning
     "starlette": ("ecgmae.serve",),  # the web stack of the serve extra, nowhere else
     "uvicorn": ("ecgmae.serve",),
-    "torch": ("ecgmae.api", "ecgmae.reconstruction", "ecgmae.engine", "ecgmae.checkpoint", "ecgmae.guards",
-              "ecgmae.inference", "ecgmae.export", "ecgmae.models", "ecgmae.data.dataset",
-              "ecgmae.data.sources.deepfake", "ecgmae.cli", "ecgmae.benchmark", "ecgmae.demo"),
+    "torch": (
+        "ecgmae.api",
+        "ecgmae.reconstruction",
+        "ecgmae.engine",
+        "ecgmae.checkpoint",
+        "ecgmae.guards",
+        "ecgmae.inference",
+        "ecgmae.export",
+        "ecgmae.models",
+        "ecgmae.data.dataset",
+        "ecgmae.data.sources.deepfake",
+        "ecgmae.cli",
+        "ecgmae.benchmark",
+        "ecgmae.demo",
+    ),
 }
 
 
@@ -93,8 +105,11 @@ def third_party(mods: dict[str, Path]) -> set[tuple[str, str]]:
 
 def misplaced(imports: set[tuple[str, str]]) -> list[str]:
     """One line per import of a ``THIRD_PARTY`` package from a module not allowed to import it."""
-    return [f"{m} imports {pkg}" for m, pkg in sorted(imports) if pkg in THIRD_PARTY
-            and not any(m == a or m.startswith(a + ".") for a in THIRD_PARTY[pkg])]
+    return [
+        f"{m} imports {pkg}"
+        for m, pkg in sorted(imports)
+        if pkg in THIRD_PARTY and not any(m == a or m.startswith(a + ".") for a in THIRD_PARTY[pkg])
+    ]
 
 
 def place(module: str) -> tuple[int, int]:
@@ -184,7 +199,9 @@ def test_heavy_packages_stay_in_their_layers() -> None:
     assert ("ecgmae.engine.trainer", "lightning") in found and ("ecgmae.data.dataset", "torch") in found
     assert misplaced(found) == []
     assert misplaced(found | {("ecgmae.data.signal", "torch"), ("ecgmae.models.mae", "lightning")}) == [
-        "ecgmae.data.signal imports torch", "ecgmae.models.mae imports lightning"]
+        "ecgmae.data.signal imports torch",
+        "ecgmae.models.mae imports lightning",
+    ]
 
 
 def test_the_checks_catch_an_upward_import_and_a_cycle(edges) -> None:
@@ -193,7 +210,8 @@ def test_the_checks_catch_an_upward_import_and_a_cycle(edges) -> None:
     up = edges | {("ecgmae.data.windows", "ecgmae.engine.predict")}
     assert violations(up) == ["ecgmae.data.windows imports ecgmae.engine.predict: upward (layer 6 -> 3)"]
     assert violations(edges | {("ecgmae.models.mae", "ecgmae.data.windows")}) == [
-        "ecgmae.models.mae imports ecgmae.data.windows: between siblings of layer 6"]
+        "ecgmae.models.mae imports ecgmae.data.windows: between siblings of layer 6"
+    ]
     loop = edges | {("ecgmae.data.windows", "ecgmae.data.dataset")}
     assert ["ecgmae.data.dataset", "ecgmae.data.windows"] in cycles(loop)
 
@@ -208,6 +226,10 @@ def test_the_walk_reads_lazy_relative_and_type_checking_imports(tmp_path) -> Non
     (pkg / "data" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
     (pkg / "data" / "c.py").write_text("from .b import y\nimport ecgmae.data.a\n")
     found = import_edges(modules(tmp_path))
-    assert {("ecgmae.data.a", "ecgmae.engine"), ("ecgmae.data.b", "ecgmae.data.a"),
-            ("ecgmae.data.c", "ecgmae.data.b"), ("ecgmae.data.c", "ecgmae.data.a")} <= found
+    assert {
+        ("ecgmae.data.a", "ecgmae.engine"),
+        ("ecgmae.data.b", "ecgmae.data.a"),
+        ("ecgmae.data.c", "ecgmae.data.b"),
+        ("ecgmae.data.c", "ecgmae.data.a"),
+    } <= found
     assert violations(found) == ["ecgmae.data.a imports ecgmae.engine: upward (layer 6 -> 3)"]

@@ -20,8 +20,18 @@ def store(tmp_path_factory) -> Path:
 
 
 def test_summary_is_mean_and_std_over_seeds():
-    rows = [{"method": "mae", "protocol": "finetune", "label_fraction": 0.1, "seed": s, "train_records": 9,
-             "macro_auroc": a, "ci95": [a - 0.1, a + 0.1]} for s, a in enumerate((0.7, 0.8, 0.9))]
+    rows = [
+        {
+            "method": "mae",
+            "protocol": "finetune",
+            "label_fraction": 0.1,
+            "seed": s,
+            "train_records": 9,
+            "macro_auroc": a,
+            "ci95": [a - 0.1, a + 0.1],
+        }
+        for s, a in enumerate((0.7, 0.8, 0.9))
+    ]
     (s,) = summarise(rows)
     assert s["mean"] == pytest.approx(0.8) and s["std"] == pytest.approx(0.1) and s["seeds"] == 3
     assert s["ci95"] == pytest.approx([0.7, 0.9])
@@ -31,19 +41,37 @@ def test_one_plan_orders_the_runs_and_weights_the_stage_lines(tmp_path):
     from ecgmae.benchmark import _plan, _stage_weights
     from ecgmae.jobs import stage_cost
 
-    cfg = BenchmarkConfig(methods=("mae", "scratch", "features"), fractions=(0.1, 1.0), seeds=1,
-                          pretrain_epochs=4, finetune_epochs=2)
+    cfg = BenchmarkConfig(
+        methods=("mae", "scratch", "features"), fractions=(0.1, 1.0), seeds=1, pretrain_epochs=4, finetune_epochs=2
+    )
     plan = [(st.method, st.protocol, st.fraction if st.protocol != "pretrain" else None) for st in _plan(cfg)]
-    assert plan == [("mae", "pretrain", None), ("mae", "linprobe", 0.1), ("mae", "finetune", 0.1),
-                    ("mae", "linprobe", 1.0), ("mae", "finetune", 1.0), ("scratch", "scratch", 0.1),
-                    ("scratch", "scratch", 1.0), ("features", "linprobe", 0.1), ("features", "linprobe", 1.0)]
+    assert plan == [
+        ("mae", "pretrain", None),
+        ("mae", "linprobe", 0.1),
+        ("mae", "finetune", 0.1),
+        ("mae", "linprobe", 1.0),
+        ("mae", "finetune", 1.0),
+        ("scratch", "scratch", 0.1),
+        ("scratch", "scratch", 1.0),
+        ("features", "linprobe", 0.1),
+        ("features", "linprobe", 1.0),
+    ]
     out = tmp_path / "bench"
     finished = _plan(cfg)[2].path(out)  # mae finetune at 10 %: done, so it costs nothing
     finished.mkdir(parents=True)
     (finished / "metrics.json").write_text("{}")
     weights = _stage_weights(tmp_path / "no-store", out, cfg)  # no store: one train record, no val / test
-    assert weights == [stage_cost(4, 1, 0, 0), stage_cost(6, 1, 0, 0), 0.0, stage_cost(2, 1, 0, 0),
-                       stage_cost(2, 1, 0, 0), stage_cost(6, 1, 0, 0), stage_cost(2, 1, 0, 0), 0.0, 0.0]
+    assert weights == [
+        stage_cost(4, 1, 0, 0),
+        stage_cost(6, 1, 0, 0),
+        0.0,
+        stage_cost(2, 1, 0, 0),
+        stage_cost(2, 1, 0, 0),
+        stage_cost(6, 1, 0, 0),
+        stage_cost(2, 1, 0, 0),
+        0.0,
+        0.0,
+    ]
     # a forward-only pass is a third of a training one; a capped run trains at most max_steps batches
     assert stage_cost(3, 100, 30, 60) == 3 * (100 + 10) + 20
     assert stage_cost(3, 100, 30, 60, max_steps=2, batch_size=8) == 16 + 30
@@ -68,11 +96,34 @@ def test_unknown_method_is_refused():
 def test_micro_benchmark_runs_every_combination_and_reuses_runs(store, tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "bench"
-    args = ["benchmark", "--data", str(store), "--out", str(out),
-            "--methods", "mae,simclr,cmsc,scratch,scratch:ecgmae_tiny",
-            "--label-fractions", "0.5,1", "--seeds", "1", "--max-steps", "1", "--batch-size", "8", "--n-boot", "5",
-            "--accelerator", "cpu", "--devices", "1", "--precision", "32", "--quiet",
-            "--set", "model=ecgmae_tiny"]
+    args = [
+        "benchmark",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--methods",
+        "mae,simclr,cmsc,scratch,scratch:ecgmae_tiny",
+        "--label-fractions",
+        "0.5,1",
+        "--seeds",
+        "1",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--n-boot",
+        "5",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--precision",
+        "32",
+        "--quiet",
+        "--set",
+        "model=ecgmae_tiny",
+    ]
     assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
     combos = {(r["method"], r["protocol"], r["label_fraction"]) for r in res["runs"]}
@@ -104,9 +155,30 @@ def test_micro_benchmark_runs_every_combination_and_reuses_runs(store, tmp_path,
 def test_a_rerun_may_add_seeds_and_methods_but_not_change_training(store, tmp_path, capsys):
     torch.set_num_threads(1)
     out = tmp_path / "grow"
-    base = ["benchmark", "--data", str(store), "--out", str(out), "--label-fractions", "1", "--max-steps", "1",
-            "--batch-size", "8", "--n-boot", "5", "--accelerator", "cpu", "--devices", "1", "--precision", "32",
-            "--quiet", "--set", "model=ecgmae_tiny"]
+    base = [
+        "benchmark",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--label-fractions",
+        "1",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--n-boot",
+        "5",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--precision",
+        "32",
+        "--quiet",
+        "--set",
+        "model=ecgmae_tiny",
+    ]
     assert main([*base, "--methods", "mae", "--seeds", "1"]) == 0
     first = out / "runs" / "mae_linprobe_1_s0" / "metrics.json"
     stamp = first.stat().st_mtime_ns
@@ -114,7 +186,8 @@ def test_a_rerun_may_add_seeds_and_methods_but_not_change_training(store, tmp_pa
     assert first.stat().st_mtime_ns == stamp  # seed 0 reused
     res = json.loads((out / "results.json").read_text())
     assert {(r["method"], r["seed"]) for r in res["runs"]} == {
-        (m, s) for m in ("mae", "scratch:ecgmae_tiny") for s in (0, 1)}
+        (m, s) for m in ("mae", "scratch:ecgmae_tiny") for s in (0, 1)
+    }
     assert all(s["seeds"] == 2 for s in res["summary"])
     capsys.readouterr()
     assert main([*base, "--methods", "mae", "--seeds", "2", "--pretrain-epochs", "3"]) == 2

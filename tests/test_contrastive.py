@@ -124,10 +124,24 @@ def test_contrastive_pretrain_writes_an_encoder_that_finetune_loads(store, tmp_p
     from ecgmae.api import load
     from ecgmae.checkpoint import read_header
 
-    args = ["--data", str(store), "--max-steps", "3", "--batch-size", "16", "--accelerator", "cpu",
-            "--devices", "1", "--precision", "32", "--quiet", "--model", "ecgmae_tiny"]
-    assert main(["pretrain", "--out", str(tmp_path / method), "--method", method, "--temperature", "0.2",
-                 *args]) == 0
+    args = [
+        "--data",
+        str(store),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "16",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--precision",
+        "32",
+        "--quiet",
+        "--model",
+        "ecgmae_tiny",
+    ]
+    assert main(["pretrain", "--out", str(tmp_path / method), "--method", method, "--temperature", "0.2", *args]) == 0
     run = tmp_path / method
     header = read_header(run / "encoder.safetensors")
     assert header.kind == "encoder" and header.train.method == method
@@ -135,8 +149,23 @@ def test_contrastive_pretrain_writes_an_encoder_that_finetune_loads(store, tmp_p
     assert header.data.window_samples == 125  # half the 5 s records at 50 Hz
     assert not (run / "mae.safetensors").exists()
     assert load(run).embed(np.zeros((12, 250), np.float32), fs=50).shape == (32,)
-    assert main(["finetune", "--out", str(tmp_path / "lp"), "--mode", "linprobe", "--encoder", str(run),
-                 "--set", "n_boot=5", *[a for a in args if a not in ("--model", "ecgmae_tiny")]]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--out",
+                str(tmp_path / "lp"),
+                "--mode",
+                "linprobe",
+                "--encoder",
+                str(run),
+                "--set",
+                "n_boot=5",
+                *[a for a in args if a not in ("--model", "ecgmae_tiny")],
+            ]
+        )
+        == 0
+    )
     macro, _ = sklearn_macro_auroc(tmp_path / "lp", store)
     assert json.loads((tmp_path / "lp" / "metrics.json").read_text())["macro_auroc"] == pytest.approx(macro, abs=1e-6)
 

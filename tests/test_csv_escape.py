@@ -19,8 +19,13 @@ from ecgmae.data.store_reader import Store
 from ecgmae.utils import escape_cell, unescape_cell
 
 LINK = '=HYPERLINK("http://example.com/?leak","click")'
-NAMES = {"synth00000": "=1+2", "synth00001": "@SUM(A1)", "synth00002": "+cmd", "synth00003": "-2+3",
-         "synth00004": "'quoted"}
+NAMES = {
+    "synth00000": "=1+2",
+    "synth00001": "@SUM(A1)",
+    "synth00002": "+cmd",
+    "synth00003": "-2+3",
+    "synth00004": "'quoted",
+}
 BAD = "-bad"  # a record that cannot be read: its name goes to skipped.csv / predict's skipped column
 
 
@@ -66,9 +71,13 @@ def hostile(runs, tmp_path_factory) -> dict[str, Path]:
     src = _hostile_corpus(runs, root)
     store = prepare_store("folder", src, root / "store", PreprocessConfig(fs=100, seconds=5), seed=0, quiet=True)
     cpu = TrainerConfig(accelerator="cpu", devices="1", precision="32", log_every=1)
-    finetune(store, root / "ft", FinetuneConfig(mode="linprobe", max_steps=1, batch_size=8, trainer=cpu,
-                                                n_boot=2, optim=OptimConfig(lr=1e-3)),
-             encoder=runs["mae"], quiet=True)
+    finetune(
+        store,
+        root / "ft",
+        FinetuneConfig(mode="linprobe", max_steps=1, batch_size=8, trainer=cpu, n_boot=2, optim=OptimConfig(lr=1e-3)),
+        encoder=runs["mae"],
+        quiet=True,
+    )
     return {"src": src, "store": store, "ft": root / "ft", "root": root}
 
 
@@ -84,8 +93,12 @@ def test_the_store_writes_names_as_text_and_reads_them_back(hostile) -> None:
 
 def test_predict_writes_names_labels_and_reasons_as_text(hostile, tmp_path: Path) -> None:
     out = tmp_path / "p.csv"
-    assert main(["predict", "--checkpoint", str(hostile["ft"]), "--src", str(hostile["src"]), "--out", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            ["predict", "--checkpoint", str(hostile["ft"]), "--src", str(hostile["src"]), "--out", str(out), "--quiet"]
+        )
+        == 0
+    )
     rows = _formula_free(out.read_text())
     assert escape_cell(LINK) in rows[0]
     table = pd.read_csv(out, dtype=str, keep_default_na=False).map(unescape_cell)

@@ -25,11 +25,16 @@ from ecgmae.errors import DataError
 EXAMPLES = int(os.environ.get("ECGMAE_FUZZ_EXAMPLES", "120"))  # raise it for a longer hunt
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMES = st.sampled_from([*LEADS_12, "avr", "MLII", " v1 ", "vx", "ABP", "", "I I", "V7", "ii"])
-NUMBER = st.one_of(st.integers(-10**12, 10**12).map(str), st.floats(allow_nan=True).map(str),
-                   st.sampled_from(["", "x", "-", "1e400", "0", "500", "1000.0(0)/mV", "200/uV", "7(3)/V",
-                                    "12(-5)/degC", "nan(0)/mV"]))
-FORMATS = st.sampled_from(["16", "212", "80", "24", "32", "61", "160", "16x1+24", "16+7", "212x2", "16:3",
-                           "8", "999", "x", "16x0", ""])
+NUMBER = st.one_of(
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=True).map(str),
+    st.sampled_from(
+        ["", "x", "-", "1e400", "0", "500", "1000.0(0)/mV", "200/uV", "7(3)/V", "12(-5)/degC", "nan(0)/mV"]
+    ),
+)
+FORMATS = st.sampled_from(
+    ["16", "212", "80", "24", "32", "61", "160", "16x1+24", "16+7", "212x2", "16:3", "8", "999", "x", "16x0", ""]
+)
 
 
 def _check_record(rec: Record) -> None:
@@ -75,8 +80,9 @@ def test_fuzzed_headers_and_data(case: tuple[str, bytes]) -> None:
 def valid_record(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("fuzz")
     x = np.cumsum(np.random.default_rng(0).normal(0, 0.1, (300, 3)), axis=0)
-    wfdb.wrsamp("good", fs=250, units=["mV"] * 3, sig_name=["I", "II", "V1"], p_signal=x, fmt=["16"] * 3,
-                write_dir=str(folder))
+    wfdb.wrsamp(
+        "good", fs=250, units=["mV"] * 3, sig_name=["I", "II", "V1"], p_signal=x, fmt=["16"] * 3, write_dir=str(folder)
+    )
     return folder / "good.hea"
 
 
@@ -87,7 +93,7 @@ def test_mutated_real_header_and_data(valid_record: Path, data: st.DataObject) -
     dat = (valid_record.parent / "good.dat").read_bytes()
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(text)))
-        text = text[:i] + data.draw(st.sampled_from(["", " ", "\n", "9", "-", "x", "/", "(", "+", "#"])) + text[i + 1:]
+        text = text[:i] + data.draw(st.sampled_from(["", " ", "\n", "9", "-", "x", "/", "(", "+", "#"])) + text[i + 1 :]
     cut = data.draw(st.integers(0, len(dat)))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "good.hea").write_text(text)
@@ -111,17 +117,29 @@ def test_parse_header_only_raises_record_errors(text: str) -> None:
         assert rec["multi"] or len(sigs) == rec["nsig"]
 
 
-ARRAYS = st.integers(1, 4).flatmap(lambda leads: st.integers(0, 300).flatmap(
-    lambda n: st.lists(st.one_of(st.floats(-5, 5), st.sampled_from([np.nan, np.inf, -np.inf, 1e30, 0.0])),
-                       min_size=leads * n, max_size=leads * n).map(lambda v: np.array(v, float).reshape(leads, n))))
+ARRAYS = st.integers(1, 4).flatmap(
+    lambda leads: st.integers(0, 300).flatmap(
+        lambda n: st.lists(
+            st.one_of(st.floats(-5, 5), st.sampled_from([np.nan, np.inf, -np.inf, 1e30, 0.0])),
+            min_size=leads * n,
+            max_size=leads * n,
+        ).map(lambda v: np.array(v, float).reshape(leads, n))
+    )
+)
 
 
 @FUZZ
-@given(ARRAYS, st.sampled_from([500.0, 360.0, 100.0, 257.0, 1000.0, 0.0, -1.0, float("nan")]),
-       st.lists(NAMES, min_size=1, max_size=4), st.sampled_from(["none", "record", "robust"]),
-       st.sampled_from([None, (0.5, 40.0), (0.0, 20.0)]), st.sampled_from(["none", "highpass", "median"]))
-def test_fuzzed_arrays_through_reader_and_preprocess(x: np.ndarray, fs: float, names: list[str], norm: str,
-                                                     band: tuple[float, float] | None, baseline: str) -> None:
+@given(
+    ARRAYS,
+    st.sampled_from([500.0, 360.0, 100.0, 257.0, 1000.0, 0.0, -1.0, float("nan")]),
+    st.lists(NAMES, min_size=1, max_size=4),
+    st.sampled_from(["none", "record", "robust"]),
+    st.sampled_from([None, (0.5, 40.0), (0.0, 20.0)]),
+    st.sampled_from(["none", "highpass", "median"]),
+)
+def test_fuzzed_arrays_through_reader_and_preprocess(
+    x: np.ndarray, fs: float, names: list[str], norm: str, band: tuple[float, float] | None, baseline: str
+) -> None:
     names = (names * 4)[: x.shape[0]]
     try:
         rec = make_record("r", x, fs, names, "r.npy")
@@ -139,8 +157,11 @@ def test_fuzzed_arrays_through_reader_and_preprocess(x: np.ndarray, fs: float, n
 
 
 @FUZZ
-@given(st.lists(st.sampled_from([*'ab01;,\n"rT ', "record", "labels", "AF", "patient_id", "True"]), max_size=80)
-       .map("".join))
+@given(
+    st.lists(st.sampled_from([*'ab01;,\n"rT ', "record", "labels", "AF", "patient_id", "True"]), max_size=80).map(
+        "".join
+    )
+)
 def test_fuzzed_label_tables(text: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "labels.csv"

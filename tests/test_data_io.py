@@ -29,11 +29,19 @@ from ecgmae.data.sources.cinc import dx_codes
 from ecgmae.errors import DataError
 
 
-def _write(folder: Path, name: str, x: np.ndarray, fs: float = 250, names=("I", "II", "V1"), fmt: str = "16",
-           units: str = "mV") -> Path:
+def _write(
+    folder: Path, name: str, x: np.ndarray, fs: float = 250, names=("I", "II", "V1"), fmt: str = "16", units: str = "mV"
+) -> Path:
     """WFDB record written by the wfdb package (the reference implementation)."""
-    wfdb.wrsamp(name, fs=fs, units=[units] * len(names), sig_name=list(names), p_signal=x, fmt=[fmt] * len(names),
-                write_dir=str(folder))
+    wfdb.wrsamp(
+        name,
+        fs=fs,
+        units=[units] * len(names),
+        sig_name=list(names),
+        p_signal=x,
+        fmt=[fmt] * len(names),
+        write_dir=str(folder),
+    )
     return folder / f"{name}.hea"
 
 
@@ -42,10 +50,22 @@ def _walk(n: int = 1001, leads: int = 3, seed: int = 0) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- lead names
-@pytest.mark.parametrize(("raw", "want"), [
-    ("avr", "aVR"), ("AVL", "aVL"), (" V1 ", "V1"), ("v6", "V6"), ("i", "I"), ("III", "III"),
-    ("MLII", "II"), ("mli", "I"), ("DII", "II"), ("lead II", "II"), ("ECG V2", "V2"),
-])
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ("avr", "aVR"),
+        ("AVL", "aVL"),
+        (" V1 ", "V1"),
+        ("v6", "V6"),
+        ("i", "I"),
+        ("III", "III"),
+        ("MLII", "II"),
+        ("mli", "I"),
+        ("DII", "II"),
+        ("lead II", "II"),
+        ("ECG V2", "V2"),
+    ],
+)
 def test_canonical_lead_names(raw: str, want: str) -> None:
     assert canonical_lead(raw) == want
 
@@ -257,12 +277,19 @@ def test_preprocess_pads_masks_and_keeps_long_records_whole() -> None:
 
 
 def test_preprocess_config_validates_and_round_trips() -> None:
-    cfg = PreprocessConfig(fs=250, leads=("i", "avr"), bandpass=(0.5, 40), baseline="median", normalise="record",
-                           dtype="int16")
+    cfg = PreprocessConfig(
+        fs=250, leads=("i", "avr"), bandpass=(0.5, 40), baseline="median", normalise="record", dtype="int16"
+    )
     assert cfg.leads == ("I", "aVR")
     assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
-    for bad in ({"bandpass": (1, 60)}, {"normalise": "minmax"}, {"fs": 0}, {"leads": ("I", "I")},
-                {"leads": ("vx",)}, {"dtype": "int8"}):
+    for bad in (
+        {"bandpass": (1, 60)},
+        {"normalise": "minmax"},
+        {"fs": 0},
+        {"leads": ("I", "I")},
+        {"leads": ("vx",)},
+        {"dtype": "int8"},
+    ):
         with pytest.raises(ConfigError):
             PreprocessConfig(**bad)
     with pytest.raises(ConfigError, match="unknown key"):

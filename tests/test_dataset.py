@@ -23,8 +23,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     src.mkdir()
     for i, seconds in enumerate(SECONDS):
         x = np.random.default_rng(i).normal(size=(seconds * 250, 12)).cumsum(0) * 0.01
-        wfdb.wrsamp(f"r{i}", fs=250, units=["mV"] * 12, sig_name=list(LEADS_12), p_signal=x, fmt=["16"] * 12,
-                    write_dir=str(src))
+        wfdb.wrsamp(
+            f"r{i}", fs=250, units=["mV"] * 12, sig_name=list(LEADS_12), p_signal=x, fmt=["16"] * 12, write_dir=str(src)
+        )
     (src / "labels.csv").write_text("record,labels\nr0,A\nr1,B\nr2,A;B\nr3,\nr4,B\n")
     return Store.open(prepare_store("folder", src, root / "store", PreprocessConfig(fs=100, seconds=10), quiet=True))
 
@@ -38,7 +39,7 @@ def test_crop_items(store: Store) -> None:
     assert item["index"] == 2 and item["valid"] == 250
     start = ds.start(2)
     assert 0 <= start <= 1700 - 250
-    np.testing.assert_array_equal(item["x"].numpy(), store.signal(2)[:, start:start + 250])
+    np.testing.assert_array_equal(item["x"].numpy(), store.signal(2)[:, start : start + 250])
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=5)))
     assert batch["x"].shape == (5, 12, 250) and batch["y"].shape == (5, 2)
     assert batch["index"].tolist() == [0, 1, 2, 3, 4]
@@ -79,9 +80,10 @@ def test_windows_cover_every_record(store: Store) -> None:
         item = ds[i]
         rec, start = item["record"], item["start"]
         assert item["index"] == idx[rec] and item["x"].shape == (12, 300)
-        np.testing.assert_array_equal(item["x"].numpy()[:, : item["valid"]],
-                                      store.signal(int(idx[rec]))[:, start:start + item["valid"]])
-        covered[rec][start:start + 300] = True
+        np.testing.assert_array_equal(
+            item["x"].numpy()[:, : item["valid"]], store.signal(int(idx[rec]))[:, start : start + item["valid"]]
+        )
+        covered[rec][start : start + 300] = True
     assert all(c.all() for c in covered.values())
     starts = [ds[i]["start"] for i in range(len(ds)) if ds[i]["record"] == 2]
     assert starts == [0, 250, 500, 750, 1000, 1250, 1400]  # the last one ends exactly at 1700

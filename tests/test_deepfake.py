@@ -37,8 +37,14 @@ def _fresh_model_cache() -> Any:
 
 def _limb_errors(sig: np.ndarray) -> np.ndarray:
     i, ii, iii, avr, avl, avf = sig[:6].astype(np.float64)
-    return np.array([np.abs(iii - (ii - i)).max(), np.abs(avr + (i + ii) / 2).max(),
-                     np.abs(avl - (i - ii / 2)).max(), np.abs(avf - (ii - i / 2)).max()])
+    return np.array(
+        [
+            np.abs(iii - (ii - i)).max(),
+            np.abs(avr + (i + ii) / 2).max(),
+            np.abs(avl - (i - ii / 2)).max(),
+            np.abs(avf - (ii - i / 2)).max(),
+        ]
+    )
 
 
 def _touch(path: str) -> None:
@@ -64,18 +70,22 @@ def _fake_generate(n: int, seed: int = 0, **kw: Any) -> Any:
 
 # --- without the package ---------------------------------------------------------------------------
 
+
 def test_import_has_no_side_effects(tmp_path: Path) -> None:
-    code = ("import sys, ecgmae.data.sources.deepfake, ecgmae.cli.synth; "
-            "heavy = [m for m in ('torch', 'numpy', 'scipy', 'deepfakeecg') if m in sys.modules]; "
-            "assert not heavy, heavy")
+    code = (
+        "import sys, ecgmae.data.sources.deepfake, ecgmae.cli.synth; "
+        "heavy = [m for m in ('torch', 'numpy', 'scipy', 'deepfakeecg') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), HOME=str(tmp_path), PYTHONDONTWRITEBYTECODE="1")
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_package_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_package_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepfakeecg" else real(name, *a))
     with pytest.raises(ECGMAEError, match=r"pip install 'ecgmae\[deepfake\]'"):
@@ -87,14 +97,18 @@ def test_missing_package_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.M
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("extra", "needle"), [
-    (["--noise", "low"], "--noise does not apply"),
-    (["--seconds", "5"], "10 s records only"),
-    (["--fs", "20"], "outside 50-2000 Hz"),
-    (["--fs", "123.45"], "whole number of samples"),
-])
-def test_cli_rejects_options_that_do_not_apply(extra: list[str], needle: str, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--noise", "low"], "--noise does not apply"),
+        (["--seconds", "5"], "10 s records only"),
+        (["--fs", "20"], "outside 50-2000 Hz"),
+        (["--fs", "123.45"], "whole number of samples"),
+    ],
+)
+def test_cli_rejects_options_that_do_not_apply(
+    extra: list[str], needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "d"
     assert main(["synth", "--engine", "deepfake", "--out", str(out), "--n", "2", "--quiet", *extra]) == 2
     err = capsys.readouterr().err
@@ -110,8 +124,9 @@ def test_resampling_ratios() -> None:
         deepfake.gan_resampling(float("nan"))
 
 
-def test_checkpoint_with_a_pickled_object_is_refused_unrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_with_a_pickled_object_is_refused_unrun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     marker = tmp_path / "pwned.txt"
     ckpt = tmp_path / "g_stat.pt"
     torch.save({"stat_dict": {"fc1.weight": torch.zeros(2, 2)}, "extra": Payload(marker)}, ckpt)
@@ -153,7 +168,10 @@ def test_folder_layout_and_interruption_without_the_gan(tmp_path: Path, monkeypa
     monkeypatch.setattr(deepfake, "generate", _fake_generate)
     out = deepfake.write_wfdb_folder(tmp_path / "d", 3, seed=4, quiet=True)
     assert sorted(p.name for p in out.iterdir()) == [
-        "RECORDS", *(f"deepfake0000{i}.{s}" for i in range(3) for s in ("dat", "hea")), "source.json"]
+        "RECORDS",
+        *(f"deepfake0000{i}.{s}" for i in range(3) for s in ("dat", "hea")),
+        "source.json",
+    ]
     assert (out / "RECORDS").read_text() == "deepfake00000\ndeepfake00001\ndeepfake00002\n"
     meta = json.loads((out / "source.json").read_text())
     assert meta["engine"] == "deepfake" and meta["seed"] == 4 and meta["n"] == 3 and meta["fs"] == 500
@@ -178,6 +196,7 @@ def test_folder_layout_and_interruption_without_the_gan(tmp_path: Path, monkeypa
 
 
 # --- with the package: the real generator ----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def recs() -> list[deepfake.DeepfakeRecord]:
@@ -243,8 +262,9 @@ def test_resampled_to_100_hz(recs: list[deepfake.DeepfakeRecord]) -> None:
         assert np.corrcoef(low.signal[lead], ref[lead])[0, 1] > 0.9
 
 
-def test_cli_end_to_end_then_prepare(recs: list[deepfake.DeepfakeRecord], tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_end_to_end_then_prepare(
+    recs: list[deepfake.DeepfakeRecord], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ecgmae.data.io import read_record
 
     out = tmp_path / "df"

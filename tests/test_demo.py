@@ -13,11 +13,20 @@ from ecgmae.errors import DataError
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
-    cfg = DemoConfig(n_records=90, synth_fs=100, seconds=5, pretrain_epochs=1, finetune_epochs=1,
-                     fractions=(0.1, 1.0), batch_size=16, n_boot=10)
+    cfg = DemoConfig(
+        n_records=90,
+        synth_fs=100,
+        seconds=5,
+        pretrain_epochs=1,
+        finetune_epochs=1,
+        fractions=(0.1, 1.0),
+        batch_size=16,
+        n_boot=10,
+    )
     rows = run_demo(tmp_path / "d", cfg, quiet=True)
     assert {(r["mode"], r["label_fraction"]) for r in rows} == {
-        (m, f) for m in ("finetune", "linprobe", "scratch") for f in (0.1, 1.0)}
+        (m, f) for m in ("finetune", "linprobe", "scratch") for f in (0.1, 1.0)
+    }
     for r in rows:  # each row is its run re-scored from scratch (public API + scikit-learn) on the test split
         run = tmp_path / "d" / f"{r['mode']}_{r['label_fraction']:g}"
         macro, _ = sklearn_macro_auroc(run, tmp_path / "d" / "store")

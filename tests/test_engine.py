@@ -57,20 +57,19 @@ def test_existing_run_is_not_overwritten(store, mae_run):
     before = {p.name: p.read_bytes() for p in mae_run.iterdir() if p.is_file()}
     with pytest.raises(DataError) as exc:
         pretrain(store, mae_run, _pre(), quiet=True)
-    assert str(exc.value) == (f"{mae_run}: already holds encoder.safetensors; "
-                              "pass --resume to continue or --overwrite to redo")
+    assert str(exc.value) == (
+        f"{mae_run}: already holds encoder.safetensors; pass --resume to continue or --overwrite to redo"
+    )
     assert {p.name: p.read_bytes() for p in mae_run.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.slow
 def test_linprobe_beats_untrained_encoder(store, mae_run, tmp_path):
     init = pretrain(store, tmp_path / "init", _pre(max_steps=0), quiet=True)
-    ft = FinetuneConfig(mode="linprobe", epochs=8, batch_size=16, trainer=CPU, n_boot=20,
-                        optim=OptimConfig(lr=1e-2))
+    ft = FinetuneConfig(mode="linprobe", epochs=8, batch_size=16, trainer=CPU, n_boot=20, optim=OptimConfig(lr=1e-2))
     trained = finetune(store, tmp_path / "lp", ft, encoder=mae_run, quiet=True)
     untrained = finetune(store, tmp_path / "lp0", ft, encoder=init, quiet=True)
-    assert trained["macro_auroc"] > untrained["macro_auroc"] + 0.02, (trained["macro_auroc"],
-                                                                       untrained["macro_auroc"])
+    assert trained["macro_auroc"] > untrained["macro_auroc"] + 0.02, (trained["macro_auroc"], untrained["macro_auroc"])
     # evaluate re-scores the saved classifier on the same split and finds the same numbers
     rep = evaluate(tmp_path / "lp", store, split="test", n_boot=20)
     assert rep["macro_auroc"] == pytest.approx(trained["macro_auroc"], abs=1e-6)
@@ -78,12 +77,41 @@ def test_linprobe_beats_untrained_encoder(store, mae_run, tmp_path):
 
 
 def test_finetune_and_scratch_cli(store, mae_run, tmp_path, capsys):
-    args = ["--data", str(store), "--max-steps", "6", "--batch-size", "16", "--accelerator", "cpu",
-            "--devices", "1", "--precision", "32", "--quiet", "--set", "n_boot=10"]
-    assert main(["finetune", "--out", str(tmp_path / "ft"), "--mode", "finetune", "--encoder", str(mae_run),
-                 "--label-fraction", "0.1", *args]) == 0
-    assert main(["finetune", "--out", str(tmp_path / "sc"), "--mode", "scratch", "--model", "ecgmae_tiny",
-                 *args]) == 0
+    args = [
+        "--data",
+        str(store),
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "16",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--precision",
+        "32",
+        "--quiet",
+        "--set",
+        "n_boot=10",
+    ]
+    assert (
+        main(
+            [
+                "finetune",
+                "--out",
+                str(tmp_path / "ft"),
+                "--mode",
+                "finetune",
+                "--encoder",
+                str(mae_run),
+                "--label-fraction",
+                "0.1",
+                *args,
+            ]
+        )
+        == 0
+    )
+    assert main(["finetune", "--out", str(tmp_path / "sc"), "--mode", "scratch", "--model", "ecgmae_tiny", *args]) == 0
     for run in ("ft", "sc"):
         metrics = json.loads((tmp_path / run / "metrics.json").read_text())
         macro, per = sklearn_macro_auroc(tmp_path / run, store)  # the same numbers, computed independently
@@ -148,8 +176,12 @@ def test_config_errors_are_clear(tmp_path, store, capsys):
     assert code == 2 and "learning_rate" in err and str(bad) in err
     with pytest.raises(ConfigError, match="mode"):
         FinetuneConfig(mode="probe")
-    assert main(["pretrain", "--data", str(store), "--out", str(tmp_path / "y"), "--set", "optim.lr=5e-4",
-                 "--print-config"]) == 0
+    assert (
+        main(
+            ["pretrain", "--data", str(store), "--out", str(tmp_path / "y"), "--set", "optim.lr=5e-4", "--print-config"]
+        )
+        == 0
+    )
     assert "lr: 0.0005" in capsys.readouterr().out
     code = main(["finetune", "--data", str(store), "--out", str(tmp_path / "z"), "--mode", "linprobe"])
     assert code == 2 and "--encoder" in capsys.readouterr().err
@@ -195,11 +227,34 @@ def test_ddp_two_cpu_processes(store, tmp_path):
     """Two ranks draw disjoint records, their gradients are averaged, and they end with the same weights."""
     spy = tmp_path / "spy.py"
     spy.write_text(DDP_SPY)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
-           "ECGMAE_DDP_SPY": str(tmp_path)}
-    cmd = [sys.executable, str(spy), "pretrain", "--data", str(store), "--out", str(tmp_path / "ddp"),
-           "--model", "ecgmae_tiny", "--max-steps", "3", "--batch-size", "8", "--accelerator", "cpu",
-           "--devices", "2", "--precision", "32", "--quiet"]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).parents[1] / "src"),
+        "ECGMAE_DDP_SPY": str(tmp_path),
+    }
+    cmd = [
+        sys.executable,
+        str(spy),
+        "pretrain",
+        "--data",
+        str(store),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--model",
+        "ecgmae_tiny",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "2",
+        "--precision",
+        "32",
+        "--quiet",
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     meta = json.loads((tmp_path / "ddp" / "config.json").read_text())
@@ -323,14 +378,22 @@ def test_leakage_test_patients_checked_against_the_encoders_pretraining_data(sto
     rep = finetune(store, tmp_path / "leaky", ft, encoder=leaky, quiet=True)
     assert rep["leakage"]["shared_patients"] == n_test_patients > 0
     assert set(rep["leakage"]["examples"]) <= expected and len(rep["leakage"]["examples"]) == 10
-    assert any("patient(s) of the test split were in the encoder's pre-training data" in r.getMessage()
-               for r in caplog.records if r.levelname == "WARNING")
+    assert any(
+        "patient(s) of the test split were in the encoder's pre-training data" in r.getMessage()
+        for r in caplog.records
+        if r.levelname == "WARNING"
+    )
     saved = json.loads((tmp_path / "leaky" / "metrics.json").read_text())["leakage"]
     assert saved["shared_patients"] == n_test_patients
     # --leakage refuse stops before any training
     with pytest.raises(DataError, match=r"test split were in the encoder's pre-training data .*refuse"):
-        finetune(store, tmp_path / "refused", FinetuneConfig(**{**ft.__dict__, "leakage": "refuse"}), encoder=leaky,
-                 quiet=True)
+        finetune(
+            store,
+            tmp_path / "refused",
+            FinetuneConfig(**{**ft.__dict__, "leakage": "refuse"}),
+            encoder=leaky,
+            quiet=True,
+        )
     assert not (tmp_path / "refused" / "classifier.safetensors").exists()
     # the pre-training store gone: said, not checked, not an error
     import shutil
@@ -345,9 +408,26 @@ def test_leakage_test_patients_checked_against_the_encoders_pretraining_data(sto
 
 def test_leakage_flag_on_the_command_line(store, tmp_path, capsys):
     leaky = pretrain(store, tmp_path / "all", _pre(max_steps=0, splits=("train", "val", "test")), quiet=True)
-    args = ["finetune", "--data", str(store), "--out", str(tmp_path / "ft"), "--mode", "linprobe", "--encoder",
-            str(leaky), "--max-steps", "1", "--batch-size", "16", "--accelerator", "cpu", "--quiet",
-            "--leakage", "refuse"]
+    args = [
+        "finetune",
+        "--data",
+        str(store),
+        "--out",
+        str(tmp_path / "ft"),
+        "--mode",
+        "linprobe",
+        "--encoder",
+        str(leaky),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "16",
+        "--accelerator",
+        "cpu",
+        "--quiet",
+        "--leakage",
+        "refuse",
+    ]
     capsys.readouterr()  # what pre-training logged
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -32,8 +32,10 @@ def test_schedule_warmup_then_cosine():
 
 def test_optimizer_applies_lr_scale_and_schedule():
     w, b = torch.nn.Parameter(torch.ones(3, 3)), torch.nn.Parameter(torch.zeros(3))
-    groups = [{"params": [w], "weight_decay": 0.1, "lr_scale": 1.0},
-              {"params": [b], "weight_decay": 0.0, "lr_scale": 0.5}]
+    groups = [
+        {"params": [w], "weight_decay": 0.1, "lr_scale": 1.0},
+        {"params": [b], "weight_decay": 0.0, "lr_scale": 0.5},
+    ]
     opt, sched = build_optimizer(groups, OptimConfig(lr=1e-2, warmup=0), total_steps=10)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-2, 5e-3])
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
@@ -119,8 +121,9 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     with safe_open(str(path), "pt") as f:
         assert json.loads(f.metadata()["ecgmae"])["format_version"] == FORMAT_VERSION
     for version in (1, FORMAT_VERSION):  # header checked against tensors, in either format
-        bad = save_raw_checkpoint(tmp_path / "x.safetensors", sd,
-                                  {"format_version": version, "kind": "encoder", "model": {"x": 1}})
+        bad = save_raw_checkpoint(
+            tmp_path / "x.safetensors", sd, {"format_version": version, "kind": "encoder", "model": {"x": 1}}
+        )
         with pytest.raises(CheckpointError, match="lacks model field 'config'"):
             load_checkpoint(bad)
     with pytest.raises(CheckpointError, match="expected classifier"):
@@ -143,8 +146,9 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     from safetensors.torch import save_file
 
     newer = tmp_path / "newer.safetensors"
-    save_file(sd, str(newer), metadata={"ecgmae": json.dumps({"format_version": FORMAT_VERSION + 1,
-                                                              "kind": "encoder"})})
+    save_file(
+        sd, str(newer), metadata={"ecgmae": json.dumps({"format_version": FORMAT_VERSION + 1, "kind": "encoder"})}
+    )
     with pytest.raises(CheckpointError, match="newer"):
         read_header(newer)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
@@ -174,8 +178,9 @@ def test_a_checkpoint_write_that_fails_leaves_the_old_one_and_no_temp_file(tmp_p
     assert torch.load(tmp_path / "last.ckpt", weights_only=True) == {"step": 1}
 
 
-@pytest.mark.parametrize(("accelerator", "asked", "expected"), [("cpu", None, True), ("cpu", False, False),
-                                                                ("cpu", True, True)])
+@pytest.mark.parametrize(
+    ("accelerator", "asked", "expected"), [("cpu", None, True), ("cpu", False, False), ("cpu", True, True)]
+)
 def test_cpu_runs_use_deterministic_algorithms_unless_told_not_to(tmp_path, accelerator, asked, expected):
     from ecgmae.engine.config import TrainerConfig
     from ecgmae.engine.trainer import build_trainer, deterministic

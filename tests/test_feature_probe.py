@@ -28,8 +28,9 @@ def store(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("featprobe")
     src = write_wfdb_folder(root / "synth", 120, fs=250, seconds=5, seed=6, noise="low", quiet=True)
-    return prepare_store("folder", src, root / "store", PreprocessConfig(fs=50, seconds=5), seed=0, quiet=True,
-                         split=(0.5, 0.2, 0.3))
+    return prepare_store(
+        "folder", src, root / "store", PreprocessConfig(fs=50, seconds=5), seed=0, quiet=True, split=(0.5, 0.2, 0.3)
+    )
 
 
 def test_features_method_plans_only_linear_probes_and_is_spelled_exactly():
@@ -39,9 +40,12 @@ def test_features_method_plans_only_linear_probes_and_is_spelled_exactly():
     plan = [(s.seed, s.method, s.protocol, s.fraction) for s in _plan(cfg)]
     # no pre-training and no fine-tuning for the hand-made features: one linear probe per fraction and seed
     assert [p for p in plan if p[1] == "features"] == [
-        (seed, "features", "linprobe", f) for seed in (0, 1) for f in (0.1, 1.0)]
+        (seed, "features", "linprobe", f) for seed in (0, 1) for f in (0.1, 1.0)
+    ]
     assert [p for p in plan if p[1] == "mae" and p[0] == 0] == [
-        (0, "mae", "pretrain", 1.0), *((0, "mae", p, f) for f in (0.1, 1.0) for p in ("linprobe", "finetune"))]
+        (0, "mae", "pretrain", 1.0),
+        *((0, "mae", p, f) for f in (0.1, 1.0) for p in ("linprobe", "finetune")),
+    ]
     with pytest.raises(ConfigError, match=r"methods: feature not among .*, features or scratch:MODEL"):
         BenchmarkConfig(methods=("feature",))
 
@@ -57,15 +61,42 @@ def test_benchmark_features_row_uses_the_linprobe_label_subset(store, tmp_path, 
             out = real(labels, indices, fraction, seed)
             calls[who].append((fraction, seed, out.tolist()))
             return out
+
         return wrapped
 
     monkeypatch.setattr(engine_run, "label_subset", spy("engine", engine_run.label_subset))
     monkeypatch.setattr(data_splits, "label_subset", spy("features", data_splits.label_subset))
     out = tmp_path / "bench"
-    args = ["benchmark", "--data", str(store), "--out", str(out), "--methods", "features,mae",
-            "--label-fractions", "0.3,1", "--seeds", "1", "--max-steps", "1", "--batch-size", "8", "--n-boot", "20",
-            "--classes", CLASSES, "--accelerator", "cpu", "--devices", "1", "--precision", "32", "--quiet",
-            "--set", "model=ecgmae_tiny"]
+    args = [
+        "benchmark",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--methods",
+        "features,mae",
+        "--label-fractions",
+        "0.3,1",
+        "--seeds",
+        "1",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--n-boot",
+        "20",
+        "--classes",
+        CLASSES,
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--precision",
+        "32",
+        "--quiet",
+        "--set",
+        "model=ecgmae_tiny",
+    ]
     assert main(args) == 0
     # the linear probe (and fine-tuning) of mae and the feature probe train on identical subsets
     linprobe = {(f, s): idx for f, s, idx in calls["engine"]}
@@ -80,7 +111,8 @@ def test_benchmark_features_row_uses_the_linprobe_label_subset(store, tmp_path, 
     res = json.loads((out / "results.json").read_text())
     rows = {(r["method"], r["protocol"], r["label_fraction"]): r for r in res["runs"]}
     assert set(rows) == {("features", "linprobe", f) for f in (0.3, 1.0)} | {
-        ("mae", p, f) for p in ("linprobe", "finetune") for f in (0.3, 1.0)}
+        ("mae", p, f) for p in ("linprobe", "finetune") for f in (0.3, 1.0)
+    }
     full = rows[("features", "linprobe", 1.0)]
     assert np.isfinite(full["macro_auroc"]) and full["macro_auroc"] > 0.75
     assert full["ci95"][0] <= full["macro_auroc"] <= full["ci95"][1]
@@ -98,7 +130,9 @@ def test_benchmark_features_row_uses_the_linprobe_label_subset(store, tmp_path, 
     assert cache.stat().st_mtime_ns == stamp
     res = json.loads((out / "results.json").read_text())
     assert {(r["method"], r["seed"]) for r in res["runs"] if r["method"] == "features"} == {
-        ("features", 0), ("features", 1)}
+        ("features", 0),
+        ("features", 1),
+    }
 
 
 def _forbidden(*_args, **_kw):
@@ -122,9 +156,13 @@ def test_feature_cache_is_keyed_to_the_store(store, tmp_path, monkeypatch):
 
 
 def test_probe_without_validation_split_falls_back_to_c1(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(Store, "split_indices",
-                        lambda self, split: np.flatnonzero(self.index["split"].to_numpy() == split)
-                        if split != "val" else np.zeros(0, np.int64))
+    monkeypatch.setattr(
+        Store,
+        "split_indices",
+        lambda self, split: (
+            np.flatnonzero(self.index["split"].to_numpy() == split) if split != "val" else np.zeros(0, np.int64)
+        ),
+    )
     report = probe_features(store, tmp_path / "run", fraction=1.0, seed=0, classes=CLASSES.split(","), n_boot=0)
     assert report["C"] == 1.0 and report["val_macro_auroc"] == {} and np.isfinite(report["macro_auroc"])
 
@@ -139,8 +177,24 @@ def test_embed_features_from_a_store_in_store_order(store, tmp_path, capsys):
     assert data["embedding"].shape == (len(st), n_features(12)) and data["embedding"].dtype == np.float32
     assert data["feature_names"].tolist() == feature_names(st.leads) and len(data["skipped"]) == 0
     np.testing.assert_array_equal(data["embedding"][7], record_features(st, 7))
-    assert main(["embed", "--features", "--src", str(store), "--source", "store", "--split", "test",
-                 "--out", str(tmp_path / "t.npz"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--features",
+                "--src",
+                str(store),
+                "--source",
+                "store",
+                "--split",
+                "test",
+                "--out",
+                str(tmp_path / "t.npz"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     test = np.load(tmp_path / "t.npz")
     idx = st.split_indices("test")
     assert test["record"].tolist() == st.index["record"].iloc[idx].tolist()
@@ -165,8 +219,10 @@ def test_embed_needs_a_checkpoint_or_features(store, tmp_path, capsys):
     out = str(tmp_path / "x.npz")
     assert main(["embed", "--src", str(store), "--source", "store", "--out", out]) == 2
     assert "--checkpoint is required (or --features" in capsys.readouterr().err
-    assert main(["embed", "--features", "--checkpoint", "runs/x", "--src", str(store), "--source", "store",
-                 "--out", out]) == 2
+    assert (
+        main(["embed", "--features", "--checkpoint", "runs/x", "--src", str(store), "--source", "store", "--out", out])
+        == 2
+    )
     assert "takes no --checkpoint" in capsys.readouterr().err
     assert main(["embed", "--features", "--src", str(store.parent / "synth"), "--split", "test", "--out", out]) == 2
     assert "needs --source store" in capsys.readouterr().err

@@ -25,8 +25,9 @@ def _synth(index: int, fs: float = 500, seconds: float = 10, noise: str = "low",
     return generate_record(seed, index, fs=fs, seconds=seconds, noise=noise)
 
 
-@pytest.mark.parametrize(("leads", "fs", "seconds"), [(12, 500, 10), (12, 100, 10), (2, 360, 10), (12, 500, 0.1),
-                                                      (1, 50, 2.5)])
+@pytest.mark.parametrize(
+    ("leads", "fs", "seconds"), [(12, 500, 10), (12, 100, 10), (2, 360, 10), (12, 500, 0.1), (1, 50, 2.5)]
+)
 def test_finite_fixed_length_output(leads, fs, seconds):
     x = ecg_like(1, leads, int(seconds * fs), fs=fs, seed=1)[0].numpy()
     f = ecg_features(x, fs)
@@ -41,13 +42,15 @@ def test_length_does_not_depend_on_rate_or_duration():
     assert a.shape == b.shape == c.shape
 
 
-@pytest.mark.parametrize("signal", [np.zeros((12, 5000)), np.full((12, 5000), 0.7), np.zeros((12, 0)),
-                                    np.ones((12, 1)), np.full((12, 5000), np.nan)],
-                         ids=["zeros", "constant", "empty", "one-sample", "nan"])
+@pytest.mark.parametrize(
+    "signal",
+    [np.zeros((12, 5000)), np.full((12, 5000), 0.7), np.zeros((12, 0)), np.ones((12, 1)), np.full((12, 5000), np.nan)],
+    ids=["zeros", "constant", "empty", "one-sample", "nan"],
+)
 def test_degenerate_records_give_finite_fill_values(signal):
     f = ecg_features(signal, 500)
     assert np.isfinite(f).all() and f.shape == (n_features(12),)
-    rhythm = f[-len(RHYTHM):]
+    rhythm = f[-len(RHYTHM) :]
     assert rhythm[-1] == 0 and (rhythm == 0).all()  # no beats: every rhythm feature is the fill value
 
 
@@ -58,8 +61,9 @@ def test_an_all_zero_lead_changes_nothing_else():
     f, g = ecg_features(rec.signal, rec.fs), ecg_features(x, rec.fs)
     assert np.isfinite(g).all()
     per = (len(g) - len(RHYTHM)) // 12
-    assert np.array_equal(f[: 7 * per], g[: 7 * per]) and np.array_equal(f[8 * per: -len(RHYTHM)],
-                                                                         g[8 * per: -len(RHYTHM)])
+    assert np.array_equal(f[: 7 * per], g[: 7 * per]) and np.array_equal(
+        f[8 * per : -len(RHYTHM)], g[8 * per : -len(RHYTHM)]
+    )
     assert abs(f[-len(RHYTHM)] - g[-len(RHYTHM)]) < 1.0  # the heart rate survives a missing lead
 
 

@@ -30,10 +30,18 @@ from ecgmae.models import (
 
 # Headers exactly as ecgmae 0544e14 (format 1) wrote them: an MAE run's encoder.safetensors and
 # mae.safetensors, a fine-tuned classifier, a scratch xresnet1d50 and a SimCLR encoder.
-V1 = {k: v for k, v in json.loads((Path(__file__).parent / "data" / "headers_v1.json").read_text()).items()
-      if not k.startswith("_")}
-MODULES = {"mae_encoder": ECGEncoder, "mae": ECGMAE, "finetune_classifier": ECGClassifier,
-           "cnn_classifier": XResNet1d, "simclr_encoder": ECGEncoder}
+V1 = {
+    k: v
+    for k, v in json.loads((Path(__file__).parent / "data" / "headers_v1.json").read_text()).items()
+    if not k.startswith("_")
+}
+MODULES = {
+    "mae_encoder": ECGEncoder,
+    "mae": ECGMAE,
+    "finetune_classifier": ECGClassifier,
+    "cnn_classifier": XResNet1d,
+    "simclr_encoder": ECGEncoder,
+}
 
 
 @pytest.mark.parametrize("name", sorted(V1))
@@ -49,8 +57,9 @@ def test_every_format_1_header_migrates_to_one_shape(name):
     assert header.ecgmae_version == old["ecgmae_version"]
     spec, m = header.model, old["model"]
     if name == "cnn_classifier":  # format 1 kept arch, layers and num_classes in the config too
-        assert spec.config == XResNetConfig(arch="xresnet1d50", n_leads=12, kernel_size=5, head_hidden=128,
-                                            head_dropout=0.5)
+        assert spec.config == XResNetConfig(
+            arch="xresnet1d50", n_leads=12, kernel_size=5, head_hidden=128, head_dropout=0.5
+        )
         assert (spec.arch, spec.num_classes, spec.encoder, spec.data.window_multiple) == ("xresnet1d50", 11, None, 1)
     elif name == "finetune_classifier":  # format 1 kept a classifier's encoder at model.encoder
         assert json.loads(json.dumps(dataclasses.asdict(spec.encoder))) == m["encoder"]
@@ -66,7 +75,8 @@ def test_every_format_1_header_migrates_to_one_shape(name):
     assert set(new["model"]) == {"name", "arch", "config", "num_classes", "head_dropout"}
     if spec.encoder is not None:  # every transformer run keeps its encoder at the same place
         assert new["model"]["config"]["encoder"] == dataclasses.asdict(spec.encoder) | {
-            "conv_kernels": list(spec.encoder.conv_kernels)}
+            "conv_kernels": list(spec.encoder.conv_kernels)
+        }
     assert RunHeader.from_dict(new) == header
 
 
@@ -96,11 +106,23 @@ def test_a_format_1_checkpoint_still_loads_and_scores_the_same(name, tmp_path):
 
 def test_round_trip_of_a_current_header_through_a_file(tmp_path):
     spec = ModelSpec("classifier", "ecgmae_tiny", get_config("ecgmae_tiny", depth=1), num_classes=2, head_dropout=0.25)
-    header = RunHeader(spec, DataInfo(fs=50.0, leads=("I", "II"), window_samples=100, eval_stride_samples=50,
-                                      aggregate="max", preprocessing={"fs": 50.0}, records=3, patients=None,
-                                      sources=("folder",)),
-                       TrainInfo({"seed": 3}, steps=7, best_val_auroc=0.75), label_names=("AF", "NORM"),
-                       metrics={"macro_auroc": 0.5})
+    header = RunHeader(
+        spec,
+        DataInfo(
+            fs=50.0,
+            leads=("I", "II"),
+            window_samples=100,
+            eval_stride_samples=50,
+            aggregate="max",
+            preprocessing={"fs": 50.0},
+            records=3,
+            patients=None,
+            sources=("folder",),
+        ),
+        TrainInfo({"seed": 3}, steps=7, best_val_auroc=0.75),
+        label_names=("AF", "NORM"),
+        metrics={"macro_auroc": 0.5},
+    )
     assert RunHeader.from_dict(json.loads(json.dumps(header.to_dict()))) == header
     path = save_checkpoint(tmp_path / "classifier.safetensors", build_model(spec).state_dict(), header)
     read = read_header(path)
@@ -121,28 +143,34 @@ def _set(d: dict, dotted: str, value: object) -> dict:
     return d
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"format_version": HEADER_VERSION + 1}, "format version 3 is newer than this ecgmae reads"),
-    ({"format_version": "2"}, "format_version must be a positive integer"),
-    ({"kind": "optimizer"}, "unknown checkpoint kind 'optimizer'"),
-    ({"extra": 1}, r"unknown header field\(s\) extra"),
-    ({"model.extra": 1}, r"unknown header field\(s\) model\.extra"),
-    ({"data.window": 1}, r"unknown header field\(s\) data\.window"),
-    ({"train.lr": 1}, r"unknown header field\(s\) train\.lr"),
-    ({"model": None}, "lacks model field 'config'"),
-    ({"model": [1]}, "header field model must be a mapping, got list"),
-    ({"model.arch": "resnet9"}, r"model\.arch is 'resnet9', not one of ecgmae, xresnet1d50"),
-    ({"model.config.encoder.num_heads": 3}, r"invalid model \(model\.embed_dim: 32 is not divisible by num_heads=3"),
-    ({"model.config.encoder.bogus": 3}, r"invalid model \(model\.config\.encoder: unknown key\(s\) bogus"),
-    ({"model.num_classes": 4}, r"invalid model \(model\.num_classes: 4 for encoder weights"),
-    ({"model.num_classes": -1}, r"model\.num_classes must be an integer >= 0"),
-    ({"data.leads": "I,II"}, r"data\.leads must be a list of names"),
-    ({"data.aggregate": "median"}, r"data\.aggregate must be mean or max"),
-    ({"data.window_samples": True}, r"data\.window_samples must be an integer in \[1, 1000000\]"),
-    ({"train.steps": 1.5}, r"train\.steps must be an integer >= 0"),
-    ({"label_names": "AF"}, "label_names must be a list of names"),
-    ({"metrics": [0.5]}, "metrics must be a mapping"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format_version": HEADER_VERSION + 1}, "format version 3 is newer than this ecgmae reads"),
+        ({"format_version": "2"}, "format_version must be a positive integer"),
+        ({"kind": "optimizer"}, "unknown checkpoint kind 'optimizer'"),
+        ({"extra": 1}, r"unknown header field\(s\) extra"),
+        ({"model.extra": 1}, r"unknown header field\(s\) model\.extra"),
+        ({"data.window": 1}, r"unknown header field\(s\) data\.window"),
+        ({"train.lr": 1}, r"unknown header field\(s\) train\.lr"),
+        ({"model": None}, "lacks model field 'config'"),
+        ({"model": [1]}, "header field model must be a mapping, got list"),
+        ({"model.arch": "resnet9"}, r"model\.arch is 'resnet9', not one of ecgmae, xresnet1d50"),
+        (
+            {"model.config.encoder.num_heads": 3},
+            r"invalid model \(model\.embed_dim: 32 is not divisible by num_heads=3",
+        ),
+        ({"model.config.encoder.bogus": 3}, r"invalid model \(model\.config\.encoder: unknown key\(s\) bogus"),
+        ({"model.num_classes": 4}, r"invalid model \(model\.num_classes: 4 for encoder weights"),
+        ({"model.num_classes": -1}, r"model\.num_classes must be an integer >= 0"),
+        ({"data.leads": "I,II"}, r"data\.leads must be a list of names"),
+        ({"data.aggregate": "median"}, r"data\.aggregate must be mean or max"),
+        ({"data.window_samples": True}, r"data\.window_samples must be an integer in \[1, 1000000\]"),
+        ({"train.steps": 1.5}, r"train\.steps must be an integer >= 0"),
+        ({"label_names": "AF"}, "label_names must be a list of names"),
+        ({"metrics": [0.5]}, "metrics must be a mapping"),
+    ],
+)
 def test_bad_headers_are_refused_in_one_line_naming_the_file_and_field(change, message):
     d = _v2()
     for key, value in change.items():

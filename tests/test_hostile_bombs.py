@@ -70,15 +70,19 @@ def _ecg_bomb(path: Path, samples: int, *, declared: int | None = None, name: by
 
 
 def _refused_in_bounded_memory(path: Path, cwd: Path, *parts: str) -> str:
-    res = _limited(f"""
+    res = _limited(
+        f"""
         from ecgmae.data.io import RecordError, read_record
         try:
             read_record({str(path)!r})
         except RecordError as exc:
             print("REFUSED", exc)
-        """, cwd, mem=MEM)
+        """,
+        cwd,
+        mem=MEM,
+    )
     assert res.returncode == 0 and res.stdout.startswith("REFUSED "), (res.stdout + res.stderr)[-2000:]
-    line = res.stdout[len("REFUSED "):].rstrip("\n")
+    line = res.stdout[len("REFUSED ") :].rstrip("\n")
     _one_line(line, path.name, *parts)
     return line
 
@@ -108,11 +112,22 @@ def test_mat_variable_inflating_past_its_small_declared_size_is_refused(tmp_path
 @pytest.mark.parametrize("nested", [False, True])
 def test_mat_struct_shape_bomb_is_refused(tmp_path: Path, nested: bool) -> None:
     # A struct with no fields and 200 million elements: 181 bytes that scipy turns into a 1.6 GB array.
-    bomb = _array_header(2, (1, 200_000_000), b"" if nested else b"ECG") + _tag(5, 4) + _pad(struct.pack("<i", 8)) \
+    bomb = (
+        _array_header(2, (1, 200_000_000), b"" if nested else b"ECG")
+        + _tag(5, 4)
+        + _pad(struct.pack("<i", 8))
         + _tag(1, 0)
+    )
     if nested:  # ECG.data is the bomb
-        bomb = (_array_header(2, (1, 1), b"ECG") + _tag(5, 4) + _pad(struct.pack("<i", 8)) + _tag(1, 8)
-                + b"data\0\0\0\0" + _tag(14, len(bomb)) + bomb)
+        bomb = (
+            _array_header(2, (1, 1), b"ECG")
+            + _tag(5, 4)
+            + _pad(struct.pack("<i", 8))
+            + _tag(1, 8)
+            + b"data\0\0\0\0"
+            + _tag(14, len(bomb))
+            + bomb
+        )
     path = _mat_file(tmp_path / "shape.mat", bomb)
     assert path.stat().st_size < 400
     _refused_in_bounded_memory(path, tmp_path, "elements")
@@ -129,17 +144,24 @@ def test_mat_bomb_among_other_variables_is_not_inflated(tmp_path: Path) -> None:
 def test_prepare_cpsc2018_skips_a_mat_bomb_in_bounded_memory(tmp_path: Path) -> None:
     corpus = tmp_path / "c"
     corpus.mkdir()
-    scipy.io.savemat(corpus / "A0001.mat", {"ECG": {"data": np.random.default_rng(0).normal(0, 0.3, (12, 5000)),
-                                                    "sex": "Male", "age": 50.0}}, do_compression=True)
+    scipy.io.savemat(
+        corpus / "A0001.mat",
+        {"ECG": {"data": np.random.default_rng(0).normal(0, 0.3, (12, 5000)), "sex": "Male", "age": 50.0}},
+        do_compression=True,
+    )
     _ecg_bomb(corpus / "A0002.mat", 10_000_000)
     _ecg_bomb(corpus / "A0003.mat", 10_000_000, declared=200)
     (corpus / "REFERENCE.csv").write_text("Recording,First_label\nA0001,1\nA0002,2\nA0003,2\n")
-    res = _limited("""
+    res = _limited(
+        """
         import sys
         from ecgmae.cli import main
         sys.exit(main(["prepare", "--source", "cpsc2018", "--src", "c", "--out", "s", "--fs", "100",
                        "--seconds", "2", "--workers", "1"]))
-        """, tmp_path, mem=MEM)
+        """,
+        tmp_path,
+        mem=MEM,
+    )
     assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
     skipped = (tmp_path / "s" / "skipped.csv").read_text()
     assert "A0002.mat" in skipped and "A0003.mat" in skipped and "A0001" not in skipped, skipped
@@ -169,10 +191,17 @@ def test_bounded_mat_reading_gives_what_scipy_gives(tmp_path: Path, compress: bo
     from ecgmae.data.matfile import load_variable
 
     rng = np.random.default_rng(0)
-    ecg = {"data": rng.normal(size=(12, 300)).astype(np.float32), "sex": "Female", "age": np.array([[61.0]]),
-           "nested": {"z": np.array([1 + 2j, 3j]), "cell": np.array([[1, "ab"]], dtype=object)},
-           "flag": np.array([True, False]), "empty": np.array([]), "none": np.empty((0, 0), dtype=object),
-           "u8": np.uint8([1, 2, 3]), "i64": np.int64([1, -2])}
+    ecg = {
+        "data": rng.normal(size=(12, 300)).astype(np.float32),
+        "sex": "Female",
+        "age": np.array([[61.0]]),
+        "nested": {"z": np.array([1 + 2j, 3j]), "cell": np.array([[1, "ab"]], dtype=object)},
+        "flag": np.array([True, False]),
+        "empty": np.array([]),
+        "none": np.empty((0, 0), dtype=object),
+        "u8": np.uint8([1, 2, 3]),
+        "i64": np.int64([1, -2]),
+    }
     path = tmp_path / "x.mat"
     scipy.io.savemat(path, {"before": "text", "ECG": ecg, "after": np.arange(10)}, do_compression=compress)
     value, names = load_variable(path, "ECG")
@@ -184,8 +213,7 @@ def test_bounded_mat_reading_gives_what_scipy_gives(tmp_path: Path, compress: bo
 def _wfdb(folder: Path, name: str, signal_lines: list[str], nsamp: int = 1000) -> Path:
     """A header for ``nsamp`` samples over a 4000-byte format-16 data file."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.dat").write_bytes(np.random.default_rng(0).integers(-500, 500, 2000).astype("<i2")
-                                         .tobytes())
+    (folder / f"{name}.dat").write_bytes(np.random.default_rng(0).integers(-500, 500, 2000).astype("<i2").tobytes())
     (folder / f"{name}.hea").write_text(f"{name} {len(signal_lines)} 100 {nsamp}\n" + "\n".join(signal_lines) + "\n")
     return folder / f"{name}.hea"
 
@@ -205,8 +233,13 @@ def test_wfdb_skew_within_the_record_passes_the_checks(tmp_path: Path) -> None:
     check_wfdb_files(hea, rec, sigs, hea.read_text(), None)  # no error: the wfdb package reads it
 
 
-@pytest.mark.parametrize("lines", [["r.dat 16+4000000000 200 16 0 0 0 0 II", "r.dat 16+4000000001 200 16 0 0 0 0 I"],
-                                   ["r.dat 16+4000000000 200 16 0 0 0 0 II", "r.dat 16+4000000000 200 16 0 0 0 0 I"]])
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["r.dat 16+4000000000 200 16 0 0 0 0 II", "r.dat 16+4000000001 200 16 0 0 0 0 I"],
+        ["r.dat 16+4000000000 200 16 0 0 0 0 II", "r.dat 16+4000000000 200 16 0 0 0 0 I"],
+    ],
+)
 def test_wfdb_byte_offset_beyond_the_file_is_refused(tmp_path: Path, lines: list[str]) -> None:
     hea = _wfdb(tmp_path / "c", "r", lines, nsamp=500)
     with pytest.raises(RecordError) as err:
@@ -229,27 +262,35 @@ def _corpus_with_labels(tmp_path: Path, labels: str | bytes) -> tuple[Path, Path
 def test_a_huge_labels_cell_is_refused_in_bounded_memory(tmp_path: Path) -> None:
     # One 100 MB cell of 33 million labels: splitting it takes gigabytes (a 200 MB one took 4.9 GB and 20 s).
     corpus, path = _corpus_with_labels(tmp_path, b"record,labels\nr0,A\nr1," + b"xy;" * 33_000_000 + b"\n")
-    res = _limited(f"""
+    res = _limited(
+        f"""
         import sys
         from ecgmae.cli import main
         sys.exit(main(["prepare", "--source", "folder", "--src", {str(corpus)!r}, "--labels", {str(path)!r},
                        "--out", "s", "--quiet"]))
-        """, tmp_path, mem=MEM)
+        """,
+        tmp_path,
+        mem=MEM,
+    )
     assert res.returncode == 2, (res.stdout + res.stderr)[-2000:]
     line = res.stderr.strip().splitlines()[-1]
     _one_line(line, "labels.csv", "65536")
     assert "Traceback" not in res.stderr and "MemoryError" not in res.stderr, res.stderr[-2000:]
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("record,labels\nr0,A\nr1,\"" + "x\n" * 40_000 + "\"\n", "a cell of more than 65536 bytes"),  # quoted newlines
-    ("record,labels\nr0,A\nr1," + ";".join(f"L{i}" for i in range(200_000)) + "\n", "a cell of more than 65536"),
-    ("record,labels\n" + "".join(f"r{i},L{i}\n" for i in range(1001)), "1001 distinct labels, more than 1000"),
-    ("record," + ",".join(f"c{i}" for i in range(1001)) + "\nr0," + ",".join("0" * 1001) + "\n",
-     "1001 class columns, more than 1000"),
-])
-def test_labels_tables_with_absurd_cells_or_label_counts_are_refused(tmp_path: Path, text: str,
-                                                                    fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('record,labels\nr0,A\nr1,"' + "x\n" * 40_000 + '"\n', "a cell of more than 65536 bytes"),  # quoted newlines
+        ("record,labels\nr0,A\nr1," + ";".join(f"L{i}" for i in range(200_000)) + "\n", "a cell of more than 65536"),
+        ("record,labels\n" + "".join(f"r{i},L{i}\n" for i in range(1001)), "1001 distinct labels, more than 1000"),
+        (
+            "record," + ",".join(f"c{i}" for i in range(1001)) + "\nr0," + ",".join("0" * 1001) + "\n",
+            "1001 class columns, more than 1000",
+        ),
+    ],
+)
+def test_labels_tables_with_absurd_cells_or_label_counts_are_refused(tmp_path: Path, text: str, fragment: str) -> None:
     from ecgmae.data.sources import read_label_table
     from ecgmae.errors import DataError
 
@@ -276,8 +317,9 @@ def test_labels_with_quoted_commas_and_many_rows_are_read(tmp_path: Path) -> Non
     from ecgmae.data.sources import read_label_table
 
     rows = "".join(f'r{i},"A;B",x\n' for i in range(50_000))
-    _, path = _corpus_with_labels(tmp_path, 'record,labels,note\nr_,"A, B;C","a ""quoted"" note, with a comma"\n'
-                                  + rows)
+    _, path = _corpus_with_labels(
+        tmp_path, 'record,labels,note\nr_,"A, B;C","a ""quoted"" note, with a comma"\n' + rows
+    )
     table = read_label_table(path)
     assert table.labels["r_"] == ("A, B", "C") and table.labels["r49999"] == ("A", "B")
 

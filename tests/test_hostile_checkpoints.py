@@ -44,8 +44,12 @@ def _header(**data: object) -> RunHeader:
 
 def _meta_v1(kind: str, model: dict) -> dict:
     """A format-1 header (as ecgmae 0544e14 wrote them) with this model section."""
-    d = {"fs": 100.0, "leads": list(LEADS_12), "window_samples": 500,
-         "preprocessing": PreprocessConfig(fs=100.0).to_dict()}
+    d = {
+        "fs": 100.0,
+        "leads": list(LEADS_12),
+        "window_samples": 500,
+        "preprocessing": PreprocessConfig(fs=100.0).to_dict(),
+    }
     return {"format_version": 1, "kind": kind, "model": model, "data": d, "label_names": []}
 
 
@@ -82,11 +86,13 @@ def _one_line(err: str) -> str:
 # ------------------------------------------------------------------------- forged model sizes
 @pytest.mark.parametrize(("width", "depth"), [(4096, 1000), (8, 10**6)])
 def test_forged_model_sizes_are_refused_before_anything_is_built(tmp_path, no_real_build, width, depth):
-    path = encoder_file(tmp_path / "forged.safetensors", encoder={"embed_dim": width, "depth": depth,
-                                                                  "num_heads": 2})
+    path = encoder_file(tmp_path / "forged.safetensors", encoder={"embed_dim": width, "depth": depth, "num_heads": 2})
     start = time.perf_counter()
-    with pytest.raises(CheckpointError, match=rf"forged\.safetensors: header field model\.config\.encoder\.depth="
-                                              rf"{depth} but the file holds 2 encoder blocks"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"forged\.safetensors: header field model\.config\.encoder\.depth="
+        rf"{depth} but the file holds 2 encoder blocks",
+    ):
         ecgmae.load(path)
     assert time.perf_counter() - start < 10
 
@@ -94,8 +100,11 @@ def test_forged_model_sizes_are_refused_before_anything_is_built(tmp_path, no_re
 def test_forged_width_and_shapes_name_the_field(tmp_path, no_real_build):
     with pytest.raises(CheckpointError, match=r"model\.config\.encoder\.embed_dim=4096 does not match"):
         ecgmae.load(encoder_file(tmp_path / "w.safetensors", encoder={"embed_dim": 4096}))
-    with pytest.raises(CheckpointError, match=r"weights do not fit .*mlp\.0\.weight is \[128, 32\] but the header "
-                                              r"implies \[262144, 32\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"weights do not fit .*mlp\.0\.weight is \[128, 32\] but the header "
+        r"implies \[262144, 32\]",
+    ):
         ecgmae.load(encoder_file(tmp_path / "m.safetensors", encoder={"mlp_ratio": 8192.0}))
     with pytest.raises(CheckpointError, match=r"model\.config\.encoder\.patch_size=10000000 exceeds every tensor"):
         ecgmae.load(encoder_file(tmp_path / "p.safetensors", encoder={"patch_size": 10**7}))
@@ -109,8 +118,16 @@ def test_forged_width_and_shapes_name_the_field(tmp_path, no_real_build):
 
 def test_derived_buffers_beyond_the_file_are_refused(tmp_path, no_real_build):
     """Tensors that fit the header exactly, but the header's patch and kernel sizes imply 8 GB of index buffers."""
-    forged = {"embed_dim": 2, "num_heads": 1, "depth": 1, "patch_size": 20000, "conv_kernels": [39999],
-              "conv_channels": 1, "conv_bottleneck": 0, "conv_pool": 1}
+    forged = {
+        "embed_dim": 2,
+        "num_heads": 1,
+        "depth": 1,
+        "patch_size": 20000,
+        "conv_kernels": [39999],
+        "conv_channels": 1,
+        "conv_bottleneck": 0,
+        "conv_pool": 1,
+    }
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in ECGEncoder(get_config("ecgmae_tiny", **forged).encoder).state_dict().items()}
     state = {k: torch.zeros(s) for k, s in shapes.items()}
@@ -130,8 +147,11 @@ def test_forged_decoder_and_classifier_headers(tmp_path):
     head = {"name": "encoder", "encoder": to_dict(cfg.encoder) | {"depth": 10**6}, "num_classes": 3}
     clf = ECGClassifier(cfg.encoder, 3).state_dict()
     save_raw_checkpoint(tmp_path / "c.safetensors", clf, _meta_v1("classifier", head))
-    with pytest.raises(CheckpointError, match=r"model\.config\.encoder\.depth=1000000 but the file holds 2 encoder "
-                                              r"blocks"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.config\.encoder\.depth=1000000 but the file holds 2 encoder "
+        r"blocks",
+    ):
         load_model(tmp_path / "c.safetensors", kind="classifier")
     head = {"name": "encoder", "encoder": to_dict(cfg.encoder), "num_classes": 10**12}
     save_raw_checkpoint(tmp_path / "k.safetensors", clf, _meta_v1("classifier", head))
@@ -144,9 +164,19 @@ def test_forged_decoder_and_classifier_headers(tmp_path):
         load_model(tmp_path / "k2.safetensors")
 
 
-@pytest.mark.parametrize(("key", "value"), [("window_samples", 10**12), ("window_samples", 0), ("window_samples", -5),
-                                            ("window_samples", 2.5), ("window_samples", "500"),
-                                            ("eval_stride_samples", 0), ("fs", -1), ("fs", float("nan"))])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("window_samples", 10**12),
+        ("window_samples", 0),
+        ("window_samples", -5),
+        ("window_samples", 2.5),
+        ("window_samples", "500"),
+        ("eval_stride_samples", 0),
+        ("fs", -1),
+        ("fs", float("nan")),
+    ],
+)
 def test_hostile_data_section_is_refused_on_load(tmp_path, key, value):
     path = encoder_file(tmp_path / "d.safetensors", **{key: value})
     with pytest.raises(CheckpointError, match=rf"d\.safetensors: header field data\.{key} must be"):
@@ -182,13 +212,32 @@ sys.exit(ecgmae.cli.main(sys.argv[1:]))
 @pytest.mark.slow
 def test_embed_command_on_forged_headers_stays_within_2_gb_and_seconds(tmp_path):
     for width, depth in ((4096, 1000), (8, 10**6)):
-        path = encoder_file(tmp_path / f"forged{depth}.safetensors",
-                            encoder={"embed_dim": width, "depth": depth, "num_heads": 2})
+        path = encoder_file(
+            tmp_path / f"forged{depth}.safetensors", encoder={"embed_dim": width, "depth": depth, "num_heads": 2}
+        )
         env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
         start = time.perf_counter()
-        res = subprocess.run([sys.executable, "-c", ULIMIT_RUN, "embed", "--checkpoint", str(path), "--src",
-                              str(tmp_path / "corpus"), "--out", str(tmp_path / "z.npz"), "--device", "cpu", "--quiet"],
-                             capture_output=True, text=True, timeout=300, env=env)
+        res = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                ULIMIT_RUN,
+                "embed",
+                "--checkpoint",
+                str(path),
+                "--src",
+                str(tmp_path / "corpus"),
+                "--out",
+                str(tmp_path / "z.npz"),
+                "--device",
+                "cpu",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+        )
         assert res.returncode == 2, res.stderr[-2000:]
         line = _one_line(res.stderr)
         assert line.startswith("ecgmae embed: error:") and f"depth={depth}" in line
@@ -219,8 +268,23 @@ def test_embed_and_predict_refuse_bad_outputs_and_devices_before_any_work(tmp_pa
     assert model_file.read_bytes() == before
     monkeypatch.undo()
     if torch.cuda.device_count() < 8:
-        assert main(["embed", "--checkpoint", str(run), "--src", str(tmp_path / "corpus"), "--out",
-                     str(tmp_path / "z.npz"), "--device", "cuda:7", "--quiet"]) == 2
+        assert (
+            main(
+                [
+                    "embed",
+                    "--checkpoint",
+                    str(run),
+                    "--src",
+                    str(tmp_path / "corpus"),
+                    "--out",
+                    str(tmp_path / "z.npz"),
+                    "--device",
+                    "cuda:7",
+                    "--quiet",
+                ]
+            )
+            == 2
+        )
         assert "device 'cuda:7':" in _one_line(capsys.readouterr().err)
     for bad in ("0", "-3", "x"):
         with pytest.raises(SystemExit) as exc:
@@ -241,11 +305,18 @@ def test_check_device_names_what_is_wrong():
             check_device("cuda")
 
 
-@pytest.mark.parametrize(("argv", "flag"), [
-    (["--lr", "nan"], "--lr"), (["--lr", "0"], "--lr"), (["--max-steps", "-1"], "--max-steps"),
-    (["--window-seconds", "0"], "--window-seconds"), (["--batch-size", "1.5"], "--batch-size"),
-    (["--epochs", "0"], "--epochs"), (["--workers", "-3"], "--workers"),
-])
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "0"], "--lr"),
+        (["--max-steps", "-1"], "--max-steps"),
+        (["--window-seconds", "0"], "--window-seconds"),
+        (["--batch-size", "1.5"], "--batch-size"),
+        (["--epochs", "0"], "--epochs"),
+        (["--workers", "-3"], "--workers"),
+    ],
+)
 def test_training_flags_are_validated_at_parse_time(tmp_path, capsys, argv, flag):
     with pytest.raises(SystemExit) as exc:
         main(["pretrain", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *argv])
@@ -254,15 +325,18 @@ def test_training_flags_are_validated_at_parse_time(tmp_path, capsys, argv, flag
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize(("sets", "yaml_text", "message"), [
-    (["batch_size=1.5"], None, "command line.batch_size: expected an integer, got 1.5"),
-    (["optim.lr=.nan"], None, "command line.optim.lr: expected a number, got nan"),
-    (["window_seconds=0"], None, "window_seconds must be a positive number of seconds"),
-    ([], "optim:\n  lr: [1, 2]\n", "optim.lr: expected a number, got [1, 2]"),
-    ([], "trainer:\n  num_workers: -3\n", "trainer.num_workers must be >= 0"),
-    ([], "optim:\n  betas: [0.9, .inf]\n", "optim.betas must be a finite number"),
-    ([], "optim:\n  betas: [0.9, 0.95, 0.99]\n", "optim.betas must be two numbers"),
-])
+@pytest.mark.parametrize(
+    ("sets", "yaml_text", "message"),
+    [
+        (["batch_size=1.5"], None, "command line.batch_size: expected an integer, got 1.5"),
+        (["optim.lr=.nan"], None, "command line.optim.lr: expected a number, got nan"),
+        (["window_seconds=0"], None, "window_seconds must be a positive number of seconds"),
+        ([], "optim:\n  lr: [1, 2]\n", "optim.lr: expected a number, got [1, 2]"),
+        ([], "trainer:\n  num_workers: -3\n", "trainer.num_workers must be >= 0"),
+        ([], "optim:\n  betas: [0.9, .inf]\n", "optim.betas must be a finite number"),
+        ([], "optim:\n  betas: [0.9, 0.95, 0.99]\n", "optim.betas must be two numbers"),
+    ],
+)
 def test_config_values_are_type_checked(tmp_path, capsys, sets, yaml_text, message):
     argv = ["pretrain", "--data", str(tmp_path / "store"), "--out", str(tmp_path / "r"), "--print-config"]
     if yaml_text:
@@ -283,8 +357,18 @@ def store(tmp_path_factory) -> Path:
 
 
 def test_pretrain_refuses_a_file_as_out_and_a_damaged_last_ckpt(store, tmp_path, capsys):
-    base = ["pretrain", "--data", str(store), "--model", "ecgmae_tiny", "--max-steps", "1", "--quiet",
-            "--accelerator", "cpu"]
+    base = [
+        "pretrain",
+        "--data",
+        str(store),
+        "--model",
+        "ecgmae_tiny",
+        "--max-steps",
+        "1",
+        "--quiet",
+        "--accelerator",
+        "cpu",
+    ]
     (tmp_path / "afile").write_text("keep me")
     assert main([*base, "--out", str(tmp_path / "afile")]) == 2
     assert "exists and is not a directory" in _one_line(capsys.readouterr().err)
@@ -297,8 +381,12 @@ def test_pretrain_refuses_a_file_as_out_and_a_damaged_last_ckpt(store, tmp_path,
     check_resume(run / "last.ckpt")  # a complete archive passes
     good = (run / "last.ckpt").read_bytes()
     at = good.find(np.arange(1000, dtype=np.float32).tobytes()) + 2000  # inside the tensor's bytes
-    damaged = {"garbage": b"not a checkpoint at all", "truncated": good[: len(good) // 2],
-               "bit-flip": good[:at] + bytes([good[at] ^ 0xFF]) + good[at + 1:], "empty": b""}
+    damaged = {
+        "garbage": b"not a checkpoint at all",
+        "truncated": good[: len(good) // 2],
+        "bit-flip": good[:at] + bytes([good[at] ^ 0xFF]) + good[at + 1 :],
+        "empty": b"",
+    }
     for what, data in damaged.items():
         (run / "last.ckpt").write_bytes(data)
         assert main([*base, "--out", str(run), "--resume"]) == 2, what

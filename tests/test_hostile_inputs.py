@@ -34,8 +34,9 @@ CFG = PreprocessConfig(fs=100, seconds=2, leads=("I", "II"))
 MAX_LINE = 1000  # no message built from a file may be longer than this
 
 
-def _record(folder: Path, name: str = "r0", fs: float = 500, n: int = 1000, data: str | None = None,
-            header: str | None = None) -> Path:
+def _record(
+    folder: Path, name: str = "r0", fs: float = 500, n: int = 1000, data: str | None = None, header: str | None = None
+) -> Path:
     """A 2-lead format-16 WFDB record; ``data`` renames the signal file the header names."""
     folder.mkdir(parents=True, exist_ok=True)
     x = (np.random.default_rng(len(name)).normal(0, 100, (n, 2))).astype("<i2")
@@ -67,12 +68,21 @@ def _within(seconds: float, fn: Callable[[], Any]) -> Any:
 
 def _limited(code: str, cwd: Path, mem: int = 2 << 30, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh Python with at most ``mem`` bytes of address space."""
+
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
 
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=limit, env=env, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit,
+        env=env,
+        check=False,
+    )
 
 
 def _one_line(msg: str, *parts: str) -> None:
@@ -94,14 +104,17 @@ def test_header_linked_to_dev_zero_is_refused_in_bounded_memory(tmp_path: Path) 
     with pytest.raises(RecordError) as err:
         read_record(corpus / "zero.hea")
     _one_line(str(err.value), "zero.hea: header is a character device, not a regular file")
-    res = _limited(f"""
+    res = _limited(
+        f"""
         from pathlib import Path
         from ecgmae.data.signal import PreprocessConfig
         from ecgmae.data.store import Store, prepare_store
         out = prepare_store("folder", Path({str(corpus)!r}), Path("s"), PreprocessConfig(fs=100, seconds=2),
                             quiet=True)
         print(len(Store.open(out)), Store.open(out).meta["counts"]["skipped"])
-        """, tmp_path)
+        """,
+        tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "1 {'unreadable': 1}" in res.stdout
 
@@ -181,8 +194,10 @@ def test_etc_paths_in_a_header_are_not_read(tmp_path: Path) -> None:
     out = prepare_store("folder", corpus, tmp_path / "s", CFG, quiet=True)
     skipped = _skipped(out)
     assert skipped["kind"].tolist() == ["outside", "outside"]
-    assert skipped["message"].tolist() == ["evil0.hea: signal file '/etc/passwd' is outside the corpus folder",
-                                           "evil1.hea: signal file '../../etc/hostname' is outside the corpus folder"]
+    assert skipped["message"].tolist() == [
+        "evil0.hea: signal file '/etc/passwd' is outside the corpus folder",
+        "evil1.hea: signal file '../../etc/hostname' is outside the corpus folder",
+    ]
     assert len(Store.open(out)) == 1
 
 
@@ -235,13 +250,18 @@ def test_absurd_rate_is_refused_before_resampling_in_bounded_memory(tmp_path: Pa
     with pytest.raises(RecordError) as err:
         read_record(corpus / "slow.hea")
     _one_line(str(err.value), "slow.hea: sampling rate 0.01 Hz is outside 1-20000 Hz")
-    res = _limited(f"""
+    res = _limited(
+        f"""
         from pathlib import Path
         from ecgmae.data.signal import PreprocessConfig
         from ecgmae.data.store import Store, prepare_store
         out = prepare_store("folder", Path({str(corpus)!r}), Path("s"), PreprocessConfig(fs=100), quiet=True)
         print(len(Store.open(out)), Store.open(out).meta["counts"]["skipped"])
-        """, tmp_path, mem=1536 << 20, timeout=120)
+        """,
+        tmp_path,
+        mem=1536 << 20,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "1 {'rate': 1}" in res.stdout
 
@@ -253,8 +273,7 @@ def test_record_below_the_target_rate_is_refused_by_prepare_and_by_inference(tmp
     out = prepare_store("folder", corpus, tmp_path / "s", CFG, quiet=True)
     skipped = _skipped(out)
     assert skipped["kind"].tolist() == ["rate"] and skipped["record"].tolist() == ["low"]
-    _one_line(skipped["message"][0], "low.hea: sampled at 50 Hz, below the store's 100 Hz",
-              "prepare with --fs <= 50")
+    _one_line(skipped["message"][0], "low.hea: sampled at 50 Hz, below the store's 100 Hz", "prepare with --fs <= 50")
     # One rule for both: inference uses the same function.
     from ecgmae.data import prepared
 
@@ -279,8 +298,9 @@ def test_resampling_and_output_length_are_bounded_before_allocating() -> None:
 
 
 # ---------------------------------------------------------------------- 4. names in skip lines
-def test_escape_sequences_in_file_names_are_printed_escaped(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_escape_sequences_in_file_names_are_printed_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
     corpus = tmp_path / "c"
     _record(corpus, "good")
     evil = "ev\x1b[2J\x1b]0;pwned\x07il"
@@ -298,15 +318,25 @@ def _prepare(corpus: Path, out: Path, *flags: str) -> int:
     return main(["prepare", "--source", "folder", "--src", str(corpus), "--out", str(out), "--quiet", *flags])
 
 
-@pytest.mark.parametrize(("flags", "flag"), [
-    (("--split", "0.5,0.5,0.5"), "--split"), (("--split", "nan,0.5,0.5"), "--split"),
-    (("--split", "-0.2,0.6,0.6"), "--split"), (("--split", "inf,0,0"), "--split"),
-    (("--workers", "-3"), "--workers"), (("--workers", "0"), "--workers"), (("--fs", "0"), "--fs"),
-    (("--fs", "nan"), "--fs"), (("--fs", "1e9"), "--fs"), (("--seconds", "-1"), "--seconds"),
-    (("--src-fs", "0.01"), "--src-fs"),
-])
-def test_nonsense_flags_are_refused_at_parse_time(tmp_path: Path, capsys: pytest.CaptureFixture,
-                                                  flags: tuple[str, ...], flag: str) -> None:
+@pytest.mark.parametrize(
+    ("flags", "flag"),
+    [
+        (("--split", "0.5,0.5,0.5"), "--split"),
+        (("--split", "nan,0.5,0.5"), "--split"),
+        (("--split", "-0.2,0.6,0.6"), "--split"),
+        (("--split", "inf,0,0"), "--split"),
+        (("--workers", "-3"), "--workers"),
+        (("--workers", "0"), "--workers"),
+        (("--fs", "0"), "--fs"),
+        (("--fs", "nan"), "--fs"),
+        (("--fs", "1e9"), "--fs"),
+        (("--seconds", "-1"), "--seconds"),
+        (("--src-fs", "0.01"), "--src-fs"),
+    ],
+)
+def test_nonsense_flags_are_refused_at_parse_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture, flags: tuple[str, ...], flag: str
+) -> None:
     with pytest.raises(SystemExit) as exc:
         _prepare(tmp_path / "nowhere", tmp_path / "s", *flags)
     assert exc.value.code == 2
@@ -326,9 +356,13 @@ def test_config_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_prepare_store_validates_its_arguments(tmp_path: Path) -> None:
     corpus = tmp_path / "c"
     _record(corpus, "good")
-    for kwargs, pattern in (({"split": (0.5, 0.5, 0.5)}, "--split"), ({"split": (float("nan"), 0.5, 0.5)}, "--split"),
-                            ({"workers": -3}, "--workers"), ({"workers": 0}, "--workers"),
-                            ({"on_error": "ignore"}, "--on-error")):
+    for kwargs, pattern in (
+        ({"split": (0.5, 0.5, 0.5)}, "--split"),
+        ({"split": (float("nan"), 0.5, 0.5)}, "--split"),
+        ({"workers": -3}, "--workers"),
+        ({"workers": 0}, "--workers"),
+        ({"on_error": "ignore"}, "--on-error"),
+    ):
         with pytest.raises(DataError, match=pattern):
             prepare_store("folder", corpus, tmp_path / "s", CFG, quiet=True, **kwargs)
     with pytest.raises(DataError, match="holds the corpus"):
@@ -379,11 +413,29 @@ def test_ptbxl_filenames_outside_the_corpus_are_refused_at_scan(tmp_path: Path) 
     src = tmp_path / "ptbxl"
     _record(src / "records100" / "00000", "00001_lr", fs=100, n=1000)
     rows = [(1, "records100/00000/00001_lr"), (2, "../../etc/hostname"), (3, "/etc/passwd")]
-    pd.DataFrame([{"ecg_id": i, "patient_id": 1.0, "scp_codes": "{'NORM': 100.0}", "strat_fold": 1,
-                   "filename_lr": name, "filename_hr": name} for i, name in rows]).to_csv(
-        src / "ptbxl_database.csv", index=False)
-    pd.DataFrame({"diagnostic": [1.0], "form": [None], "rhythm": [None], "diagnostic_class": ["NORM"],
-                  "diagnostic_subclass": ["NORM"]}, index=["NORM"]).to_csv(src / "scp_statements.csv")
+    pd.DataFrame(
+        [
+            {
+                "ecg_id": i,
+                "patient_id": 1.0,
+                "scp_codes": "{'NORM': 100.0}",
+                "strat_fold": 1,
+                "filename_lr": name,
+                "filename_hr": name,
+            }
+            for i, name in rows
+        ]
+    ).to_csv(src / "ptbxl_database.csv", index=False)
+    pd.DataFrame(
+        {
+            "diagnostic": [1.0],
+            "form": [None],
+            "rhythm": [None],
+            "diagnostic_class": ["NORM"],
+            "diagnostic_subclass": ["NORM"],
+        },
+        index=["NORM"],
+    ).to_csv(src / "scp_statements.csv")
     scan = get_source("ptbxl").scan(src, options={"target_fs": 100})
     assert [it.record for it in scan.items] == ["1"]
     assert [(p[0], p[2]) for p in scan.problems] == [("2", "outside"), ("3", "outside")]

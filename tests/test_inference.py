@@ -45,9 +45,18 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     cpu = TrainerConfig(accelerator="cpu", devices="1", precision="32", log_every=1)
     out = {"store": store}
     for tokens in ("lead", "time"):
-        cfg = FinetuneConfig(mode="scratch", model="ecgmae_tiny", model_overrides={"tokenization": tokens},
-                             max_steps=2, batch_size=8, trainer=cpu, n_boot=5, window_seconds=2.0,
-                             eval_stride_seconds=1.5, optim=OptimConfig(lr=1e-3))
+        cfg = FinetuneConfig(
+            mode="scratch",
+            model="ecgmae_tiny",
+            model_overrides={"tokenization": tokens},
+            max_steps=2,
+            batch_size=8,
+            trainer=cpu,
+            n_boot=5,
+            window_seconds=2.0,
+            eval_stride_seconds=1.5,
+            optim=OptimConfig(lr=1e-3),
+        )
         finetune(store, root / tokens, cfg, encoder=None, overwrite=True, quiet=True)
         out[tokens] = root / tokens
     return out
@@ -60,8 +69,16 @@ def _validation(model: ecgmae.Model, store, idx: np.ndarray, class_idx: list[int
     from ecgmae.engine.modules import ClassifierModule
     from ecgmae.eval.pooling import pool_windows
 
-    module = ClassifierModule(model.module, OptimConfig(), 1, 0, mode="finetune", class_idx=class_idx,
-                              aggregate=model.aggregate, lead_idx=model.lead_idx).eval()
+    module = ClassifierModule(
+        model.module,
+        OptimConfig(),
+        1,
+        0,
+        mode="finetune",
+        class_idx=class_idx,
+        aggregate=model.aggregate,
+        lead_idx=model.lead_idx,
+    ).eval()
     loader = torch.utils.data.DataLoader(WindowDataset(store, idx, model.window, model.stride), batch_size=7)
     with torch.no_grad():
         for i, batch in enumerate(loader):
@@ -84,8 +101,16 @@ def test_api_evaluate_and_validation_agree_on_records_that_lack_leads(runs, toke
     class_idx = [store.label_names.index(n) for n in model.label_names]
     assert model.window < store.valid_length(0)  # several windows per record
     api = model.predict_prepared([from_store(store, int(i), model.leads) for i in idx], batch_size=5)
-    ref, _ = predict_records(model.module, store, idx, model.window, model.stride, aggregate=model.aggregate,
-                             class_idx=class_idx, lead_idx=model.lead_idx)
+    ref, _ = predict_records(
+        model.module,
+        store,
+        idx,
+        model.window,
+        model.stride,
+        aggregate=model.aggregate,
+        class_idx=class_idx,
+        lead_idx=model.lead_idx,
+    )
     np.testing.assert_allclose(api, ref, rtol=0, atol=1e-5)
     np.testing.assert_allclose(_validation(model, store, idx, class_idx), ref, rtol=0, atol=1e-5)
 
@@ -100,15 +125,24 @@ def test_a_lead_tokenised_model_is_given_only_the_leads_a_record_has(runs):
     store = Store.open(runs["store"])
     x = store.signal(0)  # the record that has lead II only
     ii = model.leads.index("II")
-    wins = np.stack([cut_window(x, s, model.window) for s in window_starts(store.valid_length(0), model.window,
-                                                                           model.stride)])
+    wins = np.stack(
+        [cut_window(x, s, model.window) for s in window_starts(store.valid_length(0), model.window, model.stride)]
+    )
     with torch.no_grad():
         alone = model.module.predict_proba(torch.from_numpy(wins[:, [ii]]), lead_idx=torch.tensor([ii]))
         zeros = model.module.predict_proba(torch.from_numpy(wins), lead_idx=torch.arange(12))
     alone, zeros = alone.double().mean(0).numpy(), zeros.double().mean(0).numpy()
     assert np.abs(alone - zeros).max() > 1e-4  # the rule matters for this model
     class_idx = [store.label_names.index(n) for n in model.label_names]
-    got, _ = predict_records(model.module, store, np.array([0]), model.window, model.stride, aggregate="mean",
-                             class_idx=class_idx, lead_idx=model.lead_idx)
+    got, _ = predict_records(
+        model.module,
+        store,
+        np.array([0]),
+        model.window,
+        model.stride,
+        aggregate="mean",
+        class_idx=class_idx,
+        lead_idx=model.lead_idx,
+    )
     np.testing.assert_allclose(got[0], alone, rtol=0, atol=1e-6)
     np.testing.assert_allclose(model.predict_proba(x[[ii]], fs=100, leads=["II"]), alone, rtol=0, atol=1e-6)

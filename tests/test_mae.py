@@ -15,9 +15,7 @@ from ecgmae.models.mae import masked_mse, normalise_patches, random_masking, sub
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize(
-    ("n_leads", "n_time", "ratio"), [(12, 20, 0.75), (1, 10, 0.9), (3, 7, 0.6), (12, 30, 0.0)]
-)
+@pytest.mark.parametrize(("n_leads", "n_time", "ratio"), [(12, 20, 0.75), (1, 10, 0.9), (3, 7, 0.6), (12, 30, 0.0)])
 def test_exact_ratio_and_ids_restore_round_trip(n_leads, n_time, ratio):
     g = torch.Generator().manual_seed(0)
     m = random_masking(4, n_leads, n_time, ratio, generator=g)
@@ -109,8 +107,9 @@ def test_masked_samples_never_reach_the_encoder(tokenization, mode):
     n_leads = 12 if tokenization == "lead" else 1
     m = random_masking(2, n_leads, 10, 0.75, mode if tokenization == "lead" else "patch")
     latent = enc.forward_features(x, keep=m.ids_keep)
-    torch.testing.assert_close(enc.forward_features(perturb(model, x, m.mask, 1), keep=m.ids_keep), latent,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        enc.forward_features(perturb(model, x, m.mask, 1), keep=m.ids_keep), latent, rtol=0, atol=0
+    )
     assert not torch.allclose(enc.forward_features(perturb(model, x, m.mask, 0), keep=m.ids_keep), latent)
     # Through the whole MAE with the same random mask: the prediction depends on visible samples only.
     torch.manual_seed(5)
@@ -241,8 +240,10 @@ def test_lead_drop_hides_dropped_leads_in_training_only():
     assert torch.equal(a.pred, b.pred) and not _unscored_leads(a).any()
 
 
-@pytest.mark.parametrize(("overrides", "msg"), [({"lead_drop": 1.5}, "in [0, 1]"),
-                                                ({"lead_drop": 0.5, "tokenization": "lead"}, "tokenization='time'")])
+@pytest.mark.parametrize(
+    ("overrides", "msg"),
+    [({"lead_drop": 1.5}, "in [0, 1]"), ({"lead_drop": 0.5, "tokenization": "lead"}, "tokenization='time'")],
+)
 def test_lead_drop_config_errors(overrides, msg):
     with pytest.raises(ConfigError, match=re.escape(msg)):
         create_model("ecgmae_tiny", **overrides)

@@ -35,8 +35,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registry_lists_the_sizes_and_fields_do_not_collide():
-    assert {"ecgmae_tiny", "ecgmae_small", "ecgmae_small_lead", "ecgmae_base", "xresnet1d50",
-            "xresnet1d101"} <= set(list_models())
+    assert {"ecgmae_tiny", "ecgmae_small", "ecgmae_small_lead", "ecgmae_base", "xresnet1d50", "xresnet1d101"} <= set(
+        list_models()
+    )
     # every variant says what input it takes: the transformers their patch, the CNNs any length
     assert default_data_config("ecgmae_small") == DataConfig(fs=100.0, n_leads=12, window_multiple=25)
     assert default_data_config("xresnet1d101") == DataConfig(fs=100.0, n_leads=12, window_multiple=1)
@@ -47,7 +48,11 @@ def test_registry_lists_the_sizes_and_fields_do_not_collide():
     small, lead, base = get_config("ecgmae_small"), get_config("ecgmae_small_lead"), get_config("ecgmae_base")
     # the default chosen on real ECGs (RESULTS.md): time tokens of 0.25 s, 128 x 4, mask 0.5, normalised targets
     assert (small.encoder.tokenization, small.encoder.patch_size, small.encoder.embed_dim, small.encoder.depth) == (
-        "time", 25, 128, 4)
+        "time",
+        25,
+        128,
+        4,
+    )
     assert (small.mask_ratio, small.norm_target, small.encoder.pool, small.lead_drop) == (0.5, True, "stats", 0.25)
     assert (lead.encoder.tokenization, lead.encoder.embed_dim, lead.encoder.depth) == ("lead", 256, 8)
     assert (base.encoder.embed_dim, base.encoder.depth) == (768, 12)
@@ -127,9 +132,7 @@ def test_every_model_has_the_same_features_and_head_contract(name):
 
 
 @pytest.mark.parametrize("tokenization", ["lead", "time"])
-@pytest.mark.parametrize(
-    ("fs", "seconds", "leads"), [(100, 10, 12), (250, 4, 3), (500, 2.5, 1), (100, 7.3, 8)]
-)
+@pytest.mark.parametrize(("fs", "seconds", "leads"), [(100, 10, 12), (250, 4, 3), (500, 2.5, 1), (100, 7.3, 8)])
 def test_shapes_for_rates_lengths_and_lead_subsets(tokenization, fs, seconds, leads):
     torch.manual_seed(0)
     model = create_model("ecgmae_tiny", fs=fs, tokenization=tokenization, mask_mode="patch")

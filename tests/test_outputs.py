@@ -42,13 +42,29 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def _prepare(src: Path, out: Path, *extra: str) -> int:
-    return main(["prepare", "--source", "folder", "--src", str(src), "--out", str(out), "--fs", "50",
-                 "--seconds", "5", "--quiet", *extra])
+    return main(
+        [
+            "prepare",
+            "--source",
+            "folder",
+            "--src",
+            str(src),
+            "--out",
+            str(out),
+            "--fs",
+            "50",
+            "--seconds",
+            "5",
+            "--quiet",
+            *extra,
+        ]
+    )
 
 
 @pytest.mark.parametrize("meta", ['{"format": 1}', '{"title": "my thesis"}', "not json"])
-def test_prepare_keeps_a_folder_that_only_has_a_meta_json(corpus: Path, tmp_path: Path, meta: str,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_keeps_a_folder_that_only_has_a_meta_json(
+    corpus: Path, tmp_path: Path, meta: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.docx").write_bytes(b"years of work")
@@ -59,8 +75,9 @@ def test_prepare_keeps_a_folder_that_only_has_a_meta_json(corpus: Path, tmp_path
     assert (mine / "thesis.docx").read_bytes() == b"years of work"
 
 
-def test_prepare_keeps_a_store_holding_someone_elses_file(corpus: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_keeps_a_store_holding_someone_elses_file(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "store"
     assert _prepare(corpus, out) == 0
     (out / "notes.txt").write_text("mine")
@@ -72,8 +89,9 @@ def test_prepare_keeps_a_store_holding_someone_elses_file(corpus: Path, tmp_path
     assert Store.open(out).preprocess_config.bandpass is None
 
 
-def test_a_file_dropped_into_the_store_while_it_is_rebuilt_is_kept(corpus: Path, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_file_dropped_into_the_store_while_it_is_rebuilt_is_kept(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = prepare_store("folder", corpus, tmp_path / "store", PreprocessConfig(fs=50, seconds=5), quiet=True)
     real_build = store_mod._build
 
@@ -90,8 +108,9 @@ def test_a_file_dropped_into_the_store_while_it_is_rebuilt_is_kept(corpus: Path,
 
 
 @pytest.mark.parametrize("marker", [("classes.json", '{"classes": []}'), ("source.json", "{}")])
-def test_synth_overwrite_keeps_a_folder_it_did_not_write(tmp_path: Path, marker: tuple[str, str],
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_synth_overwrite_keeps_a_folder_it_did_not_write(
+    tmp_path: Path, marker: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / marker[0]).write_text(marker[1])  # a file of that name, not written by ecgmae synth
@@ -101,8 +120,9 @@ def test_synth_overwrite_keeps_a_folder_it_did_not_write(tmp_path: Path, marker:
     assert sorted(p.name for p in mine.iterdir()) == sorted([marker[0], "thesis.docx"])
 
 
-def test_synth_overwrite_keeps_a_synth_folder_holding_someone_elses_file(tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_synth_overwrite_keeps_a_synth_folder_holding_someone_elses_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "synth"
     args = ["synth", "--out", str(out), "--n", "1", "--seconds", "3", "--quiet"]
     assert main(args) == 0
@@ -115,15 +135,19 @@ def test_synth_overwrite_keeps_a_synth_folder_holding_someone_elses_file(tmp_pat
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
-def test_training_never_writes_into_a_folder_it_did_not_write(tmp_path: Path, command: str,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_training_never_writes_into_a_folder_it_did_not_write(
+    tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = synth_store(tmp_path, 24, seed=1)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "config.json").write_text('{"lr": 0.1}')  # someone's own config.json
     (mine / "metrics.csv").write_text("epoch,acc\n1,0.9\n")
-    extra = ["--mode", "scratch", "--model", "ecgmae_tiny", "--epochs", "1"] if command == "finetune" else \
-        ["--model", "ecgmae_tiny", "--max-steps", "0"]
+    extra = (
+        ["--mode", "scratch", "--model", "ecgmae_tiny", "--epochs", "1"]
+        if command == "finetune"
+        else ["--model", "ecgmae_tiny", "--max-steps", "0"]
+    )
 
     def args(out: Path, *flags: str) -> list[str]:
         return [command, "--data", str(store), "--out", str(out), "--quiet", "--accelerator", "cpu", *extra, *flags]
@@ -166,8 +190,26 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
 
 
 def _pretrain_cmd(store: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "ecgmae", "pretrain", "--data", str(store), "--out", str(out), "--model",
-            "ecgmae_tiny", "--batch-size", "8", "--precision", "32", "--accelerator", "cpu", "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ecgmae",
+        "pretrain",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--model",
+        "ecgmae_tiny",
+        "--batch-size",
+        "8",
+        "--precision",
+        "32",
+        "--accelerator",
+        "cpu",
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -175,8 +217,13 @@ def test_a_second_pretrain_on_a_running_folder_refuses_and_the_lock_dies_with_th
     store = synth_store(tmp_path, 24, seed=1)
     out = tmp_path / "dual"
     with open(tmp_path / "first.log", "wb") as err:
-        first = subprocess.Popen(_pretrain_cmd(store, out, "--max-steps", "1000000"), env=ENV,
-                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        first = subprocess.Popen(
+            _pretrain_cmd(store, out, "--max-steps", "1000000"),
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
     try:
         end = time.monotonic() + 300
         while not (out / "logs" / "metrics.csv").exists():  # the first one is training
@@ -184,8 +231,13 @@ def test_a_second_pretrain_on_a_running_folder_refuses_and_the_lock_dies_with_th
             assert time.monotonic() < end, "the first run never started"
             time.sleep(0.05)
         header = (out / "config.json").read_bytes()
-        second = subprocess.run(_pretrain_cmd(store, out, "--max-steps", "1", "--seed", "7"), env=ENV,
-                                capture_output=True, text=True, timeout=300)
+        second = subprocess.run(
+            _pretrain_cmd(store, out, "--max-steps", "1", "--seed", "7"),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert first.poll() is None, "the first run ended before the second was refused"
         assert second.returncode == 2, second.stderr[-2000:]
         line = second.stderr.strip()
@@ -196,14 +248,20 @@ def test_a_second_pretrain_on_a_running_folder_refuses_and_the_lock_dies_with_th
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=60)
     assert (out / LOCK_NAME).exists()  # left by kill -9, but the lock itself died with the process
-    res = subprocess.run(_pretrain_cmd(store, out, "--max-steps", "0", "--overwrite"), env=ENV,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        _pretrain_cmd(store, out, "--max-steps", "0", "--overwrite"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert (out / "encoder.safetensors").exists() and not (out / LOCK_NAME).exists()
 
 
-def test_prepare_and_finetune_refuse_a_folder_another_command_is_writing(corpus: Path, tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_and_finetune_refuse_a_folder_another_command_is_writing(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "store"
     with locked(out, lock_beside(out)):  # as a running prepare holds it
         assert _prepare(corpus, out) == 2
@@ -211,8 +269,22 @@ def test_prepare_and_finetune_refuse_a_folder_another_command_is_writing(corpus:
         assert not out.exists()
     assert _prepare(corpus, out) == 0 and not lock_beside(out).exists()
     run = tmp_path / "ft"
-    args = ["finetune", "--data", str(out), "--out", str(run), "--mode", "scratch", "--model", "ecgmae_tiny",
-            "--epochs", "1", "--accelerator", "cpu", "--quiet"]
+    args = [
+        "finetune",
+        "--data",
+        str(out),
+        "--out",
+        str(run),
+        "--mode",
+        "scratch",
+        "--model",
+        "ecgmae_tiny",
+        "--epochs",
+        "1",
+        "--accelerator",
+        "cpu",
+        "--quiet",
+    ]
     with locked(run):
         assert main(args) == 2
         _one_line_error(capsys, str(run), "another ecgmae command is writing it")
@@ -236,18 +308,40 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
-@pytest.mark.parametrize(("sig", "workers", "group"), [(signal.SIGTERM, 1, False), (signal.SIGTERM, 2, True),
-                                                       (signal.SIGINT, 2, True)])
+@pytest.mark.parametrize(
+    ("sig", "workers", "group"), [(signal.SIGTERM, 1, False), (signal.SIGTERM, 2, True), (signal.SIGINT, 2, True)]
+)
 @pytest.mark.slow
-def test_a_signal_during_prepare_removes_the_partial_store(tmp_path: Path, sig: int, workers: int,
-                                                           group: bool) -> None:
+def test_a_signal_during_prepare_removes_the_partial_store(tmp_path: Path, sig: int, workers: int, group: bool) -> None:
     src = write_wfdb_folder(tmp_path / "raw", 80, fs=250, seconds=5, seed=0, noise="low", quiet=True)
     out = tmp_path / "store"
     started = tmp_path / "raw" / "started"  # inside the corpus folder, so the last assertion sees no extra file
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE, "prepare", "--source", "folder", "--src", str(src),
-                             "--out", str(out), "--fs", "50", "--seconds", "5", "--quiet", "--workers", str(workers)],
-                            env={**ENV, "ECGMAE_TEST_STARTED": str(started)}, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=default_sigint)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _SLOW_PREPARE,
+            "prepare",
+            "--source",
+            "folder",
+            "--src",
+            str(src),
+            "--out",
+            str(out),
+            "--fs",
+            "50",
+            "--seconds",
+            "5",
+            "--quiet",
+            "--workers",
+            str(workers),
+        ],
+        env={**ENV, "ECGMAE_TEST_STARTED": str(started)},
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
     end = time.monotonic() + 120
     # records are being read (80 x 0.05 s of reading remain, 2-4 s): the signal lands mid-build; the signal file
     # is not a test of progress, as its writer buffers and may first grow only when the build ends
@@ -288,16 +382,22 @@ raise SystemExit(main(sys.argv[2:]))
 
 
 # ecgmae_tiny: config.json 3 KB, encoder.safetensors 139 KB, last.ckpt 645 KB
-@pytest.mark.parametrize(("limit", "steps", "failing"), [(50_000, "0", "encoder.safetensors"),
-                                                         (300_000, "2", "last.ckpt")])
+@pytest.mark.parametrize(
+    ("limit", "steps", "failing"), [(50_000, "0", "encoder.safetensors"), (300_000, "2", "last.ckpt")]
+)
 @pytest.mark.slow
-def test_a_full_disk_during_pretrain_is_one_line_naming_the_file(tmp_path: Path, limit: int, steps: str,
-                                                                 failing: str) -> None:
+def test_a_full_disk_during_pretrain_is_one_line_naming_the_file(
+    tmp_path: Path, limit: int, steps: str, failing: str
+) -> None:
     store = synth_store(tmp_path, 24, seed=1)
     out = tmp_path / "run"
-    res = subprocess.run([sys.executable, "-c", _SMALL_DISK, str(limit),
-                          *_pretrain_cmd(store, out, "--max-steps", steps)[3:]],
-                         env=ENV, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", _SMALL_DISK, str(limit), *_pretrain_cmd(store, out, "--max-steps", steps)[3:]],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 2, res.stderr[-2000:]
     line = res.stderr.strip()
     assert len(line.splitlines()) == 1 and "Traceback" not in line, line[-2000:]
@@ -316,18 +416,29 @@ def _file_commands(runs: dict[str, Path], out: Path) -> dict[str, list[str]]:
         "predict": ["predict", "--checkpoint", ft, "--src", src, "--out", str(out)],
         "export": ["export", "--checkpoint", ft, "--out", str(out)],
         "reconstruct": ["reconstruct", "--checkpoint", mae, "--record", record, "--out", str(out)],
-        "reconstruct --npz": ["reconstruct", "--checkpoint", mae, "--record", record, "--out",
-                              str(out.with_name("r.png")), "--npz", str(out)],
+        "reconstruct --npz": [
+            "reconstruct",
+            "--checkpoint",
+            mae,
+            "--record",
+            record,
+            "--out",
+            str(out.with_name("r.png")),
+            "--npz",
+            str(out),
+        ],
         "plot-curves": ["plot-curves", mae, ft, "--out", str(out)],
         "evaluate": ["evaluate", "--checkpoint", ft, "--data", store, "--n-boot", "10", "--out", str(out)],
     }
 
 
-@pytest.mark.parametrize("command", ["embed", "embed --features", "predict", "export", "reconstruct",
-                                     "reconstruct --npz", "plot-curves", "evaluate"])
-def test_an_existing_output_file_is_replaced_only_with_overwrite(runs: dict[str, Path], tmp_path: Path,
-                                                                 command: str,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "command",
+    ["embed", "embed --features", "predict", "export", "reconstruct", "reconstruct --npz", "plot-curves", "evaluate"],
+)
+def test_an_existing_output_file_is_replaced_only_with_overwrite(
+    runs: dict[str, Path], tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "mine.out"
     out.write_text("mine")
     args = [*_file_commands(runs, out)[command], "--quiet"]
@@ -339,8 +450,9 @@ def test_an_existing_output_file_is_replaced_only_with_overwrite(runs: dict[str,
     assert out.read_bytes() != b"mine"
 
 
-def test_prepare_replaces_another_store_only_with_overwrite(corpus: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_replaces_another_store_only_with_overwrite(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "store"
     assert _prepare(corpus, out) == 0
     stamp = (out / "meta.json").read_text()

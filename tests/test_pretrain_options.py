@@ -68,10 +68,37 @@ def test_cli_augment_settings_reach_the_training_step(store, tmp_path, monkeypat
 
     monkeypatch.setattr(modules, "augment", spy)
     torch.set_num_threads(1)
-    assert main(["pretrain", "--data", str(store), "--out", str(tmp_path / "r"), "--method", "simclr",
-                 "--model", "ecgmae_tiny", "--max-steps", "1", "--batch-size", "8", "--accelerator", "cpu",
-                 "--devices", "1", "--precision", "32", "--quiet",
-                 "--set", "augment.noise=0.2", "--set", "augment.time_mask=0"]) == 0
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                str(store),
+                "--out",
+                str(tmp_path / "r"),
+                "--method",
+                "simclr",
+                "--model",
+                "ecgmae_tiny",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "8",
+                "--accelerator",
+                "cpu",
+                "--devices",
+                "1",
+                "--precision",
+                "32",
+                "--quiet",
+                "--set",
+                "augment.noise=0.2",
+                "--set",
+                "augment.time_mask=0",
+            ]
+        )
+        == 0
+    )
     assert seen and all(c == AugmentConfig(noise=0.2, time_mask=0.0) for c in seen)
     header = json.loads((tmp_path / "r" / "config.json").read_text())
     assert header["train"]["config"]["augment"]["noise"] == 0.2
@@ -105,7 +132,7 @@ def _source_of(st, window: np.ndarray, candidates: range) -> set[int]:
     found = set()
     for r in candidates:
         sig = st.signal(r)
-        if any(np.array_equal(sig[:, s:s + w], window) for s in range(sig.shape[1] - w + 1)):
+        if any(np.array_equal(sig[:, s : s + w], window) for s in range(sig.shape[1] - w + 1)):
             found.add(r)
     return found
 
@@ -182,8 +209,9 @@ def test_patient_positives_without_patients_warn(store, tmp_path, caplog):
 
     torch.set_num_threads(1)
     with caplog.at_level(logging.WARNING, logger="ecgmae"):
-        pretrain(store, tmp_path / "w", PretrainConfig(method="cmsc", positives="patient", max_steps=1, **TINY),
-                 quiet=True)
+        pretrain(
+            store, tmp_path / "w", PretrainConfig(method="cmsc", positives="patient", max_steps=1, **TINY), quiet=True
+        )
     assert "names no patient with several records" in caplog.text
 
 
@@ -244,8 +272,26 @@ def test_cli_lead_drop_reaches_the_model_and_is_checked(store, tmp_path, monkeyp
     real = mae.subset_leads
     monkeypatch.setattr(mae, "subset_leads", lambda present, p: calls.append(p) or real(present, p))
     torch.set_num_threads(1)
-    args = ["pretrain", "--data", str(store), "--model", "ecgmae_tiny", "--max-steps", "2", "--batch-size", "8",
-            "--accelerator", "cpu", "--devices", "1", "--precision", "32", "--quiet", "--lead-drop", "0.5"]
+    args = [
+        "pretrain",
+        "--data",
+        str(store),
+        "--model",
+        "ecgmae_tiny",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--accelerator",
+        "cpu",
+        "--devices",
+        "1",
+        "--precision",
+        "32",
+        "--quiet",
+        "--lead-drop",
+        "0.5",
+    ]
     assert main([*args, "--out", str(tmp_path / "r"), "--set", "model_overrides.tokenization=time"]) == 0
     assert calls == [0.5, 0.5]  # one draw per training step
     header = json.loads((tmp_path / "r" / "config.json").read_text())

@@ -109,15 +109,40 @@ def test_commands_take_the_name(runs, shipped, tmp_path, capsys):
     out = tmp_path / "emb.npz"
     assert main(["embed", "--checkpoint", "tiny", "--src", str(runs["src"]), "--out", str(out), "--quiet"]) == 0
     by_path = tmp_path / "emb_path.npz"
-    assert main(["embed", "--checkpoint", str(runs["mae"]), "--src", str(runs["src"]), "--out", str(by_path),
-                 "--quiet"]) == 0
+    assert (
+        main(["embed", "--checkpoint", str(runs["mae"]), "--src", str(runs["src"]), "--out", str(by_path), "--quiet"])
+        == 0
+    )
     np.testing.assert_array_equal(np.load(out)["embedding"], np.load(by_path)["embedding"])
-    assert main(["finetune", "--data", str(runs["store"]), "--out", str(tmp_path / "lp"), "--mode", "linprobe",
-                 "--encoder", "tiny", "--max-steps", "2", "--batch-size", "16", "--quiet", "--precision", "32"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--data",
+                str(runs["store"]),
+                "--out",
+                str(tmp_path / "lp"),
+                "--mode",
+                "linprobe",
+                "--encoder",
+                "tiny",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "16",
+                "--quiet",
+                "--precision",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert ecgmae.load(tmp_path / "lp").kind == "classifier"
     rec = next(runs["src"].glob("*.hea"))
-    assert main(["reconstruct", "--checkpoint", "tiny", "--record", str(rec), "--out", str(tmp_path / "r.png"),
-                 "--quiet"]) == 0
+    assert (
+        main(["reconstruct", "--checkpoint", "tiny", "--record", str(rec), "--out", str(tmp_path / "r.png"), "--quiet"])
+        == 0
+    )
     pytest.importorskip("onnxruntime")
     assert main(["export", "--checkpoint", "tiny", "--out", str(tmp_path / "m.onnx"), "--quiet"]) == 0
     capsys.readouterr()

@@ -103,8 +103,8 @@ def test_bad_inputs() -> None:
 
 def test_frequent_classes() -> None:
     Y = np.zeros((20, 4), dtype=int)
-    Y[:7, 0] = 1   # 7 / 13: kept
-    Y[:6, 1] = 1   # too few positives
+    Y[:7, 0] = 1  # 7 / 13: kept
+    Y[:6, 1] = 1  # too few positives
     Y[:14, 2] = 1  # 14 / 6: too few negatives
     Y[:13, 3] = 1  # 13 / 7: kept
     assert frequent_classes(Y, list("abcd"), 7) == [0, 3]

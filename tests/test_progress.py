@@ -29,17 +29,37 @@ def _plain_logging():
 
 def test_benchmark_prints_stage_lines_and_logs_everything_to_a_file(store, tmp_path, capfd):
     out = tmp_path / "bench"
-    args = ["benchmark", "--data", str(store), "--out", str(out), "--methods", "mae,scratch:ecgmae_tiny",
-            "--label-fractions", "1", "--seeds", "1", "--max-steps", "2", "--n-boot", "5",
-            "--set", "model=ecgmae_tiny", *TRAIN]
+    args = [
+        "benchmark",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--methods",
+        "mae,scratch:ecgmae_tiny",
+        "--label-fractions",
+        "1",
+        "--seeds",
+        "1",
+        "--max-steps",
+        "2",
+        "--n-boot",
+        "5",
+        "--set",
+        "model=ecgmae_tiny",
+        *TRAIN,
+    ]
     assert main(args) == 0
     cap = capfd.readouterr()
     shown = cap.out + cap.err
     assert "Validation DataLoader" not in shown and "GPU available" not in shown and "Epoch 0" not in shown
     lines = [ln for ln in shown.replace("\r", "\n").splitlines() if ln.strip()]
     assert len(lines) <= 40, "\n".join(lines)
-    for stage in ("[1/4] pre-train mae (ecgmae_tiny), seed 0", "[2/4] mae linprobe at 100% labels",
-                  "[4/4] scratch:ecgmae_tiny scratch at 100% labels"):
+    for stage in (
+        "[1/4] pre-train mae (ecgmae_tiny), seed 0",
+        "[2/4] mae linprobe at 100% labels",
+        "[4/4] scratch:ecgmae_tiny scratch at 100% labels",
+    ):
         assert stage in cap.err
     assert "ETA ~" in cap.err and "benchmark done" in cap.err
     log = (out / "log.txt").read_text()
@@ -76,8 +96,11 @@ def test_stage_eta_extrapolates_the_measured_stages(caplog):
         now[0] = 85.0
         stages.finish()
     assert [r.getMessage() for r in caplog.records] == [
-        "[1/3] data | 0 s elapsed", "[2/3] first run | 5 s elapsed", "[3/3] second run | 25 s elapsed, ETA ~1m00s",
-        "done in 1m25s"]
+        "[1/3] data | 0 s elapsed",
+        "[2/3] first run | 5 s elapsed",
+        "[3/3] second run | 25 s elapsed, ETA ~1m00s",
+        "done in 1m25s",
+    ]
     assert fmt_seconds(7300) == "2h01m"
 
 

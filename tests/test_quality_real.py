@@ -48,9 +48,26 @@ def test_toy_pipeline_end_to_end(tmp_path: Path) -> None:
     pytest.importorskip("deepfakeecg")
     real = shared_path("cinc2021-sample")
     out = tmp_path / "q"
-    argv = ["--out", str(out), "--n", "24", "--methods", "mae", "--steps", "1", "--real", str(real),
-            "--extra-pretrain-args", "--model ecgmae_tiny --batch-size 8", "--folds", "2", "--repeats", "1",
-            "--min-count", "12"]
+    argv = [
+        "--out",
+        str(out),
+        "--n",
+        "24",
+        "--methods",
+        "mae",
+        "--steps",
+        "1",
+        "--real",
+        str(real),
+        "--extra-pretrain-args",
+        "--model ecgmae_tiny --batch-size 8",
+        "--folds",
+        "2",
+        "--repeats",
+        "1",
+        "--min-count",
+        "12",
+    ]
     _script().main(argv)
     res = json.loads((out / "results.json").read_text())
     assert [r["what"] for r in res["rows"]] == ["random", "mae", "features"]

@@ -21,8 +21,24 @@ def _script() -> ModuleType:
 def test_toy_release_reproduces_installs_and_verifies(tmp_path, monkeypatch):
     shared_path("cinc2020-cpsc-sample")  # the one check run here (skips when the samples are absent)
     rw = _script()
-    recipe = ["--engine", "builtin", "--n", "24", "--steps", "4", "--model", "ecgmae_tiny", "--set", "batch_size=8",
-              "--tasks", "cpsc2020", "--name", "toy-v1", "--aliases", "toy"]
+    recipe = [
+        "--engine",
+        "builtin",
+        "--n",
+        "24",
+        "--steps",
+        "4",
+        "--model",
+        "ecgmae_tiny",
+        "--set",
+        "batch_size=8",
+        "--tasks",
+        "cpsc2020",
+        "--name",
+        "toy-v1",
+        "--aliases",
+        "toy",
+    ]
     rw.main(["--out", str(tmp_path / "a"), *recipe])
     rw.main(["--out", str(tmp_path / "b"), *recipe])
     a, b = (json.loads((tmp_path / d / "model_card.json").read_text())["release"] for d in "ab")
@@ -43,5 +59,17 @@ def test_toy_release_reproduces_installs_and_verifies(tmp_path, monkeypatch):
     assert set(rows) == {"toy-v1", "untrained", "features", "toy-v1 + features"}  # the hybrid in its own row
     rw.main(["--out", str(tmp_path / "b"), *recipe, "--verify"])  # b's weights are a's
     with pytest.raises(SystemExit):
-        rw.main(["--out", str(tmp_path / "c"), *recipe[:-4], "--steps", "5", "--tasks", "cpsc2020", "--name",
-                 "toy-v1", "--verify"])  # another step count: other weights
+        rw.main(
+            [
+                "--out",
+                str(tmp_path / "c"),
+                *recipe[:-4],
+                "--steps",
+                "5",
+                "--tasks",
+                "cpsc2020",
+                "--name",
+                "toy-v1",
+                "--verify",
+            ]
+        )  # another step count: other weights

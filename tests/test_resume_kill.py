@@ -35,16 +35,39 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH
 
 def _cmd(store: Path, out: Path, check_every: int, *extra: str) -> list[str]:
     # about 45 train records in batches of 16: 2 steps per epoch
-    return [sys.executable, "-m", "ecgmae", "pretrain", "--data", str(store), "--out", str(out),
-            "--model", "ecgmae_tiny", "--max-steps", str(STEPS), "--batch-size", "16", "--seed", "5",
-            "--precision", "32", "--accelerator", "cpu", "--quiet", "--set", f"trainer.check_every={check_every}",
-            *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ecgmae",
+        "pretrain",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--model",
+        "ecgmae_tiny",
+        "--max-steps",
+        str(STEPS),
+        "--batch-size",
+        "16",
+        "--seed",
+        "5",
+        "--precision",
+        "32",
+        "--accelerator",
+        "cpu",
+        "--quiet",
+        "--set",
+        f"trainer.check_every={check_every}",
+        *extra,
+    ]
 
 
 def _start(cmd: list[str], log: Path, env: dict[str, str] = ENV) -> subprocess.Popen:
     with open(log, "wb") as err:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
-                                preexec_fn=default_sigint)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, preexec_fn=default_sigint
+        )
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
@@ -68,8 +91,9 @@ def _step(ckpt: Path, proc: subprocess.Popen) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
 
 
-def _at_a_random_moment(proc: subprocess.Popen, ckpt: Path, rng: random.Random, span: float,
-                        steps: int = STEPS) -> None:
+def _at_a_random_moment(
+    proc: subprocess.Popen, ckpt: Path, rng: random.Random, span: float, steps: int = STEPS
+) -> None:
     """Return at a seeded random moment of a run: once the checkpoint of a random step is written (8 or more
     steps before the end), then up to two steps' time later (mid-epoch, or at an epoch's end). ``span``: the
     seconds an undisturbed run trains after its first checkpoint. Steps, not seconds, keep the moment inside
@@ -107,8 +131,9 @@ def test_sigkill_at_a_random_point_then_resume_is_bit_exact(tmp_path, seed, chec
     killed_at = torch.load(cut / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
     assert 0 < killed_at < STEPS
 
-    res = subprocess.run(_cmd(store, cut, check_every, "--resume"), env=ENV, capture_output=True, text=True,
-                         timeout=300)
+    res = subprocess.run(
+        _cmd(store, cut, check_every, "--resume"), env=ENV, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-2000:]
 
     a, b = load_file(full / "encoder.safetensors"), load_file(cut / "encoder.safetensors")
@@ -145,8 +170,10 @@ def test_sigterm_or_sigint_saves_a_checkpoint_that_resumes_bit_exactly(tmp_path,
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err[-2000:]
     stopped_at = torch.load(cut / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
     assert 0 < stopped_at < STEPS and not (cut / "encoder.safetensors").exists()
-    assert err.strip() == (f"ecgmae pretrain: interrupted: stopped after step {stopped_at}; {cut / 'last.ckpt'} "
-                           "saved: resume with --resume")
+    assert err.strip() == (
+        f"ecgmae pretrain: interrupted: stopped after step {stopped_at}; {cut / 'last.ckpt'} "
+        "saved: resume with --resume"
+    )
 
     res = subprocess.run(_cmd(store, cut, 0, "--resume"), env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -160,9 +187,34 @@ def test_sigint_during_finetune_saves_a_checkpoint_that_resumes_to_the_same_clas
     store, _, _ = uninterrupted
 
     def cmd(out: Path, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "ecgmae", "finetune", "--data", str(store), "--out", str(out), "--mode",
-                "scratch", "--model", "ecgmae_tiny", "--epochs", "12", "--batch-size", "16", "--seed", "3",
-                "--precision", "32", "--accelerator", "cpu", "--quiet", "--set", "n_boot=10", *extra]
+        return [
+            sys.executable,
+            "-m",
+            "ecgmae",
+            "finetune",
+            "--data",
+            str(store),
+            "--out",
+            str(out),
+            "--mode",
+            "scratch",
+            "--model",
+            "ecgmae_tiny",
+            "--epochs",
+            "12",
+            "--batch-size",
+            "16",
+            "--seed",
+            "3",
+            "--precision",
+            "32",
+            "--accelerator",
+            "cpu",
+            "--quiet",
+            "--set",
+            "n_boot=10",
+            *extra,
+        ]
 
     proc = _start(cmd(tmp_path / "full"), tmp_path / "full.log")
     first = _wait_for(tmp_path / "full" / "last.ckpt", proc)
@@ -191,9 +243,28 @@ SHIPPED_STEPS = 40
 def _shipped(store: Path, out: Path, *extra: str) -> list[str]:
     # the default batch (64) over ~45 train records: one batch of all of them per epoch, where 2 threads
     # accumulating an indexed embedding's gradient with atomic adds used to make runs differ
-    return [sys.executable, "-m", "ecgmae", "pretrain", "--data", str(store), "--out", str(out), "--model",
-            "ecgmae_tiny", "--max-steps", str(SHIPPED_STEPS), "--seed", "5", "--accelerator", "cpu", "--quiet",
-            "--set", "trainer.check_every=0", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ecgmae",
+        "pretrain",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--model",
+        "ecgmae_tiny",
+        "--max-steps",
+        str(SHIPPED_STEPS),
+        "--seed",
+        "5",
+        "--accelerator",
+        "cpu",
+        "--quiet",
+        "--set",
+        "trainer.check_every=0",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -202,8 +273,10 @@ def test_two_thread_runs_repeat_and_resume_bit_exactly(tmp_path, uninterrupted):
     the same weights, and so does one killed at a seeded random moment and resumed."""
     store = uninterrupted[0]
     runs = [tmp_path / "a", tmp_path / "b"]
-    procs = [subprocess.Popen(_shipped(store, r), env=ENV2, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True) for r in runs]  # at the same time: the threads compete for the core
+    procs = [
+        subprocess.Popen(_shipped(store, r), env=ENV2, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for r in runs
+    ]  # at the same time: the threads compete for the core
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-2000:]
@@ -231,8 +304,13 @@ def test_two_thread_runs_repeat_and_resume_bit_exactly(tmp_path, uninterrupted):
 def test_resuming_with_another_thread_count_warns(tmp_path, uninterrupted):
     store, run = uninterrupted[0], tmp_path / "r"
     for env, steps in ((ENV, "4"), (ENV, "8"), (ENV2, "12")):  # begun on 1 thread, resumed on 1, then on 2
-        res = subprocess.run(_cmd(store, run, 0, "--max-steps", steps, *(["--resume"] if steps != "4" else [])),
-                             env=env, capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            _cmd(store, run, 0, "--max-steps", steps, *(["--resume"] if steps != "4" else [])),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         warned = "resuming with threads 1 -> 2" in res.stderr and "differ from an uninterrupted" in res.stderr
         assert warned == (env is ENV2), res.stderr

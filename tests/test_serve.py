@@ -34,7 +34,6 @@ import httpx  # noqa: E402
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-
 # ------------------------------------------------------------------------------------------ endpoints
 def test_model_card_health_metrics_and_pages(clf, clf_url, runs):
     with client(clf_url) as c:
@@ -150,8 +149,10 @@ def test_examples(clf, clf_url, runs):
         listed = c.get("/v1/examples").json()["examples"]
         assert names[0] in listed and len(listed) == len(list(runs["src"].glob("*.hea")))
         r = c.post("/v1/predict", files={"example": (None, names[1])})
-        assert np.array_equal(np.array(list(r.json()["probabilities"].values())),
-                              clf.predict_proba(read_record(runs["src"] / f"{names[1]}.hea")))
+        assert np.array_equal(
+            np.array(list(r.json()["probabilities"].values())),
+            clf.predict_proba(read_record(runs["src"] / f"{names[1]}.hea")),
+        )
         refused(c.post("/v1/predict", files={"example": (None, "../synth/" + names[1])}), 404, "no example record")
         refused(c.post("/v1/predict", files={"example": (None, "nope")}), 404, "GET /v1/examples lists them")
         both = [*wfdb(runs["src"], names[0]), ("example", (None, names[1]))]
@@ -178,23 +179,46 @@ def test_classifier_with_its_pretraining_run_does_both(clf, enc):
         assert card["reconstruct_checkpoint"] == "mae/mae.safetensors"  # what reconstructs, not the encoder
         x = ecg(6, n=500)
         r = c.post("/v1/reconstruct", json={"signal": x.tolist(), "fs": 100, "seed": 2}).json()
-        assert np.array_equal(np.array(r["reconstruction"], np.float32),
-                              enc.reconstruct(x, fs=100, seed=2).reconstruction)
+        assert np.array_equal(
+            np.array(r["reconstruction"], np.float32), enc.reconstruct(x, fs=100, seed=2).reconstruction
+        )
 
 
 def test_host_header_is_checked(clf):
     """L2: a DNS-rebinding page names its own host; only loopback names, the bound host and added ones pass."""
     with running(clf, hosts=("ecg.lab.example", "*.ward.example")) as url, client(url) as c:
         port = url.rsplit(":", 1)[1]
-        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "localhost.", "[::1",
-                     "ward.example", "a b"):
-            text = refused(c.get("/v1/model", headers={"Host": host}), 400, "this server answers localhost, "
-                           "127.0.0.1, [::1], ecg.lab.example, *.ward.example (ecgmae serve --allowed-hosts adds")
+        for host in (
+            "evil.example",
+            f"evil.example:{port}",
+            "127.0.0.1.evil.example",
+            "localhost.",
+            "[::1",
+            "ward.example",
+            "a b",
+        ):
+            text = refused(
+                c.get("/v1/model", headers={"Host": host}),
+                400,
+                "this server answers localhost, "
+                "127.0.0.1, [::1], ecg.lab.example, *.ward.example (ecgmae serve --allowed-hosts adds",
+            )
             assert text.startswith(f"Host {host!r}: "), text
-        refused(c.post("/v1/predict", headers={"Host": "evil.example"}, json={"signal": ecg(1).tolist(), "fs": 100}),
-                400, "Host 'evil.example'")
-        for host in ("localhost", f"localhost:{port}", "LOCALHOST", f"127.0.0.1:{port}", f"[::1]:{port}", "[::1]",
-                     "ecg.lab.example", "bed3.ward.example:80"):
+        refused(
+            c.post("/v1/predict", headers={"Host": "evil.example"}, json={"signal": ecg(1).tolist(), "fs": 100}),
+            400,
+            "Host 'evil.example'",
+        )
+        for host in (
+            "localhost",
+            f"localhost:{port}",
+            "LOCALHOST",
+            f"127.0.0.1:{port}",
+            f"[::1]:{port}",
+            "[::1]",
+            "ecg.lab.example",
+            "bed3.ward.example:80",
+        ):
             assert c.get("/healthz", headers={"Host": host}).status_code == 200, host
 
 
@@ -231,10 +255,17 @@ def test_cli_help_and_missing_extra(monkeypatch, capsys, runs):
 
 
 def test_importing_ecgmae_does_not_import_the_web_stack():
-    code = ("import sys, ecgmae, ecgmae.api, ecgmae.cli, ecgmae.serve, ecgmae.cli.serve; ecgmae.cli.build_parser(); "
-            "print(sorted(m for m in ('starlette', 'uvicorn', 'fastapi', 'python_multipart') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys, ecgmae, ecgmae.api, ecgmae.cli, ecgmae.serve, ecgmae.cli.serve; ecgmae.cli.build_parser(); "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'fastapi', 'python_multipart') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -243,10 +274,26 @@ def test_the_command_serves_on_a_real_socket(runs, clf):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "ecgmae", "serve", "--checkpoint", str(runs["ft"]), "--port",
-                             str(port), "--quiet", "--allowed-hosts", "ecg.lab.example"],
-                            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ecgmae",
+            "serve",
+            "--checkpoint",
+            str(runs["ft"]),
+            "--port",
+            str(port),
+            "--quiet",
+            "--allowed-hosts",
+            "ecg.lab.example",
+        ],
+        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     try:
         with client(f"http://127.0.0.1:{port}") as c:
             for _ in range(1200):
@@ -294,8 +341,10 @@ def test_a_non_loopback_bind_warns(monkeypatch, capsys, runs):
         assert main(["serve", "--checkpoint", str(runs["ft"]), "--host", host, "--port", str(port)]) == 0
         err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
         if host == "0.0.0.0":
-            assert err == [f"warning: listening on 0.0.0.0:{port}, which other machines can reach, with no "
-                           "authentication: anyone who can connect can use the model; put it behind your own "
-                           "proxy (TLS, authentication) or listen on 127.0.0.1"], err
+            assert err == [
+                f"warning: listening on 0.0.0.0:{port}, which other machines can reach, with no "
+                "authentication: anyone who can connect can use the model; put it behind your own "
+                "proxy (TLS, authentication) or listen on 127.0.0.1"
+            ], err
         else:
             assert err == []

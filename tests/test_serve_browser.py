@@ -29,16 +29,28 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 # Root needs --no-sandbox; the rest keeps Chromium from reaching for the network or a GPU.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1500,1250", "--force-device-scale-factor=1")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1500,1250",
+    "--force-device-scale-factor=1",
+)
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (Path(CHROMIUM).exists() and Path(DRIVER).exists()):
-        pytest.skip(f"headless Chromium not found ({CHROMIUM}, {DRIVER}): apt-get install chromium chromium-driver "
-                    "(make test does this as root)")
+        pytest.skip(
+            f"headless Chromium not found ({CHROMIUM}, {DRIVER}): apt-get install chromium chromium-driver "
+            "(make test does this as root)"
+        )
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in FLAGS:
@@ -78,8 +90,11 @@ def test_viewer_draws_a_real_record_with_labels_and_reconstruction(browser, runs
         _wait(browser, lambda d: "classifier run" in d.find_element(By.ID, "model").text, "model card shown")
         assert not browser.find_element(By.ID, "ratio-box").get_attribute("hidden")  # the slider is offered
         browser.find_element(By.ID, "files").send_keys(f"{hea}\n{mat}")
-        _wait(browser, lambda d: d.find_element(By.ID, "ecg").get_attribute("data-reconstruction") == "true",
-              "the reconstruction drawn")
+        _wait(
+            browser,
+            lambda d: d.find_element(By.ID, "ecg").get_attribute("data-reconstruction") == "true",
+            "the reconstruction drawn",
+        )
         canvas = browser.find_element(By.ID, "ecg")
         assert canvas.get_attribute("data-panels") == "12" and canvas.get_attribute("data-rhythm") == "II"
         drawn = browser.execute_script("return window.ecgmaeViewer.drawn")
@@ -103,15 +118,18 @@ def test_viewer_draws_a_real_record_with_labels_and_reconstruction(browser, runs
 
         # the slider asks for another reconstruction
         before = drawn["redPoints"]
-        browser.execute_script("const s = document.getElementById('mask-ratio'); s.value = '0.3';"
-                               "s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change'));")
+        browser.execute_script(
+            "const s = document.getElementById('mask-ratio'); s.value = '0.3';"
+            "s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change'));"
+        )
         _wait(browser, lambda d: "30% of patches masked" in d.find_element(By.ID, "caption").text, "mask ratio 30%")
         assert browser.find_element(By.ID, "mask-ratio-value").text == "30%"
         assert browser.execute_script("return window.ecgmaeViewer.drawn.redPoints") < before
 
         # an example from the server's folder
-        browser.execute_script("const s = document.getElementById('examples'); s.value = 'E07501';"
-                               "s.dispatchEvent(new Event('change'));")
+        browser.execute_script(
+            "const s = document.getElementById('examples'); s.value = 'E07501';s.dispatchEvent(new Event('change'));"
+        )
         _wait(browser, lambda d: d.execute_script("return window.ecgmaeViewer.drawn.record") == "E07501", "example")
 
         # a header without its signal file: the server's one-line error, shown on the page
@@ -147,7 +165,9 @@ def test_viewer_of_a_classifier_alone_draws_the_record_as_uploaded(browser, runs
         assert browser.find_element(By.ID, "npy-fields").is_displayed()
         drawn = browser.execute_script("return window.ecgmaeViewer.drawn")
         assert sorted(p["lead"] for p in drawn["panels"]) == sorted([*rec.leads[:6], "II"])  # V1-V6: "absent"
-        shown = {li.get_attribute("data-label"): float(li.get_attribute("data-prob"))
-                 for li in browser.find_elements(By.CSS_SELECTOR, "#labels li")}
+        shown = {
+            li.get_attribute("data-label"): float(li.get_attribute("data-prob"))
+            for li in browser.find_elements(By.CSS_SELECTOR, "#labels li")
+        }
         expect = clf.predict_proba(rec.signal[:6], fs=500, leads=rec.leads[:6])
         np.testing.assert_allclose([shown[k] for k in clf.label_names], expect, rtol=0, atol=1e-12)

@@ -42,17 +42,32 @@ BAD_JSON = [
     ("no fs", {"json": {"signal": [[1.0, 2.0]], "leads": ["II"]}}, 400, "fs must be the sampling rate"),
     ("fs text", {"json": {"signal": [[1.0, 2.0]], "fs": "fast", "leads": ["II"]}}, 400, "fs must be"),
     ("leads type", {"json": {"signal": [[1.0, 2.0]], "fs": 100, "leads": 7}}, 400, "leads must be a list"),
-    ("wrong leads", {"json": {"signal": [[1.0] * 50] * 3, "fs": 100, "leads": ["I", "II"]}}, 400,
-     "3 rows but 2 lead names"),
+    (
+        "wrong leads",
+        {"json": {"signal": [[1.0] * 50] * 3, "fs": 100, "leads": ["I", "II"]}},
+        400,
+        "3 rows but 2 lead names",
+    ),
     ("unknown lead", {"json": {"signal": [[1.0] * 50], "fs": 100, "leads": ["Z9"]}}, 400, "Z9"),
     ("twice", {"json": {"signal": [[1.0] * 50] * 2, "fs": 100, "leads": ["I", "i"]}}, 400, "given twice"),
     ("rows vs model", {"json": {"signal": [[1.0] * 50] * 3, "fs": 100}}, 400, "pass leads=[...]"),
-    ("NaN", {"content": b'{"signal": [[1.0, NaN, 2.0]], "fs": 100, "leads": ["II"]}',
-             "headers": {"content-type": "application/json"}}, 400, "1 NaN/inf sample(s) in row(s) [0]"),
+    (
+        "NaN",
+        {
+            "content": b'{"signal": [[1.0, NaN, 2.0]], "fs": 100, "leads": ["II"]}',
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "1 NaN/inf sample(s) in row(s) [0]",
+    ),
     ("rate below", {"json": {"signal": [[1.0] * 50], "fs": 50, "leads": ["II"]}}, 400, "50"),
     ("plain text", {"content": b"1,2,3", "headers": {"content-type": "text/plain"}}, 415, "unsupported content type"),
-    ("bad flag", {"json": {"signal": [[1.0] * 50], "fs": 100, "leads": ["II"], "include_signal": "yes"}}, 400,
-     "include_signal must be true or false"),
+    (
+        "bad flag",
+        {"json": {"signal": [[1.0] * 50], "fs": 100, "leads": ["II"], "include_signal": "yes"}},
+        400,
+        "include_signal must be true or false",
+    ),
 ]
 
 
@@ -71,18 +86,21 @@ def test_same_message_as_the_library(clf, clf_url, runs, tmp_path):
     name = records(runs, 1)[0]
     (tmp_path / f"{name}.hea").write_bytes((runs["src"] / f"{name}.hea").read_bytes())
     expect = []
-    for fn in (lambda: clf.predict_proba(x, fs=100, leads=["I", "II"]),
-               lambda: read_record(tmp_path / "rec.npy", fs=100, leads=("I", "II")),
-               lambda: read_record(tmp_path / f"{name}.hea")):
+    for fn in (
+        lambda: clf.predict_proba(x, fs=100, leads=["I", "II"]),
+        lambda: read_record(tmp_path / "rec.npy", fs=100, leads=("I", "II")),
+        lambda: read_record(tmp_path / f"{name}.hea"),
+    ):
         with pytest.raises(DataError) as err:
             fn()
         expect.append(str(err.value))
     body = json.dumps({"signal": x.tolist(), "fs": 100, "leads": ["I", "II"]})  # NaN: Python's JSON extension
     with client(clf_url) as c:
-        got = [refused(c.post("/v1/predict", content=body, headers={"content-type": "application/json"}), 400,
-                        "NaN/inf"),
-               refused(c.post("/v1/predict", files=[npy(x)], data={"fs": "100", "leads": "I,II"}), 400, "NaN/inf"),
-               refused(c.post("/v1/predict", files=wfdb(runs["src"], name)[:1]), 400, "not found")]
+        got = [
+            refused(c.post("/v1/predict", content=body, headers={"content-type": "application/json"}), 400, "NaN/inf"),
+            refused(c.post("/v1/predict", files=[npy(x)], data={"fs": "100", "leads": "I,II"}), 400, "NaN/inf"),
+            refused(c.post("/v1/predict", files=wfdb(runs["src"], name)[:1]), 400, "not found"),
+        ]
     assert got == expect
 
 
@@ -112,8 +130,11 @@ def test_bad_uploads_are_one_line_4xx(clf_url, enc_url, runs):
     ]
     with client(clf_url) as c:
         for files, data, status, fragment in cases:
-            refused(c.post("/v1/predict", files=files or {"fs": (None, "100")}, data=data if files else None),
-                     status, fragment)
+            refused(
+                c.post("/v1/predict", files=files or {"fs": (None, "100")}, data=data if files else None),
+                status,
+                fragment,
+            )
         broken = c.post("/v1/predict", content=b"--zz\r\nbroken", headers={"content-type": "multipart/form-data"})
         assert broken.status_code == 400, broken.text
         assert c.get("/healthz").status_code == 200
@@ -122,25 +143,37 @@ def test_bad_uploads_are_one_line_4xx(clf_url, enc_url, runs):
         refused(c.post("/v1/reconstruct", json={**body, "mask_ratio": 1.5}), 400, "mask_ratio must be in [0, 1)")
         refused(c.post("/v1/reconstruct", json={**body, "seed": -1}), 400, "seed must be in")
         refused(c.post("/v1/reconstruct", json={**body, "seed": 1.5}), 400, "seed must be an integer")
-        refused(c.post("/v1/reconstruct", files=[npy(ecg(9))], data={"fs": "100", "mask_ratio": "lots"}), 400,
-                 "mask_ratio must be a number, got 'lots'")
+        refused(
+            c.post("/v1/reconstruct", files=[npy(ecg(9))], data={"fs": "100", "mask_ratio": "lots"}),
+            400,
+            "mask_ratio must be a number, got 'lots'",
+        )
 
 
 # ------------------------------------------------------------------------------------------- limits
 def test_upload_size_and_record_length_limits(clf, runs):
     name = records(runs, 1)[0]  # 5 s at 200 Hz
     with running(clf, max_upload_bytes=50_000, max_seconds=4) as url, client(url) as c:
-        refused(c.post("/v1/predict", json={"signal": ecg(1, n=3000).tolist(), "fs": 500}), 413,
-                 "takes at most 50000 (--max-upload-mb)")
+        refused(
+            c.post("/v1/predict", json={"signal": ecg(1, n=3000).tolist(), "fs": 500}),
+            413,
+            "takes at most 50000 (--max-upload-mb)",
+        )
 
         def chunks():  # no Content-Length: counted while read
             for _ in range(100):
                 yield b" " * 1000
 
-        refused(c.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"}), 413,
-                 "exceeds 50000 bytes")
-        refused(c.post("/v1/predict", files=wfdb(runs["src"], name)), 413,
-                 f"{name}: 5 s of signal; this server takes records up to 4 s (--max-seconds)")
+        refused(
+            c.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"}),
+            413,
+            "exceeds 50000 bytes",
+        )
+        refused(
+            c.post("/v1/predict", files=wfdb(runs["src"], name)),
+            413,
+            f"{name}: 5 s of signal; this server takes records up to 4 s (--max-seconds)",
+        )
         one = {"fs": 100, "leads": ["II"]}
         refused(c.post("/v1/embed", json={"signal": ecg(1, 1, 450).tolist(), **one}), 413, "signal: 4.5 s of signal")
         assert c.post("/v1/embed", json={"signal": ecg(1, 1, 400).tolist(), **one}).status_code == 200
@@ -153,8 +186,9 @@ def test_a_real_holter_record_is_too_long(clf):
         pytest.skip(f"real-data sample not found at {src} (set ECGMAE_SHARED_DATA to its folder)")
     files = [("files", (n, (src / n).read_bytes())) for n in ("100.hea", "100.dat")]
     with running(clf) as url, client(url) as c:
-        refused(c.post("/v1/predict", files=files), 413, "100: 1805.56 s of signal; this server takes records up to "
-                 "300 s")
+        refused(
+            c.post("/v1/predict", files=files), 413, "100: 1805.56 s of signal; this server takes records up to 300 s"
+        )
 
 
 def test_timeout_and_concurrency_limits(runs):
@@ -179,8 +213,9 @@ def test_timeout_and_concurrency_limits(runs):
             t.join()
         until(c, lambda m: m["in_flight"] == 0, "the timed-out work to finish")
         ok = c.post("/v1/predict", json=body)
-        assert ok.status_code == 200 and np.array_equal(np.array(list(ok.json()["probabilities"].values())),
-                                                        model.predict_proba(ecg(1), fs=100))
+        assert ok.status_code == 200 and np.array_equal(
+            np.array(list(ok.json()["probabilities"].values())), model.predict_proba(ecg(1), fs=100)
+        )
         m = get_metrics(c)["requests"]["POST /v1/predict"]
         assert m == {"200": 1, "503": 2, "504": 1}
 
@@ -226,8 +261,9 @@ def test_the_server_survives_an_internal_error(runs):
     with running(model) as url, client(url) as c:
         model.embed_prepared = broken
         r = c.post("/v1/embed", json={"signal": ecg(1).tolist(), "fs": 100})
-        assert r.status_code == 500 and r.json() == {"error": "internal error (RuntimeError); the server log has "
-                                                              "the details"}
+        assert r.status_code == 500 and r.json() == {
+            "error": "internal error (RuntimeError); the server log has the details"
+        }
         del model.embed_prepared
         assert c.post("/v1/embed", json={"signal": ecg(1).tolist(), "fs": 100}).status_code == 200
 

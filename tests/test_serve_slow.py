@@ -26,8 +26,10 @@ def _host(url: str) -> str:
 def _slow_body(url: str, path: str = "/v1/predict", length: int = 100_000, method: str = "POST") -> socket.socket:
     """A request whose headers promise ``length`` bytes of body, of which one arrives."""
     s = _connect(url)
-    s.sendall(f"{method} {path} HTTP/1.1\r\nHost: {_host(url)}\r\nContent-Type: application/json\r\n"
-              f"Content-Length: {length}\r\n\r\n{{".encode())
+    s.sendall(
+        f"{method} {path} HTTP/1.1\r\nHost: {_host(url)}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n{{".encode()
+    )
     return s
 
 
@@ -50,8 +52,9 @@ def _response(s: socket.socket) -> bytes:
         assert chunk, f"closed before a whole response: {data[:200]!r}"
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     while len(body) < length:
         chunk = s.recv(65536)
         assert chunk, f"closed before a whole response: {data[:200]!r}"
@@ -100,8 +103,7 @@ def test_a_slow_body_is_cut_off_with_408(clf):
 
 def test_upload_buffer_bounds_bodies_in_memory(clf):
     """Bodies being received share one byte budget: the one that would pass it is refused with 503."""
-    with running(clf, max_upload_bytes=1000, upload_buffer_bytes=1500, body_timeout_s=120) as url, \
-            client(url) as c:
+    with running(clf, max_upload_bytes=1000, upload_buffer_bytes=1500, body_timeout_s=120) as url, client(url) as c:
         with _slow_body(url, length=1000) as first:
             first.sendall(b" " * 900)  # 901 bytes of the first body held by the server
             until(c, lambda m: m["receiving_bytes"] == 901, "the first body's bytes to arrive")

@@ -18,8 +18,9 @@ from conftest import ROOT, benchmark_script, shared_path
 from ecgmae.pretrained import WEIGHTS, list_pretrained
 
 SHIPPED = list_pretrained()
-pytestmark = pytest.mark.skipif(not SHIPPED, reason=f"no shipped weights in {WEIGHTS} (run benchmarks/"
-                                "release_weights.py --install)")
+pytestmark = pytest.mark.skipif(
+    not SHIPPED, reason=f"no shipped weights in {WEIGHTS} (run benchmarks/release_weights.py --install)"
+)
 DEFAULT = "ecgmae-small"
 
 
@@ -65,8 +66,13 @@ def test_the_cards_cinc_number_is_what_the_weights_give():
 @pytest.mark.slow
 def test_the_built_wheel_holds_the_weights_and_loads_them(tmp_path):
     """Build the wheel as a release does, unpack it like an install and load the default model from it alone."""
-    out = subprocess.run([sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path / "dist")],
-                         cwd=ROOT, capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path / "dist")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     (wheel,) = (tmp_path / "dist").glob("ecgmae-*.whl")
     site = tmp_path / "site"
@@ -75,12 +81,15 @@ def test_the_built_wheel_holds_the_weights_and_loads_them(tmp_path):
         z.extractall(site)
     for m in SHIPPED:
         assert all(f"ecgmae/weights/{m.path.name}/{f}" in names for f in m.sha256)
-    code = ("import sys, json; sys.path.insert(0, sys.argv[1]); import ecgmae, numpy as np; "
-            f"m = ecgmae.load({DEFAULT!r}); "
-            "x = np.random.default_rng(0).normal(0, 0.1, (12, 1000)).astype(np.float32); z = m.embed(x, fs=100); "
-            "print(json.dumps({'file': str(m.path), 'dim': int(z.shape[0])}))")
-    res = subprocess.run([sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True,
-                         check=False)
+    code = (
+        "import sys, json; sys.path.insert(0, sys.argv[1]); import ecgmae, numpy as np; "
+        f"m = ecgmae.load({DEFAULT!r}); "
+        "x = np.random.default_rng(0).normal(0, 0.1, (12, 1000)).astype(np.float32); z = m.embed(x, fs=100); "
+        "print(json.dumps({'file': str(m.path), 'dim': int(z.shape[0])}))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(site)], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert Path(got["file"]).is_relative_to(site) and got["dim"] == ecgmae.load(DEFAULT).embed_dim

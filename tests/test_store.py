@@ -27,8 +27,15 @@ def _record(folder: Path, name: str, seconds: float, seed: int, n_leads: int = 1
     t = np.arange(int(seconds * fs)) / fs
     rng = np.random.default_rng(seed)
     x = np.stack([np.sin(2 * np.pi * (1 + k / 7) * t) + rng.normal(0, 0.05, t.size) for k in range(n_leads)], 1)
-    wfdb.wrsamp(name, fs=fs, units=["mV"] * n_leads, sig_name=list(LEADS_12[:n_leads]), p_signal=x,
-                fmt=["16"] * n_leads, write_dir=str(folder))
+    wfdb.wrsamp(
+        name,
+        fs=fs,
+        units=["mV"] * n_leads,
+        sig_name=list(LEADS_12[:n_leads]),
+        p_signal=x,
+        fmt=["16"] * n_leads,
+        write_dir=str(folder),
+    )
 
 
 @pytest.fixture
@@ -38,14 +45,20 @@ def corpus(tmp_path: Path) -> Path:
     src.mkdir()
     for i, seconds in enumerate((10, 5, 15, 10, 10, 10)):
         _record(src, f"r{i}", seconds, seed=i)
-    (src / "labels.csv").write_text("record,labels,patient_id\nr0,AF,p0\nr1,NORM,p0\nr2,AF;PVC,p1\n"
-                                    "r3,NORM,p1\nr4,,p2\nr5,PVC,p2\n")
+    (src / "labels.csv").write_text(
+        "record,labels,patient_id\nr0,AF,p0\nr1,NORM,p0\nr2,AF;PVC,p1\nr3,NORM,p1\nr4,,p2\nr5,PVC,p2\n"
+    )
     return src
 
 
-@pytest.mark.parametrize(("dtype", "cfg_extra"), [
-    ("float16", {}), ("int16", {"bandpass": (0.5, 40.0)}), ("float32", {"normalise": "record"}),
-])
+@pytest.mark.parametrize(
+    ("dtype", "cfg_extra"),
+    [
+        ("float16", {}),
+        ("int16", {"bandpass": (0.5, 40.0)}),
+        ("float32", {"normalise": "record"}),
+    ],
+)
 def test_round_trip_equals_preprocess(corpus: Path, tmp_path: Path, dtype: str, cfg_extra: dict) -> None:
     cfg = PreprocessConfig(fs=100, seconds=10, dtype=dtype, **cfg_extra)
     store = Store.open(prepare_store("folder", corpus, tmp_path / "store", cfg, quiet=True))
@@ -71,8 +84,9 @@ def test_round_trip_equals_preprocess(corpus: Path, tmp_path: Path, dtype: str, 
     assert signals.shape == (int(store.index["length"].sum()), 12) and signals.dtype == np.dtype(dtype)
 
 
-def test_rerun_is_a_noop_and_new_options_replace(corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rerun_is_a_noop_and_new_options_replace(
+    corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(logging.getLogger("ecgmae"), "propagate", True)  # the CLI may have turned it off
     out = tmp_path / "store"
     cfg = PreprocessConfig(fs=100, seconds=10)
@@ -129,13 +143,15 @@ def _corrupt(src: Path) -> None:
     t = np.arange(5000) / 500
     x = np.stack([np.sin(t)] * 12, 1)
     x[100:120, 3] = np.nan
-    wfdb.wrsamp("bad_nan", fs=500, units=["mV"] * 12, sig_name=list(LEADS_12), p_signal=x, fmt=["16"] * 12,
-                write_dir=str(src))
+    wfdb.wrsamp(
+        "bad_nan", fs=500, units=["mV"] * 12, sig_name=list(LEADS_12), p_signal=x, fmt=["16"] * 12, write_dir=str(src)
+    )
     _record(src, "eleven", 10, seed=12, n_leads=11)
 
 
-def test_bad_records_are_skipped_with_one_line_each(corpus: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_bad_records_are_skipped_with_one_line_each(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     _corrupt(corpus)
     out = tmp_path / "store"
     assert main(["prepare", "--source", "folder", "--src", str(corpus), "--out", str(out), "--quiet"]) == 0
@@ -151,8 +167,23 @@ def test_bad_records_are_skipped_with_one_line_each(corpus: Path, tmp_path: Path
     printed = capsys.readouterr().out
     assert "7 records" in printed and "3 skipped" in printed
     # --on-error fail: the first bad record stops the run and no store is left
-    assert main(["prepare", "--source", "folder", "--src", str(corpus), "--out", str(tmp_path / "f"),
-                 "--on-error", "fail", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "--source",
+                "folder",
+                "--src",
+                str(corpus),
+                "--out",
+                str(tmp_path / "f"),
+                "--on-error",
+                "fail",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("ecgmae prepare: error: bad_lie.hea: header says 4000 samples but bad_lie.dat holds")
     assert not (tmp_path / "f").exists()
@@ -209,8 +240,9 @@ def test_patient_aware_splits_and_leakage(corpus: Path, tmp_path: Path) -> None:
     for i in range(4):
         _record(b_src, f"q{i}", 10, seed=20 + i)
     test_patient = idx["patient"][0]
-    (b_src / "labels.csv").write_text(f"record,labels,patient_id,split\nq0,AF,{test_patient},test\n"
-                                      "q1,AF,z1,test\nq2,AF,z2,train\nq3,AF,z3,val\n")
+    (b_src / "labels.csv").write_text(
+        f"record,labels,patient_id,split\nq0,AF,{test_patient},test\nq1,AF,z1,test\nq2,AF,z2,train\nq3,AF,z3,val\n"
+    )
     b = Store.open(prepare_store("folder", b_src, tmp_path / "b", PreprocessConfig(), quiet=True))
     with pytest.raises(DataError, match=rf"1 patient\(s\) of b split 'test' also appear in a: {test_patient}"):
         check_no_leakage(a, b, split_b="test")
@@ -248,8 +280,15 @@ def test_prepare_band_passes_by_default_and_none_keeps_the_raw_band(tmp_path: Pa
     t = np.arange(5000) / 500
     drift = np.stack([0.8 * np.sin(2 * np.pi * 0.05 * t)] * 12, 1)  # 0.05 Hz baseline wander, 0.8 mV
     beats = np.stack([np.sin(2 * np.pi * 8 * t)] * 12, 1)  # 8 Hz content of 1 mV stays
-    wfdb.wrsamp("r0", fs=500, units=["mV"] * 12, sig_name=list(LEADS_12), p_signal=drift + beats,
-                fmt=["16"] * 12, write_dir=str(src))
+    wfdb.wrsamp(
+        "r0",
+        fs=500,
+        units=["mV"] * 12,
+        sig_name=list(LEADS_12),
+        p_signal=drift + beats,
+        fmt=["16"] * 12,
+        write_dir=str(src),
+    )
     assert auto_bandpass(100) == (0.5, 40.0) and auto_bandpass(50) == (0.5, 20.0)
     assert PreprocessConfig(fs=50).bandpass == (0.5, 20.0) and PreprocessConfig(bandpass=None).bandpass is None
     for flag, band in (([], [0.5, 40.0]), (["--bandpass", "none"], None), (["--bandpass", "1,30"], [1.0, 30.0])):

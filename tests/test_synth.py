@@ -36,10 +36,14 @@ def clean() -> list[synthetic.SynthRecord]:
 
 def _limb_errors(sig: np.ndarray) -> np.ndarray:
     i, ii, iii, avr, avl, avf = sig[:6].astype(np.float64)
-    return np.array([
-        np.abs(iii - (ii - i)).max(), np.abs(avr + (i + ii) / 2).max(),
-        np.abs(avl - (i - ii / 2)).max(), np.abs(avf - (ii - i / 2)).max(),
-    ])
+    return np.array(
+        [
+            np.abs(iii - (ii - i)).max(),
+            np.abs(avr + (i + ii) / 2).max(),
+            np.abs(avl - (i - ii / 2)).max(),
+            np.abs(avf - (ii - i / 2)).max(),
+        ]
+    )
 
 
 def _beats(rec: synthetic.SynthRecord, rel_s: float) -> np.ndarray:
@@ -50,6 +54,7 @@ def _beats(rec: synthetic.SynthRecord, rel_s: float) -> np.ndarray:
 
 
 # --- package hygiene and command line -------------------------------------------------------------
+
 
 def test_import_has_no_side_effects(tmp_path: Path) -> None:
     code = (
@@ -136,6 +141,7 @@ def test_bad_arguments_name_the_problem() -> None:
 
 # --- physiology -----------------------------------------------------------------------------------
 
+
 def test_every_class_in_200_records_and_sensible_combinations(clean: list[synthetic.SynthRecord]) -> None:
     first = clean[:200]
     counts = {c: sum(c in r.labels for r in first) for c in SYNTH_CLASSES}
@@ -179,7 +185,7 @@ def test_pvc_is_premature_with_compensatory_pause(clean: list[synthetic.SynthRec
 def _window_peak(size: np.ndarray, fs: float, qrs_time: float, pr_s: float) -> float:
     """Largest value of ``size`` from 0.1 s before the P wave of a QRS at ``qrs_time`` to just after it."""
     lo, hi = np.rint(np.array([qrs_time - pr_s - 0.1, qrs_time + 0.05]) * fs).astype(int)
-    return float(size[max(lo, 0):hi].max())
+    return float(size[max(lo, 0) : hi].max())
 
 
 def test_sinus_p_wave_survives_a_pvc(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -260,6 +266,7 @@ def test_st_and_voltage_criteria_from_the_signal(clean: list[synthetic.SynthReco
 
 # --- determinism and files ------------------------------------------------------------------------
 
+
 def test_record_depends_only_on_seed_and_index() -> None:
     a = list(generate(4, seed=7, noise="realistic"))
     b = generate_record(7, 3, noise="realistic")
@@ -300,13 +307,32 @@ def test_wfdb_folder_round_trip_and_byte_identical(tmp_path: Path) -> None:
         assert _limb_errors(sig).max() <= 0.002 + 1e-6  # two adc steps after quantisation
 
 
-def _wrsamp_files(folder: Path, name: str, fs: float, names: list[str], units: list[str], gains: list,
-                  bases: list[int], comments: list[str], **signal: np.ndarray) -> tuple[bytes, bytes]:
+def _wrsamp_files(
+    folder: Path,
+    name: str,
+    fs: float,
+    names: list[str],
+    units: list[str],
+    gains: list,
+    bases: list[int],
+    comments: list[str],
+    **signal: np.ndarray,
+) -> tuple[bytes, bytes]:
     import wfdb
 
     folder.mkdir()
-    wfdb.wrsamp(name, fs=fs, units=units, sig_name=names, fmt=["16"] * len(names), adc_gain=gains,
-                baseline=bases, comments=comments, write_dir=str(folder), **signal)
+    wfdb.wrsamp(
+        name,
+        fs=fs,
+        units=units,
+        sig_name=names,
+        fmt=["16"] * len(names),
+        adc_gain=gains,
+        baseline=bases,
+        comments=comments,
+        write_dir=str(folder),
+        **signal,
+    )
     return (folder / f"{name}.hea").read_bytes(), (folder / f"{name}.dat").read_bytes()
 
 
@@ -328,8 +354,9 @@ def test_wfdb16_writer_matches_wrsamp_byte_for_byte(case: str, tmp_path: Path) -
     else:
         sig, fs, names, units = np.array([[0.25]], dtype=np.float32), 250, ["I"], ["mV"]
         gains, bases, comments = [1000.0], [0], []
-    ref_hea, ref_dat = _wrsamp_files(tmp_path / "ref", "r1", fs, names, units, gains, bases, comments,
-                                     p_signal=sig.T.astype(np.float64))
+    ref_hea, ref_dat = _wrsamp_files(
+        tmp_path / "ref", "r1", fs, names, units, gains, bases, comments, p_signal=sig.T.astype(np.float64)
+    )
     stem = tmp_path / "new" / "r1"
     assert write_wfdb16(stem, sig, fs, names, comments, gains, bases, units) == 0
     assert stem.with_suffix(".hea").read_bytes() == ref_hea
@@ -348,8 +375,9 @@ def test_wfdb16_writer_clips_and_keeps_nan_like_wfdb(tmp_path: Path, caplog: pyt
     # gain 4: 0.125 mV -> 0.5 and -0.375 mV -> -1.5 digital, rounded half to even as numpy does
     sig = np.array([[0.25, 1e5, -1e5, np.nan, 0.125, -0.375], [1, 2, 3, 4, 5, 6]], dtype=np.float32)
     digital = np.array([[1, 32767, -32767, -32768, 0, -2], [4, 8, 12, 16, 20, 24]], np.int16)
-    ref = _wrsamp_files(tmp_path / "ref", "c1", 500.0, ["I", "II"], ["mV"] * 2, [4.0] * 2, [0, 0],
-                        ["x"], d_signal=digital.T.copy())
+    ref = _wrsamp_files(
+        tmp_path / "ref", "c1", 500.0, ["I", "II"], ["mV"] * 2, [4.0] * 2, [0, 0], ["x"], d_signal=digital.T.copy()
+    )
     with caplog.at_level("WARNING", logger="ecgmae"):
         assert write_wfdb16(tmp_path / "c1", sig, 500.0, ["I", "II"], ["x"], 4.0) == 2
     assert "c1: 2 samples" in caplog.text
@@ -367,6 +395,7 @@ def test_wfdb16_writer_clips_and_keeps_nan_like_wfdb(tmp_path: Path, caplog: pyt
 
 # --- learnability ---------------------------------------------------------------------------------
 
+
 def _rhythm_features(sig: np.ndarray, fs: float) -> list[float]:
     """Mean HR, RR CV, successive-RR irregularity and a QRS-width proxy, from the signal alone."""
     from scipy.signal import butter, find_peaks, peak_widths, sosfiltfilt
@@ -377,8 +406,12 @@ def _rhythm_features(sig: np.ndarray, fs: float) -> list[float]:
     peaks, _ = find_peaks(env, height=0.3 * np.percentile(env, 99), distance=int(0.27 * fs))
     rr = np.diff(peaks) / fs
     width = peak_widths(env, peaks, rel_height=0.5)[0] / fs
-    return [60 / rr.mean(), rr.std() / rr.mean(), np.median(np.abs(np.diff(rr))) / np.median(rr),
-            float(np.median(width))]
+    return [
+        60 / rr.mean(),
+        rr.std() / rr.mean(),
+        np.median(np.abs(np.diff(rr))) / np.median(rr),
+        float(np.median(width)),
+    ]
 
 
 def test_rhythm_classes_are_learnable_from_the_signal() -> None:
@@ -400,8 +433,9 @@ def test_rhythm_classes_are_learnable_from_the_signal() -> None:
 
 def test_amplitudes_stay_physiological_over_many_records():
     # Regression: a near-zero Sokolow-Lyon index once scaled some RBBB records to ~1e12 mV.
-    peaks = np.array([np.abs(generate_record(0, i, fs=100, seconds=10, noise="none").signal).max()
-                      for i in range(2500)])
+    peaks = np.array(
+        [np.abs(generate_record(0, i, fs=100, seconds=10, noise="none").signal).max() for i in range(2500)]
+    )
     assert peaks.max() < 20.0, (peaks.argmax(), peaks.max())
     assert np.median(peaks) > 0.5
 

@@ -61,8 +61,11 @@ def test_plot_curves_command(tmp_path, capsys):
 
     for name, auc in (("a", False), ("b", True)):
         (tmp_path / name).mkdir()
-        rows = {"step": [0, 1, 2, 3], "train/loss_step": [1.0, 0.8, np.nan, 0.5],
-                "val/loss": [np.nan, 0.9, np.nan, 0.6]}
+        rows = {
+            "step": [0, 1, 2, 3],
+            "train/loss_step": [1.0, 0.8, np.nan, 0.5],
+            "val/loss": [np.nan, 0.9, np.nan, 0.6],
+        }
         if auc:
             rows["val/auroc"] = [np.nan, 0.6, np.nan, 0.7]
         pd.DataFrame(rows).to_csv(tmp_path / name / "metrics.csv", index=False)
@@ -132,8 +135,11 @@ def test_reconstruction_figure_layout_span_and_shading(monkeypatch, tmp_path, st
             assert ln.get_xdata()[0] == pytest.approx(c * dur / 4)
         assert ("V6" in row) == any(t.get_text() == "absent" for t in ax.texts)
         # shaded: the masked first 2 s of the record, clipped to each lead's quarter of the strip
-        want = [(c * dur / 4, min((c + 1) * dur / 4, 2.0 - start)) for c, lead in enumerate(row)
-                if lead != "V6" and c * dur / 4 < 2.0 - start]
+        want = [
+            (c * dur / 4, min((c + 1) * dur / 4, 2.0 - start))
+            for c, lead in enumerate(row)
+            if lead != "V6" and c * dur / 4 < 2.0 - start
+        ]
         assert _spans(ax) == [pytest.approx(w) for w in want]
     if rhythm is not None:  # the rhythm strip: lead II over the whole window, shaded on the masked 0-2 s
         strip = axes[-1]

@@ -9,14 +9,17 @@ from ecgmae.data.windows import cut_window, pad_window, window_starts
 from ecgmae.eval.pooling import aggregate_records, pool_windows
 
 
-@pytest.mark.parametrize(("valid", "window", "stride", "starts"), [
-    (1000, 250, 250, [0, 250, 500, 750]),  # whole number of windows
-    (1100, 250, 250, [0, 250, 500, 750, 850]),  # a tail window aligned to the end
-    (1000, 400, 300, [0, 300, 600]),  # overlapping, the last one ends at the end
-    (1001, 400, 300, [0, 300, 600, 601]),
-    (100, 250, 125, [0]),  # shorter than a window: one window at 0 (padded by the cutter)
-    (250, 250, 50, [0]),
-])
+@pytest.mark.parametrize(
+    ("valid", "window", "stride", "starts"),
+    [
+        (1000, 250, 250, [0, 250, 500, 750]),  # whole number of windows
+        (1100, 250, 250, [0, 250, 500, 750, 850]),  # a tail window aligned to the end
+        (1000, 400, 300, [0, 300, 600]),  # overlapping, the last one ends at the end
+        (1001, 400, 300, [0, 300, 600, 601]),
+        (100, 250, 125, [0]),  # shorter than a window: one window at 0 (padded by the cutter)
+        (250, 250, 50, [0]),
+    ],
+)
 def test_window_starts_cover_the_signal(valid, window, stride, starts):
     got = window_starts(valid, window, stride)
     assert got == starts

@@ -85,9 +85,35 @@ def test_scratch_cli_trains_and_the_run_reloads(store, tmp_path, capsys):
 
     torch.set_num_threads(1)
     run = tmp_path / "cnn"
-    assert main(["finetune", "--data", str(store), "--out", str(run), "--mode", "scratch", "--model",
-                 "xresnet1d50", "--max-steps", "2", "--batch-size", "8", "--accelerator", "cpu", "--devices", "1",
-                 "--precision", "32", "--quiet", "--set", "n_boot=5"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--data",
+                str(store),
+                "--out",
+                str(run),
+                "--mode",
+                "scratch",
+                "--model",
+                "xresnet1d50",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--accelerator",
+                "cpu",
+                "--devices",
+                "1",
+                "--precision",
+                "32",
+                "--quiet",
+                "--set",
+                "n_boot=5",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     model, header, _ = load_model(run, kind="classifier")
     assert isinstance(model, XResNet1d) and header.model.arch == "xresnet1d50"

@@ -92,8 +92,10 @@ def _preprocessing(file: Path, header: RunHeader) -> tuple[PreprocessConfig, int
         except ConfigError as e:
             raise CheckpointError(f"{file}: data: {e}") from None
     if abs(cfg.fs - float(d.fs)) > 1e-6 or tuple(cfg.leads) != d.leads:  # type: ignore[arg-type]
-        raise CheckpointError(f"{file}: data.preprocessing ({cfg.fs:g} Hz, {','.join(cfg.leads)}) disagrees with "
-                              f"data.fs/leads ({d.fs} Hz, {','.join(d.leads)})")
+        raise CheckpointError(
+            f"{file}: data.preprocessing ({cfg.fs:g} Hz, {','.join(cfg.leads)}) disagrees with "
+            f"data.fs/leads ({d.fs} Hz, {','.join(d.leads)})"
+        )
     return cfg, d.window_samples, d.eval_stride_samples, d.aggregate or "mean"  # type: ignore[return-value]
 
 
@@ -120,8 +122,10 @@ class Model:
         self._mae: ECGMAE | None = net if isinstance(net, ECGMAE) else None
 
     def __repr__(self) -> str:
-        return (f"Model({str(self.path)!r}, kind={self.kind!r}, fs={self.fs:g}, leads={len(self.leads)}, "
-                f"window={self.window}, embed_dim={self.embed_dim}, labels={len(self.label_names)})")
+        return (
+            f"Model({str(self.path)!r}, kind={self.kind!r}, fs={self.fs:g}, leads={len(self.leads)}, "
+            f"window={self.window}, embed_dim={self.embed_dim}, labels={len(self.label_names)})"
+        )
 
     # -------------------------------------------------------------------------------- properties
     @property
@@ -180,8 +184,14 @@ class Model:
         return list(self._positions)
 
     # ---------------------------------------------------------------------------------- user API
-    def embed(self, signal: Any, fs: float | Sequence[float] | None = None, leads: Sequence[str] | None = None,
-              *, batch_size: int = 64) -> np.ndarray:
+    def embed(
+        self,
+        signal: Any,
+        fs: float | Sequence[float] | None = None,
+        leads: Sequence[str] | None = None,
+        *,
+        batch_size: int = 64,
+    ) -> np.ndarray:
         """Pooled encoder features: ``(D,)`` for one record, ``(B, D)`` float32 for a batch or list.
 
         Each window's tokens are pooled as the encoder's ``pool`` says (``mean``, ``cls``, ``meanstd`` or
@@ -191,8 +201,14 @@ class Model:
         z = self.embed_prepared(preps, batch_size=batch_size)
         return z[0] if single else z
 
-    def predict(self, signal: Any, fs: float | Sequence[float] | None = None, leads: Sequence[str] | None = None,
-                *, batch_size: int = 64) -> dict[str, float] | list[dict[str, float]]:
+    def predict(
+        self,
+        signal: Any,
+        fs: float | Sequence[float] | None = None,
+        leads: Sequence[str] | None = None,
+        *,
+        batch_size: int = 64,
+    ) -> dict[str, float] | list[dict[str, float]]:
         """Class probabilities by label name: a dict for one record, a list of dicts for a batch.
 
         Window probabilities are combined per record as in the classifier's evaluation (its stored
@@ -203,15 +219,22 @@ class Model:
         out = [dict(zip(self.label_names, map(float, row), strict=True)) for row in probs]
         return out[0] if single else out
 
-    def predict_proba(self, signal: Any, fs: float | Sequence[float] | None = None,
-                      leads: Sequence[str] | None = None, *, batch_size: int = 64) -> np.ndarray:
+    def predict_proba(
+        self,
+        signal: Any,
+        fs: float | Sequence[float] | None = None,
+        leads: Sequence[str] | None = None,
+        *,
+        batch_size: int = 64,
+    ) -> np.ndarray:
         """Probabilities as an array: ``(K,)`` for one record, ``(B, K)`` for a batch (columns = label_names)."""
         preps, single = self.prepare(signal, fs, leads)
         probs = self.predict_prepared(preps, batch_size=batch_size)
         return probs[0] if single else probs
 
-    def prepare(self, signal: Any, fs: float | Sequence[float] | None = None,
-                leads: Sequence[str] | None = None) -> tuple[list[Prepared], bool]:
+    def prepare(
+        self, signal: Any, fs: float | Sequence[float] | None = None, leads: Sequence[str] | None = None
+    ) -> tuple[list[Prepared], bool]:
         """Check and preprocess inputs: the :class:`~ecgmae.data.prepared.Prepared` records, and whether one was
         given."""
         items, single = split_inputs(signal, fs, leads)
@@ -230,17 +253,31 @@ class Model:
         """``(len(items), K)`` float64 probabilities of records already in the model's input space."""
         net = cast(_Scorer, self._net)
         if self.kind != "classifier":
-            raise CheckpointError(f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
-                                  "(ecgmae finetune); use embed() for features")
+            raise CheckpointError(
+                f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
+                "(ecgmae finetune); use embed() for features"
+            )
 
         def fn(x: torch.Tensor, li: torch.Tensor | None) -> torch.Tensor:
             return net.predict_proba(x, lead_idx=li)
 
         return self._per_record(items, fn, self.aggregate, batch_size)
 
-    def run_source(self, source: str, src: str | Path, *, predict: bool = False, labels: str | Path | None = None,
-                   task: str | None = None, options: dict[str, Any] | None = None, split: str | None = None,
-                   workers: int = 1, on_error: str = "skip", batch_size: int = 64, quiet: bool = False) -> Gathered:
+    def run_source(
+        self,
+        source: str,
+        src: str | Path,
+        *,
+        predict: bool = False,
+        labels: str | Path | None = None,
+        task: str | None = None,
+        options: dict[str, Any] | None = None,
+        split: str | None = None,
+        workers: int = 1,
+        on_error: str = "skip",
+        batch_size: int = 64,
+        quiet: bool = False,
+    ) -> Gathered:
         """Embed (or with ``predict``, score) every record of a corpus or a store, in source order.
 
         What ``ecgmae embed`` and ``ecgmae predict`` run: records stream through the stored preprocessing
@@ -259,15 +296,33 @@ class Model:
             ``(ids, values, skipped)``: used record ids, ``(len(ids), D or K)`` outputs, skipped records.
         """
         if predict and self.kind != "classifier":
-            raise CheckpointError(f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
-                                  "(ecgmae finetune); `ecgmae embed` gives features")
+            raise CheckpointError(
+                f"{self.path}: holds {self.kind} weights; predict needs a classifier run "
+                "(ecgmae finetune); `ecgmae embed` gives features"
+            )
         run = self.predict_prepared if predict else self.embed_prepared
-        stream = iter_source(source, src, self.preprocessing, labels=labels, task=task, options=options,
-                             split=split, workers=workers, quiet=quiet)
+        stream = iter_source(
+            source,
+            src,
+            self.preprocessing,
+            labels=labels,
+            task=task,
+            options=options,
+            split=split,
+            workers=workers,
+            quiet=quiet,
+        )
         return gather(stream, lambda chunk: run(chunk, batch_size=batch_size), on_error=on_error, where=src)
 
-    def reconstruct(self, signal: Any, fs: float | None = None, leads: Sequence[str] | None = None, *,
-                    mask_ratio: float = 0.75, seed: int = 0) -> Reconstruction:
+    def reconstruct(
+        self,
+        signal: Any,
+        fs: float | None = None,
+        leads: Sequence[str] | None = None,
+        *,
+        mask_ratio: float = 0.75,
+        seed: int = 0,
+    ) -> Reconstruction:
         """Mask ``mask_ratio`` of one record's patches and let the masked autoencoder fill them in.
 
         The record is cut into consecutive windows of the trained length, each masked at random
@@ -286,8 +341,16 @@ class Model:
         name, x, rate, names = items[0]
         cfg = self.preprocessing
         prep = prepare_signal(x, rate, names, replace(cfg, "preprocess", normalise="none"), name=name)
-        out = reconstruct_windows(self._load_mae(), prep, cfg.normalise, self.window, self._positions,
-                                  float(mask_ratio), int(seed), self.device)
+        out = reconstruct_windows(
+            self._load_mae(),
+            prep,
+            cfg.normalise,
+            self.window,
+            self._positions,
+            float(mask_ratio),
+            int(seed),
+            self.device,
+        )
         return Reconstruction(name=name, fs=self.fs, leads=self.leads, mask_ratio=float(mask_ratio), **out)
 
     @property
@@ -301,9 +364,11 @@ class Model:
             return self._mae
         file = self.mae_file
         if self.kind == "classifier" or not file.is_file():
-            raise CheckpointError(f"{self.path}: reconstruct needs the whole masked autoencoder "
-                                  f"({file.name} of a pre-training run, written by `ecgmae pretrain`); this "
-                                  f"checkpoint holds {self.kind} weights only")
+            raise CheckpointError(
+                f"{self.path}: reconstruct needs the whole masked autoencoder "
+                f"({file.name} of a pre-training run, written by `ecgmae pretrain`); this "
+                f"checkpoint holds {self.kind} weights only"
+            )
         mae, header, _ = load_model(file, kind="mae")
         if header.model.encoder != self.encoder_config:
             raise CheckpointError(f"{file}: its encoder config differs from {self.path}'s; not the same run")
@@ -325,8 +390,13 @@ class Model:
         self._warn_short(items)
         tokens = self._tokens()
         # one lead set per batch: a lead-tokenised model is given only the leads a record has
-        batches = window_batches(items, self.window, self.stride, int(batch_size),
-                                 group=lambda p: tuple(input_rows(p.present, tokens).tolist()))
+        batches = window_batches(
+            items,
+            self.window,
+            self.stride,
+            int(batch_size),
+            group=lambda p: tuple(input_rows(p.present, tokens).tolist()),
+        )
         li = torch.as_tensor(self._positions, dtype=torch.long, device=self.device)
         _, pooled = infer_records(fn, batches, lead_idx=li, tokens=tokens, how=how, device=self.device)
         return pooled
@@ -336,8 +406,13 @@ class Model:
         short = [p for p in items if p.valid < min(self.window, self.fs)]
         if short:
             names = ", ".join(f"{p.name} ({p.valid} samples)" for p in short[:5])
-            log.warning("%d record(s) hold less than 1 s of signal at %g Hz: %s%s; their outputs come mostly "
-                        "from zero padding", len(short), self.fs, names, ", ..." if len(short) > 5 else "")
+            log.warning(
+                "%d record(s) hold less than 1 s of signal at %g Hz: %s%s; their outputs come mostly from zero padding",
+                len(short),
+                self.fs,
+                names,
+                ", ..." if len(short) > 5 else "",
+            )
 
     def _warn_absent(self, items: Sequence[Prepared]) -> None:
         if self._tokens() == "lead":  # only a lead-tokenised encoder skips absent leads
@@ -347,10 +422,18 @@ class Model:
             missing = [lead for j, lead in enumerate(self.leads) if any(not p.present[j] for p in lacking)]
             drop = getattr(self.header.model.config, "lead_drop", 0.0)
             if self.kind == "encoder" and self.header.train.method == "mae" and drop > 0:
-                log.info("%d record(s) lack lead(s) %s: zero-filled and marked absent, as in pre-training (a "
-                         "share %g of its examples showed a random lead subset)", len(lacking), ", ".join(missing),
-                         drop)
+                log.info(
+                    "%d record(s) lack lead(s) %s: zero-filled and marked absent, as in pre-training (a "
+                    "share %g of its examples showed a random lead subset)",
+                    len(lacking),
+                    ", ".join(missing),
+                    drop,
+                )
                 return
-            log.warning("%d record(s) lack lead(s) %s: zero-filled and marked absent (this model "
-                        "was trained on %s; results may be off)", len(lacking), ", ".join(missing),
-                        ", ".join(self.leads))
+            log.warning(
+                "%d record(s) lack lead(s) %s: zero-filled and marked absent (this model "
+                "was trained on %s; results may be off)",
+                len(lacking),
+                ", ".join(missing),
+                ", ".join(self.leads),
+            )

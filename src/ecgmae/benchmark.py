@@ -75,15 +75,20 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in (*METHODS, "scratch", FEATURES) and not _scratch_model(m)]
         if bad or not self.methods:
-            raise ConfigError(f"methods: {', '.join(bad) or 'none'} not among "
-                              f"{', '.join((*METHODS, 'scratch', FEATURES))} or scratch:MODEL")
+            raise ConfigError(
+                f"methods: {', '.join(bad) or 'none'} not among "
+                f"{', '.join((*METHODS, 'scratch', FEATURES))} or scratch:MODEL"
+            )
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"methods: listed twice in {', '.join(self.methods)}")
         from ecgmae.models import list_models, pretraining_config  # fail now, not after hours of pre-training
 
         known = list_models()
-        for what, name in (("model", self.model), ("scratch_model", self.scratch_model),
-                           *(("methods", _scratch_model(m)) for m in self.methods if _scratch_model(m))):
+        for what, name in (
+            ("model", self.model),
+            ("scratch_model", self.scratch_model),
+            *(("methods", _scratch_model(m)) for m in self.methods if _scratch_model(m)),
+        ):
             if name not in known:
                 raise ConfigError(f"{what}: unknown model {name!r}; available: {', '.join(known)}")
         pretraining_config(self.model)
@@ -97,8 +102,9 @@ class BenchmarkConfig:
 _NAMES = ("log.txt", "pretrain", "runs", "features", "results.json", "results.md", "auroc_vs_labels.png")
 
 
-def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, overwrite: bool = False,
-                  quiet: bool = False) -> dict[str, Any]:
+def run_benchmark(
+    data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, overwrite: bool = False, quiet: bool = False
+) -> dict[str, Any]:
     """Run every combination into ``out``; writes results.json, results.md and auroc_vs_labels.png.
 
     Returns:
@@ -107,8 +113,13 @@ def run_benchmark(data: str | Path, out: str | Path, cfg: BenchmarkConfig, *, ov
     out, data = Path(out), Path(data)
     settings = {"data": str(data.resolve()), **to_dict(cfg)}
     # runs are keyed by method, fraction and seed, so a re-run may add any of those; the rest must match
-    claim_out(out, {k: v for k, v in settings.items() if k not in EXTENDABLE}, "benchmark_config.json",
-              names=_NAMES, overwrite=overwrite)
+    claim_out(
+        out,
+        {k: v for k, v in settings.items() if k not in EXTENDABLE},
+        "benchmark_config.json",
+        names=_NAMES,
+        overwrite=overwrite,
+    )
     from ecgmae.engine.joblog import job_log  # Lightning: imported when a job runs
 
     with job_log(out / "log.txt"), Stages(_stage_weights(data, out, cfg)) as stages:
@@ -172,8 +183,9 @@ def _stage_weights(data: Path, out: Path, cfg: BenchmarkConfig) -> list[float]:
     return weights
 
 
-def _run_all(data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, Any], stages: Stages,
-             quiet: bool) -> dict[str, Any]:
+def _run_all(
+    data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, Any], stages: Stages, quiet: bool
+) -> dict[str, Any]:
     from ecgmae.engine.run import finetune, pretrain
     from ecgmae.eval.feature_probe import probe_features
 
@@ -187,37 +199,72 @@ def _run_all(data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, An
                 stages.skip(what)
                 continue
             stages.start(what)
-            pcfg = PretrainConfig(method=method, model=cfg.model, model_overrides=dict(cfg.model_overrides),
-                                  epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=seed,
-                                  optim=OptimConfig(lr=cfg.pretrain_lr), trainer=cfg.trainer,
-                                  max_steps=max_steps)
+            pcfg = PretrainConfig(
+                method=method,
+                model=cfg.model,
+                model_overrides=dict(cfg.model_overrides),
+                epochs=cfg.pretrain_epochs,
+                batch_size=cfg.batch_size,
+                seed=seed,
+                optim=OptimConfig(lr=cfg.pretrain_lr),
+                trainer=cfg.trainer,
+                max_steps=max_steps,
+            )
             pretrain(data, run, pcfg, resume=(run / "last.ckpt").exists(), overwrite=True, quiet=quiet)
             continue
-        what = (f"{method} at {frac:.0%} labels, seed {seed}" if method == FEATURES else
-                f"{method} {st.protocol} at {frac:.0%} labels, seed {seed}: "
-                f"{epochs_for(cfg.finetune_epochs, frac)} epochs")
+        what = (
+            f"{method} at {frac:.0%} labels, seed {seed}"
+            if method == FEATURES
+            else f"{method} {st.protocol} at {frac:.0%} labels, seed {seed}: "
+            f"{epochs_for(cfg.finetune_epochs, frac)} epochs"
+        )
         done = st.done(out)
         if done:
             stages.skip(what)
         else:
             stages.start(what)
         if not done and method == FEATURES:
-            probe_features(data, run, fraction=frac, seed=seed, classes=cfg.classes, n_boot=cfg.n_boot,
-                           cache=out / "features" / "store_features.npz", quiet=quiet)
+            probe_features(
+                data,
+                run,
+                fraction=frac,
+                seed=seed,
+                classes=cfg.classes,
+                n_boot=cfg.n_boot,
+                cache=out / "features" / "store_features.npz",
+                quiet=quiet,
+            )
         elif not done:
             model, overrides = _run_model(cfg, method)
             encoder = _Stage(seed, method, "pretrain").path(out) if st.protocol in PROTOCOLS else None
             fcfg = FinetuneConfig(
-                mode=st.protocol, model=model, model_overrides=overrides, classes=cfg.classes,
-                label_fraction=frac, epochs=epochs_for(cfg.finetune_epochs, frac),
-                batch_size=cfg.batch_size, seed=seed, n_boot=cfg.n_boot, trainer=cfg.trainer,
+                mode=st.protocol,
+                model=model,
+                model_overrides=overrides,
+                classes=cfg.classes,
+                label_fraction=frac,
+                epochs=epochs_for(cfg.finetune_epochs, frac),
+                batch_size=cfg.batch_size,
+                seed=seed,
+                n_boot=cfg.n_boot,
+                trainer=cfg.trainer,
                 optim=OptimConfig(lr=cfg.lrs[st.protocol], layer_decay=cfg.layer_decay),
-                max_steps=max_steps)
+                max_steps=max_steps,
+            )
             finetune(data, run, fcfg, encoder=encoder, overwrite=True, quiet=quiet)
         m = json.loads((run / "metrics.json").read_text())
-        rows.append({"method": method, "protocol": st.protocol, "label_fraction": frac, "seed": seed,
-                     "train_records": m["train_records"], "macro_auroc": m["macro_auroc"],
-                     "ci95": m["macro_auroc_ci95"], "run": str(run.relative_to(out))})
+        rows.append(
+            {
+                "method": method,
+                "protocol": st.protocol,
+                "label_fraction": frac,
+                "seed": seed,
+                "train_records": m["train_records"],
+                "macro_auroc": m["macro_auroc"],
+                "ci95": m["macro_auroc_ci95"],
+                "run": str(run.relative_to(out)),
+            }
+        )
     summary = summarise(rows)
     result = {"settings": settings, "minutes": (time.perf_counter() - t0) / 60, "summary": summary, "runs": rows}
     write_json_atomic(out / "results.json", result)
@@ -229,17 +276,26 @@ def _run_all(data: Path, out: Path, cfg: BenchmarkConfig, settings: dict[str, An
 def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (method, protocol, fraction): mean and std (ddof 1) of test macro AUROC over seeds, and the
     mean of the seeds' bootstrap 95 % CI bounds (the test-set sampling uncertainty of one run)."""
-    keys = sorted({(r["method"], r["protocol"], r["label_fraction"]) for r in rows},
-                  key=lambda k: (k[2], _order(k[0]), k[1]))
+    keys = sorted(
+        {(r["method"], r["protocol"], r["label_fraction"]) for r in rows}, key=lambda k: (k[2], _order(k[0]), k[1])
+    )
     out = []
     for method, protocol, frac in keys:
         sel = [r for r in rows if (r["method"], r["protocol"], r["label_fraction"]) == (method, protocol, frac)]
         auc = np.array([r["macro_auroc"] for r in sel], dtype=np.float64)
         ci = np.array([r["ci95"] for r in sel], dtype=np.float64)
-        out.append({"method": method, "protocol": protocol, "label_fraction": frac, "seeds": len(sel),
-                    "train_records": sel[0]["train_records"], "mean": float(np.nanmean(auc)),
-                    "std": float(np.nanstd(auc, ddof=1)) if len(auc) > 1 else 0.0,
-                    "ci95": [float(np.nanmean(ci[:, 0])), float(np.nanmean(ci[:, 1]))]})
+        out.append(
+            {
+                "method": method,
+                "protocol": protocol,
+                "label_fraction": frac,
+                "seeds": len(sel),
+                "train_records": sel[0]["train_records"],
+                "mean": float(np.nanmean(auc)),
+                "std": float(np.nanstd(auc, ddof=1)) if len(auc) > 1 else 0.0,
+                "ci95": [float(np.nanmean(ci[:, 0])), float(np.nanmean(ci[:, 1]))],
+            }
+        )
     return out
 
 
@@ -267,15 +323,19 @@ def summary_table(summary: Sequence[dict[str, Any]]) -> str:
     """Markdown: one row per method and protocol, one column per label fraction (mean ± std [CI])."""
     fracs = sorted({s["label_fraction"] for s in summary})
     combos = sorted({(s["method"], s["protocol"]) for s in summary}, key=lambda k: (_order(k[0]), k[1]))
-    lines = ["| method | protocol | " + " | ".join(f"{f:.0%} labels" for f in fracs) + " |",
-             "|---|---|" + "---|" * len(fracs)]
+    lines = [
+        "| method | protocol | " + " | ".join(f"{f:.0%} labels" for f in fracs) + " |",
+        "|---|---|" + "---|" * len(fracs),
+    ]
     for method, protocol in combos:
         cells = []
         for f in fracs:
-            s = next((s for s in summary if (s["method"], s["protocol"], s["label_fraction"]) == (method, protocol, f)),
-                     None)
-            cells.append("-" if s is None else
-                         f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]")
+            s = next(
+                (s for s in summary if (s["method"], s["protocol"], s["label_fraction"]) == (method, protocol, f)), None
+            )
+            cells.append(
+                "-" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+            )
         lines.append(f"| {method} | {protocol} | " + " | ".join(cells) + " |")
     lines.append("\nTest macro AUROC: mean ± std over seeds [mean of the seeds' bootstrap 95 % CI bounds].")
     return "\n".join(lines)
@@ -291,11 +351,20 @@ def plot_auroc_vs_labels(summary: Sequence[dict[str, Any]], path: str | Path) ->
     methods = list(dict.fromkeys(m for m, _ in combos))
     colors = plt.get_cmap("tab10")
     for method, protocol in combos:
-        pts = sorted((s for s in summary if (s["method"], s["protocol"]) == (method, protocol)),
-                     key=lambda s: s["label_fraction"])
-        ax.errorbar([s["label_fraction"] for s in pts], [s["mean"] for s in pts], yerr=[s["std"] for s in pts],
-                    marker="o", capsize=3, label=method if protocol == "scratch" else f"{method} {protocol}",
-                    color=colors(methods.index(method) % 10), linestyle="--" if protocol == "linprobe" else "-")
+        pts = sorted(
+            (s for s in summary if (s["method"], s["protocol"]) == (method, protocol)),
+            key=lambda s: s["label_fraction"],
+        )
+        ax.errorbar(
+            [s["label_fraction"] for s in pts],
+            [s["mean"] for s in pts],
+            yerr=[s["std"] for s in pts],
+            marker="o",
+            capsize=3,
+            label=method if protocol == "scratch" else f"{method} {protocol}",
+            color=colors(methods.index(method) % 10),
+            linestyle="--" if protocol == "linprobe" else "-",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("label fraction")
     ax.set_ylabel("test macro AUROC")

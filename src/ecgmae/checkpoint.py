@@ -79,8 +79,7 @@ def _open(path: Path) -> Any:
         return safe_open(str(path), framework="pt")
     except Exception as exc:  # safetensors raises its own error types for non-safetensors files
         raise CheckpointError(
-            f"{path}: not a safetensors checkpoint ({type(exc).__name__}: {exc}); ecgmae never unpickles "
-            "weight files"
+            f"{path}: not a safetensors checkpoint ({type(exc).__name__}: {exc}); ecgmae never unpickles weight files"
         ) from None
 
 
@@ -147,6 +146,7 @@ def load_model(path: str | Path, kind: str | None = None) -> tuple[torch.nn.Modu
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise CheckpointError(f"{file}: weights do not fit the model described in its header "
-                              f"({' '.join(first[:3])[:400]})") from None
+        raise CheckpointError(
+            f"{file}: weights do not fit the model described in its header ({' '.join(first[:3])[:400]})"
+        ) from None
     return net.eval(), header, file

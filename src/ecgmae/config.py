@@ -66,8 +66,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
-            f"allowed: {', '.join(sorted(fields))}"
+            f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; allowed: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}

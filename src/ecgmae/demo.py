@@ -19,9 +19,19 @@ from ecgmae.utils import Stages, log, write_json_atomic, write_text_atomic
 
 # A small time-tokenised model: 40 tokens per 10 s record, so pre-training fits in minutes on a CPU.
 DEMO_MODEL: dict[str, Any] = {
-    "tokenization": "time", "embed_dim": 128, "depth": 4, "num_heads": 4, "patch_size": 25,
-    "conv_channels": 16, "conv_bottleneck": 16, "decoder_dim": 64, "decoder_depth": 2, "norm_target": True,
-    "mask_ratio": 0.75, "pool": "mean", "lead_drop": 0.0,
+    "tokenization": "time",
+    "embed_dim": 128,
+    "depth": 4,
+    "num_heads": 4,
+    "patch_size": 25,
+    "conv_channels": 16,
+    "conv_bottleneck": 16,
+    "decoder_dim": 64,
+    "decoder_depth": 2,
+    "norm_target": True,
+    "mask_ratio": 0.75,
+    "pool": "mean",
+    "lead_drop": 0.0,
 }
 
 
@@ -63,8 +73,20 @@ class DemoConfig:
 
 
 # What a demo folder holds (and `--overwrite` may delete): the stages' outputs and their temporary names.
-_NAMES = ("log.txt", "synth", ".synth.*.partial", "store", "store.tmp-*", "store.old-*", ".store.lock", "pretrain",
-          *(f"{mode}_*" for mode in MODES), "results.json", "results.md", "curves.png")
+_NAMES = (
+    "log.txt",
+    "synth",
+    ".synth.*.partial",
+    "store",
+    "store.tmp-*",
+    "store.old-*",
+    ".store.lock",
+    "pretrain",
+    *(f"{mode}_*" for mode in MODES),
+    "results.json",
+    "results.md",
+    "curves.png",
+)
 
 
 def run_demo(out: str | Path, cfg: DemoConfig, *, overwrite: bool = False, quiet: bool = False) -> list[dict]:
@@ -114,16 +136,25 @@ def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: St
     what = f"synthesise {cfg.n_records} 12-lead ECGs at {cfg.synth_fs} Hz"
     if not (synth / "labels.csv").exists():
         stages.start(what)
-        write_wfdb_folder(synth, cfg.n_records, fs=cfg.synth_fs, seconds=cfg.seconds, seed=cfg.seed,
-                          noise="realistic", quiet=quiet, overwrite=True)
+        write_wfdb_folder(
+            synth,
+            cfg.n_records,
+            fs=cfg.synth_fs,
+            seconds=cfg.seconds,
+            seed=cfg.seed,
+            noise="realistic",
+            quiet=quiet,
+            overwrite=True,
+        )
     else:
         stages.skip(what)
     stages.start(f"prepare the store at {cfg.fs} Hz")
     # The demo's store is pinned to no band-pass (PreprocessConfig's default is 0.5-40 Hz, as `ecgmae prepare`),
     # as its model pins lead_drop 0: its recorded results (README, RESULTS.md) were made that way.
     pre_cfg = PreprocessConfig(fs=cfg.fs, seconds=cfg.seconds, bandpass=None)
-    store = prepare_store("folder", synth, out / "store", pre_cfg, seed=cfg.seed, quiet=quiet,
-                          overwrite=True)  # the demo's own store, of its synth folder
+    store = prepare_store(
+        "folder", synth, out / "store", pre_cfg, seed=cfg.seed, quiet=quiet, overwrite=True
+    )  # the demo's own store, of its synth folder
     opened = Store.open(store)
     train_idx = opened.split_indices("train")
     n_train = len(train_idx)
@@ -132,9 +163,15 @@ def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: St
     what = f"pre-train {cfg.model} (MAE): {cfg.pretrain_epochs} epochs on {n_train} records"
     if not (pre / "encoder.safetensors").exists():
         stages.start(what)
-        pcfg = PretrainConfig(model=cfg.model, model_overrides=dict(cfg.model_overrides),
-                              epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                              optim=OptimConfig(lr=cfg.pretrain_lr), trainer=trainer)
+        pcfg = PretrainConfig(
+            model=cfg.model,
+            model_overrides=dict(cfg.model_overrides),
+            epochs=cfg.pretrain_epochs,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            optim=OptimConfig(lr=cfg.pretrain_lr),
+            trainer=trainer,
+        )
         pretrain(store, pre, pcfg, resume=(pre / "last.ckpt").exists(), quiet=quiet)
     else:
         stages.skip(what)
@@ -146,20 +183,35 @@ def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: St
             what = f"{mode} at {frac:.0%} labels: {epochs_for(cfg.finetune_epochs, frac)} epochs on {n_sub} records"
             if not (run / "metrics.json").exists():
                 stages.start(what)
-                fcfg = FinetuneConfig(mode=mode, model=cfg.model, model_overrides=dict(cfg.model_overrides),
-                                      label_fraction=frac, epochs=epochs_for(cfg.finetune_epochs, frac),
-                                      batch_size=cfg.batch_size, seed=cfg.seed, n_boot=cfg.n_boot,
-                                      optim=OptimConfig(lr=cfg.lrs[mode], layer_decay=cfg.layer_decay),
-                                      trainer=trainer)
-                finetune(store, run, fcfg, encoder=None if mode == "scratch" else pre, overwrite=True,
-                         quiet=quiet)
+                fcfg = FinetuneConfig(
+                    mode=mode,
+                    model=cfg.model,
+                    model_overrides=dict(cfg.model_overrides),
+                    label_fraction=frac,
+                    epochs=epochs_for(cfg.finetune_epochs, frac),
+                    batch_size=cfg.batch_size,
+                    seed=cfg.seed,
+                    n_boot=cfg.n_boot,
+                    optim=OptimConfig(lr=cfg.lrs[mode], layer_decay=cfg.layer_decay),
+                    trainer=trainer,
+                )
+                finetune(store, run, fcfg, encoder=None if mode == "scratch" else pre, overwrite=True, quiet=quiet)
             else:
                 stages.skip(what)
             m = json.loads((run / "metrics.json").read_text())
-            rows.append({"mode": mode, "label_fraction": frac, "train_records": m["train_records"],
-                         "macro_auroc": m["macro_auroc"], "ci95": m["macro_auroc_ci95"], "fmax": m["fmax"]})
-    write_json_atomic(out / "results.json", {"settings": settings, "rows": rows,
-                                             "minutes": (time.perf_counter() - t0) / 60})
+            rows.append(
+                {
+                    "mode": mode,
+                    "label_fraction": frac,
+                    "train_records": m["train_records"],
+                    "macro_auroc": m["macro_auroc"],
+                    "ci95": m["macro_auroc_ci95"],
+                    "fmax": m["fmax"],
+                }
+            )
+    write_json_atomic(
+        out / "results.json", {"settings": settings, "rows": rows, "minutes": (time.perf_counter() - t0) / 60}
+    )
     table = results_table(rows)
     write_text_atomic(out / "results.md", f"# ecgmae demo results\n\n{table}\n")
     curves = [pre, *(out / f"{m}_1" for m in MODES)]
@@ -170,8 +222,10 @@ def _run_stages(out: Path, cfg: DemoConfig, settings: dict[str, Any], stages: St
 def results_table(rows: list[dict]) -> str:
     """Markdown table: one row per label fraction, one column per mode (test macro AUROC [95 % CI])."""
     fracs = sorted({r["label_fraction"] for r in rows})
-    lines = ["| labels | records | " + " | ".join(f"{m} AUROC [95% CI]" for m in MODES) + " |",
-             "|---|---|" + "---|" * len(MODES)]
+    lines = [
+        "| labels | records | " + " | ".join(f"{m} AUROC [95% CI]" for m in MODES) + " |",
+        "|---|---|" + "---|" * len(MODES),
+    ]
     for f in fracs:
         by = {r["mode"]: r for r in rows if r["label_fraction"] == f}
         n = next(iter(by.values()))["train_records"]

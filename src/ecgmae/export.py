@@ -45,8 +45,9 @@ class _Embed(nn.Module):
         return self.encoder(x, lead_idx=self.lead_idx)
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = DEFAULT_OPSET, atol: float = 1e-4,
-                seed: int = 0) -> dict[str, Any]:
+def export_onnx(
+    checkpoint: str | Path, out: str | Path, *, opset: int = DEFAULT_OPSET, atol: float = 1e-4, seed: int = 0
+) -> dict[str, Any]:
     """Export a classifier (or an encoder run's pooled embedding) to ONNX and check it against PyTorch.
 
     The parity check runs the ONNX file with onnxruntime on seeded random windows at two batch sizes
@@ -86,41 +87,68 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, opset: int = DEFAULT
     gen = torch.Generator().manual_seed(seed)
     shape = (len(model.leads), model.window)
     example = torch.randn(2, *shape, generator=gen)
-    meta = {"format": "ecgmae-onnx-1", "kind": model.kind, "input": "x", "input_shape": ["batch", *shape],
-            "outputs": outputs, "fs": model.fs, "leads": list(model.leads), "window_samples": model.window,
-            "eval_stride_samples": model.stride, "aggregate": model.aggregate,
-            "preprocessing": model.preprocessing.to_dict(), "label_names": model.label_names,
-            "model": model.info.get("model"), "ecgmae_version": model.info.get("ecgmae_version")}
+    meta = {
+        "format": "ecgmae-onnx-1",
+        "kind": model.kind,
+        "input": "x",
+        "input_shape": ["batch", *shape],
+        "outputs": outputs,
+        "fs": model.fs,
+        "leads": list(model.leads),
+        "window_samples": model.window,
+        "eval_stride_samples": model.stride,
+        "aggregate": model.aggregate,
+        "preprocessing": model.preprocessing.to_dict(),
+        "label_names": model.label_names,
+        "model": model.info.get("model"),
+        "ecgmae_version": model.info.get("ecgmae_version"),
+    }
     out = Path(out)
     with atomic_path(out) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation chatter of the TorchScript exporter
             torch.onnx.export(
-                wrapper, (example,), str(tmp), input_names=["x"], output_names=outputs,
+                wrapper,
+                (example,),
+                str(tmp),
+                input_names=["x"],
+                output_names=outputs,
                 dynamic_axes={"x": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
-                opset_version=opset, dynamo=False,
+                opset_version=opset,
+                dynamo=False,
             )
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
         entry = proto.metadata_props.add()
         entry.key, entry.value = "ecgmae", json.dumps(meta)
-        proto.doc_string = (f"ecgmae {model.kind}: x (batch, {shape[0]} leads {','.join(model.leads)}, "
-                            f"{shape[1]} samples at {model.fs:g} Hz, preprocessed as in metadata 'ecgmae') -> "
-                            f"{', '.join(outputs)}")
+        proto.doc_string = (
+            f"ecgmae {model.kind}: x (batch, {shape[0]} leads {','.join(model.leads)}, "
+            f"{shape[1]} samples at {model.fs:g} Hz, preprocessed as in metadata 'ecgmae') -> "
+            f"{', '.join(outputs)}"
+        )
         onnx.save(proto, str(tmp))
         diffs = _parity(str(tmp), wrapper, shape, outputs, gen, ort)
         worst = max(diffs.values())
         if not worst <= atol:
-            raise ECGMAEError(f"{out}: ONNX outputs differ from PyTorch by up to {worst:.3g} (> {atol:g}); "
-                              f"not written ({diffs})")
+            raise ECGMAEError(
+                f"{out}: ONNX outputs differ from PyTorch by up to {worst:.3g} (> {atol:g}); not written ({diffs})"
+            )
     log.info("exported %s -> %s (max abs diff %.3g)", model.path, out, worst)
-    return {"path": str(out), "kind": model.kind, "inputs": {"x": ["batch", *shape]}, "outputs": outputs,
-            "max_abs_diff": diffs, "batch_sizes_checked": [1, 3], "opset": opset}
+    return {
+        "path": str(out),
+        "kind": model.kind,
+        "inputs": {"x": ["batch", *shape]},
+        "outputs": outputs,
+        "max_abs_diff": diffs,
+        "batch_sizes_checked": [1, 3],
+        "opset": opset,
+    }
 
 
 @torch.inference_mode()
-def _parity(path: str, wrapper: nn.Module, shape: tuple[int, int], outputs: list[str], gen: torch.Generator,
-            ort: Any) -> dict[str, float]:
+def _parity(
+    path: str, wrapper: nn.Module, shape: tuple[int, int], outputs: list[str], gen: torch.Generator, ort: Any
+) -> dict[str, float]:
     """Largest absolute difference per output between onnxruntime and PyTorch, batches of 1 and 3."""
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     diffs = dict.fromkeys(outputs, 0.0)

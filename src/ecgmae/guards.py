@@ -66,8 +66,10 @@ def check_checkpoint(path: Path, header: RunHeader, shapes: Shapes | None = None
     if missing or unexpected or wrong:
         parts = []
         if wrong:
-            parts.append(", ".join(f"{k} is {list(shapes[k])} but the header implies {list(expected[k])}"
-                                   for k in wrong[:3]) + (f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else ""))
+            parts.append(
+                ", ".join(f"{k} is {list(shapes[k])} but the header implies {list(expected[k])}" for k in wrong[:3])
+                + (f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else "")
+            )
         if missing:
             parts.append(f"{len(missing)} tensor(s) the header implies are missing (e.g. {missing[0]})")
         if unexpected:
@@ -76,8 +78,10 @@ def check_checkpoint(path: Path, header: RunHeader, shapes: Shapes | None = None
     extra = sum(b.numel() * b.element_size() for name, b in net.named_buffers() if name not in expected)
     limit = max(_BUFFER_SLACK, path.stat().st_size)
     if extra > limit:
-        raise CheckpointError(f"{path}: the header's model needs {extra / 2**20:.0f} MiB of derived buffers, "
-                              f"more than its weight file holds; refusing (model sizes look forged)")
+        raise CheckpointError(
+            f"{path}: the header's model needs {extra / 2**20:.0f} MiB of derived buffers, "
+            f"more than its weight file holds; refusing (model sizes look forged)"
+        )
 
 
 def _check_sizes(path: Path, spec: ModelSpec, shapes: Shapes) -> None:
@@ -89,8 +93,9 @@ def _check_sizes(path: Path, spec: ModelSpec, shapes: Shapes) -> None:
         return
     _check_encoder(path, spec.encoder, shapes, "" if spec.kind == "encoder" else "encoder.", "model.config.encoder")
     if isinstance(spec.config, MAEConfig) and spec.kind == "mae":
-        _check_count(path, "model.config.decoder_depth", spec.config.decoder_depth, shapes, "decoder_blocks.",
-                     "decoder blocks")
+        _check_count(
+            path, "model.config.decoder_depth", spec.config.decoder_depth, shapes, "decoder_blocks.", "decoder blocks"
+        )
 
 
 def _check_encoder(path: Path, enc: EncoderConfig, shapes: Shapes, prefix: str, field: str) -> None:
@@ -98,13 +103,16 @@ def _check_encoder(path: Path, enc: EncoderConfig, shapes: Shapes, prefix: str, 
     norm = shapes.get(f"{prefix}norm.weight")
     if norm != (enc.embed_dim,):
         have = "no such tensor" if norm is None else f"width {list(norm)}"
-        raise CheckpointError(f"{path}: header field {field}.embed_dim={enc.embed_dim} does not match the "
-                              f"weights ({prefix}norm.weight: {have})")
+        raise CheckpointError(
+            f"{path}: header field {field}.embed_dim={enc.embed_dim} does not match the "
+            f"weights ({prefix}norm.weight: {have})"
+        )
     widest = max((max(s) for s in shapes.values() if s), default=0)
     for name, value in (("patch_size", enc.patch_size), ("conv_kernels", len(enc.conv_kernels))):
         if value > widest:  # the patch projection and the branch weights are at least this wide
-            raise CheckpointError(f"{path}: header field {field}.{name}={value} exceeds every tensor dimension "
-                                  f"in the file ({widest})")
+            raise CheckpointError(
+                f"{path}: header field {field}.{name}={value} exceeds every tensor dimension in the file ({widest})"
+            )
 
 
 def _check_count(path: Path, field: str, value: int, shapes: Shapes, prefix: str, what: str) -> None:
@@ -127,11 +135,15 @@ def check_resume(path: Path) -> None:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: damaged resume checkpoint ({type(exc).__name__}: {exc}); remove it, or "
-                              "pass --overwrite instead of --resume to start again") from None
+        raise CheckpointError(
+            f"{path}: damaged resume checkpoint ({type(exc).__name__}: {exc}); remove it, or "
+            "pass --overwrite instead of --resume to start again"
+        ) from None
     if bad is not None:
-        raise CheckpointError(f"{path}: damaged resume checkpoint (member {bad} fails its CRC check); remove it, "
-                              "or pass --overwrite instead of --resume to start again")
+        raise CheckpointError(
+            f"{path}: damaged resume checkpoint (member {bad} fails its CRC check); remove it, "
+            "or pass --overwrite instead of --resume to start again"
+        )
 
 
 def check_device(device: str | torch.device) -> torch.device:
@@ -146,8 +158,9 @@ def check_device(device: str | torch.device) -> torch.device:
         raise ConfigError(f"device {device!r}: not a device name (cpu, cuda, cuda:1, mps)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r}: CUDA is not available (this torch build or machine has no "
-                              "usable GPU); use cpu")
+            raise ConfigError(
+                f"device {device!r}: CUDA is not available (this torch build or machine has no usable GPU); use cpu"
+            )
         n = torch.cuda.device_count()
         if dev.index is not None and dev.index >= n:
             raise ConfigError(f"device {device!r}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
@@ -158,8 +171,9 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def check_output_file(out: Path, reads: Iterable[str | Path | None] = (), flag: str = "--out", *,
-                      overwrite: bool) -> None:
+def check_output_file(
+    out: Path, reads: Iterable[str | Path | None] = (), flag: str = "--out", *, overwrite: bool
+) -> None:
     """Refuse an output file that is a directory, lies under a file, is one of the files the command reads,
     or exists already without ``overwrite`` (``--overwrite``)."""
     out = Path(out)

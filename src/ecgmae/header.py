@@ -106,8 +106,13 @@ class RunHeader:
             "format_version": HEADER_VERSION,
             "ecgmae_version": self.ecgmae_version,
             "kind": m.kind,
-            "model": {"name": m.name, "arch": m.arch, "config": cfg, "num_classes": m.num_classes,
-                      "head_dropout": m.head_dropout},
+            "model": {
+                "name": m.name,
+                "arch": m.arch,
+                "config": cfg,
+                "num_classes": m.num_classes,
+                "head_dropout": m.head_dropout,
+            },
             "data": to_dict(self.data),
             "train": to_dict(self.train),
             "label_names": list(self.label_names),
@@ -132,11 +137,14 @@ class RunHeader:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise CheckpointError(f"{where}: header field format_version must be a positive integer, got {version!r}")
         if version > HEADER_VERSION:
-            raise CheckpointError(f"{where}: checkpoint format version {version} is newer than this ecgmae reads "
-                                  f"(up to {HEADER_VERSION}); upgrade ecgmae")
+            raise CheckpointError(
+                f"{where}: checkpoint format version {version} is newer than this ecgmae reads "
+                f"(up to {HEADER_VERSION}); upgrade ecgmae"
+            )
         if d.get("kind") not in KINDS:
-            raise CheckpointError(f"{where}: unknown checkpoint kind {d.get('kind')!r} (expected one of "
-                                  f"{', '.join(KINDS)})")
+            raise CheckpointError(
+                f"{where}: unknown checkpoint kind {d.get('kind')!r} (expected one of {', '.join(KINDS)})"
+            )
         if version == 1:
             d = {**d, "model": _model_v1(d.get("model"), d["kind"], where)}
         _no_unknown(d, (*(f.name for f in dataclasses.fields(cls)), "format_version", "kind"), "", where)
@@ -147,9 +155,14 @@ class RunHeader:
         if metrics is not None and not isinstance(metrics, dict):
             raise CheckpointError(f"{where}: header field metrics must be a mapping, got {type(metrics).__name__}")
         version_str = d.get("ecgmae_version", "")
-        return cls(model=_model(d.get("model"), d["kind"], where), data=_data(d.get("data"), where),
-                   train=_train(d.get("train"), where), label_names=tuple(label_names), metrics=metrics,
-                   ecgmae_version=str(version_str))
+        return cls(
+            model=_model(d.get("model"), d["kind"], where),
+            data=_data(d.get("data"), where),
+            train=_train(d.get("train"), where),
+            label_names=tuple(label_names),
+            metrics=metrics,
+            ecgmae_version=str(version_str),
+        )
 
 
 def _no_unknown(d: dict[str, Any], allowed: Any, section: str, where: str) -> None:
@@ -175,11 +188,20 @@ def _model_v1(m: Any, kind: str, where: str) -> dict[str, Any]:
         key = "encoder" if kind == "classifier" else "config"
         if key not in m:
             raise CheckpointError(f"{where}: header lacks model field {key!r}")
-        _no_unknown(m, ("name", "arch", "encoder", "num_classes", "head_dropout") if kind == "classifier"
-                    else ("name", "config"), "model", where)
+        _no_unknown(
+            m,
+            ("name", "arch", "encoder", "num_classes", "head_dropout") if kind == "classifier" else ("name", "config"),
+            "model",
+            where,
+        )
         config = {"encoder": m["encoder"]} if kind == "classifier" else m["config"]  # decoder: the defaults
-        return {"name": name, "arch": "ecgmae", "config": config, "num_classes": m.get("num_classes", 0),
-                "head_dropout": m.get("head_dropout", 0.0)}
+        return {
+            "name": name,
+            "arch": "ecgmae",
+            "config": config,
+            "num_classes": m.get("num_classes", 0),
+            "head_dropout": m.get("head_dropout", 0.0),
+        }
     if "config" not in m:
         raise CheckpointError(f"{where}: header lacks model field 'config'")
     _no_unknown(m, ("name", "arch", "config", "num_classes"), "model", where)
@@ -196,13 +218,16 @@ def _model(m: Any, kind: str, where: str) -> ModelSpec:
             raise CheckpointError(f"{where}: header lacks model field {key!r}")
     _no_unknown(m, ("name", "arch", "config", "num_classes", "head_dropout"), "model", where)
     if m["arch"] != "ecgmae" and m["arch"] not in CNN_LAYERS:
-        raise CheckpointError(f"{where}: header field model.arch is {m['arch']!r}, not one of "
-                              f"{', '.join(('ecgmae', *CNN_LAYERS))}")
+        raise CheckpointError(
+            f"{where}: header field model.arch is {m['arch']!r}, not one of {', '.join(('ecgmae', *CNN_LAYERS))}"
+        )
     cfg = _section(m["config"], "model.config", where)
     try:
         config: MAEConfig | XResNetConfig = (
-            from_dict(MAEConfig, cfg, where="model.config") if m["arch"] == "ecgmae"
-            else from_dict(XResNetConfig, {**cfg, "arch": m["arch"]}, where="model.config"))
+            from_dict(MAEConfig, cfg, where="model.config")
+            if m["arch"] == "ecgmae"
+            else from_dict(XResNetConfig, {**cfg, "arch": m["arch"]}, where="model.config")
+        )
         num_classes = _int(m.get("num_classes", 0), "model.num_classes", where)
         head_dropout = _num(m.get("head_dropout", 0.0), "model.head_dropout", where)
         return ModelSpec(kind, str(m.get("name", "")), config, num_classes, head_dropout)
@@ -215,13 +240,16 @@ def _data(d: Any, where: str) -> DataInfo:
     _no_unknown(d, (f.name for f in dataclasses.fields(DataInfo)), "data", where)
     for key in ("window_samples", "eval_stride_samples"):
         value = d.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or
-                                  not 1 <= value <= MAX_WINDOW):
-            raise CheckpointError(f"{where}: header field data.{key} must be an integer in [1, {MAX_WINDOW}] "
-                                  f"samples, got {value!r}")
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WINDOW
+        ):
+            raise CheckpointError(
+                f"{where}: header field data.{key} must be an integer in [1, {MAX_WINDOW}] samples, got {value!r}"
+            )
     fs = d.get("fs")
-    if fs is not None and (isinstance(fs, bool) or not isinstance(fs, (int, float))
-                           or not (math.isfinite(fs) and 0 < fs <= MAX_FS)):
+    if fs is not None and (
+        isinstance(fs, bool) or not isinstance(fs, (int, float)) or not (math.isfinite(fs) and 0 < fs <= MAX_FS)
+    ):
         raise CheckpointError(f"{where}: header field data.fs must be a rate in (0, {MAX_FS:g}] Hz, got {fs!r}")
     for key in ("leads", "sources"):
         if not isinstance(d.get(key, []), list) or not all(isinstance(v, str) for v in d.get(key, [])):
@@ -232,8 +260,14 @@ def _data(d: Any, where: str) -> DataInfo:
     for key in ("records", "patients"):
         if d.get(key) is not None:
             _int(d[key], f"data.{key}", where)
-    return DataInfo(**{**d, "fs": None if fs is None else float(fs), "leads": tuple(d.get("leads", ())),
-                       "sources": tuple(d.get("sources", ()))})
+    return DataInfo(
+        **{
+            **d,
+            "fs": None if fs is None else float(fs),
+            "leads": tuple(d.get("leads", ())),
+            "sources": tuple(d.get("sources", ())),
+        }
+    )
 
 
 def _train(t: Any, where: str) -> TrainInfo:
@@ -244,8 +278,9 @@ def _train(t: Any, where: str) -> TrainInfo:
         _section(t["runtime"], "train.runtime", where)
     if t.get("method") is not None and not isinstance(t["method"], str):
         raise CheckpointError(f"{where}: header field train.method must be a name, got {t['method']!r}")
-    scores = {k: None if t.get(k) is None else _num(t[k], f"train.{k}", where)
-              for k in ("final_loss", "best_val_auroc")}
+    scores = {
+        k: None if t.get(k) is None else _num(t[k], f"train.{k}", where) for k in ("final_loss", "best_val_auroc")
+    }
     steps = _int(t.get("steps", 0), "train.steps", where)
     return TrainInfo(**{**t, "config": t.get("config") or {}, "steps": steps, **scores})
 

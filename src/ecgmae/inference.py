@@ -47,8 +47,9 @@ def input_rows(present: np.ndarray, tokens: str) -> np.ndarray:
     return np.flatnonzero(present) if tokens == "lead" else np.arange(len(present))
 
 
-def forward_windows(fn: Forward, x: torch.Tensor, present: Any, lead_idx: torch.Tensor | None,
-                    tokens: str) -> torch.Tensor:
+def forward_windows(
+    fn: Forward, x: torch.Tensor, present: Any, lead_idx: torch.Tensor | None, tokens: str
+) -> torch.Tensor:
     """``fn(x, lead_idx)`` on a batch of windows ``x (B, L, T)``, absent leads withheld (see the module doc).
 
     Args:
@@ -77,8 +78,13 @@ def forward_windows(fn: Forward, x: torch.Tensor, present: Any, lead_idx: torch.
     return out  # type: ignore[return-value]  # at least one lead set
 
 
-def window_batches(items: Sequence[Prepared], window: int, stride: int, batch_size: int,
-                   group: Callable[[Prepared], Hashable] | None = None) -> Iterator[Batch]:
+def window_batches(
+    items: Sequence[Prepared],
+    window: int,
+    stride: int,
+    batch_size: int,
+    group: Callable[[Prepared], Hashable] | None = None,
+) -> Iterator[Batch]:
     """Batches of at most ``batch_size`` windows over prepared records (record ids are positions in ``items``).
 
     Records with the same ``group`` key are batched together (one key per batch, so that a batch split
@@ -88,16 +94,26 @@ def window_batches(items: Sequence[Prepared], window: int, stride: int, batch_si
     for i, p in enumerate(items):
         groups.setdefault(None if group is None else group(p), []).append(i)
     for members in groups.values():
-        windows = ((i, cut_window(items[i].x, s, window)) for i in members
-                   for s in window_starts(items[i].valid, window, stride))
+        windows = (
+            (i, cut_window(items[i].x, s, window))
+            for i in members
+            for s in window_starts(items[i].valid, window, stride)
+        )
         while chunk := list(itertools.islice(windows, batch_size)):
             ids = np.asarray([i for i, _ in chunk])
             yield ids, np.stack([w for _, w in chunk]), np.stack([items[i].present for i in ids])
 
 
 @torch.inference_mode()
-def infer_records(fn: Forward, batches: Iterable[Batch], *, lead_idx: torch.Tensor | None, tokens: str,
-                  how: str, device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def infer_records(
+    fn: Forward,
+    batches: Iterable[Batch],
+    *,
+    lead_idx: torch.Tensor | None,
+    tokens: str,
+    how: str,
+    device: str | torch.device = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """Run every batch through :func:`forward_windows` and pool window outputs per record.
 
     Returns:

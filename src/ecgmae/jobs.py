@@ -13,8 +13,9 @@ from ecgmae.outputs import check_own_folder
 from ecgmae.utils import write_json_atomic
 
 
-def claim_out(out: Path, settings: dict[str, Any], stamp_name: str, *, names: tuple[str, ...],
-              overwrite: bool = False) -> None:
+def claim_out(
+    out: Path, settings: dict[str, Any], stamp_name: str, *, names: tuple[str, ...], overwrite: bool = False
+) -> None:
     """Make ``out`` the home of a multi-run job with these ``settings`` (JSON-able).
 
     Re-running with the same settings continues (finished runs are reused); other settings are refused
@@ -27,8 +28,9 @@ def claim_out(out: Path, settings: dict[str, Any], stamp_name: str, *, names: tu
     """
     stamp = out / stamp_name
     what = f"{stamp_name.split('_')[0]} folder"
-    check_own_folder(out, what, marked=lambda f: (f / stamp_name).is_file(),
-                     names=(stamp_name, *names) if overwrite else None)
+    check_own_folder(
+        out, what, marked=lambda f: (f / stamp_name).is_file(), names=(stamp_name, *names) if overwrite else None
+    )
     if overwrite and out.exists():
         shutil.rmtree(out)
     if stamp.exists() and json.loads(stamp.read_text()) != json.loads(json.dumps(settings)):
@@ -42,8 +44,9 @@ def epochs_for(base: int, fraction: float) -> int:
     return base if fraction >= 0.5 else base * 3 if fraction >= 0.05 else base * 6
 
 
-def stage_cost(epochs: int, n_train: int, n_val: int, n_test: int, *, max_steps: int = -1,
-               batch_size: int = 1) -> float:
+def stage_cost(
+    epochs: int, n_train: int, n_val: int, n_test: int, *, max_steps: int = -1, batch_size: int = 1
+) -> float:
     """Expected cost of one training run in records passed through the model.
 
     ``epochs`` over ``n_train`` records with a validation pass after each, then one test pass; a

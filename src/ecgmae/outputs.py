@@ -38,8 +38,9 @@ def _scratch(name: str) -> bool:
     return name == LOCK_NAME or (name.startswith(".") and name.endswith(".tmp"))
 
 
-def check_own_folder(folder: Path, what: str, *, marked: Callable[[Path], bool],
-                     names: Iterable[str] | None = None, flag: str = "--out") -> None:
+def check_own_folder(
+    folder: Path, what: str, *, marked: Callable[[Path], bool], names: Iterable[str] | None = None, flag: str = "--out"
+) -> None:
     """Refuse ``folder`` unless it is absent, empty, or ecgmae's own ``what``.
 
     Args:
@@ -62,14 +63,18 @@ def check_own_folder(folder: Path, what: str, *, marked: Callable[[Path], bool],
     if not entries:
         return
     if not marked(folder):
-        raise DataError(f"{flag} {folder}: exists and is not an ecgmae {what} (it holds {_some(entries)}); "
-                        "not overwriting it: choose another folder")
+        raise DataError(
+            f"{flag} {folder}: exists and is not an ecgmae {what} (it holds {_some(entries)}); "
+            "not overwriting it: choose another folder"
+        )
     if names is not None:
         patterns = tuple(names)
         foreign = [n for n in entries if not any(fnmatch.fnmatchcase(n, p) for p in patterns)]
         if foreign:
-            raise DataError(f"{flag} {folder}: holds files that ecgmae did not write ({_some(foreign)}); not "
-                            f"replacing this {what}: move them out or choose another folder")
+            raise DataError(
+                f"{flag} {folder}: holds files that ecgmae did not write ({_some(foreign)}); not "
+                f"replacing this {what}: move them out or choose another folder"
+            )
 
 
 def _some(names: list[str], k: int = 3) -> str:
@@ -119,8 +124,10 @@ def locked(folder: Path, lock: Path | None = None, flag: str = "--out") -> Itera
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
             who = f" (process {holder})" if holder.isdigit() else ""
-            raise ECGMAEError(f"{flag} {folder}: another ecgmae command is writing it{who}; wait for it to end "
-                              "or choose another folder") from None
+            raise ECGMAEError(
+                f"{flag} {folder}: another ecgmae command is writing it{who}; wait for it to end "
+                "or choose another folder"
+            ) from None
         try:  # the previous holder removes the file as it ends: lock the file that is there now
             if os.path.samestat(os.fstat(fd), os.stat(lock)):
                 break

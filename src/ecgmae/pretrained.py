@@ -59,9 +59,11 @@ class Pretrained:
         rel, data = self.release, self.card.get("data") or {}
         size = sum((self.path / f).stat().st_size for f in self.sha256 if (self.path / f).is_file()) / 1e6
         checks = ", ".join(f"{k} {v:.3f}" for k, v in (rel.get("checks_macro_auroc") or {}).items())
-        return (f"{self.name}: {rel.get('trained_on', '?')}; {len(data.get('leads') or ())} leads at "
-                f"{data.get('fs', '?')} Hz, {rel.get('parameters', '?')} parameters, {size:.1f} MB"
-                + (f"; linear-probe macro AUROC {checks}" if checks else ""))
+        return (
+            f"{self.name}: {rel.get('trained_on', '?')}; {len(data.get('leads') or ())} leads at "
+            f"{data.get('fs', '?')} Hz, {rel.get('parameters', '?')} parameters, {size:.1f} MB"
+            + (f"; linear-probe macro AUROC {checks}" if checks else "")
+        )
 
 
 def _index(root: Path | None = None) -> list[Pretrained]:
@@ -73,8 +75,10 @@ def _index(root: Path | None = None) -> list[Pretrained]:
         idx = json.loads(file.read_text())
         if idx.get("format") != INDEX_FORMAT:
             raise ValueError(f"format {idx.get('format')!r}, expected {INDEX_FORMAT}")
-        return [Pretrained(m["name"], tuple(m.get("aliases", ())), root / m["dir"], dict(m["sha256"]))
-                for m in idx["models"]]
+        return [
+            Pretrained(m["name"], tuple(m.get("aliases", ())), root / m["dir"], dict(m["sha256"]))
+            for m in idx["models"]
+        ]
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{file}: not a valid index of shipped weights ({exc}); reinstall ecgmae") from None
 
@@ -108,8 +112,10 @@ def _check(model: Pretrained) -> None:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         if h.hexdigest() != want:
-            raise CheckpointError(f"{model.name}: {file} does not match its sha256 (the installed file is damaged "
-                                  "or was changed; reinstall ecgmae)")
+            raise CheckpointError(
+                f"{model.name}: {file} does not match its sha256 (the installed file is damaged "
+                "or was changed; reinstall ecgmae)"
+            )
         _verified[file] = (st.st_size, st.st_mtime_ns)
 
 

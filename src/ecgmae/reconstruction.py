@@ -51,8 +51,17 @@ class Reconstruction:
         return float(np.sqrt(np.mean((self.reconstruction[self.mask] - self.original[self.mask]) ** 2)))
 
 
-def reconstruct_windows(mae: ECGMAE, prep: Prepared, normalise: str, window: int, positions: Sequence[int],
-                        mask_ratio: float, seed: int, device: Any, batch_size: int = 32) -> dict[str, np.ndarray]:
+def reconstruct_windows(
+    mae: ECGMAE,
+    prep: Prepared,
+    normalise: str,
+    window: int,
+    positions: Sequence[int],
+    mask_ratio: float,
+    seed: int,
+    device: Any,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
     """Mask and reconstruct one record window by window; arrays in mV over its ``valid`` samples.
 
     Args:
@@ -99,5 +108,9 @@ def reconstruct_windows(mae: ECGMAE, prep: Prepared, normalise: str, window: int
         mask[:, a : s + window] = mask_w[k][:, a - s :]
         done = s + window
     rec = rec[:, :n] * spread + centre
-    return {"original": mv.copy(), "reconstruction": rec.astype(np.float32),
-            "mask": mask[:, :n] & present[:, None], "present": present}
+    return {
+        "original": mv.copy(),
+        "reconstruction": rec.astype(np.float32),
+        "mask": mask[:, :n] & present[:, None],
+        "present": present,
+    }

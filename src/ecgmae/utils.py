@@ -253,7 +253,7 @@ class Stages:
 
     def _clock_text(self) -> str:
         text = f"{fmt_seconds(self._clock() - self.t0)} elapsed"
-        left = sum(self.weights[self.k - 1:])
+        left = sum(self.weights[self.k - 1 :])
         if self._done > 0:
             text += f", ETA ~{fmt_seconds(self._spent / self._done * left)}"
         return text

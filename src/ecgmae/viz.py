@@ -112,8 +112,9 @@ def _masked_only(rec: Reconstruction, i: int, i0: int, i1: int) -> np.ndarray:
     return np.where(rec.mask[i, i0:i1], rec.reconstruction[i, i0:i1], np.nan)
 
 
-def _strip(ax: Any, rec: Reconstruction, parts: Sequence[tuple[str, float, float]], a0: int,
-           show_visible: bool) -> None:
+def _strip(
+    ax: Any, rec: Reconstruction, parts: Sequence[tuple[str, float, float]], a0: int, show_visible: bool
+) -> None:
     """Draw ``(lead, t0, t1)`` parts (seconds on the strip) of ``rec`` from sample ``a0`` on one axis."""
     fs, row_of = rec.fs, {name: i for i, name in enumerate(rec.leads)}
     for lead, t0, t1 in parts:
@@ -123,8 +124,9 @@ def _strip(ax: Any, rec: Reconstruction, parts: Sequence[tuple[str, float, float
         if t0 > 0:
             ax.axvline(t0, color="0.3", lw=0.6)
         if i is None or not rec.present[i] or i1 <= i0:
-            ax.text((t0 + t1) / 2, 0.5, "absent", transform=ax.get_xaxis_transform(), ha="center", color="0.4",
-                    fontsize=8)
+            ax.text(
+                (t0 + t1) / 2, 0.5, "absent", transform=ax.get_xaxis_transform(), ha="center", color="0.4", fontsize=8
+            )
             continue
         t = t0 + np.arange(i1 - i0) / fs
         for s, e in _runs(rec.mask[i, i0:i1]):
@@ -134,8 +136,16 @@ def _strip(ax: Any, rec: Reconstruction, parts: Sequence[tuple[str, float, float
         ax.plot(t, shown, color="#d62728", lw=0.7, alpha=0.9)
 
 
-def plot_reconstruction(rec: Reconstruction, out: str | Path, *, start: float = 0.0, seconds: float = 10.0,
-                        rhythm: str | None = "II", title: str | None = None, show_visible: bool = False) -> Path:
+def plot_reconstruction(
+    rec: Reconstruction,
+    out: str | Path,
+    *,
+    start: float = 0.0,
+    seconds: float = 10.0,
+    rhythm: str | None = "II",
+    title: str | None = None,
+    show_visible: bool = False,
+) -> Path:
     """The reconstruction over the original in the usual 12-lead layout, masked spans shaded.
 
     Three rows of four leads (I aVR V1 V4 / II aVL V2 V5 / III aVF V3 V6), each lead showing a quarter
@@ -173,13 +183,20 @@ def plot_reconstruction(rec: Reconstruction, out: str | Path, *, start: float = 
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Line2D([], [], color="black", lw=1, label="original"),
-               Line2D([], [], color="#d62728", lw=1,
-                      label="reconstruction" if show_visible else "reconstruction (masked spans)"),
-               Patch(color="#9ecae1", alpha=0.6, label="masked (hidden from the encoder)")]
+    handles = [
+        Line2D([], [], color="black", lw=1, label="original"),
+        Line2D(
+            [], [], color="#d62728", lw=1, label="reconstruction" if show_visible else "reconstruction (masked spans)"
+        ),
+        Patch(color="#9ecae1", alpha=0.6, label="masked (hidden from the encoder)"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     rmse = rec.masked_rmse()
-    fig.suptitle(title or f"{rec.name}: {rec.mask_ratio:.0%} of patches masked, masked RMSE {rmse:.3f} mV "
-                 f"({rec.fs:g} Hz, {start:g}-{start + dur:g} s; grid 0.2 s x 0.5 mV)", fontsize=9)
+    fig.suptitle(
+        title
+        or f"{rec.name}: {rec.mask_ratio:.0%} of patches masked, masked RMSE {rmse:.3f} mV "
+        f"({rec.fs:g} Hz, {start:g}-{start + dur:g} s; grid 0.2 s x 0.5 mV)",
+        fontsize=9,
+    )
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     return save_figure(fig, out, dpi=120)

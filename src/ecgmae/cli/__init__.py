@@ -22,12 +22,27 @@ from ecgmae.errors import ECGMAEError, Interrupted
 from ecgmae.utils import setup_logging
 
 # Operating-system refusals that are the machine's state, not a bug: one line, not a traceback.
-_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM,
-                                 errno.EIO})
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
 
 # Order is the order shown in `ecgmae --help`.
-COMMANDS: tuple[str, ...] = ("synth", "prepare", "pretrain", "finetune", "evaluate", "demo", "benchmark", "embed",
-                             "predict", "reconstruct", "plot-curves", "export", "serve", "pretrained")
+COMMANDS: tuple[str, ...] = (
+    "synth",
+    "prepare",
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "demo",
+    "benchmark",
+    "embed",
+    "predict",
+    "reconstruct",
+    "plot-curves",
+    "export",
+    "serve",
+    "pretrained",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"ecgmae {args.command}: error: {exc.strerror or exc}{where}; finished outputs are kept, "
-              "unfinished ones were not written (their temporary files are removed)", file=sys.stderr)
+        print(
+            f"ecgmae {args.command}: error: {exc.strerror or exc}{where}; finished outputs are kept, "
+            "unfinished ones were not written (their temporary files are removed)",
+            file=sys.stderr,
+        )
         return 2
     except Interrupted as exc:  # SIGTERM, or SIGINT during training (which stops at a step's end)
         print(f"ecgmae {args.command}: interrupted" + (f": {exc.note}" if exc.note else ""), file=sys.stderr)

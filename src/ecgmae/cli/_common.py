@@ -33,8 +33,11 @@ def add_command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars; warnings and errors only")
-    parser.add_argument("--verbose", action="store_true",
-                        help="debug logging, and Lightning's own progress bars and messages on the terminal")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="debug logging, and Lightning's own progress bars and messages on the terminal",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -64,8 +67,9 @@ def _bounded_int(text: str, low: int) -> int:
     return value
 
 
-def number_in(low: float, high: float = math.inf, what: str = "a number", unit: str = "", *,
-              open_low: bool = False) -> Callable[[str], float]:
+def number_in(
+    low: float, high: float = math.inf, what: str = "a number", unit: str = "", *, open_low: bool = False
+) -> Callable[[str], float]:
     """argparse type factory: a finite number in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
 
     def parse(text: str) -> float:
@@ -75,7 +79,7 @@ def number_in(low: float, high: float = math.inf, what: str = "a number", unit: 
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         above = value > low if open_low else value >= low
         if not (math.isfinite(value) and above and value <= high):
-            span = (f"{'>' if open_low else '>='} {low:g}" if math.isinf(high) else f"{low:g}-{high:g}{unit}")
+            span = f"{'>' if open_low else '>='} {low:g}" if math.isinf(high) else f"{low:g}-{high:g}{unit}"
             raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {text!r}")
         return value
 

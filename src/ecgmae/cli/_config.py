@@ -20,13 +20,19 @@ def add_loop_args(parser: argparse.ArgumentParser, defaults: Any, *, max_steps_h
     """
     p, d = parser, defaults
     p.add_argument("--epochs", type=positive_int, help=f"passes over the training records (default {d.epochs})")
-    p.add_argument("--max-steps", dest="max_steps", type=nonneg_int,
-                   help=max_steps_help + " (>= 0; leave it out to train for --epochs)")
+    p.add_argument(
+        "--max-steps",
+        dest="max_steps",
+        type=nonneg_int,
+        help=max_steps_help + " (>= 0; leave it out to train for --epochs)",
+    )
     p.add_argument("--batch-size", dest="batch_size", type=positive_int, help=f"per device (default {d.batch_size})")
-    p.add_argument("--lr", dest="optim.lr", metavar="LR", type=positive_float,
-                   help=f"peak learning rate (default {d.optim.lr:g})")
-    p.add_argument("--window-seconds", dest="window_seconds", type=positive_float,
-                   help="crop length (default: store's)")
+    p.add_argument(
+        "--lr", dest="optim.lr", metavar="LR", type=positive_float, help=f"peak learning rate (default {d.optim.lr:g})"
+    )
+    p.add_argument(
+        "--window-seconds", dest="window_seconds", type=positive_float, help="crop length (default: store's)"
+    )
     p.add_argument("--seed", type=int, help=f"{seed_help} (default {d.seed})")
     p.add_argument("--resume", action="store_true", help="continue from RUN/last.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing finished run")
@@ -37,31 +43,53 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("configuration")
     g.add_argument("--config", metavar="YAML", help="YAML file with config keys (unknown keys are rejected)")
     g.add_argument(
-        "--set", metavar="KEY=VALUE", action="append", default=[],
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
         help="override any config key, dotted for nested ones, e.g. --set optim.warmup=0.1 "
-             "--set model_overrides.depth=4 (values parsed as YAML)",
+        "--set model_overrides.depth=4 (values parsed as YAML)",
     )
     g.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     h = parser.add_argument_group("hardware")
     h.add_argument("--accelerator", dest="trainer.accelerator", metavar="NAME", help="auto | cpu | gpu (default auto)")
-    h.add_argument("--devices", dest="trainer.devices", metavar="N",
-                   help="auto, a count, or ids like 0,1 (default auto)")
-    h.add_argument("--num-nodes", dest="trainer.num_nodes", metavar="N", type=positive_int,
-                   help="nodes for multi-node DDP")
-    h.add_argument("--strategy", dest="trainer.strategy", metavar="NAME",
-                   help="auto (ddp when several devices) | ddp | ...")
-    h.add_argument("--precision", dest="trainer.precision", metavar="P",
-                   help="auto (bf16-mixed where supported) | 32 | bf16-mixed | 16-mixed")
-    h.add_argument("--workers", dest="trainer.num_workers", metavar="N", type=nonneg_int,
-                   help="data-loader worker processes")
-    h.add_argument("--accumulate", dest="trainer.accumulate", metavar="N", type=positive_int,
-                   help="gradient accumulation steps")
-    h.add_argument("--compile", dest="trainer.compile", action="store_const", const=True,
-                   help="torch.compile the model (slow first step, faster long runs)")
-    h.add_argument("--deterministic", dest="trainer.deterministic", action="store_const", const=True,
-                   help="deterministic algorithms on GPUs too (on CPU they are the default: the same seed, "
-                        "thread count and precision repeat a run bit for bit; --set trainer.deterministic=false "
-                        "turns them off)")
+    h.add_argument(
+        "--devices", dest="trainer.devices", metavar="N", help="auto, a count, or ids like 0,1 (default auto)"
+    )
+    h.add_argument(
+        "--num-nodes", dest="trainer.num_nodes", metavar="N", type=positive_int, help="nodes for multi-node DDP"
+    )
+    h.add_argument(
+        "--strategy", dest="trainer.strategy", metavar="NAME", help="auto (ddp when several devices) | ddp | ..."
+    )
+    h.add_argument(
+        "--precision",
+        dest="trainer.precision",
+        metavar="P",
+        help="auto (bf16-mixed where supported) | 32 | bf16-mixed | 16-mixed",
+    )
+    h.add_argument(
+        "--workers", dest="trainer.num_workers", metavar="N", type=nonneg_int, help="data-loader worker processes"
+    )
+    h.add_argument(
+        "--accumulate", dest="trainer.accumulate", metavar="N", type=positive_int, help="gradient accumulation steps"
+    )
+    h.add_argument(
+        "--compile",
+        dest="trainer.compile",
+        action="store_const",
+        const=True,
+        help="torch.compile the model (slow first step, faster long runs)",
+    )
+    h.add_argument(
+        "--deterministic",
+        dest="trainer.deterministic",
+        action="store_const",
+        const=True,
+        help="deterministic algorithms on GPUs too (on CPU they are the default: the same seed, "
+        "thread count and precision repeat a run bit for bit; --set trainer.deterministic=false "
+        "turns them off)",
+    )
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -8,8 +8,19 @@ from typing import Any
 from ecgmae.cli._common import add_command
 from ecgmae.cli._config import add_config_args, build_config, print_config
 
-FLAGS = ("methods", "fractions", "seeds", "model", "scratch_model", "pretrain_epochs", "finetune_epochs",
-         "max_steps", "batch_size", "n_boot", "classes")
+FLAGS = (
+    "methods",
+    "fractions",
+    "seeds",
+    "model",
+    "scratch_model",
+    "pretrain_epochs",
+    "finetune_epochs",
+    "max_steps",
+    "batch_size",
+    "n_boot",
+    "classes",
+)
 
 
 def _csv(cast: Any) -> Any:
@@ -18,7 +29,9 @@ def _csv(cast: Any) -> Any:
 
 def add_parser(sub: Any) -> None:
     p = add_command(
-        sub, "benchmark", run=run,
+        sub,
+        "benchmark",
+        run=run,
         help="compare mae / simclr / cmsc pre-training, a supervised CNN and hand-made features at several "
         "label fractions",
         example="ecgmae benchmark --data stores/ptbxl --methods features,mae,simclr,cmsc,scratch "
@@ -35,10 +48,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--data", required=True, help="prepared store directory (with labels)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--methods", type=_csv(str),
-                   help="comma-separated: mae,simclr,cmsc,scratch (default), features (hand-made feature baseline, "
-                        "reported as a linprobe row); scratch:MODEL adds any registered model from random "
-                        "weights, e.g. scratch:xresnet1d101")
+    p.add_argument(
+        "--methods",
+        type=_csv(str),
+        help="comma-separated: mae,simclr,cmsc,scratch (default), features (hand-made feature baseline, "
+        "reported as a linprobe row); scratch:MODEL adds any registered model from random "
+        "weights, e.g. scratch:xresnet1d101",
+    )
     p.add_argument("--label-fractions", dest="fractions", type=_csv(float), help="e.g. 0.01,0.1,1 (default)")
     p.add_argument("--seeds", type=int, help="number of seeds (default 3)")
     p.add_argument("--model", help="encoder every method pre-trains (default ecgmae_small)")
@@ -64,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_benchmark(args.data, args.out, cfg, overwrite=args.overwrite, quiet=args.quiet)
     print(summary_table(result["summary"]))
-    print(f"\nwritten: {args.out}/results.md, {args.out}/results.json, {args.out}/auroc_vs_labels.png "
-          f"(full log: {args.out}/log.txt)")
+    print(
+        f"\nwritten: {args.out}/results.md, {args.out}/results.json, {args.out}/auroc_vs_labels.png "
+        f"(full log: {args.out}/log.txt)"
+    )
     return 0

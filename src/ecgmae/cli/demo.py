@@ -10,7 +10,9 @@ from ecgmae.cli._common import add_command
 
 def add_parser(sub: Any) -> None:
     p = add_command(
-        sub, "demo", run=run,
+        sub,
+        "demo",
+        run=run,
         help="synth -> prepare -> pretrain -> finetune/linprobe/scratch at 1/10/100 %% labels -> results table",
         example="ecgmae demo --out runs/demo --fast",
         description="Run the whole pipeline on the built-in synthetic 12-lead ECG set and print test macro "
@@ -34,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, seed=args.seed)
     rows = run_demo(args.out, cfg, overwrite=args.overwrite, quiet=args.quiet)
     print(results_table(rows))
-    print(f"\nwritten: {args.out}/results.md, {args.out}/results.json, {args.out}/curves.png "
-          f"(full log: {args.out}/log.txt)")
+    print(
+        f"\nwritten: {args.out}/results.md, {args.out}/results.json, {args.out}/curves.png "
+        f"(full log: {args.out}/log.txt)"
+    )
     return 0

@@ -28,20 +28,30 @@ class _Row:
 
 def add_input_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = True) -> None:
     """Flags ``embed`` and ``predict`` share: the checkpoint, the records and how to run."""
-    p.add_argument("--checkpoint", required=checkpoint_required,
-                   help="run directory or .safetensors file" + ("" if checkpoint_required else
-                                                                 " (required unless --features)"))
+    p.add_argument(
+        "--checkpoint",
+        required=checkpoint_required,
+        help="run directory or .safetensors file" + ("" if checkpoint_required else " (required unless --features)"),
+    )
     p.add_argument("--src", required=True, type=Path, help="corpus folder or file, or a store (--source store)")
-    p.add_argument("--source", choices=SOURCES, default="folder",
-                   help="layout of SRC as for `ecgmae prepare`, or store (default folder: any WFDB tree)")
+    p.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="folder",
+        help="layout of SRC as for `ecgmae prepare`, or store (default folder: any WFDB tree)",
+    )
     p.add_argument("--labels", type=Path, help="labels CSV for sources that take one (only record ids matter here)")
     p.add_argument("--task", help="label task of the source (ptbxl, cinc, chapman)")
     p.add_argument("--split", choices=("train", "val", "test"), help="with --source store: only this split")
     p.add_argument("--src-fs", type=float, help="sampling rate of raw arrays (hdf5, numpy)")
     p.add_argument("--src-leads", help="lead names of raw array rows, comma-separated (hdf5, numpy)")
     p.add_argument("--src-units", choices=("mV", "uV", "V", "auto"), help="physical unit of raw array values")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
-                   help="skip unusable records with a warning (default; their ids are listed) or stop")
+    p.add_argument(
+        "--on-error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="skip unusable records with a warning (default; their ids are listed) or stop",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64, help="windows per forward pass (default 64)")
     p.add_argument("--workers", type=positive_int, default=1, help="reader processes (default 1)")
     p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:1 ...")
@@ -68,8 +78,18 @@ def collect(args: argparse.Namespace, *, predict: bool = False) -> tuple[Any, li
 
     model = load(args.checkpoint, device=pick_device(args.device))
     ids, outs, skipped = model.run_source(
-        args.source, args.src, predict=predict, labels=args.labels, task=args.task, options=source_options(args),
-        split=args.split, workers=args.workers, on_error=args.on_error, batch_size=args.batch_size, quiet=args.quiet)
+        args.source,
+        args.src,
+        predict=predict,
+        labels=args.labels,
+        task=args.task,
+        options=source_options(args),
+        split=args.split,
+        workers=args.workers,
+        on_error=args.on_error,
+        batch_size=args.batch_size,
+        quiet=args.quiet,
+    )
     return model, ids, outs, skipped
 
 
@@ -95,11 +115,22 @@ def collect_features(args: argparse.Namespace) -> tuple[list[str], Any, list[Any
     def store_row(store: Store, i: int) -> _Row:
         return _Row(str(store.index["record"].iloc[i]), record_features(store, i))
 
-    stream = iter_records(args.source, args.src, read=functools.partial(_source_row, LEADS_12), row=store_row,
-                          labels=args.labels, task=args.task, options=source_options(args), split=args.split,
-                          workers=args.workers, quiet=args.quiet, desc="features")
-    ids, feats, skipped = gather(stream, lambda buf: np.stack([r.x for r in buf]), on_error=args.on_error,
-                                 where=args.src)
+    stream = iter_records(
+        args.source,
+        args.src,
+        read=functools.partial(_source_row, LEADS_12),
+        row=store_row,
+        labels=args.labels,
+        task=args.task,
+        options=source_options(args),
+        split=args.split,
+        workers=args.workers,
+        quiet=args.quiet,
+        desc="features",
+    )
+    ids, feats, skipped = gather(
+        stream, lambda buf: np.stack([r.x for r in buf]), on_error=args.on_error, where=args.src
+    )
     return ids, feats, skipped, feature_names(leads)
 
 
@@ -112,9 +143,10 @@ def _source_row(leads: tuple[str, ...], rec: Any) -> _Row:
 
 def add_parser(sub: Any) -> None:
     p = add_command(
-        sub, "embed", run=run,
-        help="embed every record of a corpus or store with a trained encoder or classifier (or hand-made "
-        "features)",
+        sub,
+        "embed",
+        run=run,
+        help="embed every record of a corpus or store with a trained encoder or classifier (or hand-made features)",
         example="ecgmae embed --checkpoint runs/mae --src data/cinc --source cinc --out emb.npz\n"
         "  ecgmae embed --features --src data/cinc --source cinc --out features.npz",
         description="Embed every record of SRC with the checkpoint's stored preprocessing (resampling, filters, "
@@ -129,8 +161,9 @@ def add_parser(sub: Any) -> None:
         "- the baseline to compare embeddings with, using the same linear model.",
     )
     add_input_args(p, checkpoint_required=False)
-    p.add_argument("--features", action="store_true",
-                   help="write hand-made ECG features instead of embeddings (no checkpoint)")
+    p.add_argument(
+        "--features", action="store_true", help="write hand-made ECG features instead of embeddings (no checkpoint)"
+    )
     p.add_argument("--out", required=True, type=Path, help="FILE.npz to write (atomically)")
     add_overwrite(p)
 
@@ -153,9 +186,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         _, ids, z, skipped = collect(args)
     with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
-        np.savez(f, record=np.array(ids, dtype=str), embedding=z.astype(np.float32),
-                 skipped=np.array([k.record for k in skipped], dtype=str),
-                 skipped_reason=np.array([k.reason for k in skipped], dtype=str), **extra)
+        np.savez(
+            f,
+            record=np.array(ids, dtype=str),
+            embedding=z.astype(np.float32),
+            skipped=np.array([k.record for k in skipped], dtype=str),
+            skipped_reason=np.array([k.reason for k in skipped], dtype=str),
+            **extra,
+        )
     what = "features" if args.features else "dims"
     print(f"{args.out}: {len(ids)} records x {z.shape[1]} {what}" + (f" ({len(skipped)} skipped)" if skipped else ""))
     return 0

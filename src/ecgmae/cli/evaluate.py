@@ -12,7 +12,9 @@ from ecgmae.cli._common import add_command, add_overwrite
 
 def add_parser(sub: Any) -> None:
     p = add_command(
-        sub, "evaluate", run=run,
+        sub,
+        "evaluate",
+        run=run,
         help="score a classifier on a store split (AUROC, F1, Fmax, bootstrap 95%% CIs)",
         example="ecgmae evaluate --checkpoint runs/ft10 --data stores/synth --split test --out eval.json",
     )
@@ -33,13 +35,22 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out:
         check_output_file(args.out, [args.checkpoint], overwrite=args.overwrite)
-    rep = evaluate(args.checkpoint, args.data, split=args.split, aggregate=args.aggregate,
-                   n_boot=args.n_boot, seed=args.seed, quiet=args.quiet)
+    rep = evaluate(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        aggregate=args.aggregate,
+        n_boot=args.n_boot,
+        seed=args.seed,
+        quiet=args.quiet,
+    )
     if args.out:
         write_json_atomic(args.out, rep)
     lo, hi = rep["macro_auroc_ci95"]
-    print(f"{args.split}: {rep['n_records']} records, macro AUROC {rep['macro_auroc']:.4f} "
-          f"(95% CI {lo:.4f}-{hi:.4f}), macro F1 {rep['macro_f1']:.4f}, Fmax {rep['fmax']:.4f}")
+    print(
+        f"{args.split}: {rep['n_records']} records, macro AUROC {rep['macro_auroc']:.4f} "
+        f"(95% CI {lo:.4f}-{hi:.4f}), macro F1 {rep['macro_f1']:.4f}, Fmax {rep['fmax']:.4f}"
+    )
     for name, auc in rep["per_class_auroc"].items():
         print(f"  {name:<12} AUROC {'n/a' if auc is None else f'{auc:.4f}'}  (positives {rep['positives'][name]})")
     if not args.out:

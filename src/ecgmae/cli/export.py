@@ -12,7 +12,9 @@ from ecgmae.cli._common import add_command, add_overwrite
 
 def add_parser(sub: Any) -> None:
     p = add_command(
-        sub, "export", run=run,
+        sub,
+        "export",
+        run=run,
         help="export a classifier (or an encoder's embedding) to ONNX with a parity check against PyTorch",
         example="ecgmae export --checkpoint runs/ft --format onnx --out model.onnx",
         description="Write an ONNX graph taking preprocessed windows x (batch, leads, window) float32 and "
@@ -37,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     rep = export_onnx(args.checkpoint, args.out, opset=args.opset, atol=args.atol)
     worst = max(rep["max_abs_diff"].values())
-    print(f"{args.out}: {rep['kind']} x {rep['inputs']['x']} -> {', '.join(rep['outputs'])}; parity with "
-          f"PyTorch at batch sizes {rep['batch_sizes_checked']}: max abs diff {worst:.3g}")
+    print(
+        f"{args.out}: {rep['kind']} x {rep['inputs']['x']} -> {', '.join(rep['outputs'])}; parity with "
+        f"PyTorch at batch sizes {rep['batch_sizes_checked']}: max abs diff {worst:.3g}"
+    )
     print(json.dumps(rep["max_abs_diff"]))
     return 0

@@ -16,7 +16,9 @@ def add_parser(sub: Any) -> None:
 
     d = FinetuneConfig()  # help shows the config's defaults
     p = add_command(
-        sub, "finetune", run=run,
+        sub,
+        "finetune",
+        run=run,
         help="train a classifier: fine-tune / linear-probe a pre-trained encoder, or from scratch",
         example="ecgmae finetune --data stores/synth --out runs/ft10 --mode finetune --encoder runs/mae "
         "--label-fraction 0.1",
@@ -29,18 +31,37 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--mode", choices=MODES, help=f"default {d.mode}")
     p.add_argument("--encoder", help="pre-training run directory or encoder.safetensors (not for scratch)")
     p.add_argument("--model", help=f"registered model for --mode scratch (default {d.model})")
-    p.add_argument("--classes", type=lambda s: [c for c in s.split(",") if c],
-                   help="comma-separated subset of the store's labels (default: all)")
-    p.add_argument("--label-fraction", dest="label_fraction", type=float,
-                   help=f"fraction of training records used, e.g. 0.01 (default {d.label_fraction:g})")
-    p.add_argument("--layer-decay", dest="optim.layer_decay", metavar="F", type=float,
-                   help=f"layer-wise LR decay (default {d.optim.layer_decay:g})")
+    p.add_argument(
+        "--classes",
+        type=lambda s: [c for c in s.split(",") if c],
+        help="comma-separated subset of the store's labels (default: all)",
+    )
+    p.add_argument(
+        "--label-fraction",
+        dest="label_fraction",
+        type=float,
+        help=f"fraction of training records used, e.g. 0.01 (default {d.label_fraction:g})",
+    )
+    p.add_argument(
+        "--layer-decay",
+        dest="optim.layer_decay",
+        metavar="F",
+        type=float,
+        help=f"layer-wise LR decay (default {d.optim.layer_decay:g})",
+    )
     p.add_argument("--aggregate", choices=("mean", "max"), help=f"window -> record score (default {d.aggregate})")
-    p.add_argument("--leakage", choices=("warn", "refuse"),
-                   help="test-split patients among the encoder's pre-training records: warn (default, and "
-                        "recorded in metrics.json) or refuse to train")
-    add_loop_args(p, d, max_steps_help="optimiser steps instead of epochs",
-                  seed_help="seed for the label subset, order, crops and head")
+    p.add_argument(
+        "--leakage",
+        choices=("warn", "refuse"),
+        help="test-split patients among the encoder's pre-training records: warn (default, and "
+        "recorded in metrics.json) or refuse to train",
+    )
+    add_loop_args(
+        p,
+        d,
+        max_steps_help="optimiser steps instead of epochs",
+        seed_help="seed for the label subset, order, crops and head",
+    )
     add_config_args(p)
 
 
@@ -53,9 +74,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ecgmae.engine.run import finetune
 
-    rep = finetune(args.data, args.out, cfg, encoder=args.encoder, resume=args.resume,
-                   overwrite=args.overwrite, quiet=args.quiet)
+    rep = finetune(
+        args.data, args.out, cfg, encoder=args.encoder, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet
+    )
     lo, hi = rep["macro_auroc_ci95"]
-    print(f"{cfg.mode}: test macro AUROC {rep['macro_auroc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
-          f"Fmax {rep['fmax']:.4f} -> {args.out}/metrics.json")
+    print(
+        f"{cfg.mode}: test macro AUROC {rep['macro_auroc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), "
+        f"Fmax {rep['fmax']:.4f} -> {args.out}/metrics.json"
+    )
     return 0

@@ -11,7 +11,9 @@ from ecgmae.cli._common import add_command, add_overwrite
 
 def add_parser(sub: Any) -> None:
     p = add_command(
-        sub, "plot-curves", run=run,
+        sub,
+        "plot-curves",
+        run=run,
         help="plot training loss, validation loss (and validation AUROC) of runs",
         example="ecgmae plot-curves runs/mae runs/ft --out curves.png",
         description="Read RUN/metrics.csv (the Lightning CSV log) of each run and draw training loss, "

@@ -12,7 +12,9 @@ from ecgmae.cli.embed import add_input_args, check_out, collect
 
 def add_parser(sub: Any) -> None:
     p = add_command(
-        sub, "predict", run=run,
+        sub,
+        "predict",
+        run=run,
         help="class probabilities for every record of a corpus or store with a trained classifier",
         example="ecgmae predict --checkpoint runs/ft --src data/cpsc2018 --source cpsc2018 --out preds.csv",
         description="Score every record of SRC with a classifier run, applying its stored preprocessing. "
@@ -39,11 +41,15 @@ def run(args: argparse.Namespace) -> int:
     if skipped:  # every record gets a row, at its place in the source order
         gone = {k.position for k in skipped}
         table.index = [i for i in range(len(ids) + len(skipped)) if i not in gone]
-        rows = pd.DataFrame({"record": [k.record for k in skipped], "skipped": [k.reason for k in skipped]},
-                            index=[k.position for k in skipped])
+        rows = pd.DataFrame(
+            {"record": [k.record for k in skipped], "skipped": [k.reason for k in skipped]},
+            index=[k.position for k in skipped],
+        )
         table = pd.concat([table, rows]).sort_index()
     # record names, label names and reasons as text if the table is opened in a spreadsheet
     write_text_atomic(args.out, escape_table(table).to_csv(index=False, float_format="%.6f"))
-    print(f"{args.out}: {len(ids)} records x {len(model.label_names)} labels"
-          + (f" ({len(skipped)} skipped)" if skipped else ""))
+    print(
+        f"{args.out}: {len(ids)} records x {len(model.label_names)} labels"
+        + (f" ({len(skipped)} skipped)" if skipped else "")
+    )
     return 0

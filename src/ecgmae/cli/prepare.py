@@ -64,7 +64,9 @@ def add_parser(sub: Any) -> None:
     d = PreprocessConfig()  # every default below is the config's, so Python and the CLI build the same store
     lo, hi = auto_bandpass(d.fs)
     p = add_command(
-        sub, "prepare", run=run,
+        sub,
+        "prepare",
+        run=run,
         help="read a raw ECG corpus into a store (resampled, memory-mapped, with labels and splits)",
         description=(
             "Read every record of SRC, resample it to --fs, map it to --leads (missing leads are masked),\n"
@@ -86,42 +88,74 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--source", required=True, choices=_SOURCES, help="corpus layout of SRC")
     p.add_argument("--src", required=True, type=Path, help="corpus folder (an .h5/.npy file for hdf5/numpy)")
-    p.add_argument("--out", required=True, type=Path,
-                   help="store folder to write; a store of other inputs or options is replaced (atomically) "
-                        "only with --overwrite")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a store prepared from other inputs or options (refused otherwise)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="store folder to write; a store of other inputs or options is replaced (atomically) only with --overwrite",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a store prepared from other inputs or options (refused otherwise)",
+    )
     p.add_argument("--fs", type=_rate, default=d.fs, help=f"target sampling rate in Hz (default {d.fs:g})")
-    p.add_argument("--seconds", type=_seconds, default=d.seconds,
-                   help=f"shorter records are zero-padded to this length; longer ones are kept whole "
-                        f"(default {d.seconds:g})")
-    p.add_argument("--leads", default="12",
-                   help="12 | 8 (I,II,V1-V6) | 6 (limb) | a list such as I,II,V1 (default 12)")
+    p.add_argument(
+        "--seconds",
+        type=_seconds,
+        default=d.seconds,
+        help=f"shorter records are zero-padded to this length; longer ones are kept whole (default {d.seconds:g})",
+    )
+    p.add_argument("--leads", default="12", help="12 | 8 (I,II,V1-V6) | 6 (limb) | a list such as I,II,V1 (default 12)")
     p.add_argument("--labels", type=Path, help="labels CSV: record,labels (;-separated) or one 0/1 column per class")
     p.add_argument("--task", help="label task of the source (ptbxl, cinc, chapman)")
     p.add_argument("--classes", help="comma-separated label names to keep, in this order; other names are errors")
     p.add_argument("--workers", type=positive_int, default=1, help="reader processes (default 1)")
-    p.add_argument("--on-error", choices=("skip", "fail"), default="skip",
-                   help="skip bad records and list them in STORE/skipped.csv (default), or stop at the first")
-    p.add_argument("--bandpass", type=_bandpass, default="auto", metavar="LO,HI|auto|none",
-                   help=f"zero-phase band-pass in Hz (default auto: {lo:g},{hi:g}, the upper edge at most 0.4 x "
-                        "--fs); none keeps the raw band (for models trained on unfiltered stores, such as the "
-                        "demo's). Amplitudes stay in mV unless --normalise")
-    p.add_argument("--baseline", choices=BASELINES, default=d.baseline,
-                   help=f"extra baseline-wander removal, for stores prepared with --bandpass none (default "
-                        f"{d.baseline}; the default band-pass already removes the wander)")
-    p.add_argument("--normalise", choices=NORMALISATIONS, default=d.normalise,
-                   help=f"per-lead normalisation over each record (default {d.normalise}: keep mV)")
-    p.add_argument("--dtype", choices=DTYPES, default=d.dtype,
-                   help=f"storage type of the signals (default {d.dtype})")
-    p.add_argument("--split", type=_split, default=(0.8, 0.1, 0.1), metavar="TRAIN,VAL,TEST",
-                   help="patient-aware random split when the source has none (default 0.8,0.1,0.1)")
+    p.add_argument(
+        "--on-error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="skip bad records and list them in STORE/skipped.csv (default), or stop at the first",
+    )
+    p.add_argument(
+        "--bandpass",
+        type=_bandpass,
+        default="auto",
+        metavar="LO,HI|auto|none",
+        help=f"zero-phase band-pass in Hz (default auto: {lo:g},{hi:g}, the upper edge at most 0.4 x "
+        "--fs); none keeps the raw band (for models trained on unfiltered stores, such as the "
+        "demo's). Amplitudes stay in mV unless --normalise",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        default=d.baseline,
+        help=f"extra baseline-wander removal, for stores prepared with --bandpass none (default "
+        f"{d.baseline}; the default band-pass already removes the wander)",
+    )
+    p.add_argument(
+        "--normalise",
+        choices=NORMALISATIONS,
+        default=d.normalise,
+        help=f"per-lead normalisation over each record (default {d.normalise}: keep mV)",
+    )
+    p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help=f"storage type of the signals (default {d.dtype})")
+    p.add_argument(
+        "--split",
+        type=_split,
+        default=(0.8, 0.1, 0.1),
+        metavar="TRAIN,VAL,TEST",
+        help="patient-aware random split when the source has none (default 0.8,0.1,0.1)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of that split (default 0)")
     g = p.add_argument_group("raw arrays (hdf5, numpy, chapman CSV)")
     g.add_argument("--src-fs", type=_rate, help="sampling rate of the input (numpy: default --fs; hdf5: 400)")
     g.add_argument("--src-leads", help="lead names of the input columns, comma-separated")
-    g.add_argument("--src-units", choices=("mV", "uV", "V", "auto"),
-                   help="physical unit of the input values (auto: chapman CSV only, decided per record)")
+    g.add_argument(
+        "--src-units",
+        choices=("mV", "uV", "V", "auto"),
+        help="physical unit of the input values (auto: chapman CSV only, decided per record)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,23 +166,46 @@ def run(args: argparse.Namespace) -> int:
 
     leads = tuple(_LEAD_SETS.get(args.leads.strip(), args.leads).split(","))
     try:
-        cfg = PreprocessConfig(fs=args.fs, seconds=args.seconds, leads=leads, bandpass=args.bandpass,
-                               baseline=args.baseline, normalise=args.normalise, dtype=args.dtype)
+        cfg = PreprocessConfig(
+            fs=args.fs,
+            seconds=args.seconds,
+            leads=leads,
+            bandpass=args.bandpass,
+            baseline=args.baseline,
+            normalise=args.normalise,
+            dtype=args.dtype,
+        )
     except ConfigError as exc:  # every preprocess.<key> is the flag --<key>
         raise ConfigError(str(exc).replace("preprocess.", "--", 1)) from None
     options = source_options(args)
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     try:
-        out = prepare_store(args.source, args.src, args.out, cfg, labels=args.labels, task=args.task,
-                            workers=args.workers, on_error=args.on_error, seed=args.seed, quiet=args.quiet,
-                            classes=classes, split=args.split, options=options, overwrite=args.overwrite)
+        out = prepare_store(
+            args.source,
+            args.src,
+            args.out,
+            cfg,
+            labels=args.labels,
+            task=args.task,
+            workers=args.workers,
+            on_error=args.on_error,
+            seed=args.seed,
+            quiet=args.quiet,
+            classes=classes,
+            split=args.split,
+            options=options,
+            overwrite=args.overwrite,
+        )
     except (Interrupted, KeyboardInterrupt) as exc:  # prepare_store removed its partial store on the way out
-        raise Interrupted(getattr(exc, "signum", signal.SIGINT),
-                          f"the partial store was removed; {args.out} is as it was") from None
+        raise Interrupted(
+            getattr(exc, "signum", signal.SIGINT), f"the partial store was removed; {args.out} is as it was"
+        ) from None
     store = Store.open(out)
     counts = store.meta["counts"]
     splits = ", ".join(f"{k} {v}" for k, v in counts["splits"].items())
     why = ", ".join(f"{n} {kind}" for kind, n in counts["skipped"].items())
-    print(f"{out}: {counts['records']} records ({splits}), {len(store.label_names)} labels, "
-          f"{counts['skipped_total']} skipped" + (f" ({why}; see {out / 'skipped.csv'})" if why else ""))
+    print(
+        f"{out}: {counts['records']} records ({splits}), {len(store.label_names)} labels, "
+        f"{counts['skipped_total']} skipped" + (f" ({why}; see {out / 'skipped.csv'})" if why else "")
+    )
     return 0

@@ -16,7 +16,9 @@ def add_parser(sub: Any) -> None:
 
     d = PretrainConfig()  # help shows the config's defaults
     p = add_command(
-        sub, "pretrain", run=run,
+        sub,
+        "pretrain",
+        run=run,
         help="pre-train an encoder (masked autoencoder, SimCLR or CMSC) on a prepared store",
         example="ecgmae pretrain --data stores/synth --out runs/mae --model ecgmae_small --epochs 20",
         description="Pre-train a masked autoencoder (multi-scale conv + transformer encoder) on a store made "
@@ -27,19 +29,42 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--data", required=True, help="prepared store directory")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--method", choices=("mae", "simclr", "cmsc"),
-                   help=f"pre-training objective (default {d.method}); e.g. --method cmsc")
-    p.add_argument("--temperature", type=float, metavar="T",
-                   help=f"contrastive softmax temperature (simclr, cmsc; default {d.temperature:g})")
-    p.add_argument("--model", help="registered model (ecgmae_tiny, ecgmae_small, ecgmae_small_lead, "
-                                    f"ecgmae_base); default {d.model}")
-    p.add_argument("--mask-ratio", dest="model_overrides.mask_ratio", metavar="F", type=float,
-                   help="fraction of tokens hidden (default: the model's, 0.5 for ecgmae_small)")
-    p.add_argument("--lead-drop", dest="model_overrides.lead_drop", metavar="P", type=float,
-                   help="mae: share of examples shown only a random subset of their leads, so recordings with "
-                        "fewer leads embed well (default: the model's, 0.25 for ecgmae_small)")
-    add_loop_args(p, d, max_steps_help="optimiser steps instead of epochs; 0 writes the untrained encoder (a baseline)",
-                  seed_help="seed for init, data order, crops and masks")
+    p.add_argument(
+        "--method",
+        choices=("mae", "simclr", "cmsc"),
+        help=f"pre-training objective (default {d.method}); e.g. --method cmsc",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        metavar="T",
+        help=f"contrastive softmax temperature (simclr, cmsc; default {d.temperature:g})",
+    )
+    p.add_argument(
+        "--model",
+        help=f"registered model (ecgmae_tiny, ecgmae_small, ecgmae_small_lead, ecgmae_base); default {d.model}",
+    )
+    p.add_argument(
+        "--mask-ratio",
+        dest="model_overrides.mask_ratio",
+        metavar="F",
+        type=float,
+        help="fraction of tokens hidden (default: the model's, 0.5 for ecgmae_small)",
+    )
+    p.add_argument(
+        "--lead-drop",
+        dest="model_overrides.lead_drop",
+        metavar="P",
+        type=float,
+        help="mae: share of examples shown only a random subset of their leads, so recordings with "
+        "fewer leads embed well (default: the model's, 0.25 for ecgmae_small)",
+    )
+    add_loop_args(
+        p,
+        d,
+        max_steps_help="optimiser steps instead of epochs; 0 writes the untrained encoder (a baseline)",
+        seed_help="seed for init, data order, crops and masks",
+    )
     add_config_args(p)
 
 

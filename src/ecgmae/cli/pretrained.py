@@ -11,7 +11,9 @@ from ecgmae.cli._common import add_command
 
 def add_parser(sub: Any) -> None:
     p = add_command(
-        sub, "pretrained", run=run,
+        sub,
+        "pretrained",
+        run=run,
         help="list the pre-trained models shipped with ecgmae (usable by name wherever a run directory is)",
         example="ecgmae pretrained\n  ecgmae embed --checkpoint ecgmae-small --src my_ecgs --out emb.npz",
         description="One line per shipped model: its name (and aliases), what it was pre-trained on, leads, "
@@ -27,8 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     models = list_pretrained()
     if args.json:
-        print(json.dumps({m.name: {"aliases": list(m.aliases), "path": str(m.path), "card": m.card}
-                          for m in models}, indent=2))
+        print(
+            json.dumps(
+                {m.name: {"aliases": list(m.aliases), "path": str(m.path), "card": m.card} for m in models}, indent=2
+            )
+        )
         return 0
     if not models:
         print("no pre-trained models are shipped with this install")

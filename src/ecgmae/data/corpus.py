@@ -26,10 +26,21 @@ T = TypeVar("T")
 CHUNK = 256  # usable records handed to the consumer at once
 
 
-def iter_records(source: str, src: str | Path, *, read: Callable[[Any], T], row: Callable[[Store, int], T],
-                 labels: str | Path | None = None, task: str | None = None, options: dict[str, Any] | None = None,
-                 split: str | None = None, workers: int = 1, quiet: bool = False, desc: str = "store",
-                 check_store: Callable[[Store], None] | None = None) -> Iterator[T | tuple[str, str]]:
+def iter_records(
+    source: str,
+    src: str | Path,
+    *,
+    read: Callable[[Any], T],
+    row: Callable[[Store, int], T],
+    labels: str | Path | None = None,
+    task: str | None = None,
+    options: dict[str, Any] | None = None,
+    split: str | None = None,
+    workers: int = 1,
+    quiet: bool = False,
+    desc: str = "store",
+    check_store: Callable[[Store], None] | None = None,
+) -> Iterator[T | tuple[str, str]]:
     """Every record of a corpus (or a store, ``source="store"``) through ``read`` (or ``row``), in source order.
 
     Records that cannot be used come as ``(record, message)`` instead, so the caller decides between
@@ -70,18 +81,36 @@ def iter_records(source: str, src: str | Path, *, read: Callable[[Any], T], row:
         yield done.value if done.error is None else (done.item.record, done.error[1])
 
 
-def iter_source(source: str, src: str | Path, cfg: PreprocessConfig, *, labels: str | Path | None = None,
-                task: str | None = None, options: dict[str, Any] | None = None, split: str | None = None,
-                workers: int = 1, quiet: bool = False) -> Iterator[Prepared | tuple[str, str]]:
+def iter_source(
+    source: str,
+    src: str | Path,
+    cfg: PreprocessConfig,
+    *,
+    labels: str | Path | None = None,
+    task: str | None = None,
+    options: dict[str, Any] | None = None,
+    split: str | None = None,
+    workers: int = 1,
+    quiet: bool = False,
+) -> Iterator[Prepared | tuple[str, str]]:
     """:func:`iter_records` with the model's preprocessing ``cfg``: each record as a :class:`Prepared`.
 
     A store must be at the model's rate (a warning when its filters or normalisation differ); raw
     records are resampled, filtered and mapped onto ``cfg.leads``.
     """
-    return iter_records(source, src, read=functools.partial(prepare_record, cfg),
-                        row=functools.partial(_store_row, cfg), labels=labels, task=task,
-                        options={**(options or {}), "target_fs": cfg.fs}, split=split, workers=workers,
-                        quiet=quiet, check_store=functools.partial(_check_store, cfg))
+    return iter_records(
+        source,
+        src,
+        read=functools.partial(prepare_record, cfg),
+        row=functools.partial(_store_row, cfg),
+        labels=labels,
+        task=task,
+        options={**(options or {}), "target_fs": cfg.fs},
+        split=split,
+        workers=workers,
+        quiet=quiet,
+        check_store=functools.partial(_check_store, cfg),
+    )
 
 
 def _store_row(cfg: PreprocessConfig, store: Store, i: int) -> Prepared:
@@ -90,13 +119,18 @@ def _store_row(cfg: PreprocessConfig, store: Store, i: int) -> Prepared:
 
 def _check_store(cfg: PreprocessConfig, store: Store) -> None:
     if abs(store.fs - cfg.fs) > FS_TOL * cfg.fs:
-        raise DataError(f"{store.path}: store is at {store.fs:g} Hz but the model expects {cfg.fs:g} Hz; "
-                        f"prepare it with --fs {cfg.fs:g} (or pass the raw corpus with --source)")
+        raise DataError(
+            f"{store.path}: store is at {store.fs:g} Hz but the model expects {cfg.fs:g} Hz; "
+            f"prepare it with --fs {cfg.fs:g} (or pass the raw corpus with --source)"
+        )
     theirs = store.preprocess_config
     differ = [k for k in ("bandpass", "baseline", "normalise") if getattr(theirs, k) != getattr(cfg, k)]
     if differ:
-        log.warning("%s: preprocessing differs from the model's (%s); results may be off", store.path,
-                    ", ".join(f"{k} {getattr(theirs, k)!r} vs {getattr(cfg, k)!r}" for k in differ))
+        log.warning(
+            "%s: preprocessing differs from the model's (%s); results may be off",
+            store.path,
+            ", ".join(f"{k} {getattr(theirs, k)!r} vs {getattr(cfg, k)!r}" for k in differ),
+        )
 
 
 class Skipped(NamedTuple):
@@ -115,8 +149,14 @@ class Gathered(NamedTuple):
     skipped: list[Skipped]
 
 
-def gather(stream: Iterator[Any], fn: Callable[[list[Any]], np.ndarray], *, on_error: str = "skip",
-           where: str | Path = "input", chunk: int = CHUNK) -> Gathered:
+def gather(
+    stream: Iterator[Any],
+    fn: Callable[[list[Any]], np.ndarray],
+    *,
+    on_error: str = "skip",
+    where: str | Path = "input",
+    chunk: int = CHUNK,
+) -> Gathered:
     """Run ``fn`` over chunks of the usable items of ``stream`` (each with a ``name``), in order.
 
     Args:

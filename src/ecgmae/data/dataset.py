@@ -61,8 +61,13 @@ class _Base(Dataset):
             x, present = x[self.lead_idx], present[self.lead_idx]
         valid = max(0, min(self.store.valid_length(rec) - start, self.window))
         x = pad_window(x, self.window)  # window longer than the stored record: zeros after it
-        return {"x": torch.from_numpy(x), "y": self._labels[rec].clone(), "present": torch.from_numpy(present),
-                "index": rec, "valid": valid}
+        return {
+            "x": torch.from_numpy(x),
+            "y": self._labels[rec].clone(),
+            "present": torch.from_numpy(present),
+            "index": rec,
+            "valid": valid,
+        }
 
 
 def crop_start(slack: int, train: bool, key: Sequence[int]) -> int:
@@ -87,8 +92,9 @@ class CropDataset(_Base):
         leads: subset (and order) of the store's leads; None keeps them all.
     """
 
-    def __init__(self, store: Store, indices: Any, window: int, *, train: bool, seed: int = 0,
-                 leads: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, store: Store, indices: Any, window: int, *, train: bool, seed: int = 0, leads: Sequence[str] | None = None
+    ) -> None:
         super().__init__(store, indices, window, leads)
         self.train, self.seed, self.epoch = bool(train), int(seed), 0
 
@@ -120,8 +126,9 @@ class WindowDataset(_Base):
     carries ``record`` (its position in ``indices``) to aggregate window predictions per record.
     """
 
-    def __init__(self, store: Store, indices: Any, window: int, stride: int,
-                 leads: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, store: Store, indices: Any, window: int, stride: int, leads: Sequence[str] | None = None
+    ) -> None:
         super().__init__(store, indices, window, leads)
         if int(stride) <= 0:
             raise DataError(f"stride must be a positive number of samples, got {stride}")

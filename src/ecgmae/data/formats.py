@@ -24,8 +24,11 @@ def read_mat(path: Path) -> Record:
     Only ``ECG`` is read, after :func:`~ecgmae.data.matfile.load_variable` has bounded its size."""
     value, names = load_variable(path, "ECG")
     if value is None:
-        raise RecordError(path.name, "no 'ECG' struct and no .hea header beside it: sampling rate and "
-                          f"leads unknown (variables: {clip(', '.join(names))})")
+        raise RecordError(
+            path.name,
+            "no 'ECG' struct and no .hea header beside it: sampling rate and "
+            f"leads unknown (variables: {clip(', '.join(names))})",
+        )
     try:
         ecg = value[0, 0]
         data = np.asarray(ecg["data"], dtype=np.float64)
@@ -41,7 +44,6 @@ def read_mat(path: Path) -> Record:
     if data.ndim != 2 or data.shape[0] != 12:
         raise RecordError(path.name, f"ECG.data has shape {data.shape}, expected (12, samples)", "leads")
     return make_record(path.stem, data, 500.0, LEADS_12, path.name, meta=meta)
-
 
 
 CODE_LEADS: tuple[str, ...] = ("I", "II", "III", "aVL", "aVF", "aVR", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -65,8 +67,15 @@ def tracings(f: Any, where: str) -> Any:
     return f[arrays[0]]
 
 
-def read_h5_record(path: str | Path, index: int, *, fs: float | None = None, leads: Any = None,
-                   units: str | None = None, record: str | None = None) -> Record:
+def read_h5_record(
+    path: str | Path,
+    index: int,
+    *,
+    fs: float | None = None,
+    leads: Any = None,
+    units: str | None = None,
+    record: str | None = None,
+) -> Record:
     """Exam ``index`` of a CODE-style file as a :class:`Record` (zero padding at both ends removed)."""
     h5py = import_h5py()
     path = Path(path)
@@ -85,10 +94,11 @@ def read_h5_record(path: str | Path, index: int, *, fs: float | None = None, lea
     nonzero = np.flatnonzero(np.any(x != 0, axis=1))
     if nonzero.size == 0:
         raise RecordError(where, "all samples are zero (padding, no tracing)", "empty")
-    trimmed = x[nonzero[0]: nonzero[-1] + 1]
+    trimmed = x[nonzero[0] : nonzero[-1] + 1]
     leads = tuple(leads) if leads else (CODE_LEADS if x.shape[1] == 12 else None)
     if leads is None:
         raise RecordError(where, f"{x.shape[1]} leads but no lead names: pass --src-leads", "leads")
     meta = {"format": "hdf5", "trimmed": (int(nonzero[0]), int(x.shape[0] - nonzero[-1] - 1))}
-    return make_record(record or str(index), trimmed.T, fs or CODE_FS, leads, where,
-                       scale=unit_scale(units or "mV", where), meta=meta)
+    return make_record(
+        record or str(index), trimmed.T, fs or CODE_FS, leads, where, scale=unit_scale(units or "mV", where), meta=meta
+    )

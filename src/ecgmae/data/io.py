@@ -36,8 +36,20 @@ from ecgmae.data.safety import HEADER_MAX_BYTES, check_file, confine, read_small
 from ecgmae.errors import DataError, clip
 
 # Record and friends live in ecgmae.data.record; they stay importable from here.
-__all__ = ["FS_RANGE", "LEADS_12", "MAX_RECORD_VALUES", "Record", "RecordError", "canonical_lead", "lead_positions",
-           "make_record", "parse_header", "read_record", "unit_scale"]
+__all__ = [
+    "FS_RANGE",
+    "LEADS_12",
+    "MAX_RECORD_VALUES",
+    "Record",
+    "RecordError",
+    "canonical_lead",
+    "lead_positions",
+    "make_record",
+    "parse_header",
+    "read_record",
+    "unit_scale",
+]
+
 
 # ----------------------------------------------------------------------------------------- WFDB
 @dataclass(frozen=True)
@@ -57,8 +69,15 @@ _FMT_RE = re.compile(r"^(\d+)(?:x(\d+))?(?::(\d+))?(?:\+(\d+))?$")
 _GAIN_RE = re.compile(r"^([-+0-9.eE]+)(?:\(([-+0-9.eE]+)\))?(?:/(\S*))?$")
 _FS_RE = re.compile(r"^([0-9.eE+-]+)(?:/[0-9.eE+-]+)?(?:\([-0-9.eE+]+\))?$")
 # format -> (bits per sample, the "invalid sample" code)
-_BITS = {"16": (16, -32768), "61": (16, -32768), "80": (8, -128), "160": (16, -32768),
-         "212": (12, -2048), "24": (24, -(2**23)), "32": (32, -(2**31))}
+_BITS = {
+    "16": (16, -32768),
+    "61": (16, -32768),
+    "80": (8, -128),
+    "160": (16, -32768),
+    "212": (12, -2048),
+    "24": (24, -(2**23)),
+    "32": (32, -(2**31)),
+}
 
 
 def parse_header(text: str, where: str) -> tuple[dict[str, Any], list[_Sig], list[str]]:
@@ -113,8 +132,19 @@ def parse_header(text: str, where: str) -> tuple[dict[str, Any], list[_Sig], lis
         if not math.isfinite(gain) or (baseline is not None and not math.isfinite(baseline)):
             raise RecordError(where, f"bad signal line {clip(repr(line))} (gain/baseline not finite)", "header")
         name = t[8].strip() if len(t) > 8 else ""
-        sigs.append(_Sig(t[0], fm.group(1), int(fm.group(2) or 1), int(fm.group(3) or 0),
-                         int(fm.group(4) or 0), gain, adc_zero if baseline is None else baseline, units, name))
+        sigs.append(
+            _Sig(
+                t[0],
+                fm.group(1),
+                int(fm.group(2) or 1),
+                int(fm.group(3) or 0),
+                int(fm.group(4) or 0),
+                gain,
+                adc_zero if baseline is None else baseline,
+                units,
+                name,
+            )
+        )
     if len(sigs) != rec["nsig"]:
         raise RecordError(where, f"header declares {rec['nsig']} signals but lists {len(sigs)}", "header")
     return rec, sigs, comments
@@ -149,16 +179,23 @@ def _check_layout(where: str, sigs: list[Any], sizes: dict[str, int], max_skew: 
     for s in sigs:
         what = f"signal {clip(s.name)}" if s.name else f"a signal of {clip(s.file)}"
         if s.file in sizes and s.offset > sizes[s.file]:
-            raise RecordError(where, f"{what}: byte offset {s.offset} is beyond the end of data file "
-                              f"{clip(s.file)} ({sizes[s.file]} bytes)", "header")
+            raise RecordError(
+                where,
+                f"{what}: byte offset {s.offset} is beyond the end of data file {clip(s.file)} ({sizes[s.file]} bytes)",
+                "header",
+            )
         if s.skew > max_skew:
-            raise RecordError(where, f"{what}: skew of {s.skew} samples is more than the {max_skew} the record "
-                              "can hold", "header")
+            raise RecordError(
+                where, f"{what}: skew of {s.skew} samples is more than the {max_skew} the record can hold", "header"
+            )
 
 
 def _file_sizes(hea: Path, sigs: list[Any], where: str, root: str | Path | None) -> dict[str, int]:
-    return {f: check_file(confine(hea, f, root), where, f"data file {f}")
-            for f in dict.fromkeys(s.file for s in sigs) if f != "~"}
+    return {
+        f: check_file(confine(hea, f, root), where, f"data file {f}")
+        for f in dict.fromkeys(s.file for s in sigs)
+        if f != "~"
+    }
 
 
 def check_wfdb_files(hea: Path, rec: dict[str, Any], sigs: list[Any], text: str, root: str | Path | None) -> None:
@@ -173,8 +210,7 @@ def check_wfdb_files(hea: Path, rec: dict[str, Any], sigs: list[Any], text: str,
             if not tok or tok[0] == "~":
                 continue
             seg = confine(hea, f"{tok[0]}.hea", root)
-            seg_rec, seg_sigs, _ = parse_header(read_small_text(seg, where, f"segment header {tok[0]}.hea"),
-                                                seg.name)
+            seg_rec, seg_sigs, _ = parse_header(read_small_text(seg, where, f"segment header {tok[0]}.hea"), seg.name)
             if seg_rec["multi"]:
                 raise RecordError(where, f"segment {clip(tok[0])} is itself multi-segment", "header")
             headers.append((seg_rec["nsamp"] or 0, seg_sigs, _file_sizes(seg, seg_sigs, where, root)))
@@ -188,8 +224,12 @@ def check_wfdb_files(hea: Path, rec: dict[str, Any], sigs: list[Any], text: str,
         _check_layout(where, seg_sigs, sizes, samples or limit // nsig)
     skew = max((s.skew for _, seg_sigs, _ in headers for s in seg_sigs), default=0)
     if (nsamp + skew) * nsig > limit:
-        raise RecordError(where, f"header declares {nsamp} samples{f' (+{skew} of skew)' if skew else ''} x {nsig} "
-                          f"signals, more than its data files ({total} bytes) can hold", "length")
+        raise RecordError(
+            where,
+            f"header declares {nsamp} samples{f' (+{skew} of skew)' if skew else ''} x {nsig} "
+            f"signals, more than its data files ({total} bytes) can hold",
+            "length",
+        )
 
 
 def _read_wfdb(hea: Path, root: str | Path | None = None) -> Record:
@@ -225,11 +265,18 @@ def _read_wfdb(hea: Path, root: str | Path | None = None) -> Record:
         n = avail if nsamp is None or nsamp == 0 else nsamp
         need = math.ceil(n * k * bits / 8)
         if size < need:
-            raise RecordError(fname, f"truncated: header says {n} samples x {k} signals ({need} bytes) but "
-                              f"the file holds {max(size, 0)} bytes ({avail} samples)", "truncated")
+            raise RecordError(
+                fname,
+                f"truncated: header says {n} samples x {k} signals ({need} bytes) but "
+                f"the file holds {max(size, 0)} bytes ({avail} samples)",
+                "truncated",
+            )
         if nsamp and size - need >= math.ceil(k * bits / 8):
-            raise RecordError(where, f"header says {n} samples but {fname} holds {avail} ({size} bytes): "
-                              "wrong length in the header", "length")
+            raise RecordError(
+                where,
+                f"header says {n} samples but {fname} holds {avail} ({size} bytes): wrong length in the header",
+                "length",
+            )
         raw = np.fromfile(path, dtype=np.uint8, count=need, offset=first.offset)
         d = _decode(raw, first.fmt, n * k).reshape(n, k).T
         gain = np.array([sigs[i].gain for i in idx], np.float64)
@@ -287,8 +334,7 @@ def _sidecar(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _read_array(path: Path, arr: np.ndarray, *, fs: float | None, leads: Any, units: str | None,
-                layout: str) -> Record:
+def _read_array(path: Path, arr: np.ndarray, *, fs: float | None, leads: Any, units: str | None, layout: str) -> Record:
     side = _sidecar(path)
     fs = fs if fs is not None else side.get("fs")
     if fs is None:
@@ -302,8 +348,15 @@ def _read_array(path: Path, arr: np.ndarray, *, fs: float | None, leads: Any, un
     return make_record(path.stem, arr, fs, leads, path.name, scale=scale, meta={"format": path.suffix[1:]})
 
 
-def read_record(path: str | Path, *, fs: float | None = None, leads: Any = None, units: str | None = None,
-                index: int | None = None, root: str | Path | None = None) -> Record:
+def read_record(
+    path: str | Path,
+    *,
+    fs: float | None = None,
+    leads: Any = None,
+    units: str | None = None,
+    index: int | None = None,
+    root: str | Path | None = None,
+) -> Record:
     """Read one record, dispatching on the suffix: ``.hea``, ``.mat``, ``.npy``, ``.h5``/``.hdf5``.
 
     Args:
@@ -349,5 +402,6 @@ def read_record(path: str | Path, *, fs: float | None = None, leads: Any = None,
         raise
     except Exception as exc:  # last line of defence: a corrupt file must never crash a long prepare
         raise RecordError(path.name, f"unreadable ({type(exc).__name__}: {exc})") from None
-    raise RecordError(path.name, f"unknown file type {suffix or '(none)'}; expected .hea, .mat, .npy or .h5",
-                      "unreadable")
+    raise RecordError(
+        path.name, f"unknown file type {suffix or '(none)'}; expected .hea, .mat, .npy or .h5", "unreadable"
+    )

@@ -14,8 +14,7 @@ from ecgmae.data.store_reader import Store
 from ecgmae.errors import DataError
 
 
-def patient_split(store: Store, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-                  ) -> dict[str, np.ndarray]:
+def patient_split(store: Store, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0) -> dict[str, np.ndarray]:
     """A fresh patient-aware split of a whole store: ``{"train": idx, "val": idx, "test": idx}``."""
     keys = group_keys(store.index["patient"].tolist(), store.index["record"].tolist())
     splits, _ = assign_splits(keys, fractions, seed)
@@ -26,8 +25,12 @@ def _open(store: Store | str | Path) -> Store:
     return store if isinstance(store, Store) else Store.open(store)
 
 
-def shared_patients(store_a: Store | str | Path, store_b: Store | str | Path, split_b: str = "test",
-                    splits_a: str | Sequence[str] | None = None) -> list[str]:
+def shared_patients(
+    store_a: Store | str | Path,
+    store_b: Store | str | Path,
+    split_b: str = "test",
+    splits_a: str | Sequence[str] | None = None,
+) -> list[str]:
     """Patients (record ids where no patient id is known) of ``store_b``'s ``split_b`` that also appear in
     ``store_a``, or in its ``splits_a`` when given; sorted."""
     a, b = _open(store_a), _open(store_b)
@@ -40,8 +43,12 @@ def shared_patients(store_a: Store | str | Path, store_b: Store | str | Path, sp
     return sorted(keys_a & keys_b)
 
 
-def check_no_leakage(store_a: Store | str | Path, store_b: Store | str | Path, split_b: str = "test",
-                     split_a: str | Sequence[str] | None = None) -> None:
+def check_no_leakage(
+    store_a: Store | str | Path,
+    store_b: Store | str | Path,
+    split_b: str = "test",
+    split_a: str | Sequence[str] | None = None,
+) -> None:
     """Raise if a patient of ``store_b``'s ``split_b`` also appears in ``store_a`` (or its ``split_a``).
 
     Use it before fine-tuning on ``store_b`` an encoder pre-trained on ``store_a``. Records without a
@@ -53,23 +60,32 @@ def check_no_leakage(store_a: Store | str | Path, store_b: Store | str | Path, s
     shared = shared_patients(store_a, store_b, split_b, split_a)
     if shared:
         a, b = _open(store_a), _open(store_b)
-        where_a = a.path.name + (f" split(s) '{','.join([split_a] if isinstance(split_a, str) else split_a)}'"
-                                 if split_a else "")
-        raise DataError(f"{len(shared)} patient(s) of {b.path.name} split '{split_b}' also appear in {where_a}: "
-                        f"{', '.join(shared[:10])}{' ...' if len(shared) > 10 else ''}")
+        where_a = a.path.name + (
+            f" split(s) '{','.join([split_a] if isinstance(split_a, str) else split_a)}'" if split_a else ""
+        )
+        raise DataError(
+            f"{len(shared)} patient(s) of {b.path.name} split '{split_b}' also appear in {where_a}: "
+            f"{', '.join(shared[:10])}{' ...' if len(shared) > 10 else ''}"
+        )
 
 
-def pretraining_leakage(pretrain_store: str | None, pretrain_splits: Sequence[str] | None, store: Store,
-                        split: str = "test") -> dict[str, object]:
+def pretraining_leakage(
+    pretrain_store: str | None, pretrain_splits: Sequence[str] | None, store: Store, split: str = "test"
+) -> dict[str, object]:
     """Whether patients of ``store``'s ``split`` were among an encoder's pre-training records.
 
     ``pretrain_store`` and ``pretrain_splits`` come from the encoder's header (``data.store``,
     ``train.config.splits``). Returns ``{"checked", "pretrain_store", "pretrain_splits", "shared_patients",
     "examples"}``; ``checked`` is False when the pre-training store is no longer there to compare with.
     """
-    out: dict[str, object] = {"checked": False, "pretrain_store": pretrain_store,
-                              "pretrain_splits": list(pretrain_splits) if pretrain_splits else None,
-                              "split": split, "shared_patients": None, "examples": []}
+    out: dict[str, object] = {
+        "checked": False,
+        "pretrain_store": pretrain_store,
+        "pretrain_splits": list(pretrain_splits) if pretrain_splits else None,
+        "split": split,
+        "shared_patients": None,
+        "examples": [],
+    }
     if not pretrain_store or not (Path(pretrain_store) / "meta.json").is_file():
         return out
     try:

@@ -91,7 +91,7 @@ class _Walk:
         mdtype, count_n, data, pos = self.element(pos)
         if mdtype not in (_INT8, _UTF8) or count_n > _NAME_MAX:
             raise self.fail("malformed (array name)")
-        return count, flags, dims, bytes(self.buf[data:data + count_n]).decode("latin1"), pos
+        return count, flags, dims, bytes(self.buf[data : data + count_n]).decode("latin1"), pos
 
     def matrix(self, pos: int, depth: int = 0) -> int:
         """Check the array at ``pos`` and everything in it; where the next element starts."""
@@ -107,8 +107,7 @@ class _Walk:
         n, cls = math.prod(dims), flags & 0xFF
         self.elements += n
         if self.elements > self.limit:  # before scipy allocates them, by shape alone
-            raise self.fail(f"{what} declares {n} elements, more than the {self.limit} a file of this size may "
-                            "hold")
+            raise self.fail(f"{what} declares {n} elements, more than the {self.limit} a file of this size may hold")
         if cls in _NUMERIC or cls == _CHAR:
             pos = self.element(pos)[3]
             if flags & 0x0800:  # complex: the imaginary part follows
@@ -140,11 +139,15 @@ def _variables(raw: Any, size: int, order: str, where: str) -> list[tuple[str, i
         raw.seek(pos)
         mdtype, count = struct.unpack(order + "II", raw.read(8))
         if pos + 8 + count > size:
-            raise RecordError(where, f"unreadable MATLAB file: truncated (the variable at byte {pos} declares "
-                              f"{count} bytes, the file ends at {size})")
+            raise RecordError(
+                where,
+                f"unreadable MATLAB file: truncated (the variable at byte {pos} declares "
+                f"{count} bytes, the file ends at {size})",
+            )
         if count == 0 or mdtype not in (_MATRIX, _COMPRESSED):
-            raise RecordError(where, f"unreadable MATLAB file (an element of type {mdtype} and {count} bytes at "
-                              f"byte {pos})")
+            raise RecordError(
+                where, f"unreadable MATLAB file (an element of type {mdtype} and {count} bytes at byte {pos})"
+            )
         if mdtype == _COMPRESSED:
             try:
                 head = zlib.decompressobj().decompress(raw.read(min(count, 1 << 16)), 1024)
@@ -163,8 +166,12 @@ def _variables(raw: Any, size: int, order: str, where: str) -> list[tuple[str, i
 
 def _check_budget(where: str, name: str, declared: int, size: int) -> None:
     if declared > (budget := variable_budget(size)):
-        raise RecordError(where, f"variable {name!r} declares {declared} bytes, more than a {size}-byte file may "
-                          f"hold ({budget}: {INFLATE_RATIO} times its size)", "size")
+        raise RecordError(
+            where,
+            f"variable {name!r} declares {declared} bytes, more than a {size}-byte file may "
+            f"hold ({budget}: {INFLATE_RATIO} times its size)",
+            "size",
+        )
 
 
 def load_variable(path: Path, name: str) -> tuple[Any | None, list[str]]:

@@ -43,8 +43,10 @@ def check_leads(leads: Sequence[str] | None, n_rows: int, model_leads: Sequence[
     """Canonical names of the ``n_rows`` rows of a signal (default: the model's leads, in order)."""
     if leads is None:
         if n_rows != len(model_leads):
-            raise DataError(f"{name}: {n_rows} rows but the model's {len(model_leads)} leads are "
-                            f"{', '.join(model_leads)}; pass leads=[...] naming each row")
+            raise DataError(
+                f"{name}: {n_rows} rows but the model's {len(model_leads)} leads are "
+                f"{', '.join(model_leads)}; pass leads=[...] naming each row"
+            )
         return list(model_leads)
     if isinstance(leads, str):
         leads = [n.strip() for n in leads.split(",")]
@@ -60,12 +62,14 @@ def check_leads(leads: Sequence[str] | None, n_rows: int, model_leads: Sequence[
         raise DataError(f"{name}: lead(s) {', '.join(dup)} given twice (names {', '.join(map(str, leads))})")
     known = [n for n in canon if n in model_leads]
     if not known:
-        raise DataError(f"{name}: none of its leads ({', '.join(canon)}) is one the model knows "
-                        f"({', '.join(model_leads)})")
+        raise DataError(
+            f"{name}: none of its leads ({', '.join(canon)}) is one the model knows ({', '.join(model_leads)})"
+        )
     extra = [n for n in canon if n not in model_leads]
     if extra:
-        log.info("%s: ignoring lead(s) %s (the model was trained on %s)", name, ", ".join(extra),
-                 ", ".join(model_leads))
+        log.info(
+            "%s: ignoring lead(s) %s (the model was trained on %s)", name, ", ".join(extra), ", ".join(model_leads)
+        )
     return canon
 
 
@@ -76,8 +80,9 @@ def check_signal(signal: Any, name: str) -> np.ndarray:
     except (TypeError, ValueError) as exc:
         raise DataError(f"{name}: not a numeric array ({exc})") from None
     if x.ndim == 1:
-        raise DataError(f"{name}: 1-D array of {x.shape[0]} samples; pass (leads, samples), e.g. "
-                        "signal[None] with leads=['II']")
+        raise DataError(
+            f"{name}: 1-D array of {x.shape[0]} samples; pass (leads, samples), e.g. signal[None] with leads=['II']"
+        )
     if x.ndim != 2:
         raise DataError(f"{name}: expected a (leads, samples) array, got shape {x.shape}")
     if x.shape[0] == 0:
@@ -87,13 +92,16 @@ def check_signal(signal: Any, name: str) -> np.ndarray:
     bad = ~np.isfinite(x)
     if bad.any():
         rows = np.flatnonzero(bad.any(axis=1)).tolist()
-        raise DataError(f"{name}: {int(bad.sum())} NaN/inf sample(s) in row(s) {rows[:12]}; fill or drop them "
-                        "first (a lead that is entirely missing: leave its row out and name the others)")
+        raise DataError(
+            f"{name}: {int(bad.sum())} NaN/inf sample(s) in row(s) {rows[:12]}; fill or drop them "
+            "first (a lead that is entirely missing: leave its row out and name the others)"
+        )
     return x
 
 
-def prepare_signal(signal: Any, fs: Any, leads: Sequence[str] | None, cfg: PreprocessConfig, *,
-                   name: str = "signal") -> Prepared:
+def prepare_signal(
+    signal: Any, fs: Any, leads: Sequence[str] | None, cfg: PreprocessConfig, *, name: str = "signal"
+) -> Prepared:
     """Check one raw record (mV, channel-first) and apply the stored preprocessing ``cfg`` to it.
 
     Raises:

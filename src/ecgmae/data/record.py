@@ -21,8 +21,20 @@ from ecgmae.errors import DataError, clip, safe_name
 LEADS_12: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 _CANON = {name.lower(): name for name in LEADS_12}
 # Holter/monitoring names (MIT-BIH "MLII") and the Brazilian/European "DI, DII, DIII" convention.
-_ALIASES = {"mli": "I", "mlii": "II", "mliii": "III", "di": "I", "dii": "II", "diii": "III",
-            "d1": "I", "d2": "II", "d3": "III", "ml1": "I", "ml2": "II", "ml3": "III"}
+_ALIASES = {
+    "mli": "I",
+    "mlii": "II",
+    "mliii": "III",
+    "di": "I",
+    "dii": "II",
+    "diii": "III",
+    "d1": "I",
+    "d2": "II",
+    "d3": "III",
+    "ml1": "I",
+    "ml2": "II",
+    "ml3": "III",
+}
 # Physical unit -> factor to mV. A missing unit means mV (the WFDB default).
 _UNITS = {"mv": 1.0, "": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "v": 1e3, "nu": 1.0}
 # Sampling rates a record may declare, in Hz: below 1 Hz or above 20 kHz a header is wrong, not an ECG.
@@ -75,8 +87,9 @@ def canonical_lead(name: str) -> str:
         return _CANON[key]
     if key in _ALIASES:
         return _ALIASES[key]
-    raise DataError(f"unknown lead name {name!r}; expected one of {', '.join(LEADS_12)} "
-                    "(any case) or MLI/MLII/MLIII/DI/DII/DIII")
+    raise DataError(
+        f"unknown lead name {name!r}; expected one of {', '.join(LEADS_12)} (any case) or MLI/MLII/MLIII/DI/DII/DIII"
+    )
 
 
 def unit_scale(unit: str, where: str) -> float:
@@ -87,9 +100,18 @@ def unit_scale(unit: str, where: str) -> float:
     return _UNITS[key]
 
 
-def make_record(record: str, signal: Any, fs: float, names: Any, where: str, *,
-                scale: float | np.ndarray = 1.0, meta: dict[str, Any] | None = None,
-                labels: tuple[str, ...] = (), patient: str | None = None) -> Record:
+def make_record(
+    record: str,
+    signal: Any,
+    fs: float,
+    names: Any,
+    where: str,
+    *,
+    scale: float | np.ndarray = 1.0,
+    meta: dict[str, Any] | None = None,
+    labels: tuple[str, ...] = (),
+    patient: str | None = None,
+) -> Record:
     """Validate a raw ``(L, T)`` array and wrap it in a :class:`Record` with canonical lead names.
 
     Args:
@@ -133,13 +155,13 @@ def make_record(record: str, signal: Any, fs: float, names: Any, where: str, *,
             dropped.append(name)
             continue
         if lead in canon:
-            raise RecordError(where, f"lead {lead} appears twice ({names[keep[canon.index(lead)]]!r} and "
-                              f"{name!r})", "leads")
+            raise RecordError(
+                where, f"lead {lead} appears twice ({names[keep[canon.index(lead)]]!r} and {name!r})", "leads"
+            )
         keep.append(i)
         canon.append(lead)
     if not keep:
-        raise RecordError(where, f"no standard ECG lead among {', '.join(map(repr, names)) or 'none'}",
-                          "leads")
+        raise RecordError(where, f"no standard ECG lead among {', '.join(map(repr, names)) or 'none'}", "leads")
     scale_arr = np.broadcast_to(np.asarray(scale, dtype=np.float64), (arr.shape[0],))
     out = np.asarray(arr[keep], dtype=np.float32)
     if not np.all(scale_arr[keep] == 1.0):
@@ -151,8 +173,7 @@ def make_record(record: str, signal: Any, fs: float, names: Any, where: str, *,
         partial = (bad_per_lead > 0) & ~empty
         if partial.any():
             bad = ", ".join(f"{canon[i]} ({bad_per_lead[i]})" for i in np.flatnonzero(partial))
-            raise RecordError(where, f"{int(bad_per_lead[partial].sum())} NaN/inf samples in lead(s) {bad}",
-                              "nan")
+            raise RecordError(where, f"{int(bad_per_lead[partial].sum())} NaN/inf samples in lead(s) {bad}", "nan")
         if empty.all():
             raise RecordError(where, "every lead is entirely NaN", "nan")
         meta["nan_leads"] = tuple(canon[i] for i in np.flatnonzero(empty))
@@ -161,8 +182,6 @@ def make_record(record: str, signal: Any, fs: float, names: Any, where: str, *,
     if dropped:
         meta["dropped_leads"] = tuple(dropped)
     return Record(record, np.ascontiguousarray(out), fs, tuple(canon), tuple(labels), patient, meta)
-
-
 
 
 def lead_positions(leads: Sequence[str]) -> list[int] | None:

@@ -24,8 +24,18 @@ import numpy as np
 from ecgmae.data.record import RecordError
 from ecgmae.errors import TEXT_MAX, clip, safe_name
 
-__all__ = ["CELL_MAX_BYTES", "HEADER_MAX_BYTES", "TABLE_MAX_BYTES", "TEXT_MAX", "check_file", "check_table", "clip",
-           "confine", "read_small_text", "safe_name"]
+__all__ = [
+    "CELL_MAX_BYTES",
+    "HEADER_MAX_BYTES",
+    "TABLE_MAX_BYTES",
+    "TEXT_MAX",
+    "check_file",
+    "check_table",
+    "clip",
+    "confine",
+    "read_small_text",
+    "safe_name",
+]
 
 # A WFDB header is a few hundred bytes (a 12-lead one with comments about 1 kB); a sidecar JSON no more.
 HEADER_MAX_BYTES = 1 << 20
@@ -33,10 +43,16 @@ HEADER_MAX_BYTES = 1 << 20
 # labels, a report) a few hundred bytes. pandas holds a table in about 10-25 times its size.
 TABLE_MAX_BYTES = 256 << 20
 CELL_MAX_BYTES = 1 << 16
+
+
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a plain file"
@@ -60,13 +76,13 @@ def check_file(path: str | Path, where: str, label: str, *, max_bytes: int | Non
     except FileNotFoundError:
         raise RecordError(where, f"{label} not found", "missing_file") from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
-        raise RecordError(where, f"cannot read {label} ({getattr(exc, 'strerror', None) or exc})", "missing_file") \
-            from None
+        raise RecordError(
+            where, f"cannot read {label} ({getattr(exc, 'strerror', None) or exc})", "missing_file"
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise RecordError(where, f"{label} is {_kind(st.st_mode)}, not a regular file", "unreadable")
     if max_bytes is not None and st.st_size > max_bytes:
-        raise RecordError(where, f"{label} is {st.st_size} bytes, more than the {max_bytes} any {label} needs",
-                          "size")
+        raise RecordError(where, f"{label} is {st.st_size} bytes, more than the {max_bytes} any {label} needs", "size")
     return int(st.st_size)
 
 
@@ -90,8 +106,12 @@ def check_table(path: str | Path, label: str = "labels CSV") -> None:
             lengths = np.diff(np.concatenate((starts, [len(b)]))) - 1
             longest = int(lengths.argmax())
             if lengths[longest] > CELL_MAX_BYTES:
-                raise RecordError(where, f"a cell of more than {CELL_MAX_BYTES} bytes (from byte "
-                                  f"{done + int(starts[longest]) + 1}): not a {label}", "size")
+                raise RecordError(
+                    where,
+                    f"a cell of more than {CELL_MAX_BYTES} bytes (from byte "
+                    f"{done + int(starts[longest]) + 1}): not a {label}",
+                    "size",
+                )
             run = int(lengths[-1])
             quoted, done = bool(inside[-1]), done + len(b)
 
@@ -140,9 +160,11 @@ def confine(header: Path, name: str, root: str | Path | None = None) -> Path:
         real = path.resolve()
         bases = [folder.resolve(), header.resolve().parent] + ([Path(root).resolve()] if root is not None else [])
     except (OSError, RuntimeError, ValueError):  # a link loop, a NUL byte
-        raise RecordError(where, f"signal file '{clip(name)}' cannot be resolved (a link loop?)", "unreadable") \
-            from None
+        raise RecordError(
+            where, f"signal file '{clip(name)}' cannot be resolved (a link loop?)", "unreadable"
+        ) from None
     if not _within(real, bases):
-        raise RecordError(where, f"signal file '{clip(name)}' links to {clip(real)}, outside the corpus folder",
-                          "outside")
+        raise RecordError(
+            where, f"signal file '{clip(name)}' links to {clip(real)}, outside the corpus folder", "outside"
+        )
     return path

@@ -55,8 +55,10 @@ def fs_problem(fs: Any, target_fs: float, whose: str = "the model's", hint: str 
         return problem
     if value < target_fs * (1 - FS_TOL):
         hint = hint or f"use a model trained at <= {value:g} Hz"
-        return (f"sampled at {value:g} Hz, below {whose} {target_fs:g} Hz; upsampling cannot restore the missing "
-                f"band up to {target_fs / 2:g} Hz ({hint})")
+        return (
+            f"sampled at {value:g} Hz, below {whose} {target_fs:g} Hz; upsampling cannot restore the missing "
+            f"band up to {target_fs / 2:g} Hz ({hint})"
+        )
     return None
 
 
@@ -104,8 +106,9 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.fs, (int, float)) and math.isfinite(self.fs) and FS_RANGE[0] <= self.fs <= FS_RANGE[1]):
-            raise ConfigError(f"preprocess.fs: must be a sampling rate of {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz, got "
-                              f"{self.fs!r}")
+            raise ConfigError(
+                f"preprocess.fs: must be a sampling rate of {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz, got {self.fs!r}"
+            )
         if not (isinstance(self.seconds, (int, float)) and math.isfinite(self.seconds) and self.seconds >= 0):
             raise ConfigError(f"preprocess.seconds: must be >= 0, got {self.seconds!r}")
         try:
@@ -118,8 +121,10 @@ class PreprocessConfig:
         object.__setattr__(self, "fs", float(self.fs))
         object.__setattr__(self, "seconds", float(self.seconds))
         if self.n_samples * len(leads) > MAX_RECORD_VALUES:
-            raise ConfigError(f"preprocess.seconds: {self.seconds:g} s x {len(leads)} leads at {self.fs:g} Hz is more "
-                              f"than {MAX_RECORD_VALUES} values per record")
+            raise ConfigError(
+                f"preprocess.seconds: {self.seconds:g} s x {len(leads)} leads at {self.fs:g} Hz is more "
+                f"than {MAX_RECORD_VALUES} values per record"
+            )
         if isinstance(self.bandpass, str):
             if self.bandpass.strip().lower() not in ("auto", "none"):
                 raise ConfigError(f"preprocess.bandpass: expected (lo, hi), 'auto' or None, got {self.bandpass!r}")
@@ -130,12 +135,15 @@ class PreprocessConfig:
                 raise ConfigError(f"preprocess.bandpass: expected (lo, hi), got {self.bandpass!r}")
             lo, hi = (float(v) for v in self.bandpass)
             if not (0 <= lo < hi < self.fs / 2):
-                raise ConfigError(f"preprocess.bandpass: need 0 <= lo < hi < fs/2 = {self.fs / 2:g} Hz, "
-                                  f"got ({lo:g}, {hi:g})")
+                raise ConfigError(
+                    f"preprocess.bandpass: need 0 <= lo < hi < fs/2 = {self.fs / 2:g} Hz, got ({lo:g}, {hi:g})"
+                )
             object.__setattr__(self, "bandpass", (lo, hi))
-        for name, value, allowed in (("baseline", self.baseline, BASELINES),
-                                     ("normalise", self.normalise, NORMALISATIONS),
-                                     ("dtype", self.dtype, DTYPES)):
+        for name, value, allowed in (
+            ("baseline", self.baseline, BASELINES),
+            ("normalise", self.normalise, NORMALISATIONS),
+            ("dtype", self.dtype, DTYPES),
+        ):
             if value not in allowed:
                 raise ConfigError(f"preprocess.{name}: {value!r} is not one of {', '.join(allowed)}")
 
@@ -156,7 +164,7 @@ class PreprocessConfig:
 
 # ------------------------------------------------------------------------------------ resampling
 def _ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
-    frac = (Fraction(fs_out).limit_denominator(10**6) / Fraction(fs_in).limit_denominator(10**6))
+    frac = Fraction(fs_out).limit_denominator(10**6) / Fraction(fs_in).limit_denominator(10**6)
     frac = frac.limit_denominator(1000)
     if frac <= 0:
         raise DataError(f"cannot resample {fs_in} Hz to {fs_out} Hz")
@@ -199,8 +207,10 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
         return x.copy()
     up, down = _ratio(fs_in, fs_out)
     if up > MAX_UPSAMPLE * down:
-        raise DataError(f"will not resample {fs_in:g} Hz to {fs_out:g} Hz: {up / down:.4g} x more samples (the limit "
-                        f"is {MAX_UPSAMPLE} x)")
+        raise DataError(
+            f"will not resample {fs_in:g} Hz to {fs_out:g} Hz: {up / down:.4g} x more samples (the limit "
+            f"is {MAX_UPSAMPLE} x)"
+        )
     if up == down:
         return x.copy()
     return resample_poly(x, up, down, axis=-1, window=_fir(up, down)).astype(np.float32, copy=False)
@@ -246,8 +256,7 @@ def remove_baseline(x: np.ndarray, fs: float, method: str = "highpass") -> np.nd
 
         w1, w2 = int(0.2 * fs) | 1, int(0.6 * fs) | 1
         size = (1,) * (x.ndim - 1)
-        base = median_filter(median_filter(x, size=(*size, w1), mode="nearest"), size=(*size, w2),
-                             mode="nearest")
+        base = median_filter(median_filter(x, size=(*size, w1), mode="nearest"), size=(*size, w2), mode="nearest")
         return x - base
     raise DataError(f"unknown baseline method {method!r}; expected one of {', '.join(BASELINES)}")
 
@@ -289,8 +298,9 @@ def map_leads(x: np.ndarray, leads: Sequence[str], target: Sequence[str]) -> tup
     return out, present
 
 
-def preprocess(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: PreprocessConfig
-               ) -> tuple[np.ndarray, np.ndarray]:
+def preprocess(
+    signal: np.ndarray, fs: float, leads: Sequence[str], cfg: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Turn one raw record into model input.
 
     Args:
@@ -320,12 +330,15 @@ def preprocess(signal: np.ndarray, fs: float, leads: Sequence[str], cfg: Preproc
     rows = mapped[present]
     peak = float(np.abs(rows).max())
     if peak > MAX_AMPLITUDE_MV:  # the one amplitude rule: prepare, the API, embed/predict and serve
-        raise DataError(f"peak amplitude {peak:.3g} mV is more than any ECG (at most {MAX_AMPLITUDE_MV:g} mV): "
-                        "wrong gain or units?")
+        raise DataError(
+            f"peak amplitude {peak:.3g} mV is more than any ECG (at most {MAX_AMPLITUDE_MV:g} mV): wrong gain or units?"
+        )
     n_out = resampled_length(rows.shape[1], fs, cfg.fs)
     if n_out * len(cfg.leads) > MAX_RECORD_VALUES:  # checked before anything that size is allocated
-        raise DataError(f"{x.shape[1]} samples at {fs:g} Hz become {n_out} at {cfg.fs:g} Hz x {len(cfg.leads)} "
-                        f"leads, more than {MAX_RECORD_VALUES} values per record")
+        raise DataError(
+            f"{x.shape[1]} samples at {fs:g} Hz become {n_out} at {cfg.fs:g} Hz x {len(cfg.leads)} "
+            f"leads, more than {MAX_RECORD_VALUES} values per record"
+        )
     rows = resample(rows, fs, cfg.fs)
     if cfg.baseline != "none":
         rows = remove_baseline(rows, cfg.fs, cfg.baseline)

@@ -23,8 +23,9 @@ def valid_fractions(fractions: Sequence[float]) -> bool:
     return len(fr) == 3 and all(math.isfinite(v) and v >= 0 for v in fr) and abs(sum(fr) - 1) <= 1e-6
 
 
-def assign_splits(groups: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
-                  n_folds: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def assign_splits(
+    groups: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0, n_folds: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random split where all records of a group (patient) land in the same split and fold.
 
     Groups are shuffled, then laid end to end by record count; a group's split and fold are decided
@@ -67,9 +68,14 @@ def group_keys(patients: Sequence[str | None], records: Sequence[str]) -> list[s
     return [str(p) if p not in (None, "") else f"record:{r}" for p, r in zip(patients, records, strict=True)]
 
 
-def fill_splits(patients: Sequence[str | None], records: Sequence[str], splits: Sequence[str | None],
-                folds: Sequence[int | None], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
-                ) -> tuple[list[str], list[int]]:
+def fill_splits(
+    patients: Sequence[str | None],
+    records: Sequence[str],
+    splits: Sequence[str | None],
+    folds: Sequence[int | None],
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+) -> tuple[list[str], list[int]]:
     """Keep the splits a source gave; draw a patient-aware one (and folds) for records without.
 
     Returns:

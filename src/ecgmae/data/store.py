@@ -32,8 +32,21 @@ from ecgmae.errors import DataError, clip
 from ecgmae.outputs import check_own_folder, lock_beside, locked, read_json
 from ecgmae.utils import escape_table, log, swap_folder
 
-__all__ = ["INDEX", "LABELS", "META", "SIGNALS", "SKIPPED", "STORE_FORMAT", "Store", "check_own_store",
-           "check_prepare_args", "encode", "fingerprint", "is_store", "prepare_store"]
+__all__ = [
+    "INDEX",
+    "LABELS",
+    "META",
+    "SIGNALS",
+    "SKIPPED",
+    "STORE_FORMAT",
+    "Store",
+    "check_own_store",
+    "check_prepare_args",
+    "encode",
+    "fingerprint",
+    "is_store",
+    "prepare_store",
+]
 
 
 class _SignalWriter:
@@ -76,8 +89,16 @@ def fingerprint(source: str, src: Path, scan: Scan, cfg: PreprocessConfig, **opt
         except ValueError:
             name = str(p.resolve())
         files.append((name, st.st_size, st.st_mtime_ns))
-    payload = {"format": STORE_FORMAT, "ecgmae": __version__, "source": source, "src": str(src.resolve()),
-               "preprocess": cfg.to_dict(), "options": _public(scan.options), "files": files, **options}
+    payload = {
+        "format": STORE_FORMAT,
+        "ecgmae": __version__,
+        "source": source,
+        "src": str(src.resolve()),
+        "preprocess": cfg.to_dict(),
+        "options": _public(scan.options),
+        "files": files,
+        **options,
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -118,8 +139,10 @@ def _up_to_date(out: Path, fp: str, on_error: str) -> bool:
     # Same inputs, but the store's own files must still be there, whole (one deleted or cut short: rebuild).
     try:
         sizes = _file_sizes(out)
-        want = meta.get("files") or {SIGNALS: _NPY_HEADER + int(meta["counts"]["samples"]) * len(meta["leads"])
-                                     * np.dtype(meta["dtype"]).itemsize}
+        want = meta.get("files") or {
+            SIGNALS: _NPY_HEADER
+            + int(meta["counts"]["samples"]) * len(meta["leads"]) * np.dtype(meta["dtype"]).itemsize
+        }
     except (OSError, KeyError, TypeError, ValueError):
         log.warning("%s: damaged store (a file is missing): preparing it again", out)
         return False
@@ -147,8 +170,10 @@ def check_prepare_args(src: Path, out: Path, *, workers: int, split: Sequence[fl
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise DataError(f"--workers: must be a whole number >= 1, got {workers!r}")
     if not valid_fractions(split):
-        raise DataError(f"--split: need three finite fractions >= 0 (train, val, test) summing to 1, got "
-                        f"{','.join(f'{float(v):g}' for v in split)}")
+        raise DataError(
+            f"--split: need three finite fractions >= 0 (train, val, test) summing to 1, got "
+            f"{','.join(f'{float(v):g}' for v in split)}"
+        )
     s, o = src.resolve(), out.resolve()
     if s == o or s.is_relative_to(o):
         raise DataError(f"--out {out}: holds the corpus --src {src}; write the store somewhere else")
@@ -170,11 +195,23 @@ def _drop_own_output(scan: Scan, src: Path, out: Path) -> None:
     scan.items = [it for it in scan.items if not _inside(it.path, own)]
 
 
-def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, labels: Path | None = None,
-                  task: str | None = None, workers: int = 1, on_error: str = "skip", seed: int = 0,
-                  quiet: bool = False, classes: Sequence[str] | None = None,
-                  split: Sequence[float] = (0.8, 0.1, 0.1), options: dict[str, Any] | None = None,
-                  overwrite: bool = False) -> Path:
+def prepare_store(
+    source: str,
+    src: Path,
+    out: Path,
+    cfg: PreprocessConfig,
+    *,
+    labels: Path | None = None,
+    task: str | None = None,
+    workers: int = 1,
+    on_error: str = "skip",
+    seed: int = 0,
+    quiet: bool = False,
+    classes: Sequence[str] | None = None,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Read every record of ``src`` with ``source``, preprocess it and write the store ``out``.
 
     Args:
@@ -213,23 +250,26 @@ def prepare_store(source: str, src: Path, out: Path, cfg: PreprocessConfig, *, l
             opts["classes"] = tuple(classes)
         scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=opts)
         _drop_own_output(scan, src, out)
-        fp = fingerprint(source, src, scan, cfg, seed=seed, split=list(split), classes=list(classes or []),
-                         labels=str(labels or ""))
+        fp = fingerprint(
+            source, src, scan, cfg, seed=seed, split=list(split), classes=list(classes or []), labels=str(labels or "")
+        )
         if _up_to_date(out, fp, on_error):
             log.info("%s is up to date (same inputs and options): nothing to do", out)
             return out
         check_own_store(out)
         if out.exists() and is_store(out) and not overwrite and (read_json(out / META) or {}).get("fingerprint") != fp:
-            raise DataError(f"--out {out}: holds a store prepared from other inputs or options; pass --overwrite "
-                            "to replace it")
+            raise DataError(
+                f"--out {out}: holds a store prepared from other inputs or options; pass --overwrite to replace it"
+            )
         if scan.problems and on_error == "fail":
             raise DataError(scan.problems[0][3])
         _remove_stale_builds(out)
         tmp = out.parent / f"{out.name}.tmp-{secrets.token_hex(4)}"
         tmp.mkdir()  # not mkdtemp: the store should get the usual permissions, not 0700
         try:
-            meta = _build(tmp, source, src, scan, cfg, workers=workers, on_error=on_error, seed=seed, quiet=quiet,
-                         split=split)
+            meta = _build(
+                tmp, source, src, scan, cfg, workers=workers, on_error=on_error, seed=seed, quiet=quiet, split=split
+            )
             meta.update(fingerprint=fp, versions=_versions(), files=_file_sizes(tmp))
             (tmp / META).write_text(json.dumps(meta, indent=2, default=str) + "\n")  # the whole dir is atomic
             swap_folder(tmp, out, check=check_own_store)
@@ -253,14 +293,26 @@ def _remove_stale_builds(out: Path) -> None:
         log.info("%s: removed (left by an interrupted prepare)", stale)
 
 
-def _write_tables(tmp: Path, rows: list[dict[str, Any]], label_names: tuple[str, ...],
-                 skipped: list[tuple[str, str, str, str]], cfg: PreprocessConfig, seed: int,
-                 split: Sequence[float]) -> dict[str, Any]:
+def _write_tables(
+    tmp: Path,
+    rows: list[dict[str, Any]],
+    label_names: tuple[str, ...],
+    skipped: list[tuple[str, str, str, str]],
+    cfg: PreprocessConfig,
+    seed: int,
+    split: Sequence[float],
+) -> dict[str, Any]:
     """Assign missing splits, write index.csv, labels.npy and skipped.csv; return meta counts."""
     import pandas as pd
 
-    splits, folds = fill_splits([r["patient"] for r in rows], [r["record"] for r in rows],
-                                [r["split"] for r in rows], [r["fold"] for r in rows], split, seed)
+    splits, folds = fill_splits(
+        [r["patient"] for r in rows],
+        [r["record"] for r in rows],
+        [r["split"] for r in rows],
+        [r["fold"] for r in rows],
+        split,
+        seed,
+    )
     col = {name: j for j, name in enumerate(label_names)}
     matrix = np.zeros((len(rows), len(label_names)), np.uint8)
     for i, r in enumerate(rows):
@@ -268,20 +320,39 @@ def _write_tables(tmp: Path, rows: list[dict[str, Any]], label_names: tuple[str,
             if name in col:
                 matrix[i, col[name]] = 1
         r.update(labels=";".join(r["labels"]), split=splits[i], fold=folds[i], patient=r["patient"] or "")
-    index = pd.DataFrame(rows, columns=["record", "patient", "source", "split", "fold", "offset", "length",
-                                        "valid", "scale", "labels", "present", "age", "sex", "file"])
+    index = pd.DataFrame(
+        rows,
+        columns=[
+            "record",
+            "patient",
+            "source",
+            "split",
+            "fold",
+            "offset",
+            "length",
+            "valid",
+            "scale",
+            "labels",
+            "present",
+            "age",
+            "sex",
+            "file",
+        ],
+    )
     escape_table(index).to_csv(tmp / INDEX, index=False)  # names as text in a spreadsheet; Store.open undoes it
     np.save(tmp / LABELS, matrix)
-    escape_table(pd.DataFrame(skipped, columns=["record", "file", "kind", "message"])).to_csv(tmp / SKIPPED,
-                                                                                             index=False)
+    escape_table(pd.DataFrame(skipped, columns=["record", "file", "kind", "message"])).to_csv(
+        tmp / SKIPPED, index=False
+    )
     present = np.array([[c == "1" for c in r["present"]] for r in rows], bool)
     return {
         "records": len(rows),
         "samples": int(sum(r["length"] for r in rows)),
         "splits": {s: int(sum(r["split"] == s for r in rows)) for s in SPLITS},
         "labels": {name: int(matrix[:, j].sum()) for name, j in col.items()},
-        "missing_leads": {lead: int((~present[:, j]).sum()) for j, lead in enumerate(cfg.leads)
-                          if (~present[:, j]).any()},
+        "missing_leads": {
+            lead: int((~present[:, j]).sum()) for j, lead in enumerate(cfg.leads) if (~present[:, j]).any()
+        },
         "skipped": dict(Counter(kind for _, _, kind, _ in skipped)),
         "skipped_total": len(skipped),
     }
@@ -295,8 +366,11 @@ def encode(x: np.ndarray, dtype: str, where: str = "signal") -> tuple[np.ndarray
         scale = max(peak, 1e-3) / 32000.0
         return np.rint(x.T / scale).astype(np.int16), scale
     if dtype == "float16" and x.size and float(np.abs(x).max()) > 60000:
-        raise RecordError(where, f"amplitude {float(np.abs(x).max()):.3g} does not fit float16 (use --dtype "
-                          "int16 or check the units)", "range")
+        raise RecordError(
+            where,
+            f"amplitude {float(np.abs(x).max()):.3g} does not fit float16 (use --dtype int16 or check the units)",
+            "range",
+        )
     return np.ascontiguousarray(x.T, dtype=dtype), 1.0
 
 
@@ -307,13 +381,31 @@ def _to_row(cfg: PreprocessConfig, rec: Record) -> dict[str, Any]:
         raise RecordError(rec.meta.get("file", rec.record), problem, "rate")
     x, present = preprocess(rec.signal, rec.fs, rec.leads, cfg)
     data, scale = encode(x, cfg.dtype, rec.meta.get("file", rec.record))
-    return {"data": data, "scale": scale, "present": "".join("1" if p else "0" for p in present),
-            "valid": min(resampled_length(rec.signal.shape[1], rec.fs, cfg.fs), x.shape[1]),
-            "labels": rec.labels, "patient": rec.patient, "age": rec.meta.get("age"), "sex": rec.meta.get("sex")}
+    return {
+        "data": data,
+        "scale": scale,
+        "present": "".join("1" if p else "0" for p in present),
+        "valid": min(resampled_length(rec.signal.shape[1], rec.fs, cfg.fs), x.shape[1]),
+        "labels": rec.labels,
+        "patient": rec.patient,
+        "age": rec.meta.get("age"),
+        "sex": rec.meta.get("sex"),
+    }
 
 
-def _build(tmp: Path, source: str, src: Path, scan: Scan, cfg: PreprocessConfig, *, workers: int,
-          on_error: str, seed: int, quiet: bool, split: Sequence[float]) -> dict[str, Any]:
+def _build(
+    tmp: Path,
+    source: str,
+    src: Path,
+    scan: Scan,
+    cfg: PreprocessConfig,
+    *,
+    workers: int,
+    on_error: str,
+    seed: int,
+    quiet: bool,
+    split: Sequence[float],
+) -> dict[str, Any]:
     """Fill ``tmp`` with signals, index, labels and skipped list; return meta.json without fingerprint."""
     classes = tuple(scan.options.get("classes") or ())
     skipped = [(r, f, k, clip(m, 800)) for r, f, k, m in scan.problems]  # one line each, file text cut
@@ -334,8 +426,18 @@ def _build(tmp: Path, source: str, src: Path, scan: Scan, cfg: PreprocessConfig,
                 continue
             row = done.value
             offset = writer.add(row.pop("data"))
-            rows.append({"record": item.record, "source": source, "split": item.split, "fold": item.fold,
-                         "offset": offset, "length": writer.rows - offset, "file": _rel(item.path, src), **row})
+            rows.append(
+                {
+                    "record": item.record,
+                    "source": source,
+                    "split": item.split,
+                    "fold": item.fold,
+                    "offset": offset,
+                    "length": writer.rows - offset,
+                    "file": _rel(item.path, src),
+                    **row,
+                }
+            )
     finally:
         writer.close()
     if len(skipped) > 10:
@@ -350,19 +452,36 @@ def _build(tmp: Path, source: str, src: Path, scan: Scan, cfg: PreprocessConfig,
     else:
         names = tuple(sorted({n for r in rows for n in r["labels"]}))
     if len(names) > MAX_LABELS:  # before a records x labels matrix is allocated
-        raise DataError(f"{src}: {len(names)} distinct labels, more than {MAX_LABELS}: pick the ones to keep "
-                        "with --classes")
+        raise DataError(
+            f"{src}: {len(names)} distinct labels, more than {MAX_LABELS}: pick the ones to keep with --classes"
+        )
     counts = _write_tables(tmp, rows, names, skipped, cfg, seed, split)
-    log.info("prepared %d records (%d skipped%s) into %d samples x %d leads at %g Hz",
-             counts["records"], len(skipped), f": {reasons}" if reasons else "", counts["samples"],
-             len(cfg.leads), cfg.fs)
+    log.info(
+        "prepared %d records (%d skipped%s) into %d samples x %d leads at %g Hz",
+        counts["records"],
+        len(skipped),
+        f": {reasons}" if reasons else "",
+        counts["samples"],
+        len(cfg.leads),
+        cfg.fs,
+    )
     return {
-        "format": STORE_FORMAT, "source": source, "src": str(src.resolve()), "task": scan.options.get("task"),
-        "fs": cfg.fs, "leads": list(cfg.leads), "units": "mV" if cfg.normalise == "none" else "standardised",
-        "dtype": cfg.dtype, "layout": "signals.npy (total_samples, leads); record i = rows offset:offset+length",
-        "seconds": cfg.seconds, "preprocessing": cfg.to_dict(), "label_names": list(names), "counts": counts,
+        "format": STORE_FORMAT,
+        "source": source,
+        "src": str(src.resolve()),
+        "task": scan.options.get("task"),
+        "fs": cfg.fs,
+        "leads": list(cfg.leads),
+        "units": "mV" if cfg.normalise == "none" else "standardised",
+        "dtype": cfg.dtype,
+        "layout": "signals.npy (total_samples, leads); record i = rows offset:offset+length",
+        "seconds": cfg.seconds,
+        "preprocessing": cfg.to_dict(),
+        "label_names": list(names),
+        "counts": counts,
         "source_options": {k: v for k, v in _public(scan.options).items() if k != "target_fs"},
-        "seed": seed, "split_fractions": list(split),
+        "seed": seed,
+        "split_fractions": list(split),
     }
 
 

@@ -63,8 +63,9 @@ class Store:
         except (OSError, ValueError) as exc:
             raise DataError(f"{path / META}: unreadable ({exc})") from None
         if meta.get("format") != STORE_FORMAT:
-            raise DataError(f"{path}: store format {meta.get('format')!r}, this ecgmae reads {STORE_FORMAT}; "
-                            "prepare it again")
+            raise DataError(
+                f"{path}: store format {meta.get('format')!r}, this ecgmae reads {STORE_FORMAT}; prepare it again"
+            )
         try:
             index = unescape_table(pd.read_csv(path / INDEX, dtype=str, keep_default_na=False))
             labels = np.load(path / LABELS)
@@ -80,8 +81,7 @@ class Store:
             raise DataError(f"{path}: labels.npy has shape {labels.shape}, expected ({n}, {k})")
         end = int((index["offset"] + index["length"]).max()) if n else 0
         if signals.ndim != 2 or signals.shape[1] != len(meta["leads"]) or signals.shape[0] < end:
-            raise DataError(f"{path}: signals.npy has shape {signals.shape}, index needs ({end}, "
-                            f"{len(meta['leads'])})")
+            raise DataError(f"{path}: signals.npy has shape {signals.shape}, index needs ({end}, {len(meta['leads'])})")
         return cls(path, meta, index, labels)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -134,7 +134,7 @@ class Store:
         stop = n if stop is None else max(0, min(int(stop), n))
         start = max(0, min(int(start), stop))
         off = int(self._offsets[i])
-        block = self._array()[off + start: off + stop]
+        block = self._array()[off + start : off + stop]
         out = np.ascontiguousarray(block.T, dtype=np.float32)
         if self._int16:
             out *= self._scale[i]

@@ -56,9 +56,16 @@ def _fs_text(fs: float) -> str:
     return str(fs)
 
 
-def write_wfdb16(path_stem: Path | str, signal: np.ndarray, fs: float, lead_names: Sequence[str],
-                 comments: Sequence[str], adc_gain: float | Sequence[float], baseline: int | Sequence[int] = 0,
-                 units: str | Sequence[str] = "mV") -> int:
+def write_wfdb16(
+    path_stem: Path | str,
+    signal: np.ndarray,
+    fs: float,
+    lead_names: Sequence[str],
+    comments: Sequence[str],
+    adc_gain: float | Sequence[float],
+    baseline: int | Sequence[int] = 0,
+    units: str | Sequence[str] = "mV",
+) -> int:
     """Write ``{stem}.hea`` and ``{stem}.dat`` (WFDB format 16), byte-identical to ``wfdb.wrsamp``.
 
     Matches ``wfdb.wrsamp(name, fs=fs, units=..., sig_name=lead_names, p_signal=signal.T (float64),
@@ -113,16 +120,19 @@ def write_wfdb16(path_stem: Path | str, signal: np.ndarray, fs: float, lead_name
     nan = np.isnan(d)
     clipped = int((np.abs(d) > DIGITAL_MAX).sum())
     if clipped:
-        log.warning("%s: %d samples beyond the int16 range (+-%d digital units) were clipped",
-                    name, clipped, DIGITAL_MAX)
+        log.warning(
+            "%s: %d samples beyond the int16 range (+-%d digital units) were clipped", name, clipped, DIGITAL_MAX
+        )
         np.clip(d, -DIGITAL_MAX, DIGITAL_MAX, out=d)
     d[nan] = DIGITAL_NAN
     digital = d.astype("<i2")
     checksum = digital.sum(axis=1, dtype=np.int64) % 65536
 
     header = [f"{name} {n_sig} {_fs_text(fs)} {n}"]
-    header += [f"{name}.dat 16 {g}({b})/{u} 16 0 {int(i)} {int(c)} 0 {s}"
-               for g, b, u, i, c, s in zip(gains, base, unit, digital[:, 0], checksum, names, strict=True)]
+    header += [
+        f"{name}.dat 16 {g}({b})/{u} 16 0 {int(i)} {int(c)} 0 {s}"
+        for g, b, u, i, c, s in zip(gains, base, unit, digital[:, 0], checksum, names, strict=True)
+    ]
     header += [f"# {c}" for c in lines]
     with atomic_path(stem.with_name(f"{name}.dat")) as tmp:
         tmp.write_bytes(np.ascontiguousarray(digital.T).tobytes())  # frame by frame: (T, L)
@@ -136,8 +146,9 @@ def is_synth_folder(folder: Path, markers: Sequence[str] = SYNTH_MARKERS) -> boo
     or source.json with the ecgmae version), not merely a file of that name."""
     for name in markers:
         meta = read_json(Path(folder) / name)
-        if isinstance(meta, dict) and ((meta.get("generator") or {}).get("name") == "ecgmae synth"
-                                       or "ecgmae_version" in meta):
+        if isinstance(meta, dict) and (
+            (meta.get("generator") or {}).get("name") == "ecgmae synth" or "ecgmae_version" in meta
+        ):
             return True
     return False
 
@@ -152,13 +163,13 @@ def _check_target(out: Path, overwrite: bool, markers: Sequence[str]) -> None:
 
 def _check_own(out: Path, markers: Sequence[str]) -> None:
     """Only a folder ``ecgmae synth`` wrote, holding nothing else, is replaced."""
-    check_own_folder(out, "synth folder", marked=lambda f: is_synth_folder(f, markers),
-                     names=(*SYNTH_FILES, *markers))
+    check_own_folder(out, "synth folder", marked=lambda f: is_synth_folder(f, markers), names=(*SYNTH_FILES, *markers))
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path | str, *, overwrite: bool = False,
-                  markers: Sequence[str] = SYNTH_MARKERS) -> Iterator[Path]:
+def staged_folder(
+    out: Path | str, *, overwrite: bool = False, markers: Sequence[str] = SYNTH_MARKERS
+) -> Iterator[Path]:
     """Yield a hidden temp folder beside ``out``; rename it onto ``out`` only if the block succeeds.
 
     An interrupted or failed block leaves neither a half-written ``out`` nor the temp folder.

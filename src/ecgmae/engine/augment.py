@@ -12,8 +12,9 @@ import torch
 from ecgmae.engine.config import AugmentConfig
 
 
-def _uniform(shape: tuple[int, ...], gen: torch.Generator, x: torch.Tensor, low: float = 0.0,
-             high: float = 1.0) -> torch.Tensor:
+def _uniform(
+    shape: tuple[int, ...], gen: torch.Generator, x: torch.Tensor, low: float = 0.0, high: float = 1.0
+) -> torch.Tensor:
     """Uniform draws on the generator's (CPU) device, moved to ``x``'s device and dtype."""
     u = torch.rand(shape, generator=gen)
     return (low + (high - low) * u).to(device=x.device, dtype=x.dtype)

@@ -104,8 +104,9 @@ class TrainerConfig:
         if self.num_workers < 0:
             raise ConfigError(f"trainer.num_workers must be >= 0, got {self.num_workers}")
         if self.num_nodes < 1 or self.log_every < 1:
-            raise ConfigError(f"trainer.num_nodes and trainer.log_every must be >= 1, got {self.num_nodes}, "
-                              f"{self.log_every}")
+            raise ConfigError(
+                f"trainer.num_nodes and trainer.log_every must be >= 1, got {self.num_nodes}, {self.log_every}"
+            )
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,17 @@ class EpochSampler(Sampler):
             resumed from a mid-epoch checkpoint (an interrupted run's) goes on with the next batch.
     """
 
-    def __init__(self, n: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
-                 epoch_fn: Callable[[], int] | None = None, skip_fn: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int,
+        shuffle: bool,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_fn: Callable[[], int] | None = None,
+        skip_fn: Callable[[], int] | None = None,
+    ) -> None:
         if n <= 0:
             raise DataError("no training records: the selected split is empty")
         self.n, self.seed, self.shuffle = n, seed, shuffle
@@ -179,8 +188,9 @@ def make_loader(
         raise TypeError(f"make_loader: needs a map-style dataset with a length, got {type(dataset).__name__}")
     sampler: Sampler[int] | list[int]
     if train:
-        sampler = EpochSampler(len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world_size,
-                               epoch_fn=epoch_fn, skip_fn=skip_fn)
+        sampler = EpochSampler(
+            len(dataset), seed=seed, shuffle=True, rank=rank, world_size=world_size, epoch_fn=epoch_fn, skip_fn=skip_fn
+        )
         dataset = EpochKeyed(dataset)
         drop_last = len(sampler) >= batch_size
     else:

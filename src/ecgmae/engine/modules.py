@@ -74,8 +74,16 @@ class MAEModule(_Base):
             lead, which gives the same loss without a per-step host sync (and graph break under compile).
     """
 
-    def __init__(self, model: nn.Module, optim: OptimConfig, total_steps: int, seed: int,
-                 lead_idx: list[int] | None = None, *, use_present: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optim: OptimConfig,
+        total_steps: int,
+        seed: int,
+        lead_idx: list[int] | None = None,
+        *,
+        use_present: bool = True,
+    ) -> None:
         super().__init__(model, optim, total_steps, seed, lead_idx)
         self.use_present = use_present
 
@@ -216,8 +224,9 @@ class ClassifierModule(_Base):
     def _logits(self, batch: dict[str, Any]) -> torch.Tensor:
         """Window logits of ``batch["x"]``, absent leads withheld as in inference."""
         present = batch.get("present") if self.use_present else None
-        return forward_windows(lambda x, li: self.model(x, lead_idx=li), batch["x"], present, self.lead_idx,
-                               self.tokens)
+        return forward_windows(
+            lambda x, li: self.model(x, lead_idx=li), batch["x"], present, self.lead_idx, self.tokens
+        )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self._logits(batch).float()

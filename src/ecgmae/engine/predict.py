@@ -35,10 +35,17 @@ def predict_records(
     ds = WindowDataset(store, indices, window, stride)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     li = None if lead_idx is None else torch.tensor(lead_idx, dtype=torch.long)
-    batches = ((b["record"].numpy(), b["x"], b["present"])  # absent leads withheld as in the API
-               for b in progress(loader, quiet=quiet, desc="predict", unit="batch"))
-    _, p = infer_records(lambda x, li: torch.sigmoid(model(x, lead_idx=li).float()), batches, lead_idx=li,
-                           tokens=tokenization(model), how=aggregate)
+    batches = (
+        (b["record"].numpy(), b["x"], b["present"])  # absent leads withheld as in the API
+        for b in progress(loader, quiet=quiet, desc="predict", unit="batch")
+    )
+    _, p = infer_records(
+        lambda x, li: torch.sigmoid(model(x, lead_idx=li).float()),
+        batches,
+        lead_idx=li,
+        tokens=tokenization(model),
+        how=aggregate,
+    )
     y_all = store.labels[np.asarray(indices)]
     if class_idx is not None:
         y_all = y_all[:, class_idx]

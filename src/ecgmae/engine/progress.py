@@ -35,13 +35,19 @@ class RunBar(Callback):
         total = trainer.estimated_stepping_batches
         tty = sys.stderr.isatty()
         self.bar = tqdm(
-            total=int(total) if math.isfinite(total) else None, initial=trainer.global_step,
-            desc=Path(trainer.default_root_dir).name or "train", unit="step", dynamic_ncols=True,
-            leave=not in_stages(), file=sys.stderr, mininterval=0.5 if tty else 30.0,
+            total=int(total) if math.isfinite(total) else None,
+            initial=trainer.global_step,
+            desc=Path(trainer.default_root_dir).name or "train",
+            unit="step",
+            dynamic_ncols=True,
+            leave=not in_stages(),
+            file=sys.stderr,
+            mininterval=0.5 if tty else 30.0,
         )
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.bar is None:
             return
         step = trainer.global_step

@@ -65,8 +65,9 @@ class _Loaders(L.LightningDataModule):
 
     def train_dataloader(self) -> Any:
         t = self.trainer  # steps per epoch as the schedule and the check interval count them
-        self._epoch_steps = _steps(len(self.train_ds), self.batch_size, t.world_size if t else 1,
-                                   t.accumulate_grad_batches if t else 1, 1, -1)
+        self._epoch_steps = _steps(
+            len(self.train_ds), self.batch_size, t.world_size if t else 1, t.accumulate_grad_batches if t else 1, 1, -1
+        )
         return make_loader(self.train_ds, train=True, epoch_fn=self._epoch, skip_fn=self._skip, **self._kw())
 
     def _epoch(self) -> int:
@@ -174,8 +175,11 @@ def _pretrain(store: Store, out: Path, cfg: PretrainConfig, *, resume: bool, qui
     spec = ModelSpec("encoder", cfg.model, mae_cfg)
     seed_everything(cfg.seed)
     contrastive = cfg.method != "mae"
-    model: torch.nn.Module = (ContrastiveModel(cast(ECGEncoder, build_model(spec)), cfg.proj_dim) if contrastive
-                              else build_model(dataclasses.replace(spec, kind="mae")))
+    model: torch.nn.Module = (
+        ContrastiveModel(cast(ECGEncoder, build_model(spec)), cfg.proj_dim)
+        if contrastive
+        else build_model(dataclasses.replace(spec, kind="mae"))
+    )
     seconds = cfg.window_seconds
     if seconds is None and contrastive:  # two views come from a span of two windows
         seconds = float(store.meta.get("seconds") or store.preprocess_config.seconds) / 2
@@ -192,26 +196,54 @@ def _pretrain(store: Store, out: Path, cfg: PretrainConfig, *, resume: bool, qui
             train_ds = PairSpanDataset(train_ds, None if groups is None else groups[train_idx])
             val_ds = None if val_ds is None else PairSpanDataset(val_ds, None if groups is None else groups[val_idx])
         trainer = build_trainer(
-            cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor=None,
-            grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
+            cfg.trainer,
+            out,
+            max_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            monitor=None,
+            grad_clip=cfg.optim.grad_clip,
+            quiet=quiet,
+            has_val=val_ds is not None,
             epoch_steps=_epoch_steps(len(train_ds), cfg.batch_size, cfg.trainer.accumulate),
         )
-        total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate,
-                       cfg.epochs, cfg.max_steps)
+        total = _steps(
+            len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate, cfg.epochs, cfg.max_steps
+        )
         net, leads = _maybe_compile(model, cfg.trainer.compile), lead_positions(store.leads)
         module: L.LightningModule = (
-            ContrastiveModule(net, cfg.optim, total, cfg.seed, method=cfg.method, temperature=cfg.temperature,
-                              augment_cfg=cfg.augment, lead_idx=leads)
-            if contrastive else MAEModule(net, cfg.optim, total, cfg.seed, lead_idx=leads,
-                                          use_present=not store.all_present(np.concatenate([train_idx, val_idx])))
+            ContrastiveModule(
+                net,
+                cfg.optim,
+                total,
+                cfg.seed,
+                method=cfg.method,
+                temperature=cfg.temperature,
+                augment_cfg=cfg.augment,
+                lead_idx=leads,
+            )
+            if contrastive
+            else MAEModule(
+                net,
+                cfg.optim,
+                total,
+                cfg.seed,
+                lead_idx=leads,
+                use_present=not store.all_present(np.concatenate([train_idx, val_idx])),
+            )
         )
         loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
         fit(trainer, module, loaders, resume=resume)
         if not trainer.is_global_zero:
             return out
-        header = dataclasses.replace(header, train=dataclasses.replace(
-            header.train, steps=int(trainer.global_step), final_loss=_last_metric(trainer, "train/loss_epoch"),
-            runtime=runtime(trainer)))
+        header = dataclasses.replace(
+            header,
+            train=dataclasses.replace(
+                header.train,
+                steps=int(trainer.global_step),
+                final_loss=_last_metric(trainer, "train/loss_epoch"),
+                runtime=runtime(trainer),
+            ),
+        )
         _finish_logs(out)
     save_checkpoint(out / "encoder.safetensors", cast(torch.nn.Module, model.encoder).state_dict(), header)
     if not contrastive:
@@ -227,11 +259,14 @@ def _groups(store: Store, positives: str) -> np.ndarray | None:
     if positives != "patient":
         return None
     # an integer per record, shared by the records of one patient (records without one stand alone)
-    _, groups = np.unique(group_keys(store.index["patient"].tolist(), store.index["record"].tolist()),
-                          return_inverse=True)
+    _, groups = np.unique(
+        group_keys(store.index["patient"].tolist(), store.index["record"].tolist()), return_inverse=True
+    )
     if len(np.unique(groups)) == len(groups):
-        log.warning("positives='patient': the store names no patient with several records; "
-                    "each record is its own positive pair (as with positives='record')")
+        log.warning(
+            "positives='patient': the store names no patient with several records; "
+            "each record is its own positive pair (as with positives='record')"
+        )
     return groups
 
 
@@ -273,15 +308,18 @@ def finetune(
         return _finetune(store, out, cfg, encoder, resume=resume, quiet=quiet)
 
 
-def _finetune(store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path | None, *, resume: bool,
-              quiet: bool) -> dict[str, Any]:
+def _finetune(
+    store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path | None, *, resume: bool, quiet: bool
+) -> dict[str, Any]:
     if cfg.mode != "scratch" and encoder is None:
         raise CheckpointError(f"--mode {cfg.mode} needs --encoder RUN (a pre-training run directory)")
     seed_everything(cfg.seed)
     class_idx = select_classes(store.label_names, store.labels, cfg.classes)
     if not class_idx:
-        raise DataError(f"{store.path}: the store has no labelled record (no class with a positive); "
-                        "fine-tuning needs labels: prepare it with --labels CSV or a labelled --source")
+        raise DataError(
+            f"{store.path}: the store has no labelled record (no class with a positive); "
+            "fine-tuning needs labels: prepare it with --labels CSV or a labelled --source"
+        )
     names = [store.label_names[k] for k in class_idx]
     model, spec, leakage = build_classifier(cfg, store, encoder, len(class_idx))
     if encoder is not None and cfg.mode != "scratch":
@@ -292,36 +330,70 @@ def _finetune(store: Store, out: Path, cfg: FinetuneConfig, encoder: str | Path 
     train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), cfg.label_fraction, cfg.seed)
     val_idx, test_idx = store.split_indices("val"), store.split_indices("test")
     info = data_info(store, train_idx, window, eval_stride_samples=stride, aggregate=cfg.aggregate)
-    write_json_atomic(out / "config.json", RunHeader(spec, info, TrainInfo(to_dict(cfg)),
-                                                     label_names=tuple(names)).to_dict())
+    write_json_atomic(
+        out / "config.json", RunHeader(spec, info, TrainInfo(to_dict(cfg)), label_names=tuple(names)).to_dict()
+    )
     train_ds = CropDataset(store, train_idx, window, train=True, seed=cfg.seed)
     val_ds = WindowDataset(store, val_idx, window, stride) if len(val_idx) else None
     trainer = build_trainer(
-        cfg.trainer, out, max_epochs=cfg.epochs, max_steps=cfg.max_steps, monitor="val/auroc",
-        monitor_mode="max", grad_clip=cfg.optim.grad_clip, quiet=quiet, has_val=val_ds is not None,
+        cfg.trainer,
+        out,
+        max_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        monitor="val/auroc",
+        monitor_mode="max",
+        grad_clip=cfg.optim.grad_clip,
+        quiet=quiet,
+        has_val=val_ds is not None,
         epoch_steps=_epoch_steps(len(train_ds), cfg.batch_size, cfg.trainer.accumulate),
     )
-    total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate, cfg.epochs,
-                   cfg.max_steps)
-    module = ClassifierModule(model, cfg.optim, total, cfg.seed, mode=cfg.mode, class_idx=class_idx,
-                              aggregate=cfg.aggregate, lead_idx=lead_positions(store.leads),
-                              use_present=not store.all_present(np.concatenate([train_idx, val_idx])))
+    total = _steps(len(train_ds), cfg.batch_size, trainer.world_size, cfg.trainer.accumulate, cfg.epochs, cfg.max_steps)
+    module = ClassifierModule(
+        model,
+        cfg.optim,
+        total,
+        cfg.seed,
+        mode=cfg.mode,
+        class_idx=class_idx,
+        aggregate=cfg.aggregate,
+        lead_idx=lead_positions(store.leads),
+        use_present=not store.all_present(np.concatenate([train_idx, val_idx])),
+    )
     loaders = _Loaders(train_ds, val_ds, cfg.batch_size, cfg.seed, cfg.trainer.num_workers)
     fit(trainer, module, loaders, resume=resume)
     if not trainer.is_global_zero:
         return {}
     _restore_best(model, out / "best.ckpt")
     _finish_logs(out)
-    probs, y = predict_records(model, store, test_idx, window, stride, aggregate=cfg.aggregate,
-                               class_idx=class_idx, batch_size=cfg.batch_size, lead_idx=lead_positions(store.leads))
+    probs, y = predict_records(
+        model,
+        store,
+        test_idx,
+        window,
+        stride,
+        aggregate=cfg.aggregate,
+        class_idx=class_idx,
+        batch_size=cfg.batch_size,
+        lead_idx=lead_positions(store.leads),
+    )
     report = classification_report(y, probs, names, n_boot=cfg.n_boot, seed=cfg.seed)
-    report.update(split="test", mode=cfg.mode, label_fraction=cfg.label_fraction,
-                  train_records=len(train_idx), seed=cfg.seed, encoder=str(encoder) if encoder else None,
-                  leakage=leakage)
+    report.update(
+        split="test",
+        mode=cfg.mode,
+        label_fraction=cfg.label_fraction,
+        train_records=len(train_idx),
+        seed=cfg.seed,
+        encoder=str(encoder) if encoder else None,
+        leakage=leakage,
+    )
     header = RunHeader(
-        spec, info, TrainInfo(to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer),
-                              runtime=runtime(trainer)),
-        label_names=tuple(names), metrics=report,
+        spec,
+        info,
+        TrainInfo(
+            to_dict(cfg), steps=int(trainer.global_step), best_val_auroc=_best_score(trainer), runtime=runtime(trainer)
+        ),
+        label_names=tuple(names),
+        metrics=report,
     )
     save_checkpoint(out / "classifier.safetensors", model.state_dict(), header)
     write_json_atomic(out / "metrics.json", report)
@@ -348,8 +420,15 @@ def _restore_best(model: torch.nn.Module, path: Path) -> None:
 
 
 def evaluate(
-    checkpoint: str | Path, data: str | Path, *, split: str = "test", aggregate: str | None = None,
-    n_boot: int = 1000, seed: int = 0, batch_size: int = 64, quiet: bool = True,
+    checkpoint: str | Path,
+    data: str | Path,
+    *,
+    split: str = "test",
+    aggregate: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    batch_size: int = 64,
+    quiet: bool = True,
 ) -> dict[str, Any]:
     """Score a classifier run on a store split: macro/per-class AUROC, F1, Fmax with bootstrap CIs."""
     model, header, file = load_model(checkpoint, kind="classifier")
@@ -366,9 +445,18 @@ def evaluate(
     idx = store.split_indices(split)
     if len(idx) == 0:
         raise DataError(f"{store.path}: split {split!r} is empty")
-    probs, y = predict_records(model, store, idx, d.window_samples, d.eval_stride_samples,  # type: ignore[arg-type]
-                               aggregate=how, class_idx=class_idx, batch_size=batch_size,
-                               lead_idx=lead_positions(store.leads), quiet=quiet)
+    probs, y = predict_records(
+        model,
+        store,
+        idx,
+        d.window_samples,  # type: ignore[arg-type]
+        d.eval_stride_samples,  # type: ignore[arg-type]
+        aggregate=how,
+        class_idx=class_idx,
+        batch_size=batch_size,
+        lead_idx=lead_positions(store.leads),
+        quiet=quiet,
+    )
     report = classification_report(y, probs, names, n_boot=n_boot, seed=seed)
     report.update(split=split, checkpoint=str(checkpoint), store=str(store.path), aggregate=how)
     return report

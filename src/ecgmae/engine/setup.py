@@ -46,29 +46,42 @@ def window_for(store: Store, seconds: float | None, patch: int) -> int:
         raise DataError(f"{store.path}: a {seconds} s window at {store.fs} Hz holds no whole {patch}-sample patch")
     lengths = store.index["length"].to_numpy()
     if len(lengths) and n > lengths.max():
-        raise DataError(f"{store.path}: a {seconds:g} s window is longer than every record of the store "
-                        f"(longest {lengths.max() / store.fs:g} s); use --window-seconds "
-                        f"{lengths.max() / store.fs:g} or less")
+        raise DataError(
+            f"{store.path}: a {seconds:g} s window is longer than every record of the store "
+            f"(longest {lengths.max() / store.fs:g} s); use --window-seconds "
+            f"{lengths.max() / store.fs:g} or less"
+        )
     valid = store.index["valid"].to_numpy()
     padding = 1.0 - float(np.minimum(valid, n).mean()) / n if len(valid) else 0.0
     if padding > 0.25:
-        log.warning("%s: a %g s window is %.0f %% zero padding on average (median record %g s of signal)",
-                    store.path, seconds, 100 * padding, float(np.median(valid)) / store.fs)
+        log.warning(
+            "%s: a %g s window is %.0f %% zero padding on average (median record %g s of signal)",
+            store.path,
+            seconds,
+            100 * padding,
+            float(np.median(valid)) / store.fs,
+        )
     return n
 
 
 def data_info(store: Store, indices: np.ndarray, window: int, **evaluation: Any) -> DataInfo:
     idx = store.index.iloc[indices]
     return DataInfo(
-        store=str(store.path), fs=store.fs, leads=tuple(store.leads), window_samples=window,
-        preprocessing=store.meta.get("preprocessing", {}), records=len(idx),
+        store=str(store.path),
+        fs=store.fs,
+        leads=tuple(store.leads),
+        window_samples=window,
+        preprocessing=store.meta.get("preprocessing", {}),
+        records=len(idx),
         patients=int(idx["patient"].nunique()) if "patient" in idx else None,
-        sources=tuple(sorted(map(str, idx["source"].unique()))) if "source" in idx else (), **evaluation,
+        sources=tuple(sorted(map(str, idx["source"].unique()))) if "source" in idx else (),
+        **evaluation,
     )
 
 
-def encoder_from_checkpoint(path: str | Path, store: Store, leakage: str = "warn"
-                            ) -> tuple[ModelSpec, dict[str, torch.Tensor], dict[str, Any]]:
+def encoder_from_checkpoint(
+    path: str | Path, store: Store, leakage: str = "warn"
+) -> tuple[ModelSpec, dict[str, torch.Tensor], dict[str, Any]]:
     """Model spec and encoder weights of a pre-training run, checked against the store: its rate and leads, and
     (:func:`check_leakage`, with policy ``leakage``) the test patients among its pre-training records."""
     state, header = load_checkpoint(path, kind="encoder")
@@ -76,11 +89,15 @@ def encoder_from_checkpoint(path: str | Path, store: Store, leakage: str = "warn
     if enc is None or want_fs is None:
         raise CheckpointError(f"{path}: header lacks {'data.fs' if enc else 'an encoder config'}")
     if float(want_fs) != float(store.fs):
-        raise DataError(f"{store.path}: store is at {store.fs} Hz but the encoder {path} expects {want_fs} Hz; "
-                        f"prepare the data with --fs {want_fs}")
+        raise DataError(
+            f"{store.path}: store is at {store.fs} Hz but the encoder {path} expects {want_fs} Hz; "
+            f"prepare the data with --fs {want_fs}"
+        )
     if enc.tokenization != "lead" and tuple(store.leads) != want_leads:
-        raise DataError(f"{store.path}: store leads {','.join(store.leads)} differ from the encoder's "
-                        f"{','.join(want_leads)} (a time-tokenised model needs the same leads)")
+        raise DataError(
+            f"{store.path}: store leads {','.join(store.leads)} differ from the encoder's "
+            f"{','.join(want_leads)} (a time-tokenised model needs the same leads)"
+        )
     return header.model, state, check_leakage(header, store, leakage)
 
 
@@ -95,8 +112,9 @@ def build_classifier(
         spec = ModelSpec("classifier", pre.name, pre.config, num_classes, cfg.head_dropout)
     else:
         config, state = model_config(cfg.model, cfg.model_overrides, store), None
-        spec = ModelSpec("classifier", cfg.model, config, num_classes,
-                         cfg.head_dropout if isinstance(config, MAEConfig) else 0.0)  # a CNN's head is in its config
+        spec = ModelSpec(
+            "classifier", cfg.model, config, num_classes, cfg.head_dropout if isinstance(config, MAEConfig) else 0.0
+        )  # a CNN's head is in its config
     model = build_model(spec)
     if state is not None:
         cast(ECGClassifier, model).load_encoder(state)
@@ -109,13 +127,17 @@ def check_leakage(pre: RunHeader, store: Store, policy: str) -> dict[str, Any]:
     res: dict[str, Any] = pretraining_leakage(pre.data.store, pre.train.config.get("splits"), store)
     where = f"{pre.data.store}" + (f" (splits {','.join(res['pretrain_splits'])})" if res["pretrain_splits"] else "")
     if not res["checked"]:
-        log.info("%s: the encoder's pre-training store %s is not there; test patients not checked for overlap",
-                 store.path, pre.data.store)
+        log.info(
+            "%s: the encoder's pre-training store %s is not there; test patients not checked for overlap",
+            store.path,
+            pre.data.store,
+        )
     elif res["shared_patients"]:
-        msg = (f"{store.path}: {res['shared_patients']} patient(s) of the test split were in the encoder's "
-               f"pre-training data {where}, e.g. {', '.join(res['examples'][:3])}; test scores may be optimistic")
+        msg = (
+            f"{store.path}: {res['shared_patients']} patient(s) of the test split were in the encoder's "
+            f"pre-training data {where}, e.g. {', '.join(res['examples'][:3])}; test scores may be optimistic"
+        )
         if policy == "refuse":
             raise DataError(msg + " (--leakage refuse)")
         log.warning("%s; --leakage refuse stops instead", msg)
     return res
-

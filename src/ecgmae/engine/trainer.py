@@ -52,8 +52,12 @@ _LEVELS_BEFORE: dict[str, int] = {}  # Lightning's own logger levels, restored w
 
 
 def _tame_lightning_logs(quiet: bool) -> None:
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
-                 "lightning.fabric.utilities.rank_zero"):
+    for name in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric.utilities.rank_zero",
+    ):
         lg = logging.getLogger(name)
         _LEVELS_BEFORE.setdefault(name, lg.level)
         if not any(isinstance(f, _NoTips) for f in lg.filters):
@@ -113,8 +117,9 @@ class StopOnSignal(Callback):
 
     def _note(self, signum: int, frame: Any) -> None:
         if self.signum is not None:  # the second signal: stop now (last.ckpt stays the previous one)
-            raise Interrupted(signum, f"stopped at once; {self.path} is the last saved checkpoint: resume "
-                                      "with --resume")
+            raise Interrupted(
+                signum, f"stopped at once; {self.path} is the last saved checkpoint: resume with --resume"
+            )
         self.signum = signum
         log.info("signal %d: stopping after the running step (send it again to stop at once)", signum)
 
@@ -127,8 +132,9 @@ class StopOnSignal(Callback):
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or trainer.global_step == trainer.max_steps:
             return  # the epoch's validation and checkpoint come first (or the run is done: it finishes)
         trainer.save_checkpoint(self.path)
-        raise Interrupted(self.signum, f"stopped after step {trainer.global_step}; {self.path} saved: resume "
-                                       "with --resume")
+        raise Interrupted(
+            self.signum, f"stopped after step {trainer.global_step}; {self.path} saved: resume with --resume"
+        )
 
 
 def fit(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, *, resume: bool) -> None:
@@ -144,15 +150,20 @@ def deterministic(cfg: TrainerConfig) -> bool:
     """Whether a run uses deterministic algorithms: ``cfg.deterministic``, or on CPU when it is None."""
     if cfg.deterministic is not None:
         return cfg.deterministic
-    return cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available()
-                                         and not torch.backends.mps.is_available())
+    return cfg.accelerator == "cpu" or (
+        cfg.accelerator == "auto" and not torch.cuda.is_available() and not torch.backends.mps.is_available()
+    )
 
 
 def runtime(trainer: L.Trainer) -> dict[str, Any]:
     """What a run's numbers depend on beyond its config: torch's thread count, the precision and whether
     the algorithms are deterministic (stored in ``last.ckpt`` and in the weights' header)."""
-    return {"threads": torch.get_num_threads(), "precision": str(trainer.precision),
-            "deterministic": torch.are_deterministic_algorithms_enabled(), "torch": str(torch.__version__)}
+    return {
+        "threads": torch.get_num_threads(),
+        "precision": str(trainer.precision),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "torch": str(torch.__version__),
+    }
 
 
 class RecordRuntime(Callback):
@@ -174,12 +185,17 @@ class RecordRuntime(Callback):
         if self.trainer is None or not state_dict:
             return
         now = runtime(self.trainer)
-        changed = [f"{k} {state_dict[k]} -> {now[k]}" for k in ("threads", "precision", "deterministic")
-                   if k in state_dict and state_dict[k] != now[k]]
+        changed = [
+            f"{k} {state_dict[k]} -> {now[k]}"
+            for k in ("threads", "precision", "deterministic")
+            if k in state_dict and state_dict[k] != now[k]
+        ]
         if changed:
-            log.warning("resuming with %s (OMP_NUM_THREADS, --precision, --deterministic): the weights will "
-                        "differ from an uninterrupted run's; resume as the run began to repeat it exactly",
-                        ", ".join(changed))
+            log.warning(
+                "resuming with %s (OMP_NUM_THREADS, --precision, --deterministic): the weights will "
+                "differ from an uninterrupted run's; resume as the run began to repeat it exactly",
+                ", ".join(changed),
+            )
 
 
 def cpu_supports_bf16() -> bool:
@@ -240,14 +256,24 @@ def build_trainer(
         strategy = "ddp"
     # last.ckpt: every epoch end, for --resume. best.ckpt: the best validation score so far.
     callbacks: list[Any] = [
-        ModelCheckpoint(dirpath=out, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
-                        enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=out, filename="last", monitor=None, save_top_k=1, every_n_epochs=1, enable_version_counter=False
+        ),
         StopOnSignal(out / "last.ckpt"),
         RecordRuntime(),
     ]
     if monitor and has_val:
-        callbacks.append(ModelCheckpoint(dirpath=out, filename="best", monitor=monitor, mode=monitor_mode,
-                                         save_top_k=1, every_n_epochs=1, enable_version_counter=False))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=out,
+                filename="best",
+                monitor=monitor,
+                mode=monitor_mode,
+                save_top_k=1,
+                every_n_epochs=1,
+                enable_version_counter=False,
+            )
+        )
     loggers: list[Any] = [CSVLogger(save_dir=out, name="logs", version="")]
     try:
         import tensorboard  # noqa: F401

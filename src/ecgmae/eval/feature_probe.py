@@ -33,9 +33,15 @@ def record_features(store: Any, i: int) -> np.ndarray:
 
 def _cache_key(store: Any) -> dict[str, Any]:
     st = (store.path / "signals.npy").stat()
-    return {"version": FEATURES_VERSION, "store": str(store.path.resolve()), "records": len(store),
-            "fingerprint": store.meta.get("fingerprint"), "signals": [st.st_size, st.st_mtime_ns],
-            "fs": store.fs, "leads": list(store.leads)}
+    return {
+        "version": FEATURES_VERSION,
+        "store": str(store.path.resolve()),
+        "records": len(store),
+        "fingerprint": store.meta.get("fingerprint"),
+        "signals": [st.st_size, st.st_mtime_ns],
+        "fs": store.fs,
+        "leads": list(store.leads),
+    }
 
 
 def store_features(store: Any, cache: str | Path | None = None, *, quiet: bool = True) -> np.ndarray:
@@ -56,12 +62,14 @@ def store_features(store: Any, cache: str | Path | None = None, *, quiet: bool =
             log.info("%s: feature cache is for another store or version; computing again", cache)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("%s: unreadable feature cache (%s); computing again", cache, exc)
-    feats = np.stack([record_features(store, int(i)) for i in progress(
-        range(len(store)), quiet=quiet, unit="rec", desc="features")])
+    feats = np.stack(
+        [record_features(store, int(i)) for i in progress(range(len(store)), quiet=quiet, unit="rec", desc="features")]
+    )
     if cache is not None:
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, features=feats, key=np.array(json.dumps(key)),
-                     names=np.array(feature_names(store.leads), dtype=str))
+            np.savez(
+                fh, features=feats, key=np.array(json.dumps(key)), names=np.array(feature_names(store.leads), dtype=str)
+            )
     return feats
 
 
@@ -83,9 +91,18 @@ def fit_predict(x_train: np.ndarray, y_train: np.ndarray, xs: Sequence[np.ndarra
     return outs
 
 
-def probe_features(data: str | Path, out: str | Path, *, fraction: float, seed: int,
-                   classes: Sequence[str] = (), n_boot: int = 1000, cache: str | Path | None = None,
-                   c_grid: Sequence[float] = C_GRID, quiet: bool = True) -> dict[str, Any]:
+def probe_features(
+    data: str | Path,
+    out: str | Path,
+    *,
+    fraction: float,
+    seed: int,
+    classes: Sequence[str] = (),
+    n_boot: int = 1000,
+    cache: str | Path | None = None,
+    c_grid: Sequence[float] = C_GRID,
+    quiet: bool = True,
+) -> dict[str, Any]:
     """Logistic regression on hand-made features at one label fraction; writes ``out/metrics.json``.
 
     Args:
@@ -115,8 +132,10 @@ def probe_features(data: str | Path, out: str | Path, *, fraction: float, seed: 
     train_idx = label_subset(store.labels[:, class_idx], store.split_indices("train"), fraction, seed)
     val_idx, test_idx = store.split_indices("val"), store.split_indices("test")
     if len(train_idx) == 0 or len(test_idx) == 0:
-        raise DataError(f"{store.path}: the feature probe needs train and test records "
-                        f"({len(train_idx)} train, {len(test_idx)} test)")
+        raise DataError(
+            f"{store.path}: the feature probe needs train and test records "
+            f"({len(train_idx)} train, {len(test_idx)} test)"
+        )
     feats = store_features(store, cache, quiet=quiet).astype(np.float64)
     mean, std = feats[train_idx].mean(axis=0), feats[train_idx].std(axis=0)
     z = (feats - mean) / np.where(std > 1e-8, std, 1.0)
@@ -131,12 +150,23 @@ def probe_features(data: str | Path, out: str | Path, *, fraction: float, seed: 
     best = max(scored, key=lambda c: (scored[c], -c)) if scored else FALLBACK_C
     (p_test,) = fit_predict(z[train_idx], y[train_idx], [z[test_idx]], best)
     report = classification_report(y[test_idx], p_test, names, n_boot=n_boot, seed=seed)
-    report.update(split="test", mode="linprobe", method="features", label_fraction=fraction,
-                  train_records=len(train_idx), seed=seed, encoder=None, C=best, val_macro_auroc=val_auroc,
-                  n_features=int(feats.shape[1]), store=str(store.path))
+    report.update(
+        split="test",
+        mode="linprobe",
+        method="features",
+        label_fraction=fraction,
+        train_records=len(train_idx),
+        seed=seed,
+        encoder=None,
+        C=best,
+        val_macro_auroc=val_auroc,
+        n_features=int(feats.shape[1]),
+        store=str(store.path),
+    )
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "train_records.txt",
-                      "".join(f"{r}\n" for r in store.index["record"].iloc[train_idx].astype(str)))
+    write_text_atomic(
+        out / "train_records.txt", "".join(f"{r}\n" for r in store.index["record"].iloc[train_idx].astype(str))
+    )
     write_json_atomic(out / "metrics.json", report)
     log.info("features linprobe done: C=%g, test macro AUROC %.4f -> %s", best, report["macro_auroc"], out)
     return report

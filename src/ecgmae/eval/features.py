@@ -32,8 +32,17 @@ from scipy import signal as sps
 
 SPECTRUM_EDGES: np.ndarray = np.arange(0.5, 25.0 + 1e-9, 0.5)  # 50 edges -> 49 bins of 0.5 Hz
 PERCENTILES: tuple[int, ...] = (1, 5, 25, 50, 75, 95, 99)
-RHYTHM: tuple[str, ...] = ("hr_bpm", "rr_mean_s", "rr_std_s", "rr_cv", "rmssd_s", "pnn50", "rr_min_s",
-                           "rr_max_s", "n_beats")
+RHYTHM: tuple[str, ...] = (
+    "hr_bpm",
+    "rr_mean_s",
+    "rr_std_s",
+    "rr_cv",
+    "rmssd_s",
+    "pnn50",
+    "rr_min_s",
+    "rr_max_s",
+    "n_beats",
+)
 FEATURES_VERSION = 1  # bump when the features change (invalidates cached feature files)
 
 _LOG_FLOOR = 1e-12  # mV^2/Hz added before the log: an all-zero lead gives log10(1e-12) = -12
@@ -91,8 +100,15 @@ def ecg_features(signal: np.ndarray, fs: float) -> np.ndarray:
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     if x.shape[1] == 0:
         x = np.zeros((x.shape[0], 1))
-    per_lead = np.concatenate([_log_spectrum(x, fs), np.percentile(x, PERCENTILES, axis=1).T,
-                               np.ptp(x, axis=1)[:, None], x.std(axis=1)[:, None]], axis=1)
+    per_lead = np.concatenate(
+        [
+            _log_spectrum(x, fs),
+            np.percentile(x, PERCENTILES, axis=1).T,
+            np.ptp(x, axis=1)[:, None],
+            x.std(axis=1)[:, None],
+        ],
+        axis=1,
+    )
     out = np.concatenate([per_lead.ravel(), rhythm_features(r_peaks(x, fs), fs)])
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
@@ -211,8 +227,16 @@ def rhythm_features(peaks: np.ndarray, fs: float) -> np.ndarray:
     mean = rr.mean()
     std = rr.std()
     drr = np.diff(rr)
-    out[:-1] = (60.0 / mean, mean, std, std / mean, np.sqrt(np.mean(drr**2)), np.mean(np.abs(drr) > 0.05),
-                rr.min(), rr.max())
+    out[:-1] = (
+        60.0 / mean,
+        mean,
+        std,
+        std / mean,
+        np.sqrt(np.mean(drr**2)),
+        np.mean(np.abs(drr) > 0.05),
+        rr.min(),
+        rr.max(),
+    )
     return out
 
 

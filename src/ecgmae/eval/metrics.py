@@ -125,9 +125,13 @@ def classification_report(
         raise ValueError(f"labels {y.shape} and scores {p.shape} differ in shape")
     per_class = auroc_per_class(y, p)
     lo, hi = bootstrap_ci(y, p, macro_auroc, n_boot=n_boot, seed=seed) if n_boot > 0 else (np.nan, np.nan)
-    f_lo, f_hi = bootstrap_ci(y, p, fmax, n_boot=max(n_boot // 5, 0), seed=seed) if n_boot > 0 else (
-        np.nan,
-        np.nan,
+    f_lo, f_hi = (
+        bootstrap_ci(y, p, fmax, n_boot=max(n_boot // 5, 0), seed=seed)
+        if n_boot > 0
+        else (
+            np.nan,
+            np.nan,
+        )
     )
     return {
         "n_records": int(len(y)),

@@ -63,14 +63,21 @@ def _choose_c(x: np.ndarray, y: np.ndarray, Cs: Sequence[float], inner_folds: in
     splits = list(StratifiedKFold(n_inner, shuffle=True, random_state=seed).split(x, y))
     scores = {}
     for c in sorted(Cs):
-        scores[c] = float(np.mean([roc_auc_score(y[te], fit_logistic(x[tr], y[tr], c).decision_function(x[te]))
-                                   for tr, te in splits]))
+        scores[c] = float(
+            np.mean([roc_auc_score(y[te], fit_logistic(x[tr], y[tr], c).decision_function(x[te])) for tr, te in splits])
+        )
     return float(max(scores, key=lambda c: (scores[c], -c)))
 
 
-def oof_scores(X: np.ndarray, y: np.ndarray, splits: Iterable[tuple[np.ndarray, np.ndarray]], *,
-               Cs: Sequence[float] = (0.01, 0.1, 1.0), inner_folds: int = 3, seed: int = 0
-               ) -> tuple[np.ndarray, list[float]]:
+def oof_scores(
+    X: np.ndarray,
+    y: np.ndarray,
+    splits: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    Cs: Sequence[float] = (0.01, 0.1, 1.0),
+    inner_folds: int = 3,
+    seed: int = 0,
+) -> tuple[np.ndarray, list[float]]:
     """Out-of-fold decision scores of one binary label for the given ``(train, test)`` index splits.
 
     Each fold: standardise with training-row statistics, choose ``C`` by inner CV on the training rows,
@@ -90,9 +97,17 @@ def oof_scores(X: np.ndarray, y: np.ndarray, splits: Iterable[tuple[np.ndarray, 
     return out, chosen
 
 
-def cv_probe(X: np.ndarray, Y: np.ndarray, *, names: Sequence[str] | None = None, folds: int = 5,
-             repeats: int = 5, Cs: Sequence[float] = (0.01, 0.1, 1.0), inner_folds: int = 3,
-             seed: int = 0) -> dict[str, Any]:
+def cv_probe(
+    X: np.ndarray,
+    Y: np.ndarray,
+    *,
+    names: Sequence[str] | None = None,
+    folds: int = 5,
+    repeats: int = 5,
+    Cs: Sequence[float] = (0.01, 0.1, 1.0),
+    inner_folds: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Per-class repeated stratified k-fold logistic-regression probe of features ``X`` for labels ``Y``.
 
     Args:
@@ -129,9 +144,11 @@ def cv_probe(X: np.ndarray, Y: np.ndarray, *, names: Sequence[str] | None = None
     pos = Y.sum(axis=0)
     for k, name in enumerate(names):
         if min(pos[k], len(Y) - pos[k]) < folds:
-            raise DataError(f"probe: class {name!r} has {pos[k]} positives and {len(Y) - pos[k]} negatives "
-                            f"among {len(Y)} records; {folds}-fold CV needs at least {folds} of each "
-                            f"(drop the class, e.g. with frequent_classes, or use fewer folds)")
+            raise DataError(
+                f"probe: class {name!r} has {pos[k]} positives and {len(Y) - pos[k]} negatives "
+                f"among {len(Y)} records; {folds}-fold CV needs at least {folds} of each "
+                f"(drop the class, e.g. with frequent_classes, or use fewer folds)"
+            )
     rep_seeds = np.random.SeedSequence(seed).generate_state(repeats)
     aurocs = np.zeros((repeats, len(names)))
     chosen: dict[str, list[list[float]]] = {n: [] for n in names}
@@ -152,6 +169,11 @@ def cv_probe(X: np.ndarray, Y: np.ndarray, *, names: Sequence[str] | None = None
         "aurocs": aurocs,
         "chosen_C": chosen,
         "positives": {n: int(p) for n, p in zip(names, pos, strict=True)},
-        "records": len(Y), "features": int(X.shape[1]), "folds": folds, "repeats": repeats,
-        "Cs": [float(c) for c in Cs], "inner_folds": inner_folds, "seed": seed,
+        "records": len(Y),
+        "features": int(X.shape[1]),
+        "folds": folds,
+        "repeats": repeats,
+        "Cs": [float(c) for c in Cs],
+        "inner_folds": inner_folds,
+        "seed": seed,
     }

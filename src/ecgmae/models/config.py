@@ -88,15 +88,22 @@ class EncoderConfig:
         _choice("pool", self.pool, POOLS)
         if self.pool == "stats" and self.tokenization != "time":
             raise ConfigError("model.pool: 'stats' needs tokenization='time' (tokens in time order)")
-        for name in ("n_leads", "patch_size", "embed_dim", "depth", "num_heads", "max_patches",
-                     "conv_channels", "conv_pool", "conv_stride"):
+        for name in (
+            "n_leads",
+            "patch_size",
+            "embed_dim",
+            "depth",
+            "num_heads",
+            "max_patches",
+            "conv_channels",
+            "conv_pool",
+            "conv_stride",
+        ):
             _positive_int(name, getattr(self, name))
         if not self.fs > 0:
             raise ConfigError(f"model.fs: must be > 0 Hz, got {self.fs}")
         if self.embed_dim % self.num_heads:
-            raise ConfigError(
-                f"model.embed_dim: {self.embed_dim} is not divisible by num_heads={self.num_heads}"
-            )
+            raise ConfigError(f"model.embed_dim: {self.embed_dim} is not divisible by num_heads={self.num_heads}")
         if self.pos_embed == "sincos" and self.embed_dim % 2:
             raise ConfigError(f"model.embed_dim: sincos positions need an even width, got {self.embed_dim}")
         if not self.mlp_ratio > 0:
@@ -147,21 +154,21 @@ class MAEConfig:
             _positive_int(name, getattr(self, name))
         if self.decoder_dim % self.decoder_heads:
             raise ConfigError(
-                f"model.decoder_dim: {self.decoder_dim} is not divisible by "
-                f"decoder_heads={self.decoder_heads}"
+                f"model.decoder_dim: {self.decoder_dim} is not divisible by decoder_heads={self.decoder_heads}"
             )
         if self.decoder_dim % 2:
-            raise ConfigError(f"model.decoder_dim: sincos positions need an even width, "
-                              f"got {self.decoder_dim}")
+            raise ConfigError(f"model.decoder_dim: sincos positions need an even width, got {self.decoder_dim}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ConfigError(f"model.mask_ratio: must be in [0, 1), got {self.mask_ratio}")
         _choice("mask_mode", self.mask_mode, MASK_MODES)
         if not 0.0 <= self.lead_drop <= 1.0:
             raise ConfigError(f"model.lead_drop: must be in [0, 1], got {self.lead_drop}")
         if self.lead_drop and self.encoder.tokenization != "time":
-            raise ConfigError(f"model.lead_drop: {self.lead_drop} needs tokenization='time' (lead tokens take "
-                              "any lead subset as they are); with tokenization='lead' set lead_drop=0 "
-                              "(pretrain --lead-drop 0)")
+            raise ConfigError(
+                f"model.lead_drop: {self.lead_drop} needs tokenization='time' (lead tokens take "
+                "any lead subset as they are); with tokenization='lead' set lead_drop=0 "
+                "(pretrain --lead-drop 0)"
+            )
         if self.mask_mode == "lead" and self.encoder.tokenization != "lead":
             raise ConfigError(
                 "model.mask_mode: 'lead' masking needs tokenization='lead' "
@@ -256,8 +263,10 @@ class ModelSpec:
     def __post_init__(self) -> None:
         _choice("kind", self.kind, KINDS)
         if (self.kind == "classifier") != (self.num_classes > 0):
-            raise ConfigError(f"model.num_classes: {self.num_classes} for {self.kind} weights (a classifier has "
-                              ">= 1 output, pre-training runs 0)")
+            raise ConfigError(
+                f"model.num_classes: {self.num_classes} for {self.kind} weights (a classifier has "
+                ">= 1 output, pre-training runs 0)"
+            )
         if isinstance(self.config, XResNetConfig) and self.kind != "classifier":
             raise ConfigError(f"model.config: a {self.config.arch} is a classifier, not {self.kind} weights")
         _probability("head_dropout", self.head_dropout)

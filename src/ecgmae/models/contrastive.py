@@ -25,8 +25,9 @@ def _same_record(ids: torch.Tensor | None, n: int, device: torch.device) -> torc
     return ids[:, None] == ids[None, :]
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
-            ids: torch.Tensor | None = None) -> torch.Tensor:
+def nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, ids: torch.Tensor | None = None
+) -> torch.Tensor:
     """SimCLR's NT-Xent: each view's positive is the other view, negatives are all other 2B - 2 views.
 
     Args:
@@ -45,8 +46,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
     return F.cross_entropy(sim, pos)
 
 
-def cmsc_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
-              ids: torch.Tensor | None = None) -> torch.Tensor:
+def cmsc_loss(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1, ids: torch.Tensor | None = None
+) -> torch.Tensor:
     """CLOCS CMSC: adjacent segments of a record are positives, other records' segments negatives.
 
     Symmetric cross-view InfoNCE over the ``(B, B)`` similarity of segment 1 with segment 2.

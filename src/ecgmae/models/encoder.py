@@ -32,8 +32,14 @@ class ECGEncoder(nn.Module):
         d = cfg.embed_dim
         in_chans = 1 if cfg.tokenization == "lead" else cfg.n_leads
         self.patch_embed = MultiScaleConvEmbed(
-            in_chans, cfg.patch_size, d, fs=cfg.fs, kernels=cfg.conv_kernels,
-            channels=cfg.conv_channels, bottleneck=cfg.conv_bottleneck, pool=cfg.conv_pool,
+            in_chans,
+            cfg.patch_size,
+            d,
+            fs=cfg.fs,
+            kernels=cfg.conv_kernels,
+            channels=cfg.conv_channels,
+            bottleneck=cfg.conv_bottleneck,
+            pool=cfg.conv_pool,
             stride=cfg.conv_stride,
         )
         self.time_pos = nn.Parameter(torch.zeros(cfg.max_patches, d)) if cfg.pos_embed == "learned" else None
@@ -41,8 +47,7 @@ class ECGEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.pool == "cls" else None
         rates = torch.linspace(0.0, cfg.drop_path, cfg.depth, device="cpu").tolist()  # cpu: also under a meta build
         self.blocks = nn.ModuleList(
-            Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, drop_path=r, eps=cfg.norm_eps)
-            for r in rates
+            Block(d, cfg.num_heads, cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, drop_path=r, eps=cfg.norm_eps) for r in rates
         )
         self.norm = nn.LayerNorm(d, eps=cfg.norm_eps)
         self.apply(init_weights)
@@ -137,8 +142,7 @@ class ECGEncoder(nn.Module):
         else:
             if n_time > self.cfg.max_patches:
                 raise ValueError(
-                    f"input has {n_time} time patches; learned positions hold "
-                    f"max_patches={self.cfg.max_patches}"
+                    f"input has {n_time} time patches; learned positions hold max_patches={self.cfg.max_patches}"
                 )
             time = self.time_pos[:n_time]
         return grid_positions(time, None if self.lead_embed is None else self.lead_embed[lead_idx])
@@ -199,8 +203,15 @@ class ECGEncoder(nn.Module):
             if self.cfg.tokenization != "time":
                 raise ValueError("pool='stats' needs time tokenisation (tokens in time order)")
             step = patches.diff(dim=1) if patches.shape[1] > 1 else torch.zeros_like(patches)
-            return torch.cat([patches.mean(dim=1), patches.std(dim=1, correction=0),
-                              step.abs().mean(dim=1), step.std(dim=1, correction=0)], dim=-1)  # (B, 4D)
+            return torch.cat(
+                [
+                    patches.mean(dim=1),
+                    patches.std(dim=1, correction=0),
+                    step.abs().mean(dim=1),
+                    step.std(dim=1, correction=0),
+                ],
+                dim=-1,
+            )  # (B, 4D)
         return patches.mean(dim=1)
 
     def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

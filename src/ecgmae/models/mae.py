@@ -126,9 +126,7 @@ class ECGMAE(nn.Module):
         ecfg, dd = cfg.encoder, cfg.decoder_dim
         self.decoder_embed = nn.Linear(ecfg.embed_dim, dd)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
-        self.decoder_lead_embed = (
-            nn.Parameter(torch.zeros(ecfg.n_leads, dd)) if ecfg.tokenization == "lead" else None
-        )
+        self.decoder_lead_embed = nn.Parameter(torch.zeros(ecfg.n_leads, dd)) if ecfg.tokenization == "lead" else None
         self.decoder_blocks = nn.ModuleList(
             Block(dd, cfg.decoder_heads, ecfg.mlp_ratio, qkv_bias=ecfg.qkv_bias, eps=ecfg.norm_eps)
             for _ in range(cfg.decoder_depth)
@@ -185,8 +183,7 @@ class ECGMAE(nn.Module):
         target = enc.patchify(x)  # (B, N, p)
         token_w = elem_w = None
         if enc.cfg.tokenization == "lead":
-            masking = random_masking(b, n_leads, n_time, ratio, cfg.mask_mode, present=present,
-                                     device=x.device)
+            masking = random_masking(b, n_leads, n_time, ratio, cfg.mask_mode, present=present, device=x.device)
             if present is not None:
                 token_w = present.bool().repeat_interleave(n_time, dim=1).float()  # (B, N)
         else:
@@ -218,8 +215,14 @@ class ECGMAE(nn.Module):
             h = blk(h)
         return self.decoder_pred(self.decoder_norm(h)[:, k:])
 
-    def to_samples(self, x: torch.Tensor, present: torch.Tensor, lead_idx: torch.Tensor, pred: torch.Tensor,
-                   token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_samples(
+        self,
+        x: torch.Tensor,
+        present: torch.Tensor,
+        lead_idx: torch.Tensor,
+        pred: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoder tokens ``(B, N, patch_len)`` and token mask ``(B, N)`` -> ``(B, L, T)`` samples (input units).
 
         With ``norm_target`` the predicted patch shapes are put back with the TRUE mean and spread of the
@@ -250,8 +253,9 @@ class ECGMAE(nn.Module):
         return rec, mask
 
 
-def patch_stats(patches: torch.Tensor, elem_w: torch.Tensor | None = None, eps: float = 1e-6
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def patch_stats(
+    patches: torch.Tensor, elem_w: torch.Tensor | None = None, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and ``sqrt(var + eps)`` of each patch, the one definition (the normalised target, and
     putting predicted patches back in input units).
 

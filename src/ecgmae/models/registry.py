@@ -147,10 +147,19 @@ def ecgmae_small() -> MAEConfig:
     targets, mask 0.5; "stats" pooling (mean, std and change between consecutive tokens: 512 features);
     a quarter of pre-training examples show only a random subset of their leads (``lead_drop=0.25``), so
     recordings with fewer leads embed well. About 0.9 M parameters."""
-    enc = EncoderConfig(tokenization="time", patch_size=25, embed_dim=128, depth=4, num_heads=4,
-                        conv_channels=16, conv_bottleneck=16, pool="stats")
-    return MAEConfig(encoder=enc, decoder_dim=64, decoder_depth=2, decoder_heads=2, mask_ratio=0.5,
-                     norm_target=True, lead_drop=0.25)
+    enc = EncoderConfig(
+        tokenization="time",
+        patch_size=25,
+        embed_dim=128,
+        depth=4,
+        num_heads=4,
+        conv_channels=16,
+        conv_bottleneck=16,
+        pool="stats",
+    )
+    return MAEConfig(
+        encoder=enc, decoder_dim=64, decoder_depth=2, decoder_heads=2, mask_ratio=0.5, norm_target=True, lead_drop=0.25
+    )
 
 
 @register_model
@@ -178,4 +187,3 @@ def xresnet1d50() -> XResNetConfig:
 def xresnet1d101() -> XResNetConfig:
     """As ``xresnet1d50`` with stages of 3, 4, 23, 3 blocks."""
     return XResNetConfig(arch="xresnet1d101")
-

@@ -75,8 +75,12 @@ class XResNet1d(nn.Module):
         self.num_features = 2 * ni
         p = cfg.head_dropout
         self.head = nn.Sequential(
-            nn.BatchNorm1d(self.num_features), nn.Dropout(p / 2), nn.Linear(self.num_features, cfg.head_hidden),
-            nn.ReLU(inplace=True), nn.BatchNorm1d(cfg.head_hidden), nn.Dropout(p),
+            nn.BatchNorm1d(self.num_features),
+            nn.Dropout(p / 2),
+            nn.Linear(self.num_features, cfg.head_hidden),
+            nn.ReLU(inplace=True),
+            nn.BatchNorm1d(cfg.head_hidden),
+            nn.Dropout(p),
             nn.Linear(cfg.head_hidden, num_classes),
         )
         for m in self.modules():
@@ -88,8 +92,7 @@ class XResNet1d(nn.Module):
         n_leads = self.cfg.n_leads
         if lead_idx is None:
             if x.shape[1] != n_leads:
-                raise ValueError(f"{self.cfg.arch}: input has {x.shape[1]} leads, the model {n_leads}; "
-                                 "pass lead_idx")
+                raise ValueError(f"{self.cfg.arch}: input has {x.shape[1]} leads, the model {n_leads}; pass lead_idx")
             return x
         full = x.new_zeros(x.shape[0], n_leads, x.shape[2])
         full[:, lead_idx.to(x.device)] = x

@@ -18,8 +18,12 @@ from ecgmae.errors import ECGMAEError
 __all__ = ["EXTRA_HINT", "require_extra"]
 
 EXTRA_HINT = "pip install 'ecgmae[serve]'"
-_MODULES = {"starlette": "starlette", "uvicorn": "uvicorn", "httptools": "httptools",
-            "python_multipart": "python-multipart"}
+_MODULES = {
+    "starlette": "starlette",
+    "uvicorn": "uvicorn",
+    "httptools": "httptools",
+    "python_multipart": "python-multipart",
+}
 
 
 def require_extra() -> None:

@@ -43,19 +43,31 @@ from ecgmae.serve.limits import Limits
 from ecgmae.serve.metrics import Metrics
 from ecgmae.utils import log
 
-STATIC = {"index.html": "text/html; charset=utf-8", "viewer.js": "text/javascript; charset=utf-8",
-          "viewer.css": "text/css; charset=utf-8"}
+STATIC = {
+    "index.html": "text/html; charset=utf-8",
+    "viewer.js": "text/javascript; charset=utf-8",
+    "viewer.css": "text/css; charset=utf-8",
+}
 # The page loads only its own files: no CDN, no inline script, nothing sent elsewhere.
-_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
 MAX_EXAMPLES = 1000
 _PIECE = 1 << 15  # samples encoded per json.dumps call
 Build = Callable[[], dict[str, Any]]  # makes a large answer (run in a worker thread)
 Work = Callable[[Received], Awaitable[dict[str, Any] | Build]]  # a received request -> its answer, or its maker
 
 
-def create_app(model: Model, limits: Limits | None = None, *, examples: str | Path | None = None,
-               mae: Model | None = None, allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> Starlette:
+def create_app(
+    model: Model,
+    limits: Limits | None = None,
+    *,
+    examples: str | Path | None = None,
+    mae: Model | None = None,
+    allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+) -> Starlette:
     """The ASGI application serving ``model``; run it with uvicorn (see :mod:`ecgmae.serve.server`).
 
     Args:
@@ -72,8 +84,14 @@ def create_app(model: Model, limits: Limits | None = None, *, examples: str | Pa
 class Service:
     """Holds the model, its worker threads, the batchers and the metrics of one server."""
 
-    def __init__(self, model: Model, limits: Limits, examples: str | Path | None, mae: Model | None = None,
-                 allowed_hosts: Sequence[str] = LOOPBACK_HOSTS) -> None:
+    def __init__(
+        self,
+        model: Model,
+        limits: Limits,
+        examples: str | Path | None,
+        mae: Model | None = None,
+        allowed_hosts: Sequence[str] = LOOPBACK_HOSTS,
+    ) -> None:
         self.model, self.limits, self.metrics = model, limits, Metrics()
         self.mae = mae or model  # who answers reconstruct
         self.examples = find_examples(examples) if examples else {}
@@ -104,16 +122,23 @@ class Service:
             Route("/healthz", self._plain("GET /healthz", self._health), methods=get),
             Route("/metrics", self._plain("GET /metrics", self.metrics.snapshot), methods=get),
             Route("/v1/model", self._plain("GET /v1/model", self.card), methods=get),
-            Route("/v1/examples", self._plain("GET /v1/examples", lambda: {"examples": list(self.examples)}),
-                  methods=get),
+            Route(
+                "/v1/examples", self._plain("GET /v1/examples", lambda: {"examples": list(self.examples)}), methods=get
+            ),
             Route("/v1/predict", self._guarded("POST /v1/predict", self._predict, self._can_predict), methods=post),
             Route("/v1/embed", self._guarded("POST /v1/embed", self._embed), methods=post),
-            Route("/v1/reconstruct", self._guarded("POST /v1/reconstruct", self._reconstruct, self._can_reconstruct),
-                  methods=post),
+            Route(
+                "/v1/reconstruct",
+                self._guarded("POST /v1/reconstruct", self._reconstruct, self._can_reconstruct),
+                methods=post,
+            ),
         ]
-        self.app = Starlette(routes=routes, lifespan=self._lifespan,
-                             middleware=[Middleware(HostCheck, allowed=allowed_hosts)],
-                             exception_handlers={HTTPException: self._http_error})
+        self.app = Starlette(
+            routes=routes,
+            lifespan=self._lifespan,
+            middleware=[Middleware(HostCheck, allowed=allowed_hosts)],
+            exception_handlers={HTTPException: self._http_error},
+        )
         self.app.state.service = self
 
     # ------------------------------------------------------------------------------- life cycle
@@ -160,8 +185,9 @@ class Service:
 
         return endpoint
 
-    def _guarded(self, route: str, work: Work,
-                 check: Callable[[], None] | None = None) -> Callable[[Request], Awaitable[Response]]:
+    def _guarded(
+        self, route: str, work: Work, check: Callable[[], None] | None = None
+    ) -> Callable[[Request], Awaitable[Response]]:
         """An endpoint under the body, concurrency and time limits, answering errors as one JSON line.
 
         ``check`` refuses what the loaded checkpoint cannot do before the body is read; the body is
@@ -186,8 +212,11 @@ class Service:
     async def _limited(self, work: Work, received: Received) -> bytes:
         lim = self.limits
         if self._busy >= lim.max_concurrency:
-            raise RequestError(503, f"server busy: {self._busy} requests in progress (--max-concurrency "
-                               f"{lim.max_concurrency}); retry shortly")
+            raise RequestError(
+                503,
+                f"server busy: {self._busy} requests in progress (--max-concurrency "
+                f"{lim.max_concurrency}); retry shortly",
+            )
         self._busy += 1
         self.metrics.in_flight = self._busy
         task = asyncio.ensure_future(self._answer(work, received))
@@ -221,8 +250,7 @@ class Service:
             status = 400
         else:
             log.exception("%s: unexpected error", route)
-            return _json({"error": f"internal error ({type(exc).__name__}); the server log has the details"},
-                         500)
+            return _json({"error": f"internal error ({type(exc).__name__}); the server log has the details"}, 500)
         # 408: the rest of the body may still be trickling in; the connection is closed after the answer
         headers = {"Retry-After": "1"} if status == 503 else {"Connection": "close"} if status == 408 else None
         return _json({"error": clip(public(str(exc)).replace("\n", " "), 1000)}, status, headers)
@@ -248,21 +276,29 @@ class Service:
 
     def _can_predict(self) -> None:
         if self.model.kind != "classifier":
-            raise RequestError(409, f"this server holds {self.model.kind} weights; /v1/predict needs a classifier "
-                               "run (ecgmae finetune); use /v1/embed for features")
+            raise RequestError(
+                409,
+                f"this server holds {self.model.kind} weights; /v1/predict needs a classifier "
+                "run (ecgmae finetune); use /v1/embed for features",
+            )
 
     def _can_reconstruct(self) -> None:
         if not self.reconstructs:
-            raise RequestError(409, f"this server holds {self.model.kind} weights without the masked autoencoder; "
-                               "/v1/reconstruct needs a pre-training run (its mae.safetensors; ecgmae serve --mae)")
+            raise RequestError(
+                409,
+                f"this server holds {self.model.kind} weights without the masked autoencoder; "
+                "/v1/reconstruct needs a pre-training run (its mae.safetensors; ecgmae serve --mae)",
+            )
 
     async def _predict(self, received: Received) -> dict[str, Any] | Build:
         sample = await self._sample(received)
         show = flag(sample, "include_signal")  # a bad option is refused before the model runs
         preps, _ = await self._in(self._prep_pool, self.model.prepare, *sample.args)
         probs = await self.batchers["predict"].submit(preps[0])
-        out = {"record": sample.name, "probabilities": dict(zip(self.model.label_names, map(float, probs),
-                                                                strict=True))}
+        out = {
+            "record": sample.name,
+            "probabilities": dict(zip(self.model.label_names, map(float, probs), strict=True)),
+        }
         return self._with_signal(sample, out) if show else out
 
     async def _embed(self, received: Received) -> dict[str, Any] | Build:
@@ -288,10 +324,18 @@ class Service:
 
         def build() -> dict[str, Any]:
             rmse = r.masked_rmse()
-            out = {"record": r.name, "fs": r.fs, "leads": list(r.leads), "mask_ratio": r.mask_ratio, "seed": seed,
-                   "masked_rmse": None if math.isnan(rmse) else rmse, "present": r.present.tolist(),
-                   "original": r.original, "reconstruction": r.reconstruction,  # encoded in pieces
-                   "mask": [mask_spans(row) for row in r.mask]}
+            out = {
+                "record": r.name,
+                "fs": r.fs,
+                "leads": list(r.leads),
+                "mask_ratio": r.mask_ratio,
+                "seed": seed,
+                "masked_rmse": None if math.isnan(rmse) else rmse,
+                "present": r.present.tolist(),
+                "original": r.original,
+                "reconstruction": r.reconstruction,  # encoded in pieces
+                "mask": [mask_spans(row) for row in r.mask],
+            }
             return self._with_signal(sample, out)() if show else out
 
         return build
@@ -308,15 +352,32 @@ class Service:
             dim: int | None = m.embed_dim
         except CheckpointError:
             dim = None
-        endpoints = ["/v1/embed", *(["/v1/predict"] if m.kind == "classifier" else []),
-                     *(["/v1/reconstruct"] if self.reconstructs else [])]
+        endpoints = [
+            "/v1/embed",
+            *(["/v1/predict"] if m.kind == "classifier" else []),
+            *(["/v1/reconstruct"] if self.reconstructs else []),
+        ]
         data = m.info.get("data") or {}
-        return {"kind": m.kind, "checkpoint": _short(m.path), "version": __version__, "endpoints": endpoints,
-                "labels": m.label_names, "fs": m.fs, "leads": list(m.leads), "window_samples": m.window,
-                "window_seconds": m.window / m.fs, "stride_samples": m.stride, "aggregate": m.aggregate,
-                "embed_dim": dim, "preprocessing": data.get("preprocessing"), "model": m.info.get("model"),
-                "card": card, "limits": dataclasses.asdict(self.limits), "examples": len(self.examples),
-                "reconstruct_checkpoint": _short(self.mae.mae_file) if self.reconstructs else None}
+        return {
+            "kind": m.kind,
+            "checkpoint": _short(m.path),
+            "version": __version__,
+            "endpoints": endpoints,
+            "labels": m.label_names,
+            "fs": m.fs,
+            "leads": list(m.leads),
+            "window_samples": m.window,
+            "window_seconds": m.window / m.fs,
+            "stride_samples": m.stride,
+            "aggregate": m.aggregate,
+            "embed_dim": dim,
+            "preprocessing": data.get("preprocessing"),
+            "model": m.info.get("model"),
+            "card": card,
+            "limits": dataclasses.asdict(self.limits),
+            "examples": len(self.examples),
+            "reconstruct_checkpoint": _short(self.mae.mae_file) if self.reconstructs else None,
+        }
 
 
 def find_examples(folder: str | Path) -> dict[str, Path]:
@@ -371,8 +432,11 @@ def _encode(content: Any) -> bytes:
     if isinstance(content, np.ndarray):
         if content.ndim > 1:
             return b"[" + b",".join(_encode(row) for row in content) + b"]"
-        return b"[" + b",".join(_encode(content[i:i + _PIECE].tolist())[1:-1]
-                                for i in range(0, len(content), _PIECE)) + b"]"
+        return (
+            b"["
+            + b",".join(_encode(content[i : i + _PIECE].tolist())[1:-1] for i in range(0, len(content), _PIECE))
+            + b"]"
+        )
     return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 

@@ -25,8 +25,15 @@ class Batcher:
         on_call: told ``len(items)`` of every call (metrics, tests).
     """
 
-    def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], executor: concurrent.futures.Executor, *,
-                 max_size: int, max_wait_s: float, on_call: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[list[Any]], Sequence[Any]],
+        executor: concurrent.futures.Executor,
+        *,
+        max_size: int,
+        max_wait_s: float,
+        on_call: Callable[[int], None] | None = None,
+    ) -> None:
         self._fn, self._executor = fn, executor
         self._max_size, self._max_wait = max_size, max_wait_s
         self._on_call = on_call

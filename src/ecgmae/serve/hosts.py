@@ -73,10 +73,25 @@ class HostCheck:
         if host is not None and self.allows(host):
             await self.app(scope, receive, send)
             return
-        said = "no Host header" if not raw else "several Host headers" if len(raw) > 1 else \
-            f"Host {clip(safe_name(header or ''), 80)!r}"
-        body = json.dumps({"error": f"{said}: this server answers {', '.join(self.allowed)} (ecgmae serve "
-                                    "--allowed-hosts adds names)"}, separators=(",", ":")).encode()
-        await send({"type": "http.response.start", "status": 400,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        said = (
+            "no Host header"
+            if not raw
+            else "several Host headers"
+            if len(raw) > 1
+            else f"Host {clip(safe_name(header or ''), 80)!r}"
+        )
+        body = json.dumps(
+            {
+                "error": f"{said}: this server answers {', '.join(self.allowed)} (ecgmae serve "
+                "--allowed-hosts adds names)"
+            },
+            separators=(",", ":"),
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -39,8 +39,10 @@ MAX_FILES = 8
 _TMP_PREFIX = "ecgmae-serve-"  # the private folder an upload is read from
 _TMP_PATH_RE = re.compile(r"[^\s'\"(<]*" + _TMP_PREFIX + r"[^\\/\s'\"]*[\\/]")
 _REPR_RE = re.compile(r"<([A-Za-z_][\w.]*) object at 0x[0-9A-Fa-f]+>")
-_HOW = ("send JSON {signal, fs, leads}, or multipart files: a WFDB record (.hea + .dat/.mat) or an .npy "
-        "with fs and leads fields")
+_HOW = (
+    "send JSON {signal, fs, leads}, or multipart files: a WFDB record (.hea + .dat/.mat) or an .npy "
+    "with fs and leads fields"
+)
 
 
 class RequestError(ECGMAEError):
@@ -115,8 +117,11 @@ class Intake:
 
     def take(self, n: int) -> None:
         if self.bytes + n > self.max_bytes:
-            raise RequestError(503, f"server busy: {self.bytes} bytes of uploads being received from {self.bodies} "
-                               f"client(s), at most {self.max_bytes} at once; retry shortly")
+            raise RequestError(
+                503,
+                f"server busy: {self.bytes} bytes of uploads being received from {self.bodies} "
+                f"client(s), at most {self.max_bytes} at once; retry shortly",
+            )
         self.bytes += n
 
 
@@ -136,8 +141,9 @@ async def read_body(request: Request, max_bytes: int, intake: Intake | None = No
         if not length.isdigit():
             raise RequestError(400, f"Content-Length {clip(length, 40)!r} is not a number")
         if int(length) > max_bytes:
-            raise RequestError(413, f"request body is {int(length)} bytes; this server takes at most {max_bytes} "
-                               "(--max-upload-mb)")
+            raise RequestError(
+                413, f"request body is {int(length)} bytes; this server takes at most {max_bytes} (--max-upload-mb)"
+            )
     intake = intake or Intake(max_bytes)
     chunks: list[bytes] = []
     size = 0
@@ -179,8 +185,7 @@ async def parse(received: Received, examples: dict[str, Path]) -> Payload:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(received.request.scope, replay).form(max_files=MAX_FILES,
-                                                                  max_fields=len(_FORM_FIELDS))
+        form = await Request(received.request.scope, replay).form(max_files=MAX_FILES, max_fields=len(_FORM_FIELDS))
     except Exception as exc:  # python-multipart and Starlette raise several types for a bad body
         raise RequestError(400, f"unreadable multipart body ({clip(getattr(exc, 'detail', exc), 200)})") from None
     payload = Payload()
@@ -191,8 +196,9 @@ async def parse(received: Received, examples: dict[str, Path]) -> Payload:
             elif key in payload.fields:
                 raise RequestError(400, f"field {safe_name(key)!r} given twice")
             elif key not in _FORM_FIELDS:
-                raise RequestError(400, f"unknown field {clip(safe_name(key), 60)!r}; expected files and "
-                                   f"{', '.join(_FORM_FIELDS)}")
+                raise RequestError(
+                    400, f"unknown field {clip(safe_name(key), 60)!r}; expected files and {', '.join(_FORM_FIELDS)}"
+                )
             else:
                 payload.fields[key] = str(value)
     finally:
@@ -207,8 +213,11 @@ async def parse(received: Received, examples: dict[str, Path]) -> Payload:
 async def _keep(payload: Payload, upload: UploadFile) -> None:
     name = upload.filename or ""
     if not _NAME_RE.match(name) or ".." in name:
-        raise RequestError(400, f"file name {clip(safe_name(name), 80)!r} is not a plain file name (letters, "
-                           "digits, '.', '_', '-'; no folders)")
+        raise RequestError(
+            400,
+            f"file name {clip(safe_name(name), 80)!r} is not a plain file name (letters, "
+            "digits, '.', '_', '-'; no folders)",
+        )
     if Path(name).suffix.lower() not in _SUFFIXES:
         raise RequestError(400, f"{name}: unsupported file type; upload .hea with its .dat/.mat, or one .npy")
     if name in payload.files:
@@ -251,8 +260,9 @@ def _from_json(body: bytes) -> Sample:
         raise RequestError(400, "JSON body must be an object {signal, fs, leads}")
     unknown = [k for k in doc if k not in _JSON_KEYS]
     if unknown:
-        raise RequestError(400, f"unknown key(s) {', '.join(repr(clip(k, 40)) for k in unknown[:5])}; expected "
-                           f"{', '.join(_JSON_KEYS)}")
+        raise RequestError(
+            400, f"unknown key(s) {', '.join(repr(clip(k, 40)) for k in unknown[:5])}; expected {', '.join(_JSON_KEYS)}"
+        )
     options = {k: doc[k] for k in OPTIONS if k in doc}
     if "signal" not in doc:
         raise RequestError(400, "JSON body lacks 'signal': a (leads, samples) list of lists in mV")
@@ -265,8 +275,9 @@ def _from_json(body: bytes) -> Sample:
     fs, leads = doc.get("fs"), doc.get("leads")
     if fs is None or isinstance(fs, bool) or not isinstance(fs, (int, float)):
         raise RequestError(400, f"fs must be the sampling rate in Hz (a number), got {clip(json.dumps(fs), 40)}")
-    if leads is not None and not (isinstance(leads, str) or
-                                  (isinstance(leads, list) and all(isinstance(n, str) for n in leads))):
+    if leads is not None and not (
+        isinstance(leads, str) or (isinstance(leads, list) and all(isinstance(n, str) for n in leads))
+    ):
         raise RequestError(400, "leads must be a list of lead names or one comma-separated string")
     return Sample("signal", x.astype(np.float32), float(fs), leads, options)
 
@@ -313,8 +324,10 @@ def _split_options(fields: dict[str, str]) -> tuple[dict[str, str], dict[str, An
 
 def _no_fields(fields: dict[str, str], what: str) -> None:
     if fields:
-        raise RequestError(400, f"{', '.join(sorted(fields))}: {what} names its own rate and leads; "
-                           "send fs and leads only with an .npy")
+        raise RequestError(
+            400,
+            f"{', '.join(sorted(fields))}: {what} names its own rate and leads; send fs and leads only with an .npy",
+        )
 
 
 def _number(text: str | None, name: str) -> float | None:
@@ -364,8 +377,10 @@ def _check_length(sample: Sample, max_seconds: float) -> None:
     else:
         n, fs = sample.signal.shape[-1], sample.fs
     if fs and fs > 0 and n / fs > max_seconds:
-        raise RequestError(413, f"{sample.name}: {n / fs:g} s of signal; this server takes records up to "
-                           f"{max_seconds:g} s (--max-seconds)")
+        raise RequestError(
+            413,
+            f"{sample.name}: {n / fs:g} s of signal; this server takes records up to {max_seconds:g} s (--max-seconds)",
+        )
 
 
 def public(message: str) -> str:

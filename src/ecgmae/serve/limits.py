@@ -49,8 +49,15 @@ class Limits:
     prep_threads: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_header_bytes", "max_connections", "max_signal_values",
-                     "max_concurrency", "batch_size", "prep_threads"):
+        for name in (
+            "max_upload_bytes",
+            "max_header_bytes",
+            "max_connections",
+            "max_signal_values",
+            "max_concurrency",
+            "batch_size",
+            "prep_threads",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ECGMAEError(f"serve limits: {name} must be an integer >= 1, got {value!r}")
@@ -60,10 +67,13 @@ class Limits:
         if not self.batch_wait_ms >= 0:
             raise ECGMAEError(f"serve limits: batch_wait_ms must be >= 0, got {self.batch_wait_ms!r}")
         buffer = self.upload_buffer_bytes
-        if buffer is not None and (isinstance(buffer, bool) or not isinstance(buffer, int)
-                                   or buffer < self.max_upload_bytes):
-            raise ECGMAEError(f"serve limits: upload_buffer_bytes must be an integer >= max_upload_bytes "
-                              f"({self.max_upload_bytes}), got {buffer!r}")
+        if buffer is not None and (
+            isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < self.max_upload_bytes
+        ):
+            raise ECGMAEError(
+                f"serve limits: upload_buffer_bytes must be an integer >= max_upload_bytes "
+                f"({self.max_upload_bytes}), got {buffer!r}"
+            )
 
     @property
     def upload_buffer(self) -> int:

@@ -47,8 +47,13 @@ class Metrics:
             for route, values in self._latency.items():
                 ms = np.asarray(values) * 1e3
                 p50, p95, p99 = np.percentile(ms, [50, 95, 99]) if ms.size else (0.0, 0.0, 0.0)
-                latency[route] = {"count": int(ms.size), "p50": round(float(p50), 3), "p95": round(float(p95), 3),
-                                  "p99": round(float(p99), 3), "max": round(float(ms.max()), 3) if ms.size else 0.0}
+                latency[route] = {
+                    "count": int(ms.size),
+                    "p50": round(float(p50), 3),
+                    "p95": round(float(p95), 3),
+                    "p99": round(float(p99), 3),
+                    "max": round(float(ms.max()), 3) if ms.size else 0.0,
+                }
             return {
                 "uptime_s": round(time.monotonic() - self._started, 3),
                 "in_flight": self.in_flight,
@@ -58,6 +63,8 @@ class Metrics:
                 "queued": {op: fn() for op, fn in sorted(self.queues.items())},
                 "requests": {route: dict(sorted(c.items())) for route, c in sorted(self._status.items())},
                 "latency_ms": dict(sorted(latency.items())),
-                "model_calls": {op: {"calls": self._calls[op], "records": self._items[op],
-                                     "largest_batch": self._largest[op]} for op in sorted(self._calls)},
+                "model_calls": {
+                    op: {"calls": self._calls[op], "records": self._items[op], "largest_batch": self._largest[op]}
+                    for op in sorted(self._calls)
+                },
             }

@@ -51,9 +51,13 @@ class ConnectionGuard:
 def answer(status: int, message: str, headers: dict[str, str] | None = None) -> bytes:
     """A whole HTTP/1.1 response with the service's one-line JSON error, closing the connection."""
     body = json.dumps({"error": message}, separators=(",", ":")).encode()
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", "content-type: application/json",
-             f"content-length: {len(body)}", "connection: close",
-             *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        "content-type: application/json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -74,8 +78,14 @@ class _Guarded(HttpToolsProtocol):
         if g.open >= g.limits.max_connections:
             g.refused += 1
             self.transport = transport
-            transport.write(answer(503, f"server busy: {g.open} connections open (--max-connections "
-                                        f"{g.limits.max_connections}); retry shortly", {"retry-after": "1"}))
+            transport.write(
+                answer(
+                    503,
+                    f"server busy: {g.open} connections open (--max-connections "
+                    f"{g.limits.max_connections}); retry shortly",
+                    {"retry-after": "1"},
+                )
+            )
             transport.close()
             return
         g.open += 1
@@ -156,8 +166,12 @@ class _Guarded(HttpToolsProtocol):
             return
         self.guard.timed_out += 1
         if self.cycle is None or self.cycle.response_complete:  # nothing else is being written
-            self.transport.write(answer(408, f"request headers not received within "
-                                             f"{self.guard.limits.header_timeout_s:g} s (--header-timeout)"))
+            self.transport.write(
+                answer(
+                    408,
+                    f"request headers not received within {self.guard.limits.header_timeout_s:g} s (--header-timeout)",
+                )
+            )
         self.transport.close()
 
     def _body_late(self) -> None:

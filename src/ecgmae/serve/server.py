@@ -22,8 +22,9 @@ from ecgmae.serve.protocol import ConnectionGuard
 from ecgmae.utils import log
 
 
-def _config(model: Model, limits: Limits, examples: str | Path | None, mae: Model | None,
-            log_level: str, hosts: Sequence[str]) -> uvicorn.Config:
+def _config(
+    model: Model, limits: Limits, examples: str | Path | None, mae: Model | None, log_level: str, hosts: Sequence[str]
+) -> uvicorn.Config:
     """uvicorn's settings: its keep-alive timeout is ``idle_timeout_s``; the HTTP protocol is its httptools
     one under :class:`ConnectionGuard` (connection cap, header and body deadlines); no WebSocket."""
     app = create_app(model, limits, examples=examples, mae=mae, allowed_hosts=hosts)
@@ -31,14 +32,30 @@ def _config(model: Model, limits: Limits, examples: str | Path | None, mae: Mode
     app.state.service.metrics.connections = guard.snapshot
     # uvicorn annotates an int but passes it to loop.call_later, which takes fractions of a second too
     keep_alive = cast(int, limits.idle_timeout_s)
-    return uvicorn.Config(app, http=guard.protocol, ws="none", timeout_keep_alive=keep_alive,
-                          log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=5,
-                          server_header=False)
+    return uvicorn.Config(
+        app,
+        http=guard.protocol,
+        ws="none",
+        timeout_keep_alive=keep_alive,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        server_header=False,
+    )
 
 
-def serve(model: Model, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, *,
-          examples: str | Path | None = None, mae: Model | None = None, log_level: str = "info",
-          allowed: Sequence[str] = ()) -> None:
+def serve(
+    model: Model,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: Limits | None = None,
+    *,
+    examples: str | Path | None = None,
+    mae: Model | None = None,
+    log_level: str = "info",
+    allowed: Sequence[str] = (),
+) -> None:
     """Serve ``model`` on ``host:port`` until interrupted (Ctrl-C); arguments as :func:`create_app`'s.
 
     The ``Host`` names answered are the loopback ones, ``host`` and ``allowed``
@@ -59,9 +76,11 @@ def reachable_warning(address: str, port: int) -> str | None:
     if ipaddress.ip_address(address.split("%")[0]).is_loopback:
         return None
     where = f"[{address}]" if ":" in address else address
-    return (f"warning: listening on {where}:{port}, which other machines can reach, with no authentication: anyone "
-            "who can connect can use the model; put it behind your own proxy (TLS, authentication) or listen on "
-            "127.0.0.1")
+    return (
+        f"warning: listening on {where}:{port}, which other machines can reach, with no authentication: anyone "
+        "who can connect can use the model; put it behind your own proxy (TLS, authentication) or listen on "
+        "127.0.0.1"
+    )
 
 
 def _warn_if_reachable(sock: socket.socket) -> None:
@@ -71,9 +90,16 @@ def _warn_if_reachable(sock: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def background(model: Model, limits: Limits | None = None, *, examples: str | Path | None = None,
-               mae: Model | None = None, host: str = "127.0.0.1", log_level: str = "warning",
-               allowed: Sequence[str] = ()) -> Iterator[str]:
+def background(
+    model: Model,
+    limits: Limits | None = None,
+    *,
+    examples: str | Path | None = None,
+    mae: Model | None = None,
+    host: str = "127.0.0.1",
+    log_level: str = "warning",
+    allowed: Sequence[str] = (),
+) -> Iterator[str]:
     """Serve ``model`` from a thread on a free port of ``host``; yields the base URL, stops on exit.
 
     For notebooks and tests: ``with background(ecgmae.load("runs/ft")) as url: ...``.

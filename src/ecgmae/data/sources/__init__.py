@@ -20,14 +20,30 @@ from ecgmae.data.sources.labels import ID_COLUMNS, META_COLUMNS, LabelTable, rea
 from ecgmae.errors import DataError
 
 # Label tables live in .labels, multiprocess reading in .reading (which imports this registry).
-__all__ = ["ID_COLUMNS", "META_COLUMNS", "SOURCES", "Item", "LabelTable", "Scan", "get_source", "read_label_table",
-           "walk_files"]
+__all__ = [
+    "ID_COLUMNS",
+    "META_COLUMNS",
+    "SOURCES",
+    "Item",
+    "LabelTable",
+    "Scan",
+    "get_source",
+    "read_label_table",
+    "walk_files",
+]
 
 # source name -> module in this package (``numpy`` would shadow the numpy package).
 SOURCES: dict[str, str] = {
-    "folder": "folder", "ptbxl": "ptbxl", "cpsc2018": "cpsc2018", "cinc": "cinc",
-    "chapman": "chapman", "hdf5": "hdf5", "numpy": "numpy_src",
+    "folder": "folder",
+    "ptbxl": "ptbxl",
+    "cpsc2018": "cpsc2018",
+    "cinc": "cinc",
+    "chapman": "chapman",
+    "hdf5": "hdf5",
+    "numpy": "numpy_src",
 }
+
+
 @dataclass(frozen=True)
 class Item:
     """One record to read: ``path`` (and ``key`` inside a multi-record file) plus what the index knows."""

@@ -42,16 +42,21 @@ def _diagnostics(folder: Path) -> Any:
             try:
                 return pd.read_excel(xlsx, dtype=str, engine="openpyxl").fillna(""), xlsx
             except ImportError:
-                raise DataError(f"{xlsx}: reading .xlsx needs openpyxl; save the sheet as Diagnostics.csv (same "
-                                "columns) beside it, or pip install openpyxl") from None
+                raise DataError(
+                    f"{xlsx}: reading .xlsx needs openpyxl; save the sheet as Diagnostics.csv (same "
+                    "columns) beside it, or pip install openpyxl"
+                ) from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"{folder}: unreadable Diagnostics table ({exc}); a Diagnostics.csv with the same "
-                        "columns is read instead when present") from None
+        raise DataError(
+            f"{folder}: unreadable Diagnostics table ({exc}); a Diagnostics.csv with the same "
+            "columns is read instead when present"
+        ) from None
     raise DataError(f"{folder}: no Diagnostics.csv or Diagnostics.xlsx")
 
 
-def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
-         options: dict[str, Any] | None = None) -> Scan:
+def scan(
+    src: Path, *, labels: Path | None = None, task: str | None = None, options: dict[str, Any] | None = None
+) -> Scan:
     """WFDB form: as the cinc source. CSV form: the records listed in the Diagnostics table."""
     files = walk_files(src)
     if any(f.suffix.lower() == ".hea" for f in files):
@@ -83,8 +88,14 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         if str(row.get("Gender", "")).strip():
             meta["sex"] = str(row["Gender"]).strip()[:1].upper()
         items.append(Item(rid, str(path), labels=names, meta=meta))
-    return Scan(items, None, [table_path, *(f for f in files if f.parent == data)], problems,
-                expected_leads=LEADS_12, options=options)
+    return Scan(
+        items,
+        None,
+        [table_path, *(f for f in files if f.parent == data)],
+        problems,
+        expected_leads=LEADS_12,
+        options=options,
+    )
 
 
 def _is_number(text: str) -> bool:
@@ -116,8 +127,15 @@ def read_csv_record(path: Path, units: str = "auto") -> Record:
     if units == "auto":
         peak = float(np.nanmax(np.abs(x))) if x.size else 0.0
         units = "uV" if peak > 50 else "mV"
-    return make_record(path.stem, x, FS, names, path.name, scale=unit_scale(units, path.name),
-                       meta={"format": "chapman-csv", "units": units})
+    return make_record(
+        path.stem,
+        x,
+        FS,
+        names,
+        path.name,
+        scale=unit_scale(units, path.name),
+        meta={"format": "chapman-csv", "units": units},
+    )
 
 
 def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:

@@ -39,8 +39,9 @@ def code_labels(codes: tuple[str, ...], task: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(code_label(c) for c in codes))
 
 
-def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
-         options: dict[str, Any] | None = None) -> Scan:
+def scan(
+    src: Path, *, labels: Path | None = None, task: str | None = None, options: dict[str, Any] | None = None
+) -> Scan:
     """List the records under ``src``; labels are read from each header by :func:`load`."""
     task = task or "all"
     if task not in TASKS:
@@ -53,8 +54,14 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     table = read_label_table(Path(labels), options.get("classes")) if labels else None
     items = items_with_labels(src, heads, table, default=None)
     names = table.names if table else (scored_labels() if task == "scored" else None)
-    return Scan(items, names, files + ([Path(labels)] if labels else []), expected_leads=LEADS_12,
-                options=options, root=str(src))
+    return Scan(
+        items,
+        names,
+        files + ([Path(labels)] if labels else []),
+        expected_leads=LEADS_12,
+        options=options,
+        root=str(src),
+    )
 
 
 def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:

@@ -50,8 +50,9 @@ def read_reference(path: Path) -> tuple[dict[str, tuple[str, ...]], dict[str, st
     return labels, problems
 
 
-def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
-         options: dict[str, Any] | None = None) -> Scan:
+def scan(
+    src: Path, *, labels: Path | None = None, task: str | None = None, options: dict[str, Any] | None = None
+) -> Scan:
     """List the ``.mat`` records under ``src`` with their REFERENCE.csv labels."""
     if task:
         raise DataError(f"--task {task!r}: the cpsc2018 source has a single task (the nine classes)")
@@ -64,8 +65,14 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
     items, problems = [], []
     if ref is None:
         log.warning("%s: no REFERENCE.csv: records are prepared without labels", src)
-        return Scan([Item(m.stem, str(m), labels=()) for m in mats], (), files, expected_leads=LEADS_12,
-                    options=options, root=str(src))
+        return Scan(
+            [Item(m.stem, str(m), labels=()) for m in mats],
+            (),
+            files,
+            expected_leads=LEADS_12,
+            options=options,
+            root=str(src),
+        )
     table, bad = read_reference(ref)
     for m in mats:
         if m.stem in bad:

@@ -39,8 +39,21 @@ if TYPE_CHECKING:  # annotations only: importing this module loads neither
     import numpy as np
     import torch
 
-__all__ = ["BASE_LEADS", "FS", "LEADS", "SECONDS", "DeepfakeRecord", "gan_resampling", "generate", "generate_record",
-           "load_generator", "package_version", "twelve_leads", "weights_path", "write_wfdb_folder"]
+__all__ = [
+    "BASE_LEADS",
+    "FS",
+    "LEADS",
+    "SECONDS",
+    "DeepfakeRecord",
+    "gan_resampling",
+    "generate",
+    "generate_record",
+    "load_generator",
+    "package_version",
+    "twelve_leads",
+    "weights_path",
+    "write_wfdb_folder",
+]
 
 PACKAGE = "deepfakeecg"  # import name
 DISTRIBUTION = "deepfake-ecg"  # PyPI name
@@ -112,11 +125,15 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError for a refused object; others for a corrupt file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused to load the generator: not a plain tensor checkpoint "
-                              f"(torch.load weights_only: {first})") from None
+        raise CheckpointError(
+            f"{path}: refused to load the generator: not a plain tensor checkpoint (torch.load weights_only: {first})"
+        ) from None
     state = ckpt.get("stat_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
         raise CheckpointError(f"{path}: expected a dict with the generator's tensors under 'stat_dict'")
     return state
 
@@ -183,15 +200,19 @@ def gan_resampling(fs: float) -> tuple[int, int]:
         raise ConfigError(f"synth --engine deepfake: fs {fs} Hz is outside 50-2000 Hz (native rate 500 Hz)")
     ratio = Fraction(fs).limit_denominator(1000) / Fraction(int(FS))
     if abs(float(ratio) * FS - fs) > 1e-9 or (N_NATIVE * ratio).denominator != 1:
-        raise ConfigError(f"synth --engine deepfake: fs {fs} Hz does not give a whole number of samples "
-                          f"in {SECONDS:g} s; use e.g. 100, 250 or 500")
+        raise ConfigError(
+            f"synth --engine deepfake: fs {fs} Hz does not give a whole number of samples "
+            f"in {SECONDS:g} s; use e.g. 100, 250 or 500"
+        )
     return ratio.numerator, ratio.denominator
 
 
 def _check(n: int, seed: int, start: int, batch_size: int, fs: float) -> tuple[int, int]:
     if n < 1 or seed < 0 or start < 0 or batch_size < 1:
-        raise ConfigError(f"synth --engine deepfake: need n >= 1 ({n}), seed >= 0 ({seed}), start >= 0 "
-                          f"({start}) and batch size >= 1 ({batch_size})")
+        raise ConfigError(
+            f"synth --engine deepfake: need n >= 1 ({n}), seed >= 0 ({seed}), start >= 0 "
+            f"({start}) and batch size >= 1 ({batch_size})"
+        )
     return gan_resampling(fs)
 
 
@@ -211,8 +232,9 @@ def _block(model: Any, seed: int, block: int, batch_size: int, up: int, down: in
     return twelve_leads(base)
 
 
-def generate(n: int, seed: int = 0, *, fs: float = FS, start: int = 0,
-             batch_size: int = DEFAULT_BATCH) -> Iterator[DeepfakeRecord]:
+def generate(
+    n: int, seed: int = 0, *, fs: float = FS, start: int = 0, batch_size: int = DEFAULT_BATCH
+) -> Iterator[DeepfakeRecord]:
     """Records ``start .. start + n - 1`` of set ``seed``, one at a time, computed block by block.
 
     Args:
@@ -256,8 +278,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_wfdb_folder(out: Path | str, n: int, *, fs: float = FS, seed: int = 0, batch_size: int = DEFAULT_BATCH,
-                      quiet: bool = False, overwrite: bool = False) -> Path:
+def write_wfdb_folder(
+    out: Path | str,
+    n: int,
+    *,
+    fs: float = FS,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH,
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Write records 0..n-1 as WFDB (.hea + .dat, format 16, 1 uV) plus RECORDS and source.json.
 
     No labels.csv: the records are unlabelled (``ecgmae prepare --source folder`` reads them as such).
@@ -289,8 +319,9 @@ def write_wfdb_folder(out: Path | str, n: int, *, fs: float = FS, seed: int = 0,
     out = Path(out)
     with staged_folder(out, overwrite=overwrite) as tmp:
         names = []
-        for rec in progress(generate(n, seed, fs=fs, batch_size=batch_size), quiet=quiet, total=n,
-                            desc="synth deepfake", unit="rec"):
+        for rec in progress(
+            generate(n, seed, fs=fs, batch_size=batch_size), quiet=quiet, total=n, desc="synth deepfake", unit="rec"
+        ):
             comments = [
                 "unlabelled: synthetic ECG from a GAN, no diagnosis",
                 f"patient: deepfake-s{seed}-p{rec.index:05d}",
@@ -301,11 +332,27 @@ def write_wfdb_folder(out: Path | str, n: int, *, fs: float = FS, seed: int = 0,
             write_wfdb16(tmp / rec.record, rec.signal, rec.fs, rec.leads, comments, adc_gain=ADC_GAIN)
             names.append(rec.record)
         (tmp / "RECORDS").write_text("".join(f"{r}\n" for r in names))
-        write_json_atomic(tmp / "source.json", {
-            "engine": "deepfake", "package": DISTRIBUTION, "package_version": version, "licence": "MIT",
-            "weights": path.name, "weights_sha256": _sha256(path), "ecgmae_version": __version__,
-            "seed": seed, "n": n, "fs": float(fs), "seconds": SECONDS, "native_fs": FS, "batch_size": batch_size,
-            "leads": list(LEADS), "units": "mV", "adc_gain": ADC_GAIN, "labels": None,
-        })
+        write_json_atomic(
+            tmp / "source.json",
+            {
+                "engine": "deepfake",
+                "package": DISTRIBUTION,
+                "package_version": version,
+                "licence": "MIT",
+                "weights": path.name,
+                "weights_sha256": _sha256(path),
+                "ecgmae_version": __version__,
+                "seed": seed,
+                "n": n,
+                "fs": float(fs),
+                "seconds": SECONDS,
+                "native_fs": FS,
+                "batch_size": batch_size,
+                "leads": list(LEADS),
+                "units": "mV",
+                "adc_gain": ADC_GAIN,
+                "labels": None,
+            },
+        )
     log.info("wrote %d unlabelled %s records to %s", n, DISTRIBUTION, out)
     return out

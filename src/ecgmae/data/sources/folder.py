@@ -27,8 +27,9 @@ def find_labels(src: Path, labels: Path | None) -> Path | None:
     return default if default.is_file() else None
 
 
-def items_with_labels(src: Path, paths: list[Path], table: LabelTable | None,
-                      default: tuple[str, ...] | None = ()) -> list[Item]:
+def items_with_labels(
+    src: Path, paths: list[Path], table: LabelTable | None, default: tuple[str, ...] | None = ()
+) -> list[Item]:
     """Items for ``paths`` (records under ``src``) with labels, patient, split and fold from ``table``.
 
     A record the table does not list (or every record, without a table) gets ``default`` labels:
@@ -43,8 +44,17 @@ def items_with_labels(src: Path, paths: list[Path], table: LabelTable | None,
             items.append(Item(rid, str(path), labels=default if table is None else ()))
             continue
         found.add(key)
-        items.append(Item(rid, str(path), labels=table.labels[key], patient=table.patients.get(key),
-                          split=table.splits.get(key), fold=table.folds.get(key), meta=table.meta.get(key, {})))
+        items.append(
+            Item(
+                rid,
+                str(path),
+                labels=table.labels[key],
+                patient=table.patients.get(key),
+                split=table.splits.get(key),
+                fold=table.folds.get(key),
+                meta=table.meta.get(key, {}),
+            )
+        )
     if table is not None:
         unlabelled = sum(1 for it in items if it.labels == () and table.lookup(it.record) is None)
         if unlabelled:
@@ -55,8 +65,9 @@ def items_with_labels(src: Path, paths: list[Path], table: LabelTable | None,
     return items
 
 
-def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
-         options: dict[str, Any] | None = None) -> Scan:
+def scan(
+    src: Path, *, labels: Path | None = None, task: str | None = None, options: dict[str, Any] | None = None
+) -> Scan:
     """List the WFDB records under ``src`` with their labels."""
     if task:
         raise DataError(f"--task {task!r}: the folder source has no label tasks (labels come from the CSV)")

@@ -24,8 +24,9 @@ from ecgmae.utils import log
 CODE_CLASSES: tuple[str, ...] = ("1dAVb", "RBBB", "LBBB", "SB", "AF", "ST")
 
 
-def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
-         options: dict[str, Any] | None = None) -> Scan:
+def scan(
+    src: Path, *, labels: Path | None = None, task: str | None = None, options: dict[str, Any] | None = None
+) -> Scan:
     """List the exams of every file, with labels and patients from the exams table."""
     if task:
         raise DataError(f"--task {task!r}: the hdf5 source takes its classes from the labels CSV")
@@ -73,5 +74,11 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
 
 def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one exam."""
-    return read_h5_record(item.path, int(item.key), fs=options.get("src_fs"), leads=options.get("src_leads"),
-                          units=options.get("src_units"), record=item.record)
+    return read_h5_record(
+        item.path,
+        int(item.key),
+        fs=options.get("src_fs"),
+        leads=options.get("src_leads"),
+        units=options.get("src_units"),
+        record=item.record,
+    )

@@ -16,8 +16,21 @@ from ecgmae.errors import DataError, clip
 MAX_LABELS = 1000
 # Columns of a label table that describe the record rather than label it.
 ID_COLUMNS = ("record", "ecg_id", "exam_id", "filename", "file", "id", "recording")
-META_COLUMNS = {"patient", "patient_id", "split", "fold", "strat_fold", "age", "sex", "is_male", "labels",
-                "trace_file", "nn_predicted_age", "death", "timey"}
+META_COLUMNS = {
+    "patient",
+    "patient_id",
+    "split",
+    "fold",
+    "strat_fold",
+    "age",
+    "sex",
+    "is_male",
+    "labels",
+    "trace_file",
+    "nn_predicted_age",
+    "death",
+    "timey",
+}
 
 
 @dataclass
@@ -80,8 +93,9 @@ def read_label_table(path: Path, classes: tuple[str, ...] | None = None, *, row_
             table.labels[rid] = tuple(dict.fromkeys(n.strip() for n in value.split(";") if n.strip()))
         distinct = len({n for names in table.labels.values() for n in names})
         if distinct > MAX_LABELS:
-            raise DataError(f"{path}: {distinct} distinct labels, more than {MAX_LABELS}: is the 'labels' column "
-                            "really labels?")
+            raise DataError(
+                f"{path}: {distinct} distinct labels, more than {MAX_LABELS}: is the 'labels' column really labels?"
+            )
     else:
         skip = {id_col} | {c for c in df.columns if c.lower() in META_COLUMNS}
         if classes:
@@ -90,11 +104,11 @@ def read_label_table(path: Path, classes: tuple[str, ...] | None = None, *, row_
                 raise DataError(f"{path}: no column for class(es) {', '.join(missing)}")
             cols = list(classes)
         else:
-            cols = [c for c in df.columns if c not in skip
-                    and df[c].str.strip().str.lower().isin(_TRUE | _FALSE).all()]
+            cols = [c for c in df.columns if c not in skip and df[c].str.strip().str.lower().isin(_TRUE | _FALSE).all()]
         if not cols:
-            raise DataError(f"{path}: no 'labels' column and no 0/1 class columns (columns: "
-                            f"{clip(', '.join(df.columns))})")
+            raise DataError(
+                f"{path}: no 'labels' column and no 0/1 class columns (columns: {clip(', '.join(df.columns))})"
+            )
         if len(cols) > MAX_LABELS:
             raise DataError(f"{path}: {len(cols)} class columns, more than {MAX_LABELS}")
         values = {}
@@ -102,8 +116,7 @@ def read_label_table(path: Path, classes: tuple[str, ...] | None = None, *, row_
             v = df[c].str.strip().str.lower()
             bad = ~v.isin(_TRUE | _FALSE)
             if bad.any():
-                raise DataError(f"{path}: column {c!r} row {int(bad.idxmax()) + 2}: {df[c][bad.idxmax()]!r} is "
-                                "not 0/1")
+                raise DataError(f"{path}: column {c!r} row {int(bad.idxmax()) + 2}: {df[c][bad.idxmax()]!r} is not 0/1")
             values[c] = v.isin(_TRUE).to_numpy()
         table.names = tuple(cols)
         for row, rid in enumerate(ids):

@@ -35,8 +35,9 @@ def _open(path: Path) -> np.ndarray:
     return arr
 
 
-def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
-         options: dict[str, Any] | None = None) -> Scan:
+def scan(
+    src: Path, *, labels: Path | None = None, task: str | None = None, options: dict[str, Any] | None = None
+) -> Scan:
     """List the records of the array with their labels."""
     if task:
         raise DataError(f"--task {task!r}: the numpy source takes its labels from the CSV")
@@ -73,21 +74,35 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         elif len(keys) == n:
             names, rows = keys, dict(enumerate(keys))
         else:
-            raise DataError(f"{label_path}: {len(keys)} rows for {n} records (and its record column is not a row "
-                            "number)")
+            raise DataError(
+                f"{label_path}: {len(keys)} rows for {n} records (and its record column is not a row number)"
+            )
     items = []
     for i in range(n):
         key = rows.get(i)
-        items.append(Item(names[i], str(src), labels=table.labels[key] if table and key else (), key=i,
-                          patient=table.patients.get(key) if table and key else None,
-                          split=table.splits.get(key) if table and key else None))
-    return Scan(items, table.names if table else None, [src, *([label_path] if label_path else [])],
-                options=options)
+        items.append(
+            Item(
+                names[i],
+                str(src),
+                labels=table.labels[key] if table and key else (),
+                key=i,
+                patient=table.patients.get(key) if table and key else None,
+                split=table.splits.get(key) if table and key else None,
+            )
+        )
+    return Scan(items, table.names if table else None, [src, *([label_path] if label_path else [])], options=options)
 
 
 def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record:
     """Read one record (a row of the memory-mapped array)."""
     arr = _open(Path(item.path))
     where = f"{Path(item.path).name}[{item.key}]"
-    return make_record(item.record, np.asarray(arr[int(item.key)]), options["src_fs"], options["src_leads"], where,
-                       scale=unit_scale(options["src_units"], where), meta={"format": "npy"})
+    return make_record(
+        item.record,
+        np.asarray(arr[int(item.key)]),
+        options["src_fs"],
+        options["src_leads"],
+        where,
+        scale=unit_scale(options["src_units"], where),
+        meta={"format": "npy"},
+    )

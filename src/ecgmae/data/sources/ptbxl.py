@@ -71,8 +71,9 @@ def _records_dir(src: Path, fs: float | None, choice: str) -> str:
     return "filename_hr" if (src / "records500").is_dir() else "filename_lr"
 
 
-def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
-         options: dict[str, Any] | None = None) -> Scan:
+def scan(
+    src: Path, *, labels: Path | None = None, task: str | None = None, options: dict[str, Any] | None = None
+) -> Scan:
     """Read the PTB-XL tables and list the records that have a label in ``task``."""
     import pandas as pd
 
@@ -104,21 +105,35 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         path = src / f"{name}.hea"
         norm = posixpath.normpath(name.replace("\\", "/"))
         if os.path.isabs(name) or norm == ".." or norm.startswith("../"):
-            problems.append((rid, name, "outside", f"{db_path.name}: ecg_id {rid}: record file '{clip(name)}' is "
-                             "outside the corpus folder"))
+            problems.append(
+                (
+                    rid,
+                    name,
+                    "outside",
+                    f"{db_path.name}: ecg_id {rid}: record file '{clip(name)}' is outside the corpus folder",
+                )
+            )
             continue
         try:
             codes = ast.literal_eval(row.scp_codes)
             if not isinstance(codes, dict):
                 raise ValueError("not a dict")
         except (ValueError, SyntaxError) as exc:
-            problems.append((rid, str(path), "labels", f"{db_path.name}: ecg_id {rid}: bad scp_codes "
-                             f"{row.scp_codes!r} ({exc})"))
+            problems.append(
+                (rid, str(path), "labels", f"{db_path.name}: ecg_id {rid}: bad scp_codes {row.scp_codes!r} ({exc})")
+            )
             continue
         unknown = sorted(str(k) for k in codes if str(k) not in statements.index)
         if unknown:
-            problems.append((rid, str(path), "labels", f"{db_path.name}: ecg_id {rid}: unknown SCP "
-                             f"statement(s) {', '.join(unknown)} (not in {st_path.name})"))
+            problems.append(
+                (
+                    rid,
+                    str(path),
+                    "labels",
+                    f"{db_path.name}: ecg_id {rid}: unknown SCP "
+                    f"statement(s) {', '.join(unknown)} (not in {st_path.name})",
+                )
+            )
             continue
         names = task_labels({str(k): v for k, v in codes.items()}, statements, task)
         if not names:
@@ -131,8 +146,7 @@ def scan(src: Path, *, labels: Path | None = None, task: str | None = None,
         if "sex" in db.columns and pd.notna(row.sex):
             meta["sex"] = "M" if int(row.sex) == 0 else "F"
         patient = str(int(row.patient_id)) if pd.notna(row.patient_id) else None
-        items.append(Item(rid, str(path), labels=names, patient=patient, split=fold_split(fold),
-                          fold=fold, meta=meta))
+        items.append(Item(rid, str(path), labels=names, patient=patient, split=fold_split(fold), fold=fold, meta=meta))
     names = tuple(sorted({n for it in items for n in it.labels or ()}))
     folder = src / ("records100" if column == "filename_lr" else "records500")
     inputs = [db_path, st_path, *(walk_files(folder) if folder.is_dir() else [])]

@@ -22,8 +22,15 @@ from ecgmae.errors import DataError, clip
 from ecgmae.utils import log
 
 
-def load_item(source: str, item: Item, options: dict[str, Any], *, root: str | None = None,
-              expected_leads: tuple[str, ...] | None = None, classes: tuple[str, ...] | None = None) -> Any:
+def load_item(
+    source: str,
+    item: Item,
+    options: dict[str, Any],
+    *,
+    root: str | None = None,
+    expected_leads: tuple[str, ...] | None = None,
+    classes: tuple[str, ...] | None = None,
+) -> Any:
     """Read ``item`` with ``source`` and check what the corpus promises.
 
     The record's labels become the item's (from an index table) when it has them. A corpus with a
@@ -45,13 +52,15 @@ def load_item(source: str, item: Item, options: dict[str, Any], *, root: str | N
         if missing:
             nan = set(rec.meta.get("nan_leads", ()))
             note = ", ".join(f"{m} (all NaN)" if m in nan else m for m in missing)
-            raise RecordError(where, f"{len(rec.leads)} leads, expected {len(expected_leads)} (missing {note})",
-                              "leads")
+            raise RecordError(
+                where, f"{len(rec.leads)} leads, expected {len(expected_leads)} (missing {note})", "leads"
+            )
     if classes is not None:
         unknown = [n for n in rec.labels if n not in classes]
         if unknown:
-            raise RecordError(where, f"unknown label name(s) {', '.join(map(repr, unknown))}; known: "
-                              f"{', '.join(classes)}", "labels")
+            raise RecordError(
+                where, f"unknown label name(s) {', '.join(map(repr, unknown))}; known: {', '.join(classes)}", "labels"
+            )
     return rec
 
 
@@ -64,8 +73,15 @@ class Loaded:
     error: tuple[str, str] | None = None
 
 
-def _load_one(source: str, scan_options: dict[str, Any], root: str | None, expected: tuple[str, ...] | None,
-              classes: tuple[str, ...] | None, transform: Callable[[Any], Any], item: Item) -> Loaded:
+def _load_one(
+    source: str,
+    scan_options: dict[str, Any],
+    root: str | None,
+    expected: tuple[str, ...] | None,
+    classes: tuple[str, ...] | None,
+    transform: Callable[[Any], Any],
+    item: Item,
+) -> Loaded:
     where = Path(item.path).name
     try:
         rec = load_item(source, item, scan_options, root=root, expected_leads=expected, classes=classes)
@@ -80,8 +96,9 @@ def _load_one(source: str, scan_options: dict[str, Any], root: str | None, expec
         return Loaded(item, error=("unexpected", clip(f"{where}: unexpected {type(exc).__name__}: {exc}", 800)))
 
 
-def read_items(source: str, scan: Scan, transform: Callable[[Any], Any], *, workers: int = 1,
-               quiet: bool = False) -> Iterator[Loaded]:
+def read_items(
+    source: str, scan: Scan, transform: Callable[[Any], Any], *, workers: int = 1, quiet: bool = False
+) -> Iterator[Loaded]:
     """Load every item of ``scan`` and apply ``transform`` to each record, in ``workers`` processes.
 
     Results come in item order whatever ``workers`` is, so outputs do not depend on it. Errors are

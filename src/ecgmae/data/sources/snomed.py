@@ -161,8 +161,12 @@ SNOMED: dict[str, tuple[str, str]] = {**_parse(_SCORED), **_parse(_UNSCORED)}
 SCORED_2021: frozenset[str] = frozenset(_parse(_SCORED))
 """The 30 codes scored in the 2021 challenge (26 classes once equivalents are merged)."""
 
-EQUIVALENT: dict[str, str] = {"713427006": "59118001", "63593006": "284470004", "17338001": "427172004",
-                              "733534002": "164909002"}
+EQUIVALENT: dict[str, str] = {
+    "713427006": "59118001",
+    "63593006": "284470004",
+    "17338001": "427172004",
+    "733534002": "164909002",
+}
 """Code -> the code it is scored as in 2021 (CRBBB/RBBB, SVPB/PAC, VPB/PVC, CLBBB/LBBB)."""
 
 

@@ -20,7 +20,17 @@ from typing import Any
 import numpy as np
 
 SYNTH_CLASSES: tuple[str, ...] = (
-    "NORM", "SB", "STach", "AF", "IAVB", "RBBB", "LBBB", "PVC", "LVH", "STE", "STD",
+    "NORM",
+    "SB",
+    "STach",
+    "AF",
+    "IAVB",
+    "RBBB",
+    "LBBB",
+    "PVC",
+    "LVH",
+    "STE",
+    "STD",
 )
 
 CLASS_DEFINITIONS: dict[str, str] = {
@@ -30,8 +40,7 @@ CLASS_DEFINITIONS: dict[str, str] = {
     "AF": "atrial fibrillation: irregular RR intervals, no P waves, 4-9 Hz fibrillatory waves",
     "IAVB": "first-degree AV block: sinus rhythm with PR interval > 200 ms",
     "RBBB": "right bundle branch block: QRS >= 120 ms, rsR' in V1, wide slurred S in I and V6",
-    "LBBB": "left bundle branch block: QRS >= 120 ms, broad notched R in I/aVL/V5-V6, QS in V1, "
-            "discordant ST-T",
+    "LBBB": "left bundle branch block: QRS >= 120 ms, broad notched R in I/aVL/V5-V6, QS in V1, discordant ST-T",
     "PVC": "premature ventricular contractions: early wide beats without P, compensatory pause",
     "LVH": "left ventricular hypertrophy: Sokolow-Lyon S(V1) + max R(V5, V6) > 3.5 mV",
     "STE": "ST elevation (injury) in an anterior, inferior or lateral territory, reciprocal depression",
@@ -40,22 +49,32 @@ CLASS_DEFINITIONS: dict[str, str] = {
 
 # SNOMED-CT codes as used by the PhysioNet/CinC 2020-2021 challenges, written to the `# Dx:` header line.
 CLASS_SNOMED: dict[str, str] = {
-    "NORM": "426783006", "SB": "426177001", "STach": "427084000", "AF": "164889003",
-    "IAVB": "270492004", "RBBB": "59118001", "LBBB": "164909002", "PVC": "427172004",
-    "LVH": "164873001", "STE": "164931005", "STD": "429622005",
+    "NORM": "426783006",
+    "SB": "426177001",
+    "STach": "427084000",
+    "AF": "164889003",
+    "IAVB": "270492004",
+    "RBBB": "59118001",
+    "LBBB": "164909002",
+    "PVC": "427172004",
+    "LVH": "164873001",
+    "STE": "164931005",
+    "STD": "429622005",
 }
 
 # Frank dipole -> leads I, II (ideal frontal plane) and V1..V6 (Dower 1980).
-LEAD_VECTORS: np.ndarray = np.array([
-    [1.0, 0.0, 0.0],
-    [0.5, np.sqrt(3.0) / 2.0, 0.0],
-    [-0.515, 0.157, -0.917],
-    [0.044, 0.164, -1.387],
-    [0.882, 0.098, -1.277],
-    [1.213, 0.127, -0.601],
-    [1.125, 0.127, -0.086],
-    [0.831, 0.076, 0.230],
-])
+LEAD_VECTORS: np.ndarray = np.array(
+    [
+        [1.0, 0.0, 0.0],
+        [0.5, np.sqrt(3.0) / 2.0, 0.0],
+        [-0.515, 0.157, -0.917],
+        [0.044, 0.164, -1.387],
+        [0.882, 0.098, -1.277],
+        [1.213, 0.127, -0.601],
+        [1.125, 0.127, -0.086],
+        [0.831, 0.076, 0.230],
+    ]
+)
 
 T_PEAK = 0.747  # T-wave peak as a fraction of QT (the main T bump's width is 0.11 QT, ending at ~QT)
 P_DUR = (0.08, 0.11)  # s
@@ -98,8 +117,7 @@ class _Beat:
         self.rows: list[tuple[float, float, float, float, int]] = []
         self.vecs: list[np.ndarray] = []
 
-    def bump(self, vec: np.ndarray, a: float, s0: float, b: float = 0.0, s1: float = 0.0,
-             kind: int = 1) -> None:
+    def bump(self, vec: np.ndarray, a: float, s0: float, b: float = 0.0, s1: float = 0.0, kind: int = 1) -> None:
         self.rows.append((a, b, s0, s1, kind))
         self.vecs.append(np.asarray(vec, dtype=float))
 
@@ -119,9 +137,16 @@ class _Beat:
 
     def build(self, qt_extra: float = 0.07) -> BeatTemplate:
         r = np.array(self.rows, dtype=float).reshape(-1, 5)
-        return BeatTemplate(a=r[:, 0], b=r[:, 1], s0=r[:, 2], s1=r[:, 3], vec=np.array(self.vecs),
-                            kind=r[:, 4].astype(np.int8), qrs_s=self.d,
-                            qt_min=(self.d + qt_extra) / T_PEAK)
+        return BeatTemplate(
+            a=r[:, 0],
+            b=r[:, 1],
+            s0=r[:, 2],
+            s1=r[:, 3],
+            vec=np.array(self.vecs),
+            kind=r[:, 4].astype(np.int8),
+            qrs_s=self.d,
+            qt_min=(self.d + qt_extra) / T_PEAK,
+        )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -205,8 +230,9 @@ def sokolow_lyon(beat: BeatTemplate, lead_vectors: np.ndarray) -> float:
     return float(-v[0].min() + max(v[1].max(), v[2].max()))
 
 
-def _ventricular(rng: np.random.Generator, labels: tuple[str, ...], rot: np.ndarray,
-                 scale: float, pr_s: float | None) -> tuple[_Beat, dict[str, Any]]:
+def _ventricular(
+    rng: np.random.Generator, labels: tuple[str, ...], rot: np.ndarray, scale: float, pr_s: float | None
+) -> tuple[_Beat, dict[str, Any]]:
     """The conducted beat's P, QRS and ST-T bumps for the record's conduction and ST classes."""
     info: dict[str, Any] = {}
     has = set(labels)
@@ -250,8 +276,9 @@ def _ventricular(rng: np.random.Generator, labels: tuple[str, ...], rot: np.ndar
         beat.bump(rng.uniform(0.2, 0.6) * scale * s_dir, 0.77 * d, 0.09 * d)
     if "STE" in has:
         territory = ("anterior", "inferior", "lateral")[int(rng.choice(3, p=[0.5, 0.35, 0.15]))]
-        tdir = {"anterior": unit(0.15, 0.1, -1.0), "inferior": unit(0.05, 1.0, 0.1),
-                "lateral": unit(1.0, -0.35, 0.1)}[territory]
+        tdir = {"anterior": unit(0.15, 0.1, -1.0), "inferior": unit(0.05, 1.0, 0.1), "lateral": unit(1.0, -0.35, 0.1)}[
+            territory
+        ]
         st_vec = rng.uniform(0.15, 0.35) * (rot @ tdir)
         t_vec = t_vec + rng.uniform(0.1, 0.3) * (rot @ tdir)  # hyperacute T
         info["st_territory"] = territory
@@ -319,16 +346,32 @@ def sample_plan(rng: np.random.Generator) -> RecordPlan:
     info["sokolow_lyon_mv"] = round(sl * k, 3)
     pvc = _pvc(rng, rot, scale) if "PVC" in has else None
     sb = "SB" in has
-    hrv = (rng.uniform(0.01, 0.06 if sb else 0.04), rng.uniform(0.005, 0.025), rng.uniform(0.003, 0.012),
-           rng.uniform(0.15, 0.35), rng.uniform(0.06, 0.12), rng.uniform(0.0, 2 * np.pi))
+    hrv = (
+        rng.uniform(0.01, 0.06 if sb else 0.04),
+        rng.uniform(0.005, 0.025),
+        rng.uniform(0.003, 0.012),
+        rng.uniform(0.15, 0.35),
+        rng.uniform(0.06, 0.12),
+        rng.uniform(0.0, 2 * np.pi),
+    )
     af_wave = None
     if "AF" in has:
         af_dir = unit(*(np.array([-0.2, 0.5, -0.8]) + rng.normal(0.0, 0.15, 3)))
         af_wave = (rng.uniform(0.03, 0.12), rng.uniform(4.5, 8.5), af_dir)
     info["qtc_ms"] = round(1000 * (qtc := rng.uniform(0.38, 0.44)), 1)
     return RecordPlan(
-        labels=labels, hr_bpm=float(hr), af_rr_sigma=float(rng.uniform(0.15, 0.3)), hrv=hrv,
-        resp_mod=float(rng.uniform(0.02, 0.08)), pr_s=pr, qtc_s=float(qtc), beat=tmpl, pvc=pvc,
-        pvc_prob=float(rng.uniform(0.06, 0.2)), pvc_coupling=(0.45, 0.65), af_wave=af_wave,
-        lead_vectors=leads, info=info,
+        labels=labels,
+        hr_bpm=float(hr),
+        af_rr_sigma=float(rng.uniform(0.15, 0.3)),
+        hrv=hrv,
+        resp_mod=float(rng.uniform(0.02, 0.08)),
+        pr_s=pr,
+        qtc_s=float(qtc),
+        beat=tmpl,
+        pvc=pvc,
+        pvc_prob=float(rng.uniform(0.06, 0.2)),
+        pvc_coupling=(0.45, 0.65),
+        af_wave=af_wave,
+        lead_vectors=leads,
+        info=info,
     )

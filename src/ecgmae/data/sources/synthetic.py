@@ -38,8 +38,7 @@ from ecgmae.data.sources.synth_classes import (
 )
 from ecgmae.utils import log
 
-__all__ = ["LEADS", "NOISE_LEVELS", "SYNTH_CLASSES", "SynthRecord", "generate", "generate_record",
-           "write_wfdb_folder"]
+__all__ = ["LEADS", "NOISE_LEVELS", "SYNTH_CLASSES", "SynthRecord", "generate", "generate_record", "write_wfdb_folder"]
 
 LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 NOISE_LEVELS: tuple[str, ...] = ("none", "low", "realistic")
@@ -97,12 +96,17 @@ def _sinus_rr(plan: RecordPlan, m: int, rng: np.random.Generator) -> np.ndarray:
     rr0 = 60.0 / plan.hr_bpm
     rsa, lf, white, f_resp, f_lf, ph = plan.hrv
     tk = np.arange(m) * rr0
-    return rr0 * (1.0 + rsa * np.sin(2 * np.pi * f_resp * tk + ph) + lf * np.sin(2 * np.pi * f_lf * tk + 2 * ph)
-                  + white * rng.standard_normal(m))
+    return rr0 * (
+        1.0
+        + rsa * np.sin(2 * np.pi * f_resp * tk + ph)
+        + lf * np.sin(2 * np.pi * f_lf * tk + 2 * ph)
+        + white * rng.standard_normal(m)
+    )
 
 
-def _beat_onsets(plan: RecordPlan, seconds: float, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _beat_onsets(
+    plan: RecordPlan, seconds: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """QRS onsets of every beat (s, some outside the record), PVC flags, mask of those inside, and the
     sinus times of the PVCs (when the QRS would have come had the ventricles not fired early)."""
     rr0 = 60.0 / plan.hr_bpm
@@ -144,8 +148,9 @@ def _beat_onsets(plan: RecordPlan, seconds: float, rng: np.random.Generator
     return on, pvc, inside, sinus_on
 
 
-def _bumps(tmpl: BeatTemplate, on: np.ndarray, qt: np.ndarray, amp: np.ndarray, p_jitter: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bumps(
+    tmpl: BeatTemplate, on: np.ndarray, qt: np.ndarray, amp: np.ndarray, p_jitter: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centres, widths (flat, (B*K,)) and peak vectors ((B*K, 3)) of B beats of one template."""
     qt = np.maximum(qt, tmpl.qt_min)[:, None]
     c = on[:, None] + tmpl.a + tmpl.b * qt + p_jitter[:, None] * (tmpl.kind == 0)  # (B, K)
@@ -160,7 +165,7 @@ def _render(c: np.ndarray, s: np.ndarray, v: np.ndarray, fs: float, n: int) -> n
     c, s, v = c[keep], s[keep], v[keep]
     out = np.zeros((3, n))
     for lo in range(0, c.size, _CHUNK):
-        cc, ss, vv = c[lo:lo + _CHUNK], s[lo:lo + _CHUNK], v[lo:lo + _CHUNK]
+        cc, ss, vv = c[lo : lo + _CHUNK], s[lo : lo + _CHUNK], v[lo : lo + _CHUNK]
         half = int(np.ceil(6 * ss.max() * fs))
         idx = np.rint(cc * fs).astype(np.int64)[:, None] + np.arange(-half, half + 1)  # (K, L)
         g = np.exp(-0.5 * ((idx / fs - cc[:, None]) / ss[:, None]) ** 2)
@@ -172,8 +177,9 @@ def _render(c: np.ndarray, s: np.ndarray, v: np.ndarray, fs: float, n: int) -> n
     return out
 
 
-def _dipole(plan: RecordPlan, fs: float, n: int, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _dipole(
+    plan: RecordPlan, fs: float, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The heart's dipole (3, n) plus the beats' onsets, PVC flags and RR intervals inside the record."""
     seconds = n / fs
     on, pvc, inside, sinus_on = _beat_onsets(plan, seconds, rng)
@@ -190,8 +196,15 @@ def _dipole(plan: RecordPlan, fs: float, n: int, rng: np.random.Generator
         if plan.af_wave is None and p.any():
             # The sinus node fires on time regardless (hence the full compensatory pause): its P wave
             # stays, usually buried in the PVC's QRS or ST-T. AF has no P waves to keep.
-            p_wave = dataclasses.replace(plan.beat, a=plan.beat.a[p], b=plan.beat.b[p], s0=plan.beat.s0[p],
-                                         s1=plan.beat.s1[p], vec=plan.beat.vec[p], kind=plan.beat.kind[p])
+            p_wave = dataclasses.replace(
+                plan.beat,
+                a=plan.beat.a[p],
+                b=plan.beat.b[p],
+                s0=plan.beat.s0[p],
+                s1=plan.beat.s1[p],
+                vec=plan.beat.vec[p],
+                kind=plan.beat.kind[p],
+            )
             parts.append(_bumps(p_wave, sinus_on, qt[pvc], amp[pvc], p_jit[pvc]))
     c, s, v = (np.concatenate(x) for x in zip(*parts, strict=True))
     dip = _render(c, s, v, fs, n)
@@ -215,8 +228,9 @@ def _emg_filter(fs: float) -> np.ndarray:
     return butter(2, [20.0, hi], btype="bandpass", fs=fs, output="sos")
 
 
-def _electrode_noise(rng: np.random.Generator, level: str, fs: float, n: int, f_resp: float
-                     ) -> tuple[np.ndarray, np.ndarray | None]:
+def _electrode_noise(
+    rng: np.random.Generator, level: str, fs: float, n: int, f_resp: float
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Noise at the electrodes RA, LA, LL, V1..V6 (9, n) in mV, and a slow gain drift (n,) or None."""
     t = np.arange(n) / fs
     low = level == "low"
@@ -270,8 +284,9 @@ def _leads(dip: np.ndarray, lead_vectors: np.ndarray, e: np.ndarray | None) -> n
     return out
 
 
-def generate_record(seed: int, index: int, fs: float = 500, seconds: float = 10,
-                    noise: str = "realistic") -> SynthRecord:
+def generate_record(
+    seed: int, index: int, fs: float = 500, seconds: float = 10, noise: str = "realistic"
+) -> SynthRecord:
     """Generate record ``index`` of the synthetic set ``seed``; depends on (seed, index) only.
 
     Args:
@@ -300,15 +315,25 @@ def generate_record(seed: int, index: int, fs: float = 500, seconds: float = 10,
     mean_rr = float(rr.mean()) if rr.size else 60.0 / plan.hr_bpm
     info = dict(plan.info, seed=seed, index=index, noise=noise, pvc_count=int(is_pvc.sum()))
     return SynthRecord(
-        record=f"synth{index:05d}", signal=signal, fs=float(fs), leads=LEADS, labels=plan.labels,
-        hr_bpm=60.0 / mean_rr, rr_s=rr, pr_ms=None if plan.pr_s is None else 1000.0 * plan.pr_s,
-        qrs_ms=1000.0 * plan.beat.qrs_s, patient=f"synth-s{seed}-p{index:05d}", beat_onsets_s=onsets,
-        beat_is_pvc=is_pvc, info=info,
+        record=f"synth{index:05d}",
+        signal=signal,
+        fs=float(fs),
+        leads=LEADS,
+        labels=plan.labels,
+        hr_bpm=60.0 / mean_rr,
+        rr_s=rr,
+        pr_ms=None if plan.pr_s is None else 1000.0 * plan.pr_s,
+        qrs_ms=1000.0 * plan.beat.qrs_s,
+        patient=f"synth-s{seed}-p{index:05d}",
+        beat_onsets_s=onsets,
+        beat_is_pvc=is_pvc,
+        info=info,
     )
 
 
-def generate(n: int, seed: int = 0, fs: float = 500, seconds: float = 10,
-             noise: str = "realistic") -> Iterator[SynthRecord]:
+def generate(
+    n: int, seed: int = 0, fs: float = 500, seconds: float = 10, noise: str = "realistic"
+) -> Iterator[SynthRecord]:
     """Records 0..n-1 of set ``seed``, one at a time (see :func:`generate_record`)."""
     _check(fs, seconds, noise, seed)
     for i in range(n):
@@ -331,8 +356,17 @@ def _write_record(folder: Path, rec: SynthRecord, seed: int, noise: str) -> None
     write_wfdb16(folder / rec.record, rec.signal, rec.fs, rec.leads, comments, adc_gain=ADC_GAIN)
 
 
-def write_wfdb_folder(out: Path, n: int, *, fs: float = 500, seconds: float = 10, seed: int = 0,
-                      noise: str = "realistic", quiet: bool = False, overwrite: bool = False) -> Path:
+def write_wfdb_folder(
+    out: Path,
+    n: int,
+    *,
+    fs: float = 500,
+    seconds: float = 10,
+    seed: int = 0,
+    noise: str = "realistic",
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Write records 0..n-1 as WFDB (.hea + .dat, format 16, 1 uV) plus labels.csv, classes.json, RECORDS.
 
     Everything goes into a hidden temp folder beside ``out`` that is renamed onto ``out`` only when
@@ -374,13 +408,26 @@ def write_wfdb_folder(out: Path, n: int, *, fs: float = 500, seconds: float = 10
         writer.writerows(rows)
         (tmp / "labels.csv").write_text(buf.getvalue())
         (tmp / "RECORDS").write_text("".join(f"{r}\n" for r, _ in rows))
-        write_json_atomic(tmp / "classes.json", {
-            "classes": [{"name": c, "definition": CLASS_DEFINITIONS[c], "snomed_ct": CLASS_SNOMED[c]}
-                        for c in SYNTH_CLASSES],
-            "counts": {c: counts.get(c, 0) for c in SYNTH_CLASSES},
-            "generator": {"name": "ecgmae synth", "version": __version__, "n": n, "fs": fs,
-                          "seconds": seconds, "seed": seed, "noise": noise, "leads": list(LEADS),
-                          "units": "mV", "adc_gain": ADC_GAIN},
-        })
+        write_json_atomic(
+            tmp / "classes.json",
+            {
+                "classes": [
+                    {"name": c, "definition": CLASS_DEFINITIONS[c], "snomed_ct": CLASS_SNOMED[c]} for c in SYNTH_CLASSES
+                ],
+                "counts": {c: counts.get(c, 0) for c in SYNTH_CLASSES},
+                "generator": {
+                    "name": "ecgmae synth",
+                    "version": __version__,
+                    "n": n,
+                    "fs": fs,
+                    "seconds": seconds,
+                    "seed": seed,
+                    "noise": noise,
+                    "leads": list(LEADS),
+                    "units": "mV",
+                    "adc_gain": ADC_GAIN,
+                },
+            },
+        )
     log.info("wrote %d records to %s (%s)", n, out, ", ".join(f"{c} {counts.get(c, 0)}" for c in SYNTH_CLASSES))
     return out
