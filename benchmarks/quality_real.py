@@ -42,12 +42,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import real_checks
 from ecgmae.utils import write_json_atomic, write_text_atomic
-from real_checks import load_beats, load_real
 from stages import Stages, say
 
 STEPS: dict[str, int] = {"mae": 4500, "simclr": 3250, "cmsc": 2900}  # about 8-9 minutes each on 2 idle cores (measured)
 REPO = Path(__file__).resolve().parents[1]
+SETTINGS = ("classes", "records", "folds", "repeats", "Cs", "inner_folds", "seed")  # the probe's, kept once
+FEWER_KEYS = ("macro", "macro_std", "per_class")
+BEAT_KEYS = ("macro", "macro_std", "macro_by_repeat")
 
 
 def parse_steps(text: str | None, methods: list[str]) -> dict[str, int]:
@@ -61,34 +64,6 @@ def parse_steps(text: str | None, methods: list[str]) -> dict[str, int]:
     if missing:
         raise SystemExit(f"quality_real: no step count for {', '.join(missing)}; pass --steps {missing[0]}=N")
     return {m: steps[m] for m in methods}
-
-
-def beat_task(record: Path, runs: list[dict[str, Any]], probe_kw: dict[str, Any]) -> dict[str, Any] | None:
-    """Probe every run (and the features) on the segments of ``record``; None when it is absent."""
-    if not record.with_suffix(".atr").exists():
-        say(f"held-out check: no {record.with_suffix('.atr')}; skipped")
-        return None
-    import ecgmae
-    from ecgmae.eval.features import ecg_features
-    from ecgmae.eval.probe import cv_probe
-
-    segs, fs, leads, y = load_beats(record)
-    out: list[dict[str, Any]] = []
-    feats = [("features", np.stack([ecg_features(x, fs) for x in segs]))]
-    for run in runs:
-        feats.append((run["name"], ecgmae.load(run["path"]).embed(segs, fs=[fs] * len(segs), leads=leads)))
-    for name, X in feats:
-        res = cv_probe(X, y, **probe_kw)
-        out.append(
-            {
-                "name": name,
-                "macro": res["macro"],
-                "macro_std": res["macro_std"],
-                "macro_by_repeat": res["macro_by_repeat"],
-            }
-        )
-        say(f"held-out {name}: AUROC {res['macro']:.3f} ± {res['macro_std']:.3f}")
-    return {"record": str(record), "segments": len(segs), "positives": int(y.sum()), "leads": list(leads), "rows": out}
 
 
 def paired(a: list[float], b: list[float]) -> dict[str, float]:
@@ -245,48 +220,34 @@ def main(argv: list[str] | None = None) -> None:
 
     import ecgmae
     from ecgmae.checkpoint import read_header
-    from ecgmae.eval.features import ecg_features
-    from ecgmae.eval.probe import cv_probe
-
-    recs, classes, Y = load_real(args.real, args.min_count)
-    say(f"probe: {len(recs)} real records from {args.real}, classes {', '.join(classes)}")
-    if not classes:
-        raise SystemExit(f"quality_real: no class of {args.real} has {args.min_count} positives and negatives")
-    probe_kw = {"names": classes, "folds": args.folds, "repeats": args.repeats, "seed": 0}
-    settings: dict[str, Any] = {}
-
-    def probe(X: np.ndarray) -> dict[str, Any]:  # cv_probe's results; its settings go to settings
-        res = cv_probe(X, Y, **probe_kw)
-        keys = ("classes", "records", "folds", "repeats", "Cs", "inner_folds", "seed")
-        settings.update({k: res.pop(k) for k in keys})
-        return res
 
     subset = [n.strip() for n in args.leads.split(",") if n.strip()]
-    lacking = [r for r in recs if not set(subset) <= set(r.leads)]
-    if lacking:
-        raise SystemExit(
-            f"quality_real: --leads {args.leads}: a record of {args.real} has only {', '.join(lacking[0].leads)}"
-        )
-    sub_sigs = [r.signal[[r.leads.index(n) for n in subset]] for r in recs] if subset else []
-    sub_kw = {"fs": [r.fs for r in recs], "leads": subset}
-
-    def fewer(X: np.ndarray) -> dict[str, Any]:  # the same probe on the fewer-leads embeddings
-        res = probe(X)
-        return {"leads": subset, **{k: res[k] for k in ("macro", "macro_std", "per_class")}}
-
+    tasks = real_checks.load_tasks(
+        leads=subset,
+        folds=args.folds,
+        repeats=args.repeats,
+        min_count=args.min_count,
+        cinc=args.real,
+        beats=args.beats,
+        only=("cinc", "cinc_leads", "mitbih_pac"),
+        say=say,
+    )
+    cinc = tasks[0]
+    say(f"probe: {len(cinc.signals)} real records from {args.real}, classes {', '.join(cinc.classes)}")
+    if not cinc.classes:
+        raise SystemExit(f"quality_real: no class of {args.real} has {args.min_count} positives and negatives")
+    res = real_checks.check({run["name"]: run["path"] for run in runs}, tasks, keep=None, say=say)
+    fewer = res.get(f"cinc_{'+'.join(subset)}") if subset else None
+    settings: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    for run in runs:
-        run["steps"] = read_header(Path(run["path"]) / "encoder.safetensors").train.steps  # what it really had
-        model = ecgmae.load(run["path"])
-        rows.append({**run, **probe(model.embed(recs))})
-        if subset:
-            rows[-1]["fewer_leads"] = fewer(model.embed(sub_sigs, **sub_kw))
-        say(f"probe {run['name']}: macro AUROC {rows[-1]['macro']:.3f} ± {rows[-1]['macro_std']:.3f}")
-    X = np.stack([ecg_features(r.signal, r.fs) for r in recs])
-    rows.append({"what": "features", "name": "features", "seed": None, "steps": None, "wall_s": None, **probe(X)})
-    if subset:
-        rows[-1]["fewer_leads"] = fewer(np.stack([ecg_features(x, r.fs) for x, r in zip(sub_sigs, recs, strict=True)]))
-    say(f"probe features: macro AUROC {rows[-1]['macro']:.3f} ± {rows[-1]['macro_std']:.3f}")
+    for run in [*runs, {"what": "features", "name": "features", "seed": None, "steps": None, "wall_s": None}]:
+        if run["name"] != "features":  # the steps it really had
+            run["steps"] = read_header(Path(run["path"]) / "encoder.safetensors").train.steps
+        probed = res["cinc"][run["name"]]
+        settings.update({k: probed.pop(k) for k in SETTINGS})
+        rows.append({**run, **probed})
+        if fewer is not None:
+            rows[-1]["fewer_leads"] = {"leads": subset, **{k: fewer[run["name"]][k] for k in FEWER_KEYS}}
     rand = {r["seed"]: r["macro_by_repeat"] for r in rows if r["what"] == "random"}
     rand_mean = np.mean(list(rand.values()), axis=0).tolist()
     for r in rows:
@@ -300,14 +261,26 @@ def main(argv: list[str] | None = None) -> None:
             "macro_std_over_seeds": float(np.std(m, ddof=1)) if len(m) > 1 else 0.0,
             "seeds": len(m),
         }
-    beats = beat_task(args.beats, runs, {**probe_kw, "names": ["PAC"]})
-    md = table(rows, classes)
+    beats = None
+    if "mitbih_pac" in res:
+        task = next(t for t in tasks if t.name == "mitbih_pac")
+        beats = {
+            "record": str(args.beats),
+            "segments": len(task.signals),
+            "positives": int(task.Y.sum()),
+            "leads": list(task.leads[0]),
+            "rows": [
+                {"name": name, **{k: res["mitbih_pac"][name][k] for k in BEAT_KEYS}}
+                for name in ["features", *(run["name"] for run in runs)]
+            ],
+        }
+    md = table(rows, cinc.classes)
     if args.seeds > 1:
         md += "\n\nmean over seeds: " + ", ".join(
             f"{k} {v['macro_mean']:.3f} ± {v['macro_std_over_seeds']:.3f}" for k, v in by_method.items()
         )
     md += (
-        f"\n\nmacro AUROC ± std over {args.repeats} repeats of {args.folds}-fold CV on {len(recs)} real "
+        f"\n\nmacro AUROC ± std over {args.repeats} repeats of {args.folds}-fold CV on {len(cinc.signals)} real "
         f"records; 'vs random': paired difference to the untrained encoder of the same seed "
         "(features: to the mean of the random seeds)"
         + (
@@ -340,10 +313,10 @@ def main(argv: list[str] | None = None) -> None:
         "commands": stages.commands,
         "real": {
             "path": str(args.real),
-            "records": len(recs),
-            "classes": classes,
+            "records": len(cinc.signals),
+            "classes": cinc.classes,
             "fewer_leads": subset,
-            "positives": {c: int(p) for c, p in zip(classes, Y.sum(axis=0), strict=True)},
+            "positives": {c: int(p) for c, p in zip(cinc.classes, cinc.Y.sum(axis=0), strict=True)},
         },
         "probe": settings,
         "rows": rows,

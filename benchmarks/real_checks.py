@@ -92,7 +92,8 @@ def _cinc_task(
         lacking = [r for r in recs if not set(subset) <= set(r.leads)]
         if lacking:
             raise SystemExit(
-                f"real_checks: {lacking[0].path}: has only {', '.join(lacking[0].leads)}, not {', '.join(subset)}"
+                f"real_checks: {folder / lacking[0].record}: has only {', '.join(lacking[0].leads)}, "
+                f"not {', '.join(subset)}"
             )
         sigs = [r.signal[[r.leads.index(n) for n in subset]] for r in recs]
         leads = [tuple(subset)] * len(recs)
@@ -101,59 +102,90 @@ def _cinc_task(
     return Task(name, what, sigs, [float(r.fs) for r in recs], leads, Y, classes, folds, repeats, chooses)
 
 
+def _beats_task(record: Path, folds: int, repeats: int) -> Task | None:
+    if not record.with_suffix(".atr").exists():
+        return None
+    segs, fs, names, y = load_beats(record)
+    return Task(
+        "mitbih_pac",
+        f"MIT-BIH {record.name}, atrial premature beat in 10 s (check)",
+        segs,
+        [fs] * len(segs),
+        [names] * len(segs),
+        y,
+        ["PAC"],
+        folds,
+        repeats,
+        False,
+    )
+
+
+TASKS = ("cinc", "cinc_leads", "mitbih_pac", "cpsc2020")
+
+
 def load_tasks(
     shared: Path = SHARED,
     *,
     leads: Sequence[str] = ("II",),
     folds: int = 5,
     repeats: int = 5,
+    min_count: int = 7,
+    cinc: Path | None = None,
+    beats: Path | None = None,
+    only: Sequence[str] = TASKS,
     say: Callable[[str], None] = print,
 ) -> list[Task]:
-    """Every task whose files are in ``shared`` (absent ones are skipped with a line), in a fixed order."""
-    cinc, beats, cpsc = shared / "cinc2021-sample", shared / "wfdb-sample" / "100", shared / "cinc2020-cpsc-sample"
-    tasks: list[Task | None] = [
-        _cinc_task("cinc", "CinC 2021 sample, 12 leads (chooses)", cinc, 7, folds, repeats, True),
-        _cinc_task(
-            f"cinc_{'+'.join(leads)}",
-            f"CinC 2021 sample, lead {'+'.join(leads)} alone (check)",
-            cinc,
-            7,
-            folds,
-            repeats,
-            False,
-            leads,
-        )
-        if leads
-        else None,
-        None,
-        _cinc_task("cpsc2020", "CinC 2020 CPSC sample, AF and RBBB (check)", cpsc, 3, 3, 10, False),
-    ]
-    if beats.with_suffix(".atr").exists():
-        segs, fs, names, y = load_beats(beats)
-        tasks[2] = Task(
-            "mitbih_pac",
-            "MIT-BIH 100, atrial premature beat in 10 s (check)",
-            segs,
-            [fs] * len(segs),
-            [names] * len(segs),
-            y,
-            ["PAC"],
-            folds,
-            repeats,
-            False,
-        )
-    for name, t in zip(("cinc", "cinc_leads", "mitbih_pac", "cpsc2020"), tasks, strict=True):
-        if t is None:
+    """Every task of ``only`` whose files are present (absent ones are skipped with a line), in a fixed order.
+
+    ``cinc`` (a CinC folder) and ``beats`` (an annotated WFDB record) replace the samples in ``shared``;
+    ``min_count``, ``folds`` and ``repeats`` apply to the CinC tasks and the beat check (CPSC keeps its own).
+    """
+    cinc = cinc or shared / "cinc2021-sample"
+    beats = beats or shared / "wfdb-sample" / "100"
+    cpsc = shared / "cinc2020-cpsc-sample"
+    build: dict[str, Callable[[], Task | None]] = {
+        "cinc": lambda: _cinc_task(
+            "cinc", "CinC 2021 sample, 12 leads (chooses)", cinc, min_count, folds, repeats, True
+        ),
+        "cinc_leads": lambda: (
+            _cinc_task(
+                f"cinc_{'+'.join(leads)}",
+                f"CinC 2021 sample, lead {'+'.join(leads)} alone (check)",
+                cinc,
+                min_count,
+                folds,
+                repeats,
+                False,
+                leads,
+            )
+            if leads
+            else None
+        ),
+        "mitbih_pac": lambda: _beats_task(beats, folds, repeats),
+        "cpsc2020": lambda: _cinc_task("cpsc2020", "CinC 2020 CPSC sample, AF and RBBB (check)", cpsc, 3, 3, 10, False),
+    }
+    tasks = []
+    for name in TASKS:
+        if name not in only:
+            continue
+        task = build[name]()
+        if task is None and (name != "cinc_leads" or leads):
             say(f"real_checks: {name}: its files are not in {shared}; skipped")
-    return [t for t in tasks if t is not None]
+        if task is not None:
+            tasks.append(task)
+    return tasks
 
 
-def probe(task: Task, X: np.ndarray) -> dict[str, Any]:
-    """``cv_probe`` of the task's labels from features ``X``: macro, its spread over repeats, per class."""
+PROBE_KEYS = ("macro", "macro_std", "macro_by_repeat", "per_class")
+
+
+def probe(task: Task, X: np.ndarray, keep: Sequence[str] | None = PROBE_KEYS) -> dict[str, Any]:
+    """``cv_probe`` of the task's labels from features ``X``: macro, its spread over repeats, per class
+    (``keep``: the keys of cv_probe's result to return; None: all of them)."""
     from ecgmae.eval.probe import cv_probe
 
     res = cv_probe(X, task.Y, names=task.classes, folds=task.folds, repeats=task.repeats, seed=0)
-    return {k: res[k] for k in ("macro", "macro_std", "macro_by_repeat", "per_class")}
+    return res if keep is None else {k: res[k] for k in keep}
 
 
 def embed(model: Any, task: Task, batch_size: int = 64) -> np.ndarray:
@@ -178,6 +210,7 @@ def check(
     *,
     with_features: bool = True,
     hybrid: Sequence[str] = (),
+    keep: Sequence[str] | None = PROBE_KEYS,
     say: Callable[[str], None] = print,
 ) -> dict[str, dict[str, Any]]:
     """``{task: {row: probe result}}`` for every model (by name) and, with ``with_features``, the features.
@@ -194,11 +227,11 @@ def check(
         F = features(task) if with_features or hybrid else None
         for name, model in loaded.items():
             E = embed(model, task)
-            rows[name] = probe(task, E)
+            rows[name] = probe(task, E, keep)
             if name in hybrid and F is not None:
-                rows[f"{name} + features"] = probe(task, np.hstack([E, F]))
+                rows[f"{name} + features"] = probe(task, np.hstack([E, F]), keep)
         if with_features and F is not None:
-            rows["features"] = probe(task, F)
+            rows["features"] = probe(task, F, keep)
         out[task.name] = rows
         say(f"{task.name}: " + ", ".join(f"{k} {v['macro']:.3f}" for k, v in rows.items()))
     return out

@@ -73,7 +73,8 @@ def test_toy_pipeline_end_to_end(tmp_path: Path) -> None:
     assert [r["what"] for r in res["rows"]] == ["random", "mae", "features"]
     assert [r["steps"] for r in res["rows"]] == [0, 1, None]
     assert all(r["fewer_leads"]["leads"] == ["II"] for r in res["rows"])
-    recs, classes, Y = _script().load_real(real, 12)  # the features' fewer-leads score, re-scored here
+    # the features' fewer-leads score, re-scored here
+    recs, classes, Y = benchmark_script("real_checks").load_real(real, 12)
     F = np.stack([ecg_features(r.signal[[r.leads.index("II")]], r.fs) for r in recs])
     again = cv_probe(F, Y, names=classes, folds=2, repeats=1, seed=0)["macro"]
     assert res["rows"][2]["fewer_leads"]["macro"] == pytest.approx(again) != res["rows"][2]["macro"]
@@ -90,7 +91,7 @@ def test_toy_pipeline_end_to_end(tmp_path: Path) -> None:
 def test_beat_segments_follow_the_reference_annotations() -> None:
     wfdb = pytest.importorskip("wfdb")
     record = shared_path("wfdb-sample") / "100"
-    segs, fs, leads, y = _script().load_beats(record)
+    segs, fs, leads, y = benchmark_script("real_checks").load_beats(record)
     ann = wfdb.rdann(str(record), "atr")
     seg = int(10 * fs)
     assert fs == 360 and leads == ("II", "V5") and len(segs) == len(y) == 180  # 30 min, whole segments only
