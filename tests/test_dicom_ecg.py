@@ -93,6 +93,16 @@ def test_scpecg_codes_meanings_and_millivolt_units(tmp_path: Path) -> None:
     np.testing.assert_allclose(rec.signal, ref.signal, atol=1e-6)  # same rows, in mV from 0.001 mV x 4.88
 
 
+def test_text_annotations_are_statements_without_sign_offs(tmp_path: Path) -> None:
+    def change(ds: Any) -> None:
+        for text in ("Sinus rhythm", "Normal ECG", "Electronically signed by Dr X on 2024-01-01"):
+            note = pydicom.Dataset()
+            note.UnformattedTextValue = text
+            ds.WaveformAnnotationSequence.append(note)
+
+    assert read_record(rewrite(tmp_path, change)).meta["statements"] == ("Sinus rhythm", "Normal ECG")
+
+
 def test_units_that_are_not_voltage_are_refused(tmp_path: Path) -> None:
     def change(ds: Any) -> None:
         ds.WaveformSequence[0].ChannelDefinitionSequence[0].ChannelSensitivityUnitsSequence[0].CodeValue = "mmHg"

@@ -137,10 +137,12 @@ def test_statements_are_joined_into_lines_as_muse_flags_them(tmp_path: Path) -> 
         + stmt("with 1st degree")
         + stmt("A-V block", "ENDSLINE")
         + stmt("Abnormal ECG", "ENDSLINE")
+        + stmt("Confirmed by Smith, John (1234) on 3/4/2021 10:11:12 AM", "USERINSERT", "ENDSLINE")
         + "</Diagnosis>"
         "<OriginalDiagnosis>" + stmt("Unconfirmed", "ENDSLINE") + "</OriginalDiagnosis>"
     )
     rec = read_record(write(tmp_path, muse_xml([lead_block("II", np.zeros(100))], extra=diagnosis)))
+    # the sign-off line names a physician and a date: dropped
     assert rec.meta["statements"] == ("Sinus rhythm", "with 1st degree A-V block", "Abnormal ECG")
     only_original = "<OriginalDiagnosis>" + stmt("Atrial fibrillation") + stmt("Low voltage") + "</OriginalDiagnosis>"
     rec = read_record(write(tmp_path, muse_xml([lead_block("II", np.zeros(100))], extra=only_original)))

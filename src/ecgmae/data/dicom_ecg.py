@@ -10,8 +10,9 @@ ChannelSensitivityCorrectionFactor + ChannelBaseline`` in the unit of
 
 Kept in ``meta``: ``age`` (years, from ``PatientAge``), ``sex`` (``PatientSex``), ``device``
 (manufacturer and model) and ``statements`` (free-text waveform annotations, the interpretation some
-carts write there). Nothing that identifies a patient or a visit is kept: not the name, patient ID,
-birth date, study/series/instance UIDs, dates and times, institution, physicians or operators.
+carts write there, sign-off lines dropped). Nothing that identifies a patient or a visit is kept: not
+the name, patient ID, birth date, study/series/instance UIDs, dates and times, institution, physicians
+or operators.
 
 Safety: the file is checked (a regular file of at most ``DICOM_MAX_BYTES``) and read into memory once,
 so a length field that claims gigabytes reads only what the file holds; only the elements listed in
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgmae.data.muse import SIGN_OFF
 from ecgmae.data.record import (
     MAX_RECORD_VALUES,
     Record,
@@ -258,7 +260,7 @@ def _meta(ds: Any) -> dict[str, Any]:
     statements = []
     for note in ds.get("WaveformAnnotationSequence") or ():
         text = " ".join(str(note.get("UnformattedTextValue", "") or "").split())
-        if text:
+        if text and not SIGN_OFF.match(text):
             statements.append(clip(text, 500))
     if statements:
         meta["statements"] = tuple(statements)

@@ -12,7 +12,8 @@ Kept in ``meta``: ``age`` (years), ``sex`` (``M``/``F``), ``statements`` (the ca
 over-reader's interpretation, one string per line, from ``<Diagnosis>``, else ``<OriginalDiagnosis>``)
 and ``device`` (``<AcquisitionDevice>``). Nothing that identifies a patient or a visit is kept: not the
 name, patient ID, date of birth, acquisition date and time, site, location, room, order or requisition
-numbers, physicians, nor the free-text reason for the test.
+numbers, physicians (a statement line such as "Confirmed by ... on ..." is dropped), nor the free-text
+reason for the test.
 
 Safety: the XML is read by :func:`ecgmae.data.xmlsafe.parse_xml` (size bound, no entities, no external
 references); every declared count is checked against ``MAX_RECORD_VALUES`` and against the length of
@@ -48,6 +49,10 @@ ROOT_TAG = "RestingECG"
 _UNITS = {"MICROVOLTS": 1e-3, "MICROVOLT": 1e-3, "UV": 1e-3, "MILLIVOLTS": 1.0, "MILLIVOLT": 1.0, "MV": 1.0}
 _AGE_UNITS = {"YEARS": 1.0, "MONTHS": 1 / 12, "WEEKS": 7 / 365.25, "DAYS": 1 / 365.25, "HOURS": 1 / 8766}
 _WS = re.compile(rb"\s+")
+# A sign-off line names a physician and a date ("Confirmed by Smith, J. (1234) on 3/4/2021"): not kept.
+SIGN_OFF = re.compile(
+    r"^\s*(confirmed|reviewed|edited|over-?read|interpreted|referred|electronically signed|signed)\b.*\bby\b", re.I
+)
 # Limb leads a cart does not store, from the two it does (values in mV).
 _DERIVED = {
     "III": lambda i, ii: ii - i,
@@ -220,7 +225,7 @@ def _statements(block: Element | None) -> tuple[str, ...]:
             current = []
     if current:
         lines.append(" ".join(current))
-    return tuple(lines)
+    return tuple(line for line in lines if not SIGN_OFF.match(line))
 
 
 def _meta(root: Element) -> dict[str, Any]:
