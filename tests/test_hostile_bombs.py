@@ -2,7 +2,8 @@
 
 Covers: a compressed MATLAB variable that inflates to a gigabyte (declared, or hidden behind a small
 declaration), a struct whose declared shape alone needs gigabytes, and the same files through
-``prepare --source cpsc2018``; a WFDB header whose skew or byte offset asks for more than its data file.
+``prepare --source cpsc2018``; a WFDB header whose skew or byte offset asks for more than its data file;
+hospital exports (a MUSE entity bomb or trillion-sample lead, a DICOM declaring 2^31 samples or a 4 GB element).
 """
 
 from __future__ import annotations
@@ -342,3 +343,48 @@ def test_a_store_of_more_distinct_labels_than_the_bound_is_refused(tmp_path: Pat
         prepare_store("cinc", corpus, tmp_path / "s", PreprocessConfig(fs=100, seconds=2), quiet=True)
     _one_line(str(err.value), f"1200 distinct labels, more than {MAX_LABELS}")
     assert not (tmp_path / "s").exists()
+
+
+# ------------------------------------------------------------------------------------ hospital exports
+@pytest.mark.slow
+def test_hospital_export_bombs_are_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """MUSE XML and DICOM files that ask for gigabytes, read in one process under a 1 GiB limit; the 4 GB
+    DICOM element is the control: pydicom reading that file by itself runs out of memory there."""
+    pytest.importorskip("pydicom")
+    from test_dicom_ecg import huge_waveform, long_length
+    from test_muse import MUSE_BOMB, lead_block, muse_xml
+
+    (tmp_path / "bomb.xml").write_text(MUSE_BOMB)
+    big = lead_block("I", np.zeros(100, np.int16), count=10**12, nbytes=2 * 10**12)
+    (tmp_path / "trillion.xml").write_text(muse_xml([big]))
+    files = {
+        "bomb.xml": "unsafe XML refused",
+        "trillion.xml": "lead I declares 1000000000000 samples",
+        huge_waveform(tmp_path).name: "waveform declares 2147483648 samples x 12 channels",
+        long_length(tmp_path).name: "truncated: an element runs past the end of the file",
+    }
+    res = _limited(
+        f"""
+        from ecgmae.data.io import RecordError, read_record
+        for name in {list(files)!r}:
+            try:
+                read_record(name)
+                print("READ", name)
+            except RecordError as exc:
+                print("REFUSED", exc)
+        import pydicom
+        try:
+            pydicom.dcmread("longlen.dcm")
+            print("PLAIN read")
+        except MemoryError:
+            print("PLAIN MemoryError")
+        """,
+        tmp_path,
+        mem=MEM,
+    )
+    lines = res.stdout.splitlines()
+    assert res.returncode == 0 and len(lines) == len(files) + 1, (res.stdout + res.stderr)[-2000:]
+    for line, (name, problem) in zip(lines[:-1], files.items(), strict=True):
+        assert line.startswith("REFUSED "), line
+        _one_line(line[len("REFUSED ") :], f"{name}: ", problem)
+    assert lines[-1] == "PLAIN MemoryError"

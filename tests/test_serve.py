@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import ecgmae
-from conftest import default_sigint
+from conftest import default_sigint, shared_path
 from ecgmae.data.io import read_record
 from serve_util import (
     client,
@@ -109,6 +109,26 @@ def test_embed_every_form_equals_in_process(clf, enc, clf_url, enc_url, runs):
     with client(clf_url) as c:  # a classifier embeds with its fine-tuned encoder
         z = np.array(c.post("/v1/embed", json={"signal": x.tolist(), "fs": 100}).json()["embedding"], np.float32)
         assert z.shape == (clf.embed_dim,) and np.array_equal(z, clf.embed(x, fs=100))
+
+
+def test_muse_xml_and_dicom_uploads_equal_in_process(clf, enc, clf_url, enc_url):
+    pytest.importorskip("pydicom")
+    formats = shared_path("hospital-formats")
+    paths = [formats / f"guangxi_teaching_sinus_rhythm{suffix}" for suffix in (".xml", ".dcm")]
+    with client(clf_url) as c:
+        assert 'accept=".hea,.dat,.mat,.npy,.xml,.dcm"' in c.get("/").text  # the viewer offers them
+        for path in paths:
+            rec = read_record(path)
+            r = c.post("/v1/predict", files=[("files", (path.name, path.read_bytes()))], data={"include_signal": "1"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["record"] == "guangxi_teaching_sinus_rhythm" and body["signal"]["leads"] == list(rec.leads)
+            assert np.array_equal(np.array(list(body["probabilities"].values())), clf.predict_proba(rec))
+    with client(enc_url) as c:
+        for path in paths:
+            r = c.post("/v1/embed", files=[("files", (path.name, path.read_bytes()))])
+            assert r.status_code == 200, r.text
+            assert np.array_equal(np.array(r.json()["embedding"], np.float32), enc.embed(read_record(path)))
 
 
 def _expand(spans: list[list[list[int]]], n: int) -> np.ndarray:

@@ -3,8 +3,12 @@ keeps running; timeouts, concurrency, and concurrent requests sharing model call
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,6 +152,39 @@ def test_bad_uploads_are_one_line_4xx(clf_url, enc_url, runs):
             400,
             "mask_ratio must be a number, got 'lots'",
         )
+
+
+def test_hostile_exports_are_one_line_4xx(clf_url):
+    from test_muse import MUSE_BOMB, lead_block, muse_xml
+
+    x = np.arange(500, dtype=np.int16)
+    good = muse_xml([lead_block("I", x), lead_block("II", x)]).encode()
+    cut = muse_xml([lead_block("I", x, data=base64.b64encode(x.tobytes()).decode()[:-3])]).encode()
+    trillion = muse_xml([lead_block("I", x, count=10**12, nbytes=2 * 10**12)]).encode()
+    cases = [
+        ([("bomb.xml", MUSE_BOMB.encode())], {}, "bomb.xml: unsafe XML refused"),
+        ([("cut.xml", cut)], {}, "cut.xml: lead I: base64 text of 1333 characters is cut short"),
+        ([("big.xml", trillion)], {}, "big.xml: lead I declares 1000000000000 samples"),
+        ([("other.xml", b"<CardiologyXML/>")], {}, "other.xml: unsupported XML export (root <CardiologyXML>)"),
+        ([("a.xml", good)], {"fs": "500"}, "fs: an export names its own rate"),
+        ([("a.xml", good), ("a.dcm", b"x")], {}, "upload one .xml, .dcm export alone, got a.xml, a.dcm"),
+    ]
+    if importlib.util.find_spec("pydicom") and (SHARED_DATA / "hospital-formats").is_dir():
+        from test_dicom_ecg import huge_waveform, real_dcm
+
+        data = real_dcm().read_bytes()
+        with tempfile.TemporaryDirectory() as tmp:
+            huge = huge_waveform(Path(tmp)).read_bytes()
+        cases += [
+            ([("huge.dcm", huge)], {}, "huge.dcm: waveform declares 2147483648 samples x 12 channels"),
+            ([("cut.dcm", data[: len(data) // 2])], {}, "cut.dcm: truncated: an element runs past the end"),
+            ([("photo.dcm", b"\x89PNG" + bytes(300))], {}, "photo.dcm: not a DICOM file"),
+        ]
+    with client(clf_url) as c:
+        for files, data, fragment in cases:
+            refused(c.post("/v1/predict", files=[("files", f) for f in files], data=data), 400, fragment)
+        assert c.post("/v1/predict", files=[("files", ("a.xml", good))]).status_code == 200
+        assert c.get("/healthz").status_code == 200
 
 
 # ------------------------------------------------------------------------------------------- limits

@@ -38,7 +38,8 @@ def add_input_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Tr
         "--source",
         choices=SOURCES,
         default="folder",
-        help="layout of SRC as for `ecgmae prepare`, or store (default folder: any WFDB tree)",
+        help="layout of SRC as for `ecgmae prepare`, or store (default folder: any tree of WFDB records, "
+        "MUSE .xml and DICOM .dcm files)",
     )
     p.add_argument("--labels", type=Path, help="labels CSV for sources that take one (only record ids matter here)")
     p.add_argument("--task", help="label task of the source (ptbxl, cinc, chapman)")

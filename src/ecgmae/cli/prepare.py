@@ -76,7 +76,8 @@ def add_parser(sub: Any) -> None:
             "only with --overwrite, and a folder that is not a store never. Bad records are skipped with one\n"
             "line each (--on-error skip) or stop the run (--on-error fail).\n\n"
             "Sources:\n"
-            "  folder    any WFDB tree; labels from --labels or SRC/labels.csv\n"
+            "  folder    any tree of WFDB records, GE MUSE .xml and DICOM .dcm exports; labels from --labels,\n"
+            "            SRC/labels.csv, or (--labels-from statements) the interpretation each file carries\n"
             "  ptbxl     PTB-XL release; --task all|diagnostic|subdiagnostic|superdiagnostic|form|rhythm\n"
             "  cpsc2018  CPSC 2018 .mat files + REFERENCE.csv\n"
             "  cinc      CinC 2020/21 WFDB with '# Dx:' SNOMED codes; --task all|scored|codes\n"
@@ -84,7 +85,8 @@ def add_parser(sub: Any) -> None:
             "  hdf5      CODE-15 style 'tracings' + exam_id (+ exams.csv / --labels)\n"
             "  numpy     .npy (N, leads, samples) + --src-fs + labels CSV"
         ),
-        example="ecgmae prepare --source ptbxl --src data/ptb-xl --out stores/ptbxl --fs 100 --task superdiagnostic",
+        example="ecgmae prepare --source ptbxl --src data/ptb-xl --out stores/ptbxl --fs 100 --task superdiagnostic\n"
+        "  ecgmae prepare --source folder --src exports/ --out stores/hospital --labels-from statements",
     )
     p.add_argument("--source", required=True, choices=_SOURCES, help="corpus layout of SRC")
     p.add_argument("--src", required=True, type=Path, help="corpus folder (an .h5/.npy file for hdf5/numpy)")
@@ -108,6 +110,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--leads", default="12", help="12 | 8 (I,II,V1-V6) | 6 (limb) | a list such as I,II,V1 (default 12)")
     p.add_argument("--labels", type=Path, help="labels CSV: record,labels (;-separated) or one 0/1 column per class")
+    p.add_argument(
+        "--labels-from",
+        choices=("csv", "statements"),
+        default="csv",
+        help="folder source: labels from the labels CSV (default), or from the interpretation statements "
+        "each MUSE .xml / DICOM .dcm carries (one label per statement line; WFDB records get none)",
+    )
     p.add_argument("--task", help="label task of the source (ptbxl, cinc, chapman)")
     p.add_argument("--classes", help="comma-separated label names to keep, in this order; other names are errors")
     p.add_argument("--workers", type=positive_int, default=1, help="reader processes (default 1)")
@@ -178,6 +187,10 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # every preprocess.<key> is the flag --<key>
         raise ConfigError(str(exc).replace("preprocess.", "--", 1)) from None
     options = source_options(args)
+    if args.labels_from == "statements":
+        if args.source != "folder":
+            raise ConfigError(f"--labels-from statements: only the folder source reads statements, not {args.source}")
+        options["labels_from"] = "statements"
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else None
     try:
         out = prepare_store(

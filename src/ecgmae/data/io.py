@@ -2,7 +2,9 @@
 
 Formats: WFDB (``.hea`` + ``.dat``/``.mat``; the common formats 16, 61, 80, 160, 212, 24 and 32 are
 decoded with numpy, anything else goes through the ``wfdb`` package), numpy ``.npy`` (with a ``.json``
-sidecar or explicit ``fs``), and via their sources the CPSC 2018 MATLAB struct and CODE-style HDF5.
+sidecar or explicit ``fs``), the CPSC 2018 MATLAB struct, CODE-style HDF5, and the one-file hospital
+exports of :data:`ecgmae.data.exports.FILE_READERS`: ``.xml`` by its root element (GE MUSE
+``<RestingECG>``) and DICOM ECG ``.dcm``. docs/formats.md lists what each keeps.
 Every failure is a :class:`RecordError` (a ``DataError``) naming the file and the problem. Leads that
 are not standard ECG leads (Frank ``vx``, ``vy``, ``vz``...) are dropped and listed in
 ``meta["dropped_leads"]``; a lead that is entirely NaN is dropped too (it is missing, not zero).
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ecgmae.data.exports import FILE_READERS
 from ecgmae.data.formats import read_h5_record, read_mat
 from ecgmae.data.record import (
     FS_RANGE,
@@ -357,7 +360,8 @@ def read_record(
     index: int | None = None,
     root: str | Path | None = None,
 ) -> Record:
-    """Read one record, dispatching on the suffix: ``.hea``, ``.mat``, ``.npy``, ``.h5``/``.hdf5``.
+    """Read one record, dispatching on the suffix: ``.hea``, ``.mat``, ``.npy``, ``.h5``/``.hdf5``, and the
+    exports of :data:`~ecgmae.data.exports.FILE_READERS` (``.xml``: GE MUSE; ``.dcm``: DICOM ECG).
 
     Args:
         path: the file (a WFDB record may also be given without suffix).
@@ -373,7 +377,8 @@ def read_record(
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".hea", ".mat", ".npy", ".h5", ".hdf5") and path.with_suffix(".hea").exists():
+    known = (".hea", ".mat", ".npy", ".h5", ".hdf5", *FILE_READERS)
+    if suffix not in known and path.with_suffix(".hea").exists():
         path, suffix = path.with_suffix(".hea"), ".hea"
     try:
         if suffix == ".hea":
@@ -396,12 +401,12 @@ def read_record(
             return _read_array(path, np.asarray(arr), fs=fs, leads=leads, units=units, layout="LT")
         if suffix in (".h5", ".hdf5"):
             return read_h5_record(path, index or 0, fs=fs, leads=leads, units=units)
+        if suffix in FILE_READERS:
+            return FILE_READERS[suffix](path)
     except DataError:
         raise
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # last line of defence: a corrupt file must never crash a long prepare
         raise RecordError(path.name, f"unreadable ({type(exc).__name__}: {exc})") from None
-    raise RecordError(
-        path.name, f"unknown file type {suffix or '(none)'}; expected .hea, .mat, .npy or .h5", "unreadable"
-    )
+    raise RecordError(path.name, f"unknown file type {suffix or '(none)'}; expected {', '.join(known)}", "unreadable")

@@ -1,8 +1,10 @@
-"""Request body -> one record: JSON ``{signal, fs, leads}``, an uploaded WFDB record or ``.npy``, or an example.
+"""Request body -> one record: JSON ``{signal, fs, leads}``, an uploaded WFDB record, ``.npy`` or one-file
+export (GE MUSE ``.xml``, DICOM ``.dcm``: :data:`ecgmae.data.exports.FILE_READERS`), or an example.
 
 Uploads are written into a private temporary folder (``TMPDIR``; ``/dev/shm`` is fastest) under their
 own (checked) names and read with :func:`ecgmae.data.io.read_record`, which already refuses what a
-hostile file can try (oversized headers, signal files outside the folder, FIFOs, truncated data).
+hostile file can try (oversized headers, signal files outside the folder, FIFOs, truncated data, XML
+entities, sizes a file declares but does not hold).
 Receiving the body runs on the event loop, before the request takes a slot (:func:`receive`, under a
 deadline and a byte budget shared by all connections); parsing it follows (:func:`parse`); writing,
 reading and decoding the files run in a worker thread (:func:`load`), since a disk's ``mkdir`` can take
@@ -25,6 +27,7 @@ import numpy as np
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
 
+from ecgmae.data.exports import FILE_READERS
 from ecgmae.data.io import Record, read_record
 from ecgmae.data.safety import clip, safe_name
 from ecgmae.data.signal import resample
@@ -33,15 +36,16 @@ from ecgmae.errors import ECGMAEError
 OPTIONS = ("mask_ratio", "seed", "include_signal")  # request options beside the record
 _JSON_KEYS = ("signal", "fs", "leads", *OPTIONS)  # examples are named by a form field
 _FORM_FIELDS = ("fs", "leads", "example", *OPTIONS)
-_SUFFIXES = (".hea", ".dat", ".mat", ".npy")
+_SUFFIXES = (".hea", ".dat", ".mat", ".npy", *FILE_READERS)
+_EXPORTS = ", ".join(FILE_READERS)  # one-file records: .xml (GE MUSE), .dcm (DICOM ECG)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_FILES = 8
 _TMP_PREFIX = "ecgmae-serve-"  # the private folder an upload is read from
 _TMP_PATH_RE = re.compile(r"[^\s'\"(<]*" + _TMP_PREFIX + r"[^\\/\s'\"]*[\\/]")
 _REPR_RE = re.compile(r"<([A-Za-z_][\w.]*) object at 0x[0-9A-Fa-f]+>")
 _HOW = (
-    "send JSON {signal, fs, leads}, or multipart files: a WFDB record (.hea + .dat/.mat) or an .npy "
-    "with fs and leads fields"
+    "send JSON {signal, fs, leads}, or multipart files: a WFDB record (.hea + .dat/.mat), an .npy "
+    f"with fs and leads fields, or one {_EXPORTS} export"
 )
 
 
@@ -219,7 +223,9 @@ async def _keep(payload: Payload, upload: UploadFile) -> None:
             "digits, '.', '_', '-'; no folders)",
         )
     if Path(name).suffix.lower() not in _SUFFIXES:
-        raise RequestError(400, f"{name}: unsupported file type; upload .hea with its .dat/.mat, or one .npy")
+        raise RequestError(
+            400, f"{name}: unsupported file type; upload .hea with its .dat/.mat, one .npy, or one {_EXPORTS}"
+        )
     if name in payload.files:
         raise RequestError(400, f"{name}: uploaded twice")
     payload.files[name] = await upload.read()  # the body was bounded by max_upload_bytes
@@ -302,6 +308,13 @@ def _from_files(payload: Payload, folder: Path) -> Sample:
         fs = _number(fields.pop("fs", None), "fs")
         leads = fields.pop("leads", None)
         rec = read_record(folder / names[0], fs=fs, leads=tuple(_lead_list(leads)) if leads else None)
+        return Sample(rec.record, rec, None, None, options)
+    exports = [n for n in names if Path(n).suffix.lower() in FILE_READERS]
+    if exports:
+        if len(names) > 1:
+            raise RequestError(400, f"upload one {_EXPORTS} export alone, got {', '.join(names)}")
+        _no_fields(fields, "an export")
+        rec = read_record(folder / names[0])
         return Sample(rec.record, rec, None, None, options)
     _no_fields(fields, "a WFDB record")
     heads = by_suffix.get(".hea", [])
