@@ -205,7 +205,11 @@ def test_a_lead_short_of_samples_is_refused(tmp_path: Path) -> None:
     short = b"".join(xli_chunk(lead[: N - 10] if k == 7 else lead) for k, lead in enumerate(residuals(x)))
     refused(write(tmp_path, sierra_xml(b64(short), compression="XLI")), f"lead 8 decodes to {N - 10} samples, {N}")
     raw = x.astype("<i2").tobytes()
-    refused(write(tmp_path, sierra_xml(b64(raw[: -2 * N]))), f"11 leads|{len(raw) - 2 * N} bytes", "truncated")
+    refused(
+        write(tmp_path, sierra_xml(b64(raw[: -2 * N]))),
+        f"hold {len(raw) - 2 * N} bytes, 12 leads of {N} samples need {len(raw)}",
+        "truncated",
+    )
     refused(write(tmp_path, sierra_xml(b64(raw + b"\0\0"))), "not whole leads", "shape")
 
 
