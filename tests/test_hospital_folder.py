@@ -57,7 +57,7 @@ def test_a_folder_without_records_and_conflicting_label_options_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = touch(tmp_path / "c", "notes.txt", "a.dat")
-    with pytest.raises(DataError, match=r"no record files found \(\.hea, \.xml, \.dcm\)"):
+    with pytest.raises(DataError, match=r"no record files found \(\.hea, \.xml, \.dcm, \.edf\)"):
         get_source("folder").scan(src)
     touch(src, "a.xml")
     with pytest.raises(DataError, match="--labels and --labels-from statements both give labels: choose one"):

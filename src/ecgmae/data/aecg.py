@@ -128,8 +128,12 @@ def read_aecg(path: Path) -> Record:
             more than ``MAX_RECORD_VALUES`` values, or leads of different lengths.
     """
     path = Path(path)
+    return aecg_record(parse_xml(path), path)
+
+
+def aecg_record(root: ET.Element, path: Path) -> Record:
+    """The :class:`Record` of a parsed aECG document ``root`` read from ``path`` (see :func:`read_aecg`)."""
     where = path.name
-    root = parse_xml(path, where)
     for el in root.iter():  # aECG is all in the urn:hl7-org:v3 namespace: match on local names
         el.tag = local(el.tag)
     if root.tag != "AnnotatedECG":

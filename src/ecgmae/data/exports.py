@@ -12,17 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
+from ecgmae.data.aecg import aecg_record
 from ecgmae.data.dicom_ecg import read_dicom
+from ecgmae.data.edf import read_edf
 from ecgmae.data.muse import muse_record
 from ecgmae.data.record import Record, RecordError
+from ecgmae.data.sierra import sierra_record
 from ecgmae.data.xmlsafe import local, parse_xml
 from ecgmae.errors import clip
 
 # XML root element (namespace dropped) -> reader of the parsed document: (root, path) -> Record.
 XML_READERS: dict[str, Callable[[Element, Path], Record]] = {
     "RestingECG": muse_record,  # GE MUSE
-    # "restingecgdata": sierra_record,  # Philips Sierra ECG XML (data/sierra.py)
-    # "AnnotatedECG": aecg_record,  # HL7 aECG (data/aecg.py)
+    "restingecgdata": sierra_record,  # Philips Sierra ECG XML
+    "AnnotatedECG": aecg_record,  # HL7 aECG
 }
 
 
@@ -47,7 +50,7 @@ def read_xml(path: Path) -> Record:
 FILE_READERS: dict[str, Callable[[Path], Record]] = {
     ".xml": read_xml,
     ".dcm": read_dicom,
-    # ".edf": read_edf,  # European Data Format (data/edf.py)
+    ".edf": read_edf,  # European Data Format, EDF and EDF+ (Holter)
 }
 
 # What the folder source takes for a record: a WFDB header, or a one-file export.

@@ -187,8 +187,12 @@ def read_sierra(path: Path) -> Record:
             ``MAX_RECORD_VALUES``, Base64 or XLI data cut short or corrupt, or a lead count that does not match.
     """
     path = Path(path)
+    return sierra_record(parse_xml(path), path)
+
+
+def sierra_record(root: ET.Element, path: Path) -> Record:
+    """The :class:`Record` of a parsed Sierra document ``root`` read from ``path`` (see :func:`read_sierra`)."""
     where = path.name
-    root = parse_xml(path, where)
     for el in root.iter():  # Sierra files carry a namespace (or none): match on local names
         el.tag = local(el.tag)
     if root.tag != "restingecgdata":
