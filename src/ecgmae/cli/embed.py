@@ -39,7 +39,7 @@ def add_input_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Tr
         choices=SOURCES,
         default="folder",
         help="layout of SRC as for `ecgmae prepare`, or store (default folder: any tree of WFDB records, "
-        "MUSE .xml and DICOM .dcm files)",
+        "hospital exports: .xml (MUSE, Sierra, aECG), DICOM .dcm, EDF .edf)",
     )
     p.add_argument("--labels", type=Path, help="labels CSV for sources that take one (only record ids matter here)")
     p.add_argument("--task", help="label task of the source (ptbxl, cinc, chapman)")

@@ -76,7 +76,8 @@ def add_parser(sub: Any) -> None:
             "only with --overwrite, and a folder that is not a store never. Bad records are skipped with one\n"
             "line each (--on-error skip) or stop the run (--on-error fail).\n\n"
             "Sources:\n"
-            "  folder    any tree of WFDB records, GE MUSE .xml and DICOM .dcm exports; labels from --labels,\n"
+            "  folder    any tree of WFDB records and hospital exports (.xml: GE MUSE, Philips Sierra, HL7\n"
+            "            aECG; DICOM .dcm; EDF .edf), mixed; labels from --labels,\n"
             "            SRC/labels.csv, or (--labels-from statements) the interpretation each file carries\n"
             "  ptbxl     PTB-XL release; --task all|diagnostic|subdiagnostic|superdiagnostic|form|rhythm\n"
             "  cpsc2018  CPSC 2018 .mat files + REFERENCE.csv\n"
@@ -115,7 +116,7 @@ def add_parser(sub: Any) -> None:
         choices=("csv", "statements"),
         default="csv",
         help="folder source: labels from the labels CSV (default), or from the interpretation statements "
-        "each MUSE .xml / DICOM .dcm carries (one label per statement line; WFDB records get none)",
+        "each hospital export carries (one label per statement line; WFDB and EDF records get none)",
     )
     p.add_argument("--task", help="label task of the source (ptbxl, cinc, chapman)")
     p.add_argument("--classes", help="comma-separated label names to keep, in this order; other names are errors")

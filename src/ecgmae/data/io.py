@@ -3,8 +3,8 @@
 Formats: WFDB (``.hea`` + ``.dat``/``.mat``; the common formats 16, 61, 80, 160, 212, 24 and 32 are
 decoded with numpy, anything else goes through the ``wfdb`` package), numpy ``.npy`` (with a ``.json``
 sidecar or explicit ``fs``), the CPSC 2018 MATLAB struct, CODE-style HDF5, and the one-file hospital
-exports of :data:`ecgmae.data.exports.FILE_READERS`: ``.xml`` by its root element (GE MUSE
-``<RestingECG>``) and DICOM ECG ``.dcm``. docs/formats.md lists what each keeps.
+exports of :data:`ecgmae.data.exports.FILE_READERS`: ``.xml`` by its root element (GE MUSE, Philips
+Sierra, HL7 aECG), DICOM ECG ``.dcm`` and EDF/EDF+ ``.edf``. docs/formats.md lists what each keeps.
 Every failure is a :class:`RecordError` (a ``DataError``) naming the file and the problem. Leads that
 are not standard ECG leads (Frank ``vx``, ``vy``, ``vz``...) are dropped and listed in
 ``meta["dropped_leads"]``; a lead that is entirely NaN is dropped too (it is missing, not zero).
@@ -361,7 +361,8 @@ def read_record(
     root: str | Path | None = None,
 ) -> Record:
     """Read one record, dispatching on the suffix: ``.hea``, ``.mat``, ``.npy``, ``.h5``/``.hdf5``, and the
-    exports of :data:`~ecgmae.data.exports.FILE_READERS` (``.xml``: GE MUSE; ``.dcm``: DICOM ECG).
+    exports of :data:`~ecgmae.data.exports.FILE_READERS` (``.xml``: GE MUSE, Philips Sierra, HL7 aECG;
+    ``.dcm``: DICOM ECG; ``.edf``: EDF/EDF+).
 
     Args:
         path: the file (a WFDB record may also be given without suffix).
