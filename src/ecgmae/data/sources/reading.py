@@ -8,10 +8,12 @@ caller decides between skipping and failing.
 from __future__ import annotations
 
 import functools
+import itertools
 import multiprocessing
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,10 @@ from ecgmae.data.record import RecordError
 from ecgmae.data.sources import Item, Scan, get_source
 from ecgmae.errors import DataError, clip
 from ecgmae.utils import log
+
+# Chunks of items each reader process may have queued or finished but not yet consumed: enough to keep them
+# busy while the consumer (the model) works on a chunk, few enough that memory does not grow with the corpus.
+READ_AHEAD = 4
 
 
 def load_item(
@@ -121,10 +127,32 @@ def read_items(
         chunk = max(1, min(64, len(scan.items) // (workers * 8)))
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
         try:
-            for done in pool.map(fn, scan.items, chunksize=chunk):
+            for done in bounded_map(pool, fn, scan.items, chunk=chunk, ahead=READ_AHEAD * workers):
                 yield done
                 bar.update()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
+
+
+def _run_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    return [fn(item) for item in items]
+
+
+def bounded_map(
+    pool: Executor, fn: Callable[[Any], Any], items: Sequence[Any], *, chunk: int, ahead: int
+) -> Iterator[Any]:
+    """``fn`` over ``items`` in ``pool``, results in item order, with at most ``ahead`` chunks of ``chunk`` items
+    submitted and not yet consumed (``Executor.map`` submits every item at once, so results pile up in memory
+    whenever the consumer is slower than the pool)."""
+    starts = iter(range(0, len(items), chunk))
+    pending: deque[Future[list[Any]]] = deque(
+        pool.submit(_run_chunk, fn, items[i : i + chunk]) for i in itertools.islice(starts, max(1, ahead))
+    )
+    while pending:
+        results = pending.popleft().result()
+        nxt = next(starts, None)
+        if nxt is not None:  # before yielding, so the pool works while the consumer does
+            pending.append(pool.submit(_run_chunk, fn, items[nxt : nxt + chunk]))
+        yield from results
