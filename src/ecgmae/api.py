@@ -13,7 +13,7 @@ are resampled, filtered and normalised exactly as the training data were. Nothin
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -22,7 +22,7 @@ import torch
 
 from ecgmae.checkpoint import load_model
 from ecgmae.config import ConfigError, replace
-from ecgmae.data.corpus import Gathered, gather, iter_source
+from ecgmae.data.corpus import Chunk, Gathered, collect, iter_source, scored_chunks
 from ecgmae.data.prepared import Prepared, prepare_signal, split_inputs
 from ecgmae.data.record import lead_positions
 from ecgmae.data.signal import PreprocessConfig
@@ -34,7 +34,7 @@ from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, XResNet1d
 from ecgmae.reconstruction import Reconstruction, reconstruct_windows
 from ecgmae.utils import log
 
-__all__ = ["Gathered", "Model", "Reconstruction", "load", "pick_device"]
+__all__ = ["Chunk", "Gathered", "Model", "Reconstruction", "load", "pick_device"]
 
 
 class _Scorer(Protocol):
@@ -263,7 +263,18 @@ class Model:
 
         return self._per_record(items, fn, self.aggregate, batch_size)
 
-    def run_source(
+    def run_source(self, source: str, src: str | Path, **options: Any) -> Gathered:
+        """Embed (or with ``predict=True``, score) every record of a corpus or a store, in source order.
+
+        :meth:`stream_source` (same arguments) with every chunk collected in memory; ``ecgmae embed`` and
+        ``ecgmae predict`` write the chunks as they come instead.
+
+        Returns:
+            ``(ids, values, skipped)``: used record ids, ``(len(ids), D or K)`` outputs, skipped records.
+        """
+        return collect(self.stream_source(source, src, **options))
+
+    def stream_source(
         self,
         source: str,
         src: str | Path,
@@ -277,12 +288,14 @@ class Model:
         on_error: str = "skip",
         batch_size: int = 64,
         quiet: bool = False,
-    ) -> Gathered:
-        """Embed (or with ``predict``, score) every record of a corpus or a store, in source order.
+    ) -> Iterator[Chunk]:
+        """Embed (or with ``predict``, score) every record of a corpus or a store, chunk by chunk in source order.
 
         What ``ecgmae embed`` and ``ecgmae predict`` run: records stream through the stored preprocessing
-        in chunks (:func:`ecgmae.data.corpus.iter_source`); unusable ones are skipped with their reason
-        (``on_error="skip"``) or stop the run (``"fail"``).
+        (:func:`ecgmae.data.corpus.iter_source`, read in ``workers`` processes that stay a bounded distance
+        ahead), are scored a chunk at a time and come out as :class:`~ecgmae.data.corpus.Chunk` s; unusable
+        ones are skipped with their reason (``on_error="skip"``) or stop the run (``"fail"``). Memory does
+        not grow with the corpus.
 
         Args:
             source: ``store`` or a source name as for ``ecgmae prepare`` (``folder``, ``ptbxl``...).
@@ -291,9 +304,6 @@ class Model:
             labels, task, options: as for ``ecgmae prepare`` (``options``: ``src_fs``, ``src_leads``...).
             split: with a store, only this split.
             workers: reader processes.
-
-        Returns:
-            ``(ids, values, skipped)``: used record ids, ``(len(ids), D or K)`` outputs, skipped records.
         """
         if predict and self.kind != "classifier":
             raise CheckpointError(
@@ -312,7 +322,7 @@ class Model:
             workers=workers,
             quiet=quiet,
         )
-        return gather(stream, lambda chunk: run(chunk, batch_size=batch_size), on_error=on_error, where=src)
+        return scored_chunks(stream, lambda chunk: run(chunk, batch_size=batch_size), on_error=on_error, where=src)
 
     def reconstruct(
         self,

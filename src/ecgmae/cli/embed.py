@@ -1,5 +1,8 @@
 """``ecgmae embed``: one embedding per record of a corpus (or a prepared store), in source order.
 
+Records stream through the model a chunk at a time and their rows go to disk as they come
+(:mod:`ecgmae.streamed`), so an archive of any size runs in the same memory.
+
 ``--features`` writes hand-made ECG features (:func:`ecgmae.eval.features.ecg_features`) instead, with no
 checkpoint, in the same format, so that encoders and the feature baseline can be compared with any model.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,16 +72,16 @@ def check_out(args: argparse.Namespace) -> None:
     check_output_file(args.out, reads, overwrite=args.overwrite)
 
 
-def collect(args: argparse.Namespace, *, predict: bool = False) -> tuple[Any, list[str], Any, list[Any]]:
-    """Load ``--checkpoint`` and run :meth:`ecgmae.api.Model.run_source` over ``--src`` with the flags.
+def score_chunks(args: argparse.Namespace, *, predict: bool = False) -> tuple[Any, Iterator[Any]]:
+    """Load ``--checkpoint`` and start :meth:`ecgmae.api.Model.stream_source` over ``--src`` with the flags.
 
     Returns:
-        ``(model, record ids, stacked outputs, skipped records)``.
+        ``(model, chunks)``: the chunks (:class:`ecgmae.data.corpus.Chunk`) come as they are scored.
     """
     from ecgmae.api import load, pick_device
 
     model = load(args.checkpoint, device=pick_device(args.device))
-    ids, outs, skipped = model.run_source(
+    chunks = model.stream_source(
         args.source,
         args.src,
         predict=predict,
@@ -90,21 +94,21 @@ def collect(args: argparse.Namespace, *, predict: bool = False) -> tuple[Any, li
         batch_size=args.batch_size,
         quiet=args.quiet,
     )
-    return model, ids, outs, skipped
+    return model, chunks
 
 
-def collect_features(args: argparse.Namespace) -> tuple[list[str], Any, list[Any], list[str]]:
+def feature_chunks(args: argparse.Namespace) -> tuple[Iterator[Any], list[str]]:
     """Hand-made features of every record of ``--src``, in source order, at each record's own rate.
 
     A store's records keep the store's leads (absent ones as zero rows); records of a corpus are mapped
     onto the 12 standard leads (leads a record lacks are zero rows), not resampled and not filtered.
 
     Returns:
-        ``(record ids, (N, F) float32 features, skipped records, feature names)``.
+        ``(chunks of (N, F) float32 features, feature names)``.
     """
     import numpy as np
 
-    from ecgmae.data.corpus import gather, iter_records
+    from ecgmae.data.corpus import iter_records, scored_chunks
     from ecgmae.data.record import LEADS_12
     from ecgmae.data.store import Store
     from ecgmae.eval.feature_probe import record_features
@@ -128,10 +132,8 @@ def collect_features(args: argparse.Namespace) -> tuple[list[str], Any, list[Any
         quiet=args.quiet,
         desc="features",
     )
-    ids, feats, skipped = gather(
-        stream, lambda buf: np.stack([r.x for r in buf]), on_error=args.on_error, where=args.src
-    )
-    return ids, feats, skipped, feature_names(leads)
+    chunks = scored_chunks(stream, lambda buf: np.stack([r.x for r in buf]), on_error=args.on_error, where=args.src)
+    return chunks, feature_names(leads)
 
 
 def _source_row(leads: tuple[str, ...], rec: Any) -> _Row:
@@ -172,28 +174,33 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ecgmae.config import ConfigError
-    from ecgmae.utils import atomic_path
+    from ecgmae.streamed import npz_rows
 
     check_out(args)
     extra: dict[str, Any] = {}
     if args.features:
         if args.checkpoint:
             raise ConfigError("--features computes hand-made features and takes no --checkpoint")
-        ids, z, skipped, names = collect_features(args)
+        chunks, names = feature_chunks(args)
         extra["feature_names"] = np.array(names, dtype=str)
     elif not args.checkpoint:
         raise ConfigError("--checkpoint is required (or --features for hand-made features)")
     else:
-        _, ids, z, skipped = collect(args)
-    with atomic_path(args.out) as tmp, open(tmp, "wb") as f:
-        np.savez(
-            f,
-            record=np.array(ids, dtype=str),
-            embedding=z.astype(np.float32),
+        _, chunks = score_chunks(args)
+    skipped: list[Any] = []
+    dims = 0
+    with npz_rows(args.out) as npz:  # rows go to disk chunk by chunk; the file appears only when complete
+        for c in chunks:
+            if c.values is not None:
+                npz.append(record=c.ids, embedding=c.values.astype(np.float32))
+                dims = c.values.shape[1]
+            skipped += c.skipped
+        npz.put(
             skipped=np.array([k.record for k in skipped], dtype=str),
             skipped_reason=np.array([k.reason for k in skipped], dtype=str),
             **extra,
         )
+        n = npz.rows("record")
     what = "features" if args.features else "dims"
-    print(f"{args.out}: {len(ids)} records x {z.shape[1]} {what}" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    print(f"{args.out}: {n} records x {dims} {what}" + (f" ({len(skipped)} skipped)" if skipped else ""))
     return 0
