@@ -179,3 +179,21 @@ def test_predict_csv_keeps_skipped_rows_in_place(
         assert path.read_text() == whole, chunk
     got = pd.read_csv(tmp_path / "p8.csv", keep_default_na=False)
     assert len(got) == 40 and got["skipped"].astype(bool).tolist() == [i in (12, 29) for i in range(40)]
+
+
+# ------------------------------------------------------------------------------------------ the model
+def test_inference_patch_embedding_is_the_training_one_bit_for_bit() -> None:
+    """Inference writes the sliding windows once and embeds patches a cache-sized block at a time; the numbers
+    must be those of the path training takes (and ONNX export traces)."""
+    import torch
+
+    from ecgmae.models import layers
+
+    torch.manual_seed(0)
+    emb = layers.MultiScaleConvEmbed(12, 25, 128, fs=100.0, kernels=(3, 7, 15), channels=16, bottleneck=16, pool=5)
+    patches = torch.randn(3 * layers.INFER_PATCHES + 7, 12, 25)
+    with torch.no_grad():
+        fast = emb(patches)
+    with torch.enable_grad():
+        ref = emb(patches).detach()
+    assert fast.shape == ref.shape and torch.equal(fast, ref)
