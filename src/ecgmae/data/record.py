@@ -8,6 +8,7 @@ module sits under every reader, source and store.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -81,15 +82,19 @@ def canonical_lead(name: str) -> str:
     Raises:
         DataError: the name is not one of the 12 standard leads or a known alias.
     """
-    key = re.sub(r"\s+", "", str(name)).lower()
-    key = re.sub(r"^(ecg)?(lead)?", "", key) or key
-    if key in _CANON:
-        return _CANON[key]
-    if key in _ALIASES:
-        return _ALIASES[key]
+    found = _lookup_lead(str(name))
+    if found is not None:
+        return found
     raise DataError(
         f"unknown lead name {name!r}; expected one of {', '.join(LEADS_12)} (any case) or MLI/MLII/MLIII/DI/DII/DIII"
     )
+
+
+@functools.lru_cache(maxsize=1024)  # every lead of every record asks: cached, and bounded against odd headers
+def _lookup_lead(name: str) -> str | None:
+    key = re.sub(r"\s+", "", name).lower()
+    key = re.sub(r"^(ecg)?(lead)?", "", key) or key
+    return _CANON.get(key, _ALIASES.get(key))
 
 
 def unit_scale(unit: str, where: str) -> float:
