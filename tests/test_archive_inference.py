@@ -238,3 +238,33 @@ def test_bandpass_is_scipy_bit_for_bit(n: int, band: tuple[float, float], fs: fl
     for _ in range(2):  # the second time with the filter's cached initial conditions
         got = bandpass(x, fs, *band)
         assert got.dtype == ref.dtype and got.tobytes() == ref.tobytes()
+
+
+def test_wfdb_reading_is_the_same_arithmetic(tmp_path: Path) -> None:
+    """Format 16 read as stored (int16, time-major) gives exactly ``((d - baseline) * unit / gain)`` in float64,
+    rounded once to float32, as before; whole NaN leads, and records split over two data files, too."""
+    from ecgmae.data.io import read_record
+    from ecgmae.data.wfdb_write import write_wfdb16
+
+    rng = np.random.default_rng(5)
+    sig = rng.standard_normal((3, 777)) * 2
+    gains, bases = [200.0, 1000.0, 12.5], [0, -7, 1024]
+    write_wfdb16(tmp_path / "one", sig, 500, ["I", "II", "V1"], [], adc_gain=gains, baseline=bases)
+    d = np.fromfile(tmp_path / "one.dat", "<i2").reshape(-1, 3).T
+    ref = ((d.astype(np.int32) - np.array(bases, float)[:, None]) * (1.0 / np.array(gains))[:, None]).astype(np.float32)
+    assert read_record(tmp_path / "one.hea").signal.tobytes() == ref.tobytes()
+    raw = np.fromfile(tmp_path / "one.dat", "<i2").reshape(-1, 3)
+    raw[:, 1] = -32768  # lead II all invalid: dropped as missing
+    raw.tofile(tmp_path / "one.dat")
+    rec = read_record(tmp_path / "one.hea")
+    assert rec.leads == ("I", "V1") and rec.signal.tobytes() == ref[[0, 2]].tobytes()
+    # two data files: I and V1 in a.dat, II in b.dat (the signals put back in header order)
+    a, b = d[[0, 2]].T.astype("<i2"), d[[1]].T.astype("<i2")
+    a.tofile(tmp_path / "a.dat")
+    b.tofile(tmp_path / "b.dat")
+    lines = [f"two 3 500 {d.shape[1]}"] + [
+        f"{f} 16 {g}({z})/mV 16 0 0 0 0 {n}" for f, g, z, n in
+        (("a.dat", 200, 0, "I"), ("b.dat", 1000, -7, "II"), ("a.dat", 12.5, 1024, "V1"))
+    ]  # fmt: skip
+    (tmp_path / "two.hea").write_text("\n".join(lines) + "\n")
+    assert read_record(tmp_path / "two.hea").signal.tobytes() == ref.tobytes()

@@ -116,6 +116,7 @@ def make_record(
     meta: dict[str, Any] | None = None,
     labels: tuple[str, ...] = (),
     patient: str | None = None,
+    copy: bool = True,
 ) -> Record:
     """Validate a raw ``(L, T)`` array and wrap it in a :class:`Record` with canonical lead names.
 
@@ -129,6 +130,8 @@ def make_record(
         meta: extra information kept on the record.
         labels: label names.
         patient: patient id, when known.
+        copy: False: a float32 ``signal`` whose rows are all kept may become the record's own (the caller
+            made it for this record and keeps no reference).
 
     Raises:
         RecordError: no standard lead, duplicate leads, no samples, bad ``fs`` or partial NaNs.
@@ -168,7 +171,8 @@ def make_record(
     if not keep:
         raise RecordError(where, f"no standard ECG lead among {', '.join(map(repr, names)) or 'none'}", "leads")
     scale_arr = np.broadcast_to(np.asarray(scale, dtype=np.float64), (arr.shape[0],))
-    out = np.asarray(arr[keep], dtype=np.float32)
+    whole = not copy and keep == list(range(arr.shape[0]))
+    out = np.asarray(arr if whole else arr[keep], dtype=np.float32)
     if not np.all(scale_arr[keep] == 1.0):
         out = out * scale_arr[keep].astype(np.float32)[:, None]
     finite = np.isfinite(out)
