@@ -184,19 +184,26 @@ def test_predict_csv_keeps_skipped_rows_in_place(
 # ------------------------------------------------------------------------------------------ the model
 def test_inference_patch_embedding_is_the_training_one_bit_for_bit() -> None:
     """Inference writes the sliding windows once and embeds patches a cache-sized block at a time; the numbers
-    must be those of the path training takes (and ONNX export traces)."""
+    must be those of the path training takes (and ONNX export traces), on one thread and on two."""
     import torch
 
     from ecgmae.models import layers
 
     torch.manual_seed(0)
     emb = layers.MultiScaleConvEmbed(12, 25, 128, fs=100.0, kernels=(3, 7, 15), channels=16, bottleneck=16, pool=5)
-    patches = torch.randn(3 * layers.INFER_PATCHES + 7, 12, 25)
-    with torch.no_grad():
-        fast = emb(patches)
-    with torch.enable_grad():
-        ref = emb(patches).detach()
-    assert fast.shape == ref.shape and torch.equal(fast, ref)
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for m in (40, layers.INFER_PATCHES + 1, 3 * layers.INFER_PATCHES + 7, 2560, 64 * 40 + 17 * 40):
+                patches = torch.randn(m, 12, 25)
+                with torch.no_grad():
+                    fast = emb(patches)
+                with torch.enable_grad():
+                    ref = emb(patches).detach()
+                assert fast.shape == ref.shape and torch.equal(fast, ref), (n_threads, m)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------ preprocessing

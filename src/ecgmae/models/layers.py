@@ -132,9 +132,10 @@ class MultiScaleConvEmbed(nn.Module):
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """``(M, C, P) -> (M, D)``; M is every (kept) patch of the batch at once."""
-        step = INFER_PATCHES
-        if patches.shape[0] > step and not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export():
-            return torch.cat([self._embed(patches[i : i + step]) for i in range(0, patches.shape[0], step)])
+        m = patches.shape[0]
+        if m > INFER_PATCHES and not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export():
+            step = -(-m // -(-m // INFER_PATCHES))  # equal blocks of at least half INFER_PATCHES: no small tail
+            return torch.cat([self._embed(patches[i : i + step]) for i in range(0, m, step)])
         return self._embed(patches)
 
     def _embed(self, patches: torch.Tensor) -> torch.Tensor:
