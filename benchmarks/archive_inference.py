@@ -8,12 +8,12 @@ Generates (once; resumable, each file written atomically) ``--n`` synthetic 12-l
 WFDB format-16 files in ``OUT/archive/NNN/`` (1,000 per folder; one record in the middle has a truncated data
 file, so the skip path runs too), a tiny classifier for ``predict`` (the shipped ``ecgmae-small`` encoder
 fine-tuned for a few steps on 500 of the records), then runs each command as a user would, in its own
-process, and prints one JSON line per run: records/s, CPU ms per record (all processes), peak RSS of the
-largest process and of the whole process tree, the tree's RSS by a quarter and by half of the run (memory must
-not grow with N: those match the peak when it does not), the load average before and after, and the CPU share
-other processes took meanwhile. Then the cost split, each stage alone on ``--sample`` records in this process
-on one thread: reading, preprocessing, the model's forward pass, and windows + pooling + writing. A table of
-everything closes the output.
+process, and prints one JSON line per run: records/s (and without the start-up: the same command's wall time
+on one record), CPU ms per record (all processes), peak RSS of the largest process, the process tree's PSS by a
+quarter, by half and over the whole run (memory must not grow with N: the three agree when it does not), the
+load average before and after, and the CPU share other processes took meanwhile. Then the cost split, each
+stage alone on ``--sample`` records in this process on one thread: reading, preprocessing, the model's forward
+pass, and windows + pooling + writing. A table of everything closes the output.
 """
 
 from __future__ import annotations
@@ -89,22 +89,21 @@ def make_classifier(out: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------ end to end runs
-def _tree_rss(pid: int) -> tuple[int, int]:
-    """Resident bytes of ``pid`` and of it with all its descendants."""
-    total, own, todo = 0, 0, [pid]
+def _tree_pss(pid: int) -> int:
+    """Proportional set size of ``pid`` and all its descendants, in bytes (forked readers share the parent's
+    pages: their RSS would count those once per process, PSS divides them among the sharers)."""
+    total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/statm") as f:
-                rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     todo += [int(c) for c in f.read().split()]
-        except (OSError, ValueError):
+        except (OSError, ValueError, StopIteration):
             continue
-        total += rss
-        own = rss if p == pid else own
-    return own, total
+    return total
 
 
 def _busy_jiffies() -> tuple[int, int]:
@@ -113,9 +112,10 @@ def _busy_jiffies() -> tuple[int, int]:
     return sum(v) - v[3] - v[4], sum(v)  # busy (all but idle and iowait), all
 
 
-def end_to_end(cmd: list[str], n_records: int) -> dict[str, Any]:
-    """Run ``cmd``; wall time, CPU and peak RSS (``wait4``: the process and the children it reaped), RSS samples
-    of the process tree, and the machine's load around it."""
+def end_to_end(cmd: list[str], n_records: int, startup_s: float = 0.0) -> dict[str, Any]:
+    """Run ``cmd``; wall time, CPU and peak RSS (``wait4``: the process and the children it reaped), PSS samples
+    of the process tree, and the machine's load around it. ``startup_s``: the same command's wall time on one
+    record (imports, loading the model), left out of ``steady_records_per_s``."""
     load0, (busy0, all0) = os.getloadavg(), _busy_jiffies()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -127,7 +127,7 @@ def end_to_end(cmd: list[str], n_records: int) -> dict[str, Any]:
 
     def poll() -> None:
         while not done.is_set():
-            samples.append((time.perf_counter() - t0, _tree_rss(proc.pid)[1]))
+            samples.append((time.perf_counter() - t0, _tree_pss(proc.pid)))
             done.wait(0.05)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -151,12 +151,14 @@ def end_to_end(cmd: list[str], n_records: int) -> dict[str, Any]:
 
     return {
         "records_per_s": round(n_records / wall, 1),
+        "steady_records_per_s": round(n_records / max(wall - startup_s, 1e-9), 1),
         "wall_s": round(wall, 2),
+        "startup_s": round(startup_s, 2),
         "cpu_ms_per_record": round(1000 * cpu / n_records, 3),
         "peak_rss_mb_largest_process": round(usage.ru_maxrss / 1024, 1),
-        "peak_rss_mb_tree": rss_at(1.0),
-        "rss_mb_tree_by_25pct": rss_at(0.25),
-        "rss_mb_tree_by_50pct": rss_at(0.5),
+        "peak_pss_mb_tree": rss_at(1.0),
+        "pss_mb_tree_by_25pct": rss_at(0.25),
+        "pss_mb_tree_by_50pct": rss_at(0.5),
         "load_before": [round(x, 2) for x in load0],
         "load_after": [round(x, 2) for x in load1],
         "others_cpu_pct_of_machine": round(100 * max(0.0, machine_busy_s - cpu) / ((all1 - all0) / ticks), 1),
@@ -249,6 +251,11 @@ def main() -> None:
     archive, bad = make_archive(args.out, args.n)
     n_scored = args.n - (1 if bad < args.n else 0)
     classifier = make_classifier(args.out) if "predict" in args.commands else None
+    single = args.out / "one_record"  # the fixed cost of a run: imports, loading the model
+    if not single.is_dir():
+        single.mkdir()
+        for f in _stem(archive, 0).parent.glob(f"{_stem(archive, 0).name}.*"):
+            shutil.copy(f, single / f.name)
     rows: list[dict[str, Any]] = []
     workers = [w.strip() for w in args.workers.split(",")]
     for rep in range(args.repeats):
@@ -259,8 +266,10 @@ def main() -> None:
                        "--out", str(args.out / f"out_{what}.{ext}"), "--overwrite", "--quiet"]  # fmt: skip
                 cmd += [] if w == "default" else ["--workers", w]
                 cmd += shlex.split(args.extra)
+                one = [*cmd[: cmd.index("--src") + 1], str(single), *cmd[cmd.index("--src") + 2 :]]
+                startup = end_to_end(one, 1)["wall_s"]
                 row = {"command": what, "workers": w, "extra": args.extra, "n": args.n, "repeat": rep}
-                row |= end_to_end(cmd, n_scored)
+                row |= end_to_end(cmd, n_scored, startup)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     split = cost_split(archive, args.sample, classifier or Path()) if args.sample else None
@@ -270,13 +279,13 @@ def main() -> None:
 
 
 def _table(rows: list[dict[str, Any]], split: dict[str, Any] | None) -> None:
-    print("\n| command | workers | extra | N | records/s | CPU ms/record | peak RSS MB (largest / tree) | tree RSS "
-          "MB by 25 % / 50 % of the run | load before -> after | others' CPU % |")  # fmt: skip
+    print("\n| command | workers | extra | N | records/s (without the start-up) | CPU ms/record | peak RSS MB of the "
+          "largest process | tree PSS MB by 25 % / 50 % / peak | load before -> after | others' CPU % |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['command']} | {r['workers']} | {r['extra'] or '-'} | {r['n']} | {r['records_per_s']} | "
-              f"{r['cpu_ms_per_record']} | {r['peak_rss_mb_largest_process']} / {r['peak_rss_mb_tree']} | "
-              f"{r['rss_mb_tree_by_25pct']} / {r['rss_mb_tree_by_50pct']} | "
+        print(f"| {r['command']} | {r['workers']} | {r['extra'] or '-'} | {r['n']} | {r['records_per_s']} "
+              f"({r['steady_records_per_s']}) | {r['cpu_ms_per_record']} | {r['peak_rss_mb_largest_process']} | "
+              f"{r['pss_mb_tree_by_25pct']} / {r['pss_mb_tree_by_50pct']} / {r['peak_pss_mb_tree']} | "
               f"{r['load_before'][0]} -> {r['load_after'][0]} | {r['others_cpu_pct_of_machine']} |")  # fmt: skip
     if split:
         print(f"\ncost split, one thread, {split['sample']} records, ms per record (median of 3):")

@@ -117,14 +117,15 @@ def _embed(src: Path, out: Path, *flags: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def test_embed_with_readers_equals_one_process_in_order(archive: Path, tmp_path: Path) -> None:
+def test_embed_with_reader_processes_equals_one_process_in_order(archive: Path, tmp_path: Path) -> None:
     import ecgmae
 
-    one = _embed(archive, tmp_path / "one.npz", "--workers", "1")
-    two = _embed(archive, tmp_path / "two.npz", "--workers", "2")
-    assert list(one) == list(two) == ["record", "embedding", "skipped", "skipped_reason"]
-    for k in one:
-        assert one[k].dtype == two[k].dtype and one[k].tobytes() == two[k].tobytes(), k
+    one = _embed(archive, tmp_path / "one.npz", "--workers", "0", "--threads", "2")  # the model's process reads
+    for w in ("1", "2", "auto"):  # reader processes
+        got = _embed(archive, tmp_path / f"w{w}.npz", "--workers", w)
+        assert list(got) == list(one) == ["record", "embedding", "skipped", "skipped_reason"]
+        for k in one:
+            assert one[k].dtype == got[k].dtype and one[k].tobytes() == got[k].tobytes(), (w, k)
     stems = [h.stem for h in sorted(archive.rglob("*.hea"))]
     assert list(one["record"]) == [s for i, s in enumerate(stems) if i not in (12, 29)]  # source order
     assert list(one["skipped"]) == [f"a/{stems[12]}", f"b/{stems[29]}"]
@@ -275,3 +276,21 @@ def test_wfdb_reading_is_the_same_arithmetic(tmp_path: Path) -> None:
     ]  # fmt: skip
     (tmp_path / "two.hea").write_text("\n".join(lines) + "\n")
     assert read_record(tmp_path / "two.hea").signal.tobytes() == ref.tobytes()
+
+
+def test_auto_parallelism_splits_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    from argparse import Namespace
+
+    from ecgmae.cli.embed import parallelism
+
+    def split(cpus: int, **kw: Any) -> tuple[int, int]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(cpus)))
+        flags = {"source": "folder", "workers": None, "threads": None} | {k: v for k, v in kw.items() if k in
+                 ("source", "workers", "threads")}  # fmt: skip
+        return parallelism(Namespace(**flags), gpu=kw.get("gpu", False), model=kw.get("model", True))
+
+    assert split(1) == (1, 1) and split(2) == (1, 1) and split(16) == (8, 8)
+    assert split(2, workers=2) == (2, 1) and split(2, workers=0) == (0, 2) and split(4, threads=1) == (2, 1)
+    assert split(8, gpu=True) == (7, 1) and split(4, model=False)[0] == 4
+    assert split(4, source="store") == (0, 4)  # a store is read in the model's process

@@ -37,7 +37,7 @@ def iter_records(
     task: str | None = None,
     options: dict[str, Any] | None = None,
     split: str | None = None,
-    workers: int = 1,
+    workers: int = 0,
     quiet: bool = False,
     desc: str = "store",
     check_store: Callable[[Store], None] | None = None,
@@ -54,7 +54,8 @@ def iter_records(
         row: ``(store, index)`` -> item, for a store.
         labels, task, options: as for ``ecgmae prepare``.
         split: with a store, only this split (train, val, test).
-        workers: reader processes (sources only).
+        workers: reader processes, reading ahead while the caller consumes (sources only; 0: read in this
+            process).
         quiet: no progress bar.
         desc: the store progress bar's label.
         check_store: called with the opened store before its first record.
@@ -78,7 +79,7 @@ def iter_records(
     scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=options or {})
     for record, _, _, message in scan.problems:
         yield record, clip(message, 800)
-    for done in read_items(source, scan, read, workers=workers, quiet=quiet):
+    for done in read_items(source, scan, read, workers=workers, quiet=quiet, processes=True):
         yield done.value if done.error is None else (done.item.record, done.error[1])
 
 
@@ -91,7 +92,7 @@ def iter_source(
     task: str | None = None,
     options: dict[str, Any] | None = None,
     split: str | None = None,
-    workers: int = 1,
+    workers: int = 0,
     quiet: bool = False,
 ) -> Iterator[Prepared | tuple[str, str]]:
     """:func:`iter_records` with the model's preprocessing ``cfg``: each record as a :class:`Prepared`.

@@ -25,7 +25,7 @@ from ecgmae.utils import log
 
 # Chunks of items each reader process may have queued or finished but not yet consumed: enough to keep them
 # busy while the consumer (the model) works on a chunk, few enough that memory does not grow with the corpus.
-READ_AHEAD = 4
+READ_AHEAD = 8
 
 
 def load_item(
@@ -103,13 +103,21 @@ def _load_one(
 
 
 def read_items(
-    source: str, scan: Scan, transform: Callable[[Any], Any], *, workers: int = 1, quiet: bool = False
+    source: str,
+    scan: Scan,
+    transform: Callable[[Any], Any],
+    *,
+    workers: int = 1,
+    quiet: bool = False,
+    processes: bool = False,
 ) -> Iterator[Loaded]:
     """Load every item of ``scan`` and apply ``transform`` to each record, in ``workers`` processes.
 
     Results come in item order whatever ``workers`` is, so outputs do not depend on it. Errors are
     returned (not raised) so the caller decides between skipping and failing. ``transform`` runs in
     the worker and must be picklable (a module-level function or a ``functools.partial`` of one).
+    One worker reads in this process unless ``processes`` (then one reader process works while the
+    caller consumes; ``workers=0`` reads in this process).
     """
     from tqdm.auto import tqdm
 
@@ -117,14 +125,14 @@ def read_items(
     fn = functools.partial(_load_one, source, scan.options, scan.root, scan.expected_leads, classes, transform)
     bar = tqdm(total=len(scan.items), disable=quiet, unit="rec", desc="prepare", dynamic_ncols=True)
     try:
-        if workers <= 1:
+        if workers < (1 if processes else 2):
             for item in scan.items:
                 yield fn(item)
                 bar.update()
             return
         # fork on Linux (as torch's DataLoader): no __main__ guard needed and no re-imports per worker
         method = "fork" if sys.platform.startswith("linux") else None
-        chunk = max(1, min(64, len(scan.items) // (workers * 8)))
+        chunk = max(1, min(64, len(scan.items) // (workers * 8)))  # 8 chunks each, at most 64 records
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
         try:
             for done in bounded_map(pool, fn, scan.items, chunk=chunk, ahead=READ_AHEAD * workers):
