@@ -242,7 +242,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100_000, help="records in the archive (default 100,000)")
     p.add_argument("--workers", default="default", help="comma-separated --workers values ('default': no flag)")
     p.add_argument("--extra", default="", help="more flags for both commands, e.g. '--threads 1'")
-    p.add_argument("--commands", default="embed,predict", help="which commands to run")
+    p.add_argument("--commands", default="embed,predict", help="which commands to run ('': only generate)")
     p.add_argument("--sample", type=int, default=500, help="records for the cost split (0: skip it)")
     p.add_argument("--repeats", type=int, default=1, help="runs of each command and --workers value")
     args = p.parse_args()
@@ -258,9 +258,10 @@ def main() -> None:
             shutil.copy(f, single / f.name)
     rows: list[dict[str, Any]] = []
     workers = [w.strip() for w in args.workers.split(",")]
-    for rep in range(args.repeats):
+    commands = [c for c in args.commands.split(",") if c]
+    for rep in range(args.repeats if commands else 0):
         for w in workers:
-            for what in args.commands.split(","):
+            for what in commands:
                 ckpt, ext = ("ecgmae-small", "npz") if what == "embed" else (str(classifier), "csv")
                 cmd = [sys.executable, "-m", "ecgmae", what, "--checkpoint", ckpt, "--src", str(archive),
                        "--out", str(args.out / f"out_{what}.{ext}"), "--overwrite", "--quiet"]  # fmt: skip
@@ -272,7 +273,7 @@ def main() -> None:
                 row |= end_to_end(cmd, n_scored, startup)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    split = cost_split(archive, args.sample, classifier or Path()) if args.sample else None
+    split = cost_split(archive, args.sample, classifier or Path()) if args.sample and commands else None
     if split:
         print(json.dumps({"cost_split": split}), flush=True)
     _table(rows, split)

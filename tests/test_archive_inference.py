@@ -294,3 +294,20 @@ def test_auto_parallelism_splits_the_cpus(monkeypatch: pytest.MonkeyPatch) -> No
     assert split(2, workers=2) == (2, 1) and split(2, workers=0) == (0, 2) and split(4, threads=1) == (2, 1)
     assert split(8, gpu=True) == (7, 1) and split(4, model=False)[0] == 4
     assert split(4, source="store") == (0, 4)  # a store is read in the model's process
+
+
+# ------------------------------------------------------------------------------------------ bf16
+def test_bf16_is_opt_in_and_agrees(archive: Path, tmp_path: Path) -> None:
+    """``--precision bf16`` is never the default; where it is asked for, embeddings agree with fp32 to a cosine
+    of 0.9999 (0.99999 on real recordings, docs/inference-speed.md) and nothing else changes."""
+    import ecgmae
+    from ecgmae.errors import DataError
+
+    fp32 = _embed(archive, tmp_path / "fp32.npz", "--workers", "0")
+    bf16 = _embed(archive, tmp_path / "bf16.npz", "--workers", "0", "--precision", "bf16")
+    assert list(bf16["record"]) == list(fp32["record"]) and list(bf16["skipped"]) == list(fp32["skipped"])
+    a, b = fp32["embedding"].astype(np.float64), bf16["embedding"].astype(np.float64)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert bf16["embedding"].dtype == np.float32 and cos.min() > 0.9999 and not np.array_equal(a, b)
+    with pytest.raises(DataError, match="precision"):
+        ecgmae.load("ecgmae-small").stream_source("folder", archive, precision="fp8")

@@ -72,6 +72,13 @@ def add_input_args(p: argparse.ArgumentParser, *, checkpoint_required: bool = Tr
         help="torch threads for the model (default auto: the CPUs the readers leave, at least 1)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:1 ...")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="fp32 (default: the same numbers every run) or bf16: matrix products in bfloat16, about 1.5x "
+        "faster on CPUs with AVX-512 BF16, outputs agreeing to a cosine of 0.99999, not bit for bit",
+    )
 
 
 def check_out(args: argparse.Namespace) -> None:
@@ -111,6 +118,7 @@ def score_chunks(args: argparse.Namespace, *, predict: bool = False) -> tuple[An
         on_error=args.on_error,
         batch_size=args.batch_size,
         quiet=args.quiet,
+        precision=args.precision,
     )
     return model, chunks
 
