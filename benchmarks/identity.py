@@ -10,7 +10,10 @@ Without ``--compare`` it works on one thread with fixed seeds and writes into ``
 - ``embed_*.npy``: the demo encoder's embeddings of the same records with all 12 leads, with lead II only
   and with the 6 limb leads (absent leads exercise the missing-lead path);
 - ``reconstruct_*.npy``: original, mask, reconstruction and presence of one record through the MAE;
-- ``evaluate.json``: ``ecgmae evaluate``'s report of that classifier on the test split.
+- ``evaluate.json``: ``ecgmae evaluate``'s report of that classifier on the test split;
+- ``cli_embed_w{1,2}_*.npy`` and ``cli_predict_w{1,2}.json``: ``ecgmae embed`` (the demo encoder) and ``ecgmae
+  predict`` (the classifier) over the demo's WFDB folder with one record's data file truncated, with one and two
+  reader processes: every array of the ``.npz`` and the CSV's text.
 
 ``--compare`` checks exact equality of every array (dtype, shape, bytes) and JSON document, and lists
 what differs. Run it on the unchanged tree first (the baseline), then after each refactor step.
@@ -96,7 +99,31 @@ def run(out: Path) -> None:
     for k in ("checkpoint", "store"):  # paths differ between output folders
         doc.pop(k, None)
     rep.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    _cli_outputs(out, demo, main)
     print(f"identity outputs in {out}")
+
+
+def _cli_outputs(out: Path, demo: Path, main: Any) -> None:
+    """``embed`` and ``predict`` over a copy of the demo's WFDB folder in which one record is truncated."""
+    import shutil
+
+    src = out / "cli_src"
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(demo / "synth", src)
+    dat = sorted(src.rglob("*.dat"))[len(list(src.rglob("*.dat"))) // 2]
+    dat.write_bytes(dat.read_bytes()[:1000])
+    for w in ("1", "2"):
+        emb, csv = out / f"cli_embed_w{w}.npz", out / f"cli_predict_w{w}.csv"
+        base = ["--src", str(src), "--workers", w, "--overwrite", "--quiet"]
+        if main(["embed", "--checkpoint", str(demo / "pretrain"), "--out", str(emb), *base]) != 0:
+            raise SystemExit("embed failed")
+        if main(["predict", "--checkpoint", str(demo / "finetune_1"), "--out", str(csv), *base]) != 0:
+            raise SystemExit("predict failed")
+        with np.load(emb) as z:
+            for name in z.files:
+                np.save(out / f"cli_embed_w{w}_{name}.npy", z[name])
+        (out / f"cli_predict_w{w}.json").write_text(json.dumps({"csv": csv.read_text()}))
 
 
 def compare(a: Path, b: Path) -> int:

@@ -29,7 +29,8 @@ LAYERS: list[tuple[tuple[str, ...], ...]] = [
     (("ecgmae.checkpoint", "ecgmae.guards", "ecgmae.header", "ecgmae.inference", "ecgmae.pretrained"),),
     (("ecgmae.eval",),),  # metrics, probes, pooling of window outputs
     (("ecgmae.models",), ("ecgmae.data",)),  # pure torch models | reading and preparing ECGs
-    (("ecgmae.config", "ecgmae.errors", "ecgmae.outputs", "ecgmae.utils", "ecgmae._version"),),  # the ground floor
+    # the ground floor
+    (("ecgmae.config", "ecgmae.errors", "ecgmae.outputs", "ecgmae.streamed", "ecgmae.utils", "ecgmae._version"),),
 ]
 
 

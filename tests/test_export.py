@@ -74,3 +74,12 @@ def test_export_cli_and_a_failed_parity_writes_nothing(runs, tmp_path, capsys, m
     assert main(["export", "--checkpoint", str(runs["ft"]), "--out", str(bad), "--quiet"]) == 2
     assert "differ from PyTorch by up to 0.5" in capsys.readouterr().err
     assert not bad.exists() and not list(tmp_path.glob(".bad.onnx*"))
+
+
+def test_the_shipped_model_exports(tmp_path):
+    """``ecgmae-small`` pools with token statistics, whose first difference in time ONNX had no operator for."""
+    from ecgmae.export import export_onnx
+
+    rep = export_onnx("ecgmae-small", tmp_path / "small.onnx")
+    assert rep["outputs"] == ["embedding"] and rep["inputs"]["x"] == ["batch", 12, 1000]
+    assert rep["max_abs_diff"]["embedding"] <= 1e-4

@@ -13,7 +13,7 @@ are resampled, filtered and normalised exactly as the training data were. Nothin
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -22,19 +22,27 @@ import torch
 
 from ecgmae.checkpoint import load_model
 from ecgmae.config import ConfigError, replace
-from ecgmae.data.corpus import Gathered, gather, iter_source
+from ecgmae.data.corpus import Chunk, Gathered, collect, iter_source, scored_chunks
 from ecgmae.data.prepared import Prepared, prepare_signal, split_inputs
 from ecgmae.data.record import lead_positions
 from ecgmae.data.signal import PreprocessConfig
 from ecgmae.errors import CheckpointError, DataError
 from ecgmae.guards import check_device
 from ecgmae.header import RunHeader
-from ecgmae.inference import Forward, infer_records, input_rows, tokenization, window_batches
+from ecgmae.inference import (
+    Forward,
+    at_precision,
+    infer_records,
+    input_rows,
+    tokenization,
+    warn_inputs,
+    window_batches,
+)
 from ecgmae.models import ECGMAE, ECGEncoder, EncoderConfig, XResNet1d
 from ecgmae.reconstruction import Reconstruction, reconstruct_windows
 from ecgmae.utils import log
 
-__all__ = ["Gathered", "Model", "Reconstruction", "load", "pick_device"]
+__all__ = ["Chunk", "Gathered", "Model", "Reconstruction", "load", "pick_device"]
 
 
 class _Scorer(Protocol):
@@ -240,17 +248,24 @@ class Model:
         items, single = split_inputs(signal, fs, leads)
         return [prepare_signal(x, f, names, self.preprocessing, name=n) for n, x, f, names in items], single
 
-    def embed_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
-        """``(len(items), D)`` float32 embeddings of records already in the model's input space."""
+    def embed_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64, precision: str = "fp32") -> np.ndarray:
+        """``(len(items), D)`` float32 embeddings of records already in the model's input space.
+
+        ``precision="bf16"``: matrix products in bfloat16, faster on CPUs that have it, not bit-identical
+        (:data:`ecgmae.inference.PRECISIONS`).
+        """
         net = cast(_Scorer, self._net if self.kind == "classifier" else self.encoder)
 
         def fn(x: torch.Tensor, li: torch.Tensor | None) -> torch.Tensor:
             return net.forward_head(net.forward_features(x, lead_idx=li), pre_logits=True)
 
-        return self._per_record(items, fn, "mean", batch_size).astype(np.float32)
+        return self._per_record(items, fn, "mean", batch_size, precision).astype(np.float32)
 
-    def predict_prepared(self, items: Sequence[Prepared], *, batch_size: int = 64) -> np.ndarray:
-        """``(len(items), K)`` float64 probabilities of records already in the model's input space."""
+    def predict_prepared(
+        self, items: Sequence[Prepared], *, batch_size: int = 64, precision: str = "fp32"
+    ) -> np.ndarray:
+        """``(len(items), K)`` float64 probabilities of records already in the model's input space (``precision``:
+        as for :meth:`embed_prepared`)."""
         net = cast(_Scorer, self._net)
         if self.kind != "classifier":
             raise CheckpointError(
@@ -261,9 +276,20 @@ class Model:
         def fn(x: torch.Tensor, li: torch.Tensor | None) -> torch.Tensor:
             return net.predict_proba(x, lead_idx=li)
 
-        return self._per_record(items, fn, self.aggregate, batch_size)
+        return self._per_record(items, fn, self.aggregate, batch_size, precision)
 
-    def run_source(
+    def run_source(self, source: str, src: str | Path, **options: Any) -> Gathered:
+        """Embed (or with ``predict=True``, score) every record of a corpus or a store, in source order.
+
+        :meth:`stream_source` (same arguments) with every chunk collected in memory; ``ecgmae embed`` and
+        ``ecgmae predict`` write the chunks as they come instead.
+
+        Returns:
+            ``(ids, values, skipped)``: used record ids, ``(len(ids), D or K)`` outputs, skipped records.
+        """
+        return collect(self.stream_source(source, src, **options))
+
+    def stream_source(
         self,
         source: str,
         src: str | Path,
@@ -273,16 +299,19 @@ class Model:
         task: str | None = None,
         options: dict[str, Any] | None = None,
         split: str | None = None,
-        workers: int = 1,
+        workers: int = 0,
         on_error: str = "skip",
         batch_size: int = 64,
         quiet: bool = False,
-    ) -> Gathered:
-        """Embed (or with ``predict``, score) every record of a corpus or a store, in source order.
+        precision: str = "fp32",
+    ) -> Iterator[Chunk]:
+        """Embed (or with ``predict``, score) every record of a corpus or a store, chunk by chunk in source order.
 
         What ``ecgmae embed`` and ``ecgmae predict`` run: records stream through the stored preprocessing
-        in chunks (:func:`ecgmae.data.corpus.iter_source`); unusable ones are skipped with their reason
-        (``on_error="skip"``) or stop the run (``"fail"``).
+        (:func:`ecgmae.data.corpus.iter_source`, read in ``workers`` processes that stay a bounded distance
+        ahead), are scored a chunk at a time and come out as :class:`~ecgmae.data.corpus.Chunk` s; unusable
+        ones are skipped with their reason (``on_error="skip"``) or stop the run (``"fail"``). Memory does
+        not grow with the corpus.
 
         Args:
             source: ``store`` or a source name as for ``ecgmae prepare`` (``folder``, ``ptbxl``...).
@@ -290,10 +319,10 @@ class Model:
             predict: probabilities (a classifier run only) instead of embeddings.
             labels, task, options: as for ``ecgmae prepare`` (``options``: ``src_fs``, ``src_leads``...).
             split: with a store, only this split.
-            workers: reader processes.
-
-        Returns:
-            ``(ids, values, skipped)``: used record ids, ``(len(ids), D or K)`` outputs, skipped records.
+            workers: reader processes (0: read in this process, between chunks). Each takes about as much
+                CPU per record as the model (``ecgmae_small``, 10 s, 12 leads, 500 Hz files), so on two cores
+                one process reading while this one runs the model on one torch thread is the fastest.
+            precision: ``fp32`` (the same numbers every time) or ``bf16`` (faster where the CPU has it).
         """
         if predict and self.kind != "classifier":
             raise CheckpointError(
@@ -312,7 +341,12 @@ class Model:
             workers=workers,
             quiet=quiet,
         )
-        return gather(stream, lambda chunk: run(chunk, batch_size=batch_size), on_error=on_error, where=src)
+        at_precision(lambda x, li: x, precision, self.device)  # an unknown precision is refused before any reading
+
+        def score(chunk: list[Prepared]) -> np.ndarray:
+            return run(chunk, batch_size=batch_size, precision=precision)
+
+        return scored_chunks(stream, score, on_error=on_error, where=src)
 
     def reconstruct(
         self,
@@ -380,15 +414,16 @@ class Model:
         return tokenization(self._net)
 
     @torch.inference_mode()
-    def _per_record(self, items: Sequence[Prepared], fn: Forward, how: str, batch_size: int) -> np.ndarray:
+    def _per_record(
+        self, items: Sequence[Prepared], fn: Forward, how: str, batch_size: int, precision: str = "fp32"
+    ) -> np.ndarray:
         """Apply ``fn`` to every window of every record and pool the window outputs per record."""
         if not items:
             raise DataError("no records given")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self._warn_absent(items)
-        self._warn_short(items)
         tokens = self._tokens()
+        warn_inputs(items, window=self.window, fs=self.fs, tokens=tokens, leads=self.leads, header=self.header)
         # one lead set per batch: a lead-tokenised model is given only the leads a record has
         batches = window_batches(
             items,
@@ -398,42 +433,6 @@ class Model:
             group=lambda p: tuple(input_rows(p.present, tokens).tolist()),
         )
         li = torch.as_tensor(self._positions, dtype=torch.long, device=self.device)
+        fn = at_precision(fn, precision, self.device)
         _, pooled = infer_records(fn, batches, lead_idx=li, tokens=tokens, how=how, device=self.device)
         return pooled
-
-    def _warn_short(self, items: Sequence[Prepared]) -> None:
-        """Records with less than a second of signal: their windows are almost all zero padding."""
-        short = [p for p in items if p.valid < min(self.window, self.fs)]
-        if short:
-            names = ", ".join(f"{p.name} ({p.valid} samples)" for p in short[:5])
-            log.warning(
-                "%d record(s) hold less than 1 s of signal at %g Hz: %s%s; their outputs come mostly from zero padding",
-                len(short),
-                self.fs,
-                names,
-                ", ..." if len(short) > 5 else "",
-            )
-
-    def _warn_absent(self, items: Sequence[Prepared]) -> None:
-        if self._tokens() == "lead":  # only a lead-tokenised encoder skips absent leads
-            return
-        lacking = [p for p in items if not p.present.all()]
-        if lacking:
-            missing = [lead for j, lead in enumerate(self.leads) if any(not p.present[j] for p in lacking)]
-            drop = getattr(self.header.model.config, "lead_drop", 0.0)
-            if self.kind == "encoder" and self.header.train.method == "mae" and drop > 0:
-                log.info(
-                    "%d record(s) lack lead(s) %s: zero-filled and marked absent, as in pre-training (a "
-                    "share %g of its examples showed a random lead subset)",
-                    len(lacking),
-                    ", ".join(missing),
-                    drop,
-                )
-                return
-            log.warning(
-                "%d record(s) lack lead(s) %s: zero-filled and marked absent (this model "
-                "was trained on %s; results may be off)",
-                len(lacking),
-                ", ".join(missing),
-                ", ".join(self.leads),
-            )

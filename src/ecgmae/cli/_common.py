@@ -57,6 +57,15 @@ def nonneg_int(text: str) -> int:
     return _bounded_int(text, 0)
 
 
+def auto_or(low: int) -> Callable[[str], int | None]:
+    """argparse type factory: ``auto`` (None: the command decides) or an integer >= ``low``."""
+
+    def parse(text: str) -> int | None:
+        return None if text.strip().lower() == "auto" else _bounded_int(text, low)
+
+    return parse
+
+
 def _bounded_int(text: str, low: int) -> int:
     try:
         value = int(text)

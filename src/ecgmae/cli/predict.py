@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ecgmae.cli._common import add_command, add_overwrite
-from ecgmae.cli.embed import add_input_args, check_out, collect
+from ecgmae.cli.embed import add_input_args, check_out, score_chunks
 
 
 def add_parser(sub: Any) -> None:
@@ -29,27 +29,38 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from ecgmae.utils import escape_table, write_text_atomic
+    from ecgmae.utils import atomic_path
 
     check_out(args)  # before the work: an existing directory or the model's own file is refused
-    model, ids, probs, skipped = collect(args, predict=True)
-    table = pd.DataFrame(probs, columns=model.label_names)
-    table.insert(0, "record", ids)
-    table["skipped"] = ""
-    if skipped:  # every record gets a row, at its place in the source order
-        gone = {k.position for k in skipped}
-        table.index = [i for i in range(len(ids) + len(skipped)) if i not in gone]
-        rows = pd.DataFrame(
-            {"record": [k.record for k in skipped], "skipped": [k.reason for k in skipped]},
-            index=[k.position for k in skipped],
-        )
-        table = pd.concat([table, rows]).sort_index()
-    # record names, label names and reasons as text if the table is opened in a spreadsheet
-    write_text_atomic(args.out, escape_table(table).to_csv(index=False, float_format="%.6f"))
+    model, chunks = score_chunks(args, predict=True)
+    used = skipped = 0
+    with atomic_path(args.out) as tmp, open(tmp, "w") as f:  # rows written chunk by chunk, renamed when complete
+        for c in chunks:
+            f.write(_csv_rows(c, model.label_names, header=used + skipped == 0))
+            used, skipped = used + len(c.ids), skipped + len(c.skipped)
     print(
-        f"{args.out}: {len(ids)} records x {len(model.label_names)} labels"
-        + (f" ({len(skipped)} skipped)" if skipped else "")
+        f"{args.out}: {used} records x {len(model.label_names)} labels" + (f" ({skipped} skipped)" if skipped else "")
     )
     return 0
+
+
+def _csv_rows(chunk: Any, label_names: list[str], *, header: bool) -> str:
+    """A chunk's rows in source order: record, one probability per label, and why a skipped record was skipped."""
+    import numpy as np
+    import pandas as pd
+
+    from ecgmae.utils import escape_table
+
+    rows = sorted(
+        [(p, i, chunk.ids[i], "") for i, p in enumerate(chunk.positions)]
+        + [(k.position, -1, k.record, k.reason) for k in chunk.skipped]
+    )
+    probs = np.full((len(rows), len(label_names)), np.nan)
+    scored = [(j, i) for j, (_, i, _, _) in enumerate(rows) if i >= 0]
+    if scored:
+        probs[[j for j, _ in scored]] = chunk.values[[i for _, i in scored]]
+    table = pd.DataFrame(probs, columns=label_names)
+    table.insert(0, "record", [r[2] for r in rows])
+    table["skipped"] = [r[3] for r in rows]
+    # record names, label names and reasons as text if the table is opened in a spreadsheet
+    return str(escape_table(table).to_csv(index=False, header=header, float_format="%.6f"))

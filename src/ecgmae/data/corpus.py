@@ -4,13 +4,14 @@
 (:mod:`ecgmae.data.sources`, several processes if asked), stores row by row; each record goes through a
 caller's transform. :func:`iter_source` is it with the model's preprocessing (what ``embed``/``predict``
 and :meth:`ecgmae.api.Model.run_source` score); ``embed --features`` uses it with hand-made features.
-:func:`gather` runs a function over chunks of the usable records and decides skip or fail for the others.
+:func:`scored_chunks` runs a function over chunks of the usable records as they come and decides skip or fail
+for the others; :func:`gather` collects its chunks.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -36,7 +37,7 @@ def iter_records(
     task: str | None = None,
     options: dict[str, Any] | None = None,
     split: str | None = None,
-    workers: int = 1,
+    workers: int = 0,
     quiet: bool = False,
     desc: str = "store",
     check_store: Callable[[Store], None] | None = None,
@@ -53,7 +54,8 @@ def iter_records(
         row: ``(store, index)`` -> item, for a store.
         labels, task, options: as for ``ecgmae prepare``.
         split: with a store, only this split (train, val, test).
-        workers: reader processes (sources only).
+        workers: reader processes, reading ahead while the caller consumes (sources only; 0: read in this
+            process).
         quiet: no progress bar.
         desc: the store progress bar's label.
         check_store: called with the opened store before its first record.
@@ -75,9 +77,10 @@ def iter_records(
     if not src.exists():
         raise DataError(f"{src}: not found")
     scan = get_source(source).scan(src, labels=Path(labels) if labels else None, task=task, options=options or {})
+    scan.inputs = []  # every file of the corpus (prepare fingerprints them): not needed here, ~0.5 KB per record
     for record, _, _, message in scan.problems:
         yield record, clip(message, 800)
-    for done in read_items(source, scan, read, workers=workers, quiet=quiet):
+    for done in read_items(source, scan, read, workers=workers, quiet=quiet, processes=True):
         yield done.value if done.error is None else (done.item.record, done.error[1])
 
 
@@ -90,7 +93,7 @@ def iter_source(
     task: str | None = None,
     options: dict[str, Any] | None = None,
     split: str | None = None,
-    workers: int = 1,
+    workers: int = 0,
     quiet: bool = False,
 ) -> Iterator[Prepared | tuple[str, str]]:
     """:func:`iter_records` with the model's preprocessing ``cfg``: each record as a :class:`Prepared`.
@@ -149,51 +152,92 @@ class Gathered(NamedTuple):
     skipped: list[Skipped]
 
 
-def gather(
+class Chunk(NamedTuple):
+    """One step of :func:`scored_chunks`: usable records (ids, places in the source order, their outputs) and the
+    records skipped since the previous chunk; every place in a chunk comes before every place in the next."""
+
+    ids: list[str]
+    positions: list[int]
+    values: np.ndarray | None  # (len(ids), F); None when the chunk holds skipped records only
+    skipped: list[Skipped]
+
+
+def scored_chunks(
     stream: Iterator[Any],
     fn: Callable[[list[Any]], np.ndarray],
     *,
     on_error: str = "skip",
     where: str | Path = "input",
-    chunk: int = CHUNK,
-) -> Gathered:
-    """Run ``fn`` over chunks of the usable items of ``stream`` (each with a ``name``), in order.
+    chunk: int | None = None,
+) -> Iterator[Chunk]:
+    """Run ``fn`` over chunks of the usable items of ``stream`` (each with a ``name``), in order, as they come.
+
+    What an archive-sized run writes as it goes: nothing but the current chunk is held.
 
     Args:
         stream: items and ``(record, message)`` pairs for unusable records (as :func:`iter_records` yields).
         fn: a list of items -> ``(len, F)`` array.
         on_error: ``skip`` (warn for the first ten, keep the reasons) or ``fail`` (raise the first).
         where: named when no record is usable.
-        chunk: items per call of ``fn``.
+        chunk: items per call of ``fn`` (default :data:`CHUNK`).
 
     Raises:
-        DataError: an unusable record with ``on_error="fail"``, or no usable record at all.
+        DataError: an unusable record with ``on_error="fail"``, or no usable record at all (after the
+            chunks of skipped records).
     """
     if on_error not in ("skip", "fail"):
         raise DataError(f"on_error must be skip or fail, got {on_error!r}")
-    ids: list[str] = []
-    outs: list[np.ndarray] = []
+    chunk = chunk or CHUNK
+    used, n_skipped = 0, 0
     skipped: list[Skipped] = []
     buf: list[Any] = []
+    places: list[int] = []
     for position, item in enumerate(stream):
         if isinstance(item, tuple):
             record, message = item
             if on_error == "fail":
                 raise DataError(message)
             skipped.append(Skipped(position, record, message))
-            if len(skipped) <= 10:
+            n_skipped += 1
+            if n_skipped <= 10:
                 log.warning("skipped %s", message)
             continue
         buf.append(item)
+        places.append(position)
         if len(buf) >= chunk:
-            outs.append(fn(buf))
-            ids.extend(p.name for p in buf)
-            buf = []
-    if buf:
-        outs.append(fn(buf))
-        ids.extend(p.name for p in buf)
-    if len(skipped) > 10:
-        log.warning("... and %d more skipped records (every reason is in the output)", len(skipped) - 10)
-    if not ids:
-        raise DataError(f"{where}: no usable record ({len(skipped)} skipped)")
+            yield Chunk([p.name for p in buf], places, fn(buf), skipped)
+            used += len(buf)
+            buf, places, skipped = [], [], []
+    if buf or skipped:
+        yield Chunk([p.name for p in buf], places, fn(buf) if buf else None, skipped)
+        used += len(buf)
+    if n_skipped > 10:
+        log.warning("... and %d more skipped records (every reason is in the output)", n_skipped - 10)
+    if not used:
+        raise DataError(f"{where}: no usable record ({n_skipped} skipped)")
+
+
+def gather(
+    stream: Iterator[Any],
+    fn: Callable[[list[Any]], np.ndarray],
+    *,
+    on_error: str = "skip",
+    where: str | Path = "input",
+    chunk: int | None = None,
+) -> Gathered:
+    """:func:`scored_chunks`, every chunk collected: ids of the used records, their stacked outputs, the
+    skipped ones (held in memory: for a corpus of any size, write the chunks as they come instead)."""
+    return collect(scored_chunks(stream, fn, on_error=on_error, where=where, chunk=chunk))
+
+
+def collect(chunks: Iterable[Chunk]) -> Gathered:
+    """Every chunk of :func:`scored_chunks` in one :class:`Gathered`."""
+    ids: list[str] = []
+    outs: list[np.ndarray] = []
+    skipped: list[Skipped] = []
+    for c in chunks:
+        ids += c.ids
+        skipped += c.skipped
+        if c.values is not None:
+            outs.append(c.values)
     return Gathered(ids, np.concatenate(outs), skipped)

@@ -154,10 +154,13 @@ def parse_header(text: str, where: str) -> tuple[dict[str, Any], list[_Sig], lis
 
 
 def _decode(raw: np.ndarray, fmt: str, n: int) -> np.ndarray:
-    """Decode ``n`` samples of WFDB format ``fmt`` from the bytes ``raw`` into int32."""
+    """Decode ``n`` samples of WFDB format ``fmt`` from the bytes ``raw`` into int32 (format 16: int16)."""
     if fmt in ("16", "61", "160", "32"):
         dt = {"16": "<i2", "61": ">i2", "160": "<u2", "32": "<i4"}[fmt]
-        out = raw[: n * np.dtype(dt).itemsize].view(dt).astype(np.int32)
+        out = raw[: n * np.dtype(dt).itemsize].view(dt)
+        if fmt == "16":  # int16 as stored: every value is the same after conversion to float
+            return out
+        out = out.astype(np.int32)
         return out - 32768 if fmt == "160" else out
     if fmt == "80":
         return raw[:n].astype(np.int32) - 128
@@ -281,16 +284,23 @@ def _read_wfdb(hea: Path, root: str | Path | None = None) -> Record:
                 "length",
             )
         raw = np.fromfile(path, dtype=np.uint8, count=need, offset=first.offset)
-        d = _decode(raw, first.fmt, n * k).reshape(n, k).T
+        d = _decode(raw, first.fmt, n * k).reshape(n, k)  # time-major, as stored
         gain = np.array([sigs[i].gain for i in idx], np.float64)
         base = np.array([sigs[i].baseline for i in idx], np.float64)
         scale = np.array([unit_scale(sigs[i].units, where) for i in idx]) / gain
-        phys = ((d - base[:, None]) * scale[:, None]).astype(np.float32)
-        phys[d == invalid] = np.nan
+        phys = d - base  # float64: (d - base) * scale, rounded once to float32, as always
+        phys *= scale
+        out = phys.T.astype(np.float32, order="C")  # (k, n), transposed in the same pass
+        bad = d == invalid
+        if bad.any():
+            out[bad.T] = np.nan
         for row, i in enumerate(idx):
-            blocks[i] = phys[row]
-    signal = np.stack([blocks[i] for i in range(len(sigs))])
-    return make_record(hea.stem, signal, rec["fs"], [s.name for s in sigs], where, meta=meta)
+            blocks[i] = out[row]
+    if len(by_file) == 1 and next(iter(by_file.values())) == list(range(len(sigs))):
+        signal = out  # one data file holding every signal in order: nothing to put together
+    else:
+        signal = np.stack([blocks[i] for i in range(len(sigs))])
+    return make_record(hea.stem, signal, rec["fs"], [s.name for s in sigs], where, meta=meta, copy=False)
 
 
 def _read_wfdb_fallback(hea: Path, meta: dict[str, Any]) -> Record:

@@ -8,6 +8,7 @@ module sits under every reader, source and store.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -81,15 +82,19 @@ def canonical_lead(name: str) -> str:
     Raises:
         DataError: the name is not one of the 12 standard leads or a known alias.
     """
-    key = re.sub(r"\s+", "", str(name)).lower()
-    key = re.sub(r"^(ecg)?(lead)?", "", key) or key
-    if key in _CANON:
-        return _CANON[key]
-    if key in _ALIASES:
-        return _ALIASES[key]
+    found = _lookup_lead(str(name))
+    if found is not None:
+        return found
     raise DataError(
         f"unknown lead name {name!r}; expected one of {', '.join(LEADS_12)} (any case) or MLI/MLII/MLIII/DI/DII/DIII"
     )
+
+
+@functools.lru_cache(maxsize=1024)  # every lead of every record asks: cached, and bounded against odd headers
+def _lookup_lead(name: str) -> str | None:
+    key = re.sub(r"\s+", "", name).lower()
+    key = re.sub(r"^(ecg)?(lead)?", "", key) or key
+    return _CANON.get(key, _ALIASES.get(key))
 
 
 def unit_scale(unit: str, where: str) -> float:
@@ -111,6 +116,7 @@ def make_record(
     meta: dict[str, Any] | None = None,
     labels: tuple[str, ...] = (),
     patient: str | None = None,
+    copy: bool = True,
 ) -> Record:
     """Validate a raw ``(L, T)`` array and wrap it in a :class:`Record` with canonical lead names.
 
@@ -124,6 +130,8 @@ def make_record(
         meta: extra information kept on the record.
         labels: label names.
         patient: patient id, when known.
+        copy: False: a float32 ``signal`` whose rows are all kept may become the record's own (the caller
+            made it for this record and keeps no reference).
 
     Raises:
         RecordError: no standard lead, duplicate leads, no samples, bad ``fs`` or partial NaNs.
@@ -163,7 +171,8 @@ def make_record(
     if not keep:
         raise RecordError(where, f"no standard ECG lead among {', '.join(map(repr, names)) or 'none'}", "leads")
     scale_arr = np.broadcast_to(np.asarray(scale, dtype=np.float64), (arr.shape[0],))
-    out = np.asarray(arr[keep], dtype=np.float32)
+    whole = not copy and keep == list(range(arr.shape[0]))
+    out = np.asarray(arr if whole else arr[keep], dtype=np.float32)
     if not np.all(scale_arr[keep] == 1.0):
         out = out * scale_arr[keep].astype(np.float32)[:, None]
     finite = np.isfinite(out)

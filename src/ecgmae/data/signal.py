@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ecgmae.config import ConfigError, from_dict, to_dict
+from ecgmae.data import kernels
 from ecgmae.data.record import FS_RANGE, LEADS_12, MAX_RECORD_VALUES, canonical_lead, rate_out_of_range
 from ecgmae.errors import DataError
 
@@ -200,8 +201,6 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     Returns:
         float32 ``(..., ceil(T * up / down))``.
     """
-    from scipy.signal import resample_poly
-
     x = np.asarray(x, dtype=np.float32)
     if fs_in == fs_out:
         return x.copy()
@@ -213,6 +212,10 @@ def resample(x: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
         )
     if up == down:
         return x.copy()
+    if x.ndim == 2:  # scipy's result, computed faster (ecgmae.data.kernels)
+        return kernels.resample_poly(x, up, down, _fir(up, down))
+    from scipy.signal import resample_poly
+
     return resample_poly(x, up, down, axis=-1, window=_fir(up, down)).astype(np.float32, copy=False)
 
 
@@ -229,11 +232,13 @@ def _sos(lo: float, hi: float | None, fs: float, order: int) -> np.ndarray:
 
 
 def _filtfilt(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
-    from scipy.signal import sosfiltfilt
-
     if x.shape[-1] < 2:
         return x.copy()
     padlen = min(3 * (2 * len(sos) + 1), x.shape[-1] - 1)
+    if x.ndim == 2:  # scipy.signal.sosfiltfilt's result, its initial conditions computed once (ecgmae.data.kernels)
+        return kernels.sosfiltfilt(sos, x, padlen).astype(np.float32, copy=False)
+    from scipy.signal import sosfiltfilt
+
     return sosfiltfilt(sos, x, axis=-1, padlen=padlen).astype(np.float32, copy=False)
 
 

@@ -202,7 +202,8 @@ class ECGEncoder(nn.Module):
         if mode == "stats":
             if self.cfg.tokenization != "time":
                 raise ValueError("pool='stats' needs time tokenisation (tokens in time order)")
-            step = patches.diff(dim=1) if patches.shape[1] > 1 else torch.zeros_like(patches)
+            # the first difference in time, as torch.diff computes it (which ONNX export does not know)
+            step = patches[:, 1:] - patches[:, :-1] if patches.shape[1] > 1 else torch.zeros_like(patches)
             return torch.cat(
                 [
                     patches.mean(dim=1),

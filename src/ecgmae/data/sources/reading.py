@@ -8,10 +8,13 @@ caller decides between skipping and failing.
 from __future__ import annotations
 
 import functools
+import gc
+import itertools
 import multiprocessing
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,10 @@ from ecgmae.data.record import RecordError
 from ecgmae.data.sources import Item, Scan, get_source
 from ecgmae.errors import DataError, clip
 from ecgmae.utils import log
+
+# Chunks of items each reader process may have queued or finished but not yet consumed: enough to keep them
+# busy while the consumer (the model) works on a chunk, few enough that memory does not grow with the corpus.
+READ_AHEAD = 8
 
 
 def load_item(
@@ -97,13 +104,21 @@ def _load_one(
 
 
 def read_items(
-    source: str, scan: Scan, transform: Callable[[Any], Any], *, workers: int = 1, quiet: bool = False
+    source: str,
+    scan: Scan,
+    transform: Callable[[Any], Any],
+    *,
+    workers: int = 1,
+    quiet: bool = False,
+    processes: bool = False,
 ) -> Iterator[Loaded]:
     """Load every item of ``scan`` and apply ``transform`` to each record, in ``workers`` processes.
 
     Results come in item order whatever ``workers`` is, so outputs do not depend on it. Errors are
     returned (not raised) so the caller decides between skipping and failing. ``transform`` runs in
     the worker and must be picklable (a module-level function or a ``functools.partial`` of one).
+    One worker reads in this process unless ``processes`` (then one reader process works while the
+    caller consumes; ``workers=0`` reads in this process).
     """
     from tqdm.auto import tqdm
 
@@ -111,20 +126,47 @@ def read_items(
     fn = functools.partial(_load_one, source, scan.options, scan.root, scan.expected_leads, classes, transform)
     bar = tqdm(total=len(scan.items), disable=quiet, unit="rec", desc="prepare", dynamic_ncols=True)
     try:
-        if workers <= 1:
+        if workers < (1 if processes else 2):
             for item in scan.items:
                 yield fn(item)
                 bar.update()
             return
         # fork on Linux (as torch's DataLoader): no __main__ guard needed and no re-imports per worker
         method = "fork" if sys.platform.startswith("linux") else None
-        chunk = max(1, min(64, len(scan.items) // (workers * 8)))
+        chunk = max(1, min(64, len(scan.items) // (workers * 8)))  # 8 chunks each, at most 64 records
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+        # The forked readers share this process's memory (the scan's items: ~0.7 KB per record) until they write
+        # to it, and the cyclic garbage collector writes to every object it visits: frozen, those are left alone.
+        gc.freeze()
         try:
-            for done in pool.map(fn, scan.items, chunksize=chunk):
+            for done in bounded_map(pool, fn, scan.items, chunk=chunk, ahead=READ_AHEAD * workers):
+                gc.unfreeze()  # the readers have started (the first results are in)
                 yield done
                 bar.update()
         finally:
+            gc.unfreeze()
             pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
+
+
+def _run_chunk(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    return [fn(item) for item in items]
+
+
+def bounded_map(
+    pool: Executor, fn: Callable[[Any], Any], items: Sequence[Any], *, chunk: int, ahead: int
+) -> Iterator[Any]:
+    """``fn`` over ``items`` in ``pool``, results in item order, with at most ``ahead`` chunks of ``chunk`` items
+    submitted and not yet consumed (``Executor.map`` submits every item at once, so results pile up in memory
+    whenever the consumer is slower than the pool)."""
+    starts = iter(range(0, len(items), chunk))
+    pending: deque[Future[list[Any]]] = deque(
+        pool.submit(_run_chunk, fn, items[i : i + chunk]) for i in itertools.islice(starts, max(1, ahead))
+    )
+    while pending:
+        results = pending.popleft().result()
+        nxt = next(starts, None)
+        if nxt is not None:  # before yielding, so the pool works while the consumer does
+            pending.append(pool.submit(_run_chunk, fn, items[nxt : nxt + chunk]))
+        yield from results
