@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 
 from ecgmae.data.numtext import count_numbers, parse_numbers
-from ecgmae.data.record import MAX_RECORD_VALUES, Record, RecordError, make_record, unit_scale
+from ecgmae.data.record import MAX_RECORD_VALUES, Record, RecordError, make_record, statement_lines, unit_scale
 from ecgmae.data.xmlsafe import local, parse_xml
 from ecgmae.errors import clip
 
 LEAD_PREFIX = "MDC_ECG_LEAD_"
-MAX_STATEMENTS = 64
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 _AGE_UNITS = {"a": 1.0, "mo": 1 / 12, "wk": 7 / 365.25, "d": 1 / 365.25}
 
@@ -105,15 +104,13 @@ def _meta(root: ET.Element) -> dict[str, Any]:
         text = " ".join(p.strip() for p in parts if p and p.strip())
         if text:
             meta["device"] = clip(text)
-    statements: list[str] = []
-    for ann in root.iter("annotation"):
-        value = ann.find("value")
-        if _attr(ann.find("code"), "code").startswith("MDC_ECG_INTERPRETATION") and value is not None:
-            text = " ".join((value.text or "").split())
-            if text and text not in statements and len(statements) < MAX_STATEMENTS:
-                statements.append(clip(text))
+    statements = statement_lines(
+        ann.findtext("value") or ""
+        for ann in root.iter("annotation")
+        if _attr(ann.find("code"), "code").startswith("MDC_ECG_INTERPRETATION") and ann.find("value") is not None
+    )
     if statements:
-        meta["statements"] = tuple(statements)
+        meta["statements"] = statements
     return meta
 
 

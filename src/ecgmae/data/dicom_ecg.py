@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from ecgmae.data.muse import SIGN_OFF
 from ecgmae.data.record import (
     MAX_RECORD_VALUES,
     Record,
@@ -40,6 +39,7 @@ from ecgmae.data.record import (
     canonical_lead,
     make_record,
     rate_out_of_range,
+    statement_lines,
     unit_scale,
 )
 from ecgmae.data.safety import check_file
@@ -257,11 +257,9 @@ def _meta(ds: Any) -> dict[str, Any]:
     device = " ".join(str(ds.get(k, "") or "").strip() for k in ("Manufacturer", "ManufacturerModelName")).strip()
     if device:
         meta["device"] = clip(device, 100)
-    statements = []
-    for note in ds.get("WaveformAnnotationSequence") or ():
-        text = " ".join(str(note.get("UnformattedTextValue", "") or "").split())
-        if text and not SIGN_OFF.match(text):
-            statements.append(clip(text, 500))
+    statements = statement_lines(
+        str(note.get("UnformattedTextValue", "") or "") for note in ds.get("WaveformAnnotationSequence") or ()
+    )
     if statements:
-        meta["statements"] = tuple(statements)
+        meta["statements"] = statements
     return meta

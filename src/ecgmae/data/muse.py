@@ -40,6 +40,7 @@ from ecgmae.data.record import (
     canonical_lead,
     make_record,
     rate_out_of_range,
+    statement_lines,
 )
 from ecgmae.data.xmlsafe import local, parse_xml
 from ecgmae.errors import DataError, clip
@@ -50,9 +51,6 @@ _UNITS = {"MICROVOLTS": 1e-3, "MICROVOLT": 1e-3, "UV": 1e-3, "MILLIVOLTS": 1.0, 
 _AGE_UNITS = {"YEARS": 1.0, "MONTHS": 1 / 12, "WEEKS": 7 / 365.25, "DAYS": 1 / 365.25, "HOURS": 1 / 8766}
 _WS = re.compile(rb"\s+")
 # A sign-off line names a physician and a date ("Confirmed by Smith, J. (1234) on 3/4/2021"): not kept.
-SIGN_OFF = re.compile(
-    r"^\s*(confirmed|reviewed|edited|over-?read|interpreted|referred|electronically signed|signed)\b.*\bby\b", re.I
-)
 # Limb leads a cart does not store, from the two it does (values in mV).
 _DERIVED = {
     "III": lambda i, ii: ii - i,
@@ -225,7 +223,7 @@ def _statements(block: Element | None) -> tuple[str, ...]:
             current = []
     if current:
         lines.append(" ".join(current))
-    return tuple(line for line in lines if not SIGN_OFF.match(line))
+    return statement_lines(lines)
 
 
 def _meta(root: Element) -> dict[str, Any]:
@@ -245,7 +243,7 @@ def _meta(root: Element) -> dict[str, Any]:
             meta["sex"] = sex[0]
     statements = _statements(root.find("Diagnosis")) or _statements(root.find("OriginalDiagnosis"))
     if statements:
-        meta["statements"] = tuple(clip(s, 500) for s in statements)
+        meta["statements"] = statements
     device = (root.findtext("TestDemographics/AcquisitionDevice") or "").strip()
     if device:
         meta["device"] = clip(device, 100)

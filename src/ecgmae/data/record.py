@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,32 @@ def rate_out_of_range(fs: float) -> str | None:
     if FS_RANGE[0] <= fs <= FS_RANGE[1]:
         return None
     return f"sampling rate {fs:g} Hz is outside {FS_RANGE[0]:g}-{FS_RANGE[1]:g} Hz: not an ECG rate"
+
+
+# Interpretation statements a record keeps (``meta["statements"]``): at most this many lines of at most
+# STATEMENT_MAX_CHARS each. A line that signs the reading off names a person and a date: never kept.
+MAX_STATEMENTS = 64
+STATEMENT_MAX_CHARS = 500
+SIGN_OFF = re.compile(
+    r"^\s*(confirmed|reviewed|edited|over-?read|interpreted|referred|electronically signed|signed)\b.*\bby\b", re.I
+)
+
+
+def statement_lines(lines: Iterable[str]) -> tuple[str, ...]:
+    """The one rule for the interpretation statements every reader keeps: whitespace collapsed, empty lines,
+    sign-offs ("Confirmed by Dr X on ...") and repeats dropped, each line escaped and cut to
+    ``STATEMENT_MAX_CHARS``, at most ``MAX_STATEMENTS`` lines, in order."""
+    kept: list[str] = []
+    for raw in lines:
+        line = " ".join(str(raw).split())
+        if not line or SIGN_OFF.match(line):
+            continue
+        line = clip(line, STATEMENT_MAX_CHARS)
+        if line not in kept:
+            kept.append(line)
+            if len(kept) == MAX_STATEMENTS:
+                break
+    return tuple(kept)
 
 
 class RecordError(DataError):

@@ -21,14 +21,13 @@ from typing import Any
 import numpy as np
 
 from ecgmae.data.numtext import parse_numbers
-from ecgmae.data.record import LEADS_12, MAX_RECORD_VALUES, Record, RecordError, make_record
+from ecgmae.data.record import LEADS_12, MAX_RECORD_VALUES, Record, RecordError, make_record, statement_lines
 from ecgmae.data.xli import XliError, decode_xli
 from ecgmae.data.xmlsafe import local, parse_xml
 from ecgmae.errors import clip
 
 VERSIONS = ("1.03", "1.04", "1.04.01", "1.04.02")
 MAX_LEADS = 64
-MAX_STATEMENTS = 64
 _AGE_UNITS = {"years": 1.0, "months": 1 / 12, "weeks": 7 / 365.25, "days": 1 / 365.25}
 _SEX = {"male": "M", "female": "F"}
 
@@ -162,17 +161,12 @@ def _meta(root: ET.Element, version: str) -> dict[str, Any]:
         device = " ".join(s for s in ((machine.text or "").strip(), machine.get("detaildescription", "").strip()) if s)
         if device:
             meta["device"] = clip(device)
-    statements: list[str] = []
-    for st in root.iterfind("interpretations/interpretation/statement"):
-        line = " ".join(
-            t
-            for t in ((st.findtext("leftstatement") or "").strip(), (st.findtext("rightstatement") or "").strip())
-            if t
-        )
-        if line and line not in statements and len(statements) < MAX_STATEMENTS:
-            statements.append(clip(line))
+    statements = statement_lines(
+        " ".join(((st.findtext("leftstatement") or ""), (st.findtext("rightstatement") or "")))
+        for st in root.iterfind("interpretations/interpretation/statement")
+    )
     if statements:
-        meta["statements"] = tuple(statements)
+        meta["statements"] = statements
     return meta
 
 
