@@ -1,6 +1,6 @@
 """Fuzzing: malformed headers, data files, arrays and label tables raise DataError (one line), nothing else.
 
-The WFDB reader is fuzzed below its catch-all (``io._read_wfdb``), so a bug cannot hide behind it.
+The WFDB reader is fuzzed below its catch-all (``wfdb_read.read_wfdb``), so a bug cannot hide behind it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import wfdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecgmae.data import io
+from ecgmae.data import wfdb_read
 from ecgmae.data.io import LEADS_12, Record, RecordError, make_record, parse_header, read_record
 from ecgmae.data.signal import PreprocessConfig, preprocess
 from ecgmae.data.sources import read_label_table
@@ -69,7 +69,7 @@ def test_fuzzed_headers_and_data(case: tuple[str, bytes]) -> None:
         hea.write_text(text)
         (Path(tmp) / "rec.dat").write_bytes(data)
         try:
-            rec = io._read_wfdb(hea)
+            rec = wfdb_read.read_wfdb(hea)
         except DataError as exc:
             assert "\n" not in str(exc) and str(exc).startswith("rec.")
         else:
