@@ -12,14 +12,13 @@ kept: names, subject and document IDs, birth times, sites, investigators or any 
 
 from __future__ import annotations
 
-import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ecgmae.data.numtext import count_numbers, parse_numbers
+from ecgmae.data.numtext import count_numbers, finite_number, parse_numbers
 from ecgmae.data.record import MAX_RECORD_VALUES, Record, RecordError, make_record, statement_lines, unit_scale
 from ecgmae.data.xmlsafe import local, parse_xml
 from ecgmae.errors import clip
@@ -34,16 +33,6 @@ def _attr(el: ET.Element | None, name: str) -> str:
     if el is None:
         return ""
     return next((v for k, v in el.attrib.items() if local(k) == name), "")
-
-
-def _float(text: str, where: str, label: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise RecordError(where, f"{label} {clip(text)!r} is not a number", "header") from None
-    if not math.isfinite(value):
-        raise RecordError(where, f"{label} {clip(text)!r} is not a finite number", "header")
-    return value
 
 
 def _rhythm_set(root: ET.Element, where: str) -> ET.Element:
@@ -61,7 +50,7 @@ def _rate(seq: ET.Element, where: str) -> float:
     unit = _attr(inc, "unit").strip() or "s"
     if inc is None or unit not in _TIME_UNITS:
         raise RecordError(where, f"time sequence has no increment in s or ms (unit {clip(unit)!r})", "header")
-    step = _float(_attr(inc, "value"), where, "time increment") * _TIME_UNITS[unit]
+    step = finite_number(_attr(inc, "value"), where, "time increment") * _TIME_UNITS[unit]
     if step <= 0:
         raise RecordError(where, f"time increment {step:g} s is not positive", "header")
     return 1.0 / step
@@ -72,10 +61,10 @@ def _lead(value: ET.Element, where: str, name: str, limit: int) -> np.ndarray:
     origin, scale = value.find("origin"), value.find("scale")
     if scale is None:
         raise RecordError(where, f"lead {name} has no scale", "header")
-    mv = _float(_attr(scale, "value"), where, f"lead {name} scale") * unit_scale(_attr(scale, "unit"), where)
+    mv = finite_number(_attr(scale, "value"), where, f"lead {name} scale") * unit_scale(_attr(scale, "unit"), where)
     base = 0.0
     if origin is not None:
-        base = _float(_attr(origin, "value") or "0", where, f"lead {name} origin")
+        base = finite_number(_attr(origin, "value") or "0", where, f"lead {name} origin")
         base *= unit_scale(_attr(origin, "unit") or _attr(scale, "unit"), where)
     digits = parse_numbers(value.findtext("digits") or "", where, f"lead {name} digits", limit=limit)
     return base + mv * digits

@@ -1,13 +1,32 @@
-"""Whitespace-separated numbers in XML text (HL7 aECG ``<digits>``, Sierra "Plain" waveforms), counted
-before they are parsed so a record's size is known before its array is built."""
+"""Numbers in XML text: one attribute or element as a finite number (:func:`finite_number`), and
+whitespace-separated runs (HL7 aECG ``<digits>``, Sierra "Plain" waveforms) counted before they are parsed so a
+record's size is known before its array is built."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from ecgmae.data.record import RecordError
+from ecgmae.errors import clip
 
 _SPACE = np.frombuffer(b" \t\n\r", np.uint8)
+
+
+def finite_number(text: str, where: str, label: str) -> float:
+    """``text`` as a finite float.
+
+    Raises:
+        RecordError: kind ``header``, naming ``label`` and the text (escaped and cut short).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise RecordError(where, f"{label} {clip(text)!r} is not a number", "header") from None
+    if not math.isfinite(value):
+        raise RecordError(where, f"{label} {clip(text)!r} is not a finite number", "header")
+    return value
 
 
 def count_numbers(text: str) -> int:

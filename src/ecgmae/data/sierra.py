@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ecgmae.data.numtext import parse_numbers
+from ecgmae.data.numtext import finite_number, parse_numbers
 from ecgmae.data.record import LEADS_12, MAX_RECORD_VALUES, Record, RecordError, make_record, statement_lines
 from ecgmae.data.xli import XliError, decode_xli
 from ecgmae.data.xmlsafe import local, parse_xml
@@ -36,13 +35,7 @@ def _number(text: str | None, where: str, label: str) -> float | None:
     """``text`` as a finite number, None when absent or empty."""
     if text is None or not text.strip():
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise RecordError(where, f"{label} {clip(text)!r} is not a number", "header") from None
-    if not math.isfinite(value):
-        raise RecordError(where, f"{label} {clip(text)!r} is not a finite number", "header")
-    return value
+    return finite_number(text, where, label)
 
 
 def _first(*values: str | None) -> str | None:
