@@ -1,5 +1,6 @@
 """Request body -> one record: JSON ``{signal, fs, leads}``, an uploaded WFDB record, ``.npy`` or one-file
-export (GE MUSE ``.xml``, DICOM ``.dcm``: :data:`ecgmae.data.exports.FILE_READERS`), or an example.
+export (``.xml``: GE MUSE, Philips Sierra, HL7 aECG; DICOM ``.dcm``; EDF ``.edf``: every suffix of
+:data:`ecgmae.data.exports.FILE_READERS`), or an example.
 
 Uploads are written into a private temporary folder (``TMPDIR``; ``/dev/shm`` is fastest) under their
 own (checked) names and read with :func:`ecgmae.data.io.read_record`, which already refuses what a
@@ -37,7 +38,7 @@ OPTIONS = ("mask_ratio", "seed", "include_signal")  # request options beside the
 _JSON_KEYS = ("signal", "fs", "leads", *OPTIONS)  # examples are named by a form field
 _FORM_FIELDS = ("fs", "leads", "example", *OPTIONS)
 _SUFFIXES = (".hea", ".dat", ".mat", ".npy", *FILE_READERS)
-_EXPORTS = ", ".join(FILE_READERS)  # one-file records: .xml (GE MUSE), .dcm (DICOM ECG)
+_EXPORTS = ", ".join(FILE_READERS)  # one-file records (data/exports.py)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_FILES = 8
 _TMP_PREFIX = "ecgmae-serve-"  # the private folder an upload is read from

@@ -114,9 +114,10 @@ def scan(
     if task:
         raise DataError(f"--task {task!r}: the folder source has no label tasks (labels come from the CSV)")
     options = dict(options or {})
-    statements = options.get("labels_from", "csv") == "statements"
-    if options.get("labels_from", "csv") not in ("csv", "statements"):
-        raise DataError(f"labels_from {options['labels_from']!r}: choose csv or statements")
+    labels_from = options.get("labels_from", "csv")
+    if labels_from not in ("csv", "statements"):
+        raise DataError(f"labels_from {labels_from!r}: choose csv or statements")
+    statements = labels_from == "statements"
     files = walk_files(src)
     paths, keep_suffix, companions = record_files(files)
     if not paths:
@@ -141,5 +142,5 @@ def load(item: Item, options: dict[str, Any], root: str | None = None) -> Record
     rec = read_record(item.path, root=root)
     rec.record = item.record
     if options.get("labels_from") == "statements":
-        rec.labels = tuple(dict.fromkeys(rec.meta.get("statements", ())))
+        rec.labels = rec.meta.get("statements", ())  # already one per line, without repeats (statement_lines)
     return rec
