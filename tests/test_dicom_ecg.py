@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from ecgmae.data.io import RecordError, read_record
+from ecgmae.data.io import read_record
 from ecgmae.errors import DataError
-from test_hostile_inputs import _one_line
+from test_muse import refused
 
 pydicom = pytest.importorskip("pydicom", reason="DICOM tests need pydicom (pip install 'ecgmae[dicom]')")
 
@@ -32,15 +32,6 @@ def rewrite(tmp_path: Path, change: Any, name: str = "x.dcm") -> Path:
     out = tmp_path / name
     ds.save_as(out)
     return out
-
-
-def refused(path: Path, *parts: str, kind: str | None = None) -> str:
-    with pytest.raises(RecordError) as err:
-        read_record(path)
-    _one_line(str(err.value), path.name, *parts)
-    if kind:
-        assert err.value.kind == kind, (err.value.kind, str(err.value))
-    return str(err.value)
 
 
 # ------------------------------------------------------------------------------------ the real files
